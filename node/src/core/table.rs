@@ -1,0 +1,515 @@
+//! [`LockTable`]: the replicated state and the pure `apply` over it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::hashes::parse_owner_hash;
+use super::model::{Change, Command, Lock, Op, Outcome, Process, Status};
+
+/// Processes and locks at a log time.
+///
+/// `now` is the log clock: the largest command time applied so far. Liveness is
+/// always judged against a time passed in (the log clock for writes, the
+/// leader's read time for reads), never against a clock of this machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockTable {
+    now: u64,
+    locks: BTreeMap<String, Lock>,
+    processes: BTreeMap<String, Process>,
+    /// Derived index: process hash -> keys of the locks bound to it. Rebuilt on
+    /// load, never persisted, so it cannot disagree with `locks` on disk.
+    by_process: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The persisted form of a table, in key order, for snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableImage {
+    pub now: u64,
+    pub locks: Vec<Lock>,
+    pub processes: Vec<Process>,
+}
+
+/// The answer to an owner-hash query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerStatus {
+    pub status: Status,
+    pub key: Option<String>,
+    pub lock: Option<Lock>,
+}
+
+impl LockTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a table from records read back from storage or a snapshot.
+    pub fn from_parts(
+        now: u64,
+        locks: impl IntoIterator<Item = Lock>,
+        processes: impl IntoIterator<Item = Process>,
+    ) -> Self {
+        let mut table = LockTable {
+            now,
+            ..Default::default()
+        };
+        for p in processes {
+            table.processes.insert(p.process_hash.clone(), p);
+        }
+        for l in locks {
+            table.index_lock(&l);
+            table.locks.insert(l.key.clone(), l);
+        }
+        table
+    }
+
+    pub fn from_image(image: TableImage) -> Self {
+        Self::from_parts(image.now, image.locks, image.processes)
+    }
+
+    pub fn to_image(&self) -> TableImage {
+        TableImage {
+            now: self.now,
+            locks: self.locks.values().cloned().collect(),
+            processes: self.processes.values().cloned().collect(),
+        }
+    }
+
+    /// The log clock: the latest command time applied.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Number of lock records, live or not yet swept.
+    pub fn lock_records(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Number of process records, live or not yet swept.
+    pub fn process_records(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Applies one committed command at log index `index`.
+    ///
+    /// Pure: the result depends only on `self`, `index` and `cmd`. Returns the
+    /// answer for the client and the records storage must write.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> (Outcome, Vec<Change>) {
+        let before = self.now;
+        self.now = self.now.max(cmd.time_ms);
+        let mut tx = Tx {
+            table: self,
+            changes: Vec::new(),
+        };
+        let outcome = match &cmd.op {
+            Op::Keepalive {
+                process_hash,
+                ttl_ms,
+                info,
+            } => tx.keepalive(process_hash, *ttl_ms, info.as_deref()),
+            Op::EndProcess { process_hash } => tx.end_process(process_hash),
+            Op::Acquire {
+                key,
+                owner_hash,
+                process_hash,
+                trace,
+                ttl_ms,
+            } => tx.acquire(
+                index,
+                key,
+                owner_hash,
+                process_hash.as_deref(),
+                trace.as_deref(),
+                *ttl_ms,
+            ),
+            Op::Extend {
+                key,
+                owner_hash,
+                ttl_ms,
+            } => tx.extend(key, owner_hash, *ttl_ms),
+            Op::Release { key, owner_hash } => tx.release(key, owner_hash),
+            Op::Sweep => tx.sweep(),
+            Op::LeaderTakeover => tx.leader_takeover(before),
+        };
+        let changes = tx.changes;
+        #[cfg(debug_assertions)]
+        self.check_invariants(index);
+        (outcome, changes)
+    }
+
+    /// A live process at `at`.
+    pub fn live_process(&self, process_hash: &str, at: u64) -> Option<&Process> {
+        self.processes
+            .get(process_hash)
+            .filter(|p| at < p.alive_until)
+    }
+
+    /// Whether the lock's process (if it has one) is alive for this lock at `at`.
+    fn process_alive_for(&self, lock: &Lock, at: u64) -> bool {
+        match &lock.process_hash {
+            None => true,
+            Some(p) => self
+                .live_process(p, at)
+                .is_some_and(|p| p.since <= lock.acquired_at),
+        }
+    }
+
+    fn is_live(&self, lock: &Lock, at: u64) -> bool {
+        at < lock.expires_at && self.process_alive_for(lock, at)
+    }
+
+    /// The live lock on `key` at `at`, if any.
+    pub fn live_lock(&self, key: &str, at: u64) -> Option<&Lock> {
+        self.locks.get(key).filter(|l| self.is_live(l, at))
+    }
+
+    /// Live locks whose key starts with `prefix`, in key order, at most `limit`.
+    pub fn list(&self, prefix: &str, limit: usize, at: u64) -> Vec<&Lock> {
+        self.locks
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, l)| l)
+            .filter(|l| self.is_live(l, at))
+            .take(limit)
+            .collect()
+    }
+
+    /// Number of live locks at `at` (a scan: for metrics, not hot paths).
+    pub fn live_lock_count(&self, at: u64) -> usize {
+        self.locks.values().filter(|l| self.is_live(l, at)).count()
+    }
+
+    /// Number of live processes at `at`.
+    pub fn live_process_count(&self, at: u64) -> usize {
+        self.processes
+            .values()
+            .filter(|p| at < p.alive_until)
+            .count()
+    }
+
+    /// The seed's owner-hash status, judged at `at`.
+    pub fn owner_status(&self, owner_hash: &str, at: u64) -> OwnerStatus {
+        let Some(parts) = parse_owner_hash(owner_hash) else {
+            return OwnerStatus {
+                status: Status::MalformedOwnerHash,
+                key: None,
+                lock: None,
+            };
+        };
+        let key = Some(parts.key.to_string());
+        let Some(lock) = self.locks.get(parts.key).filter(|l| at < l.expires_at) else {
+            return OwnerStatus {
+                status: Status::NoKey,
+                key,
+                lock: None,
+            };
+        };
+        let status = if !self.process_alive_for(lock, at) {
+            Status::NoRunningProcess
+        } else if lock.owner_hash != owner_hash {
+            Status::SomeoneElseHoldsLock
+        } else {
+            Status::Running
+        };
+        OwnerStatus {
+            status,
+            key,
+            lock: Some(lock.clone()),
+        }
+    }
+
+    /// Whether a sweep at `at` would remove anything.
+    pub fn has_expired(&self, at: u64) -> bool {
+        self.locks.values().any(|l| l.expires_at <= at)
+            || self.processes.values().any(|p| p.alive_until <= at)
+    }
+
+    /// The earliest time at which `key`'s current holder stops being live, if
+    /// it is live at `at`: when a waiter may try again without being told.
+    pub fn holder_deadline(&self, key: &str, at: u64) -> Option<u64> {
+        let lock = self.live_lock(key, at)?;
+        let process_end = lock
+            .process_hash
+            .as_deref()
+            .and_then(|p| self.processes.get(p))
+            .map_or(u64::MAX, |p| p.alive_until);
+        Some(lock.expires_at.min(process_end))
+    }
+
+    fn index_lock(&mut self, lock: &Lock) {
+        if let Some(p) = &lock.process_hash {
+            self.by_process
+                .entry(p.clone())
+                .or_default()
+                .insert(lock.key.clone());
+        }
+    }
+
+    fn unindex_lock(&mut self, lock: &Lock) {
+        if let Some(p) = &lock.process_hash {
+            if let Some(keys) = self.by_process.get_mut(p) {
+                keys.remove(&lock.key);
+                if keys.is_empty() {
+                    self.by_process.remove(p);
+                }
+            }
+        }
+    }
+
+    /// Asserts the structural invariants. Mutual exclusion itself is
+    /// structural (one record per key); these catch a broken index or a token
+    /// from the future.
+    pub fn check_invariants(&self, last_index: u64) {
+        let mut indexed = 0usize;
+        for (key, lock) in &self.locks {
+            assert_eq!(key, &lock.key, "lock stored under the wrong key");
+            assert!(
+                lock.fencing_token <= last_index,
+                "fencing token {} beyond applied index {last_index}",
+                lock.fencing_token
+            );
+            assert!(
+                lock.acquired_at <= lock.extended_at,
+                "extended before acquired"
+            );
+            if let Some(p) = &lock.process_hash {
+                indexed += 1;
+                assert!(
+                    self.by_process.get(p).is_some_and(|k| k.contains(key)),
+                    "lock {key:?} missing from the process index"
+                );
+            }
+        }
+        let index_size: usize = self.by_process.values().map(BTreeSet::len).sum();
+        assert_eq!(indexed, index_size, "process index has stale entries");
+        for (hash, p) in &self.processes {
+            assert_eq!(hash, &p.process_hash, "process stored under the wrong hash");
+        }
+    }
+}
+
+/// One apply in progress: mutates the table and records what changed.
+struct Tx<'a> {
+    table: &'a mut LockTable,
+    changes: Vec<Change>,
+}
+
+impl Tx<'_> {
+    fn now(&self) -> u64 {
+        self.table.now
+    }
+
+    fn put_lock(&mut self, lock: Lock) {
+        if let Some(old) = self.table.locks.get(&lock.key).cloned() {
+            self.table.unindex_lock(&old);
+        }
+        self.table.index_lock(&lock);
+        self.changes.push(Change::PutLock(lock.clone()));
+        self.table.locks.insert(lock.key.clone(), lock);
+    }
+
+    fn delete_lock(&mut self, key: &str) {
+        if let Some(old) = self.table.locks.remove(key) {
+            self.table.unindex_lock(&old);
+            self.changes.push(Change::DeleteLock(old.key));
+        }
+    }
+
+    fn put_process(&mut self, process: Process) {
+        self.changes.push(Change::PutProcess(process.clone()));
+        self.table
+            .processes
+            .insert(process.process_hash.clone(), process);
+    }
+
+    fn delete_process(&mut self, process_hash: &str) {
+        if self.table.processes.remove(process_hash).is_some() {
+            self.changes
+                .push(Change::DeleteProcess(process_hash.to_string()));
+        }
+    }
+
+    fn keepalive(&mut self, process_hash: &str, ttl_ms: u64, info: Option<&str>) -> Outcome {
+        let now = self.now();
+        let alive_until = now.saturating_add(ttl_ms);
+        let process = match self.table.live_process(process_hash, now) {
+            Some(p) => Process {
+                ttl_ms,
+                alive_until,
+                info: info.map(str::to_string).or_else(|| p.info.clone()),
+                ..p.clone()
+            },
+            // A new incarnation: locks of an earlier one stay dead (see `since`).
+            None => Process {
+                process_hash: process_hash.to_string(),
+                ttl_ms,
+                alive_until,
+                since: now,
+                info: info.map(str::to_string),
+            },
+        };
+        self.put_process(process);
+        Outcome {
+            status: Status::Success,
+            lock: None,
+            alive_until: Some(alive_until),
+        }
+    }
+
+    fn end_process(&mut self, process_hash: &str) -> Outcome {
+        let was_live = self.table.live_process(process_hash, self.now()).is_some();
+        let keys: Vec<String> = self
+            .table
+            .by_process
+            .get(process_hash)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.delete_lock(&key);
+        }
+        self.delete_process(process_hash);
+        Outcome::status(if was_live {
+            Status::Success
+        } else {
+            Status::NoKey
+        })
+    }
+
+    fn acquire(
+        &mut self,
+        index: u64,
+        key: &str,
+        owner_hash: &str,
+        process_hash: Option<&str>,
+        trace: Option<&str>,
+        ttl_ms: u64,
+    ) -> Outcome {
+        let now = self.now();
+        if let Some(p) = process_hash {
+            if self.table.live_process(p, now).is_none() {
+                return Outcome::status(Status::NoRunningProcess);
+            }
+        }
+        if let Some(held) = self.table.live_lock(key, now) {
+            if held.owner_hash != owner_hash {
+                return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
+            }
+            // Re-acquire by the same owner: an extend that keeps the token.
+            let lock = Lock {
+                extended_at: now,
+                expires_at: now.saturating_add(ttl_ms),
+                ttl_ms,
+                ..held.clone()
+            };
+            self.put_lock(lock.clone());
+            return Outcome::with_lock(Status::Success, &lock);
+        }
+        let lock = Lock {
+            key: key.to_string(),
+            owner_hash: owner_hash.to_string(),
+            process_hash: process_hash.map(str::to_string),
+            trace: trace.map(str::to_string),
+            acquired_at: now,
+            extended_at: now,
+            expires_at: now.saturating_add(ttl_ms),
+            ttl_ms,
+            fencing_token: index,
+        };
+        self.put_lock(lock.clone());
+        Outcome::with_lock(Status::Success, &lock)
+    }
+
+    fn extend(&mut self, key: &str, owner_hash: &str, ttl_ms: u64) -> Outcome {
+        let now = self.now();
+        let Some(held) = self.table.live_lock(key, now) else {
+            return Outcome::status(Status::NoKey);
+        };
+        if held.owner_hash != owner_hash {
+            return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
+        }
+        let lock = Lock {
+            extended_at: now,
+            expires_at: now.saturating_add(ttl_ms),
+            ttl_ms,
+            ..held.clone()
+        };
+        self.put_lock(lock.clone());
+        Outcome::with_lock(Status::Success, &lock)
+    }
+
+    fn release(&mut self, key: &str, owner_hash: &str) -> Outcome {
+        let now = self.now();
+        let Some(held) = self.table.live_lock(key, now) else {
+            return Outcome::status(Status::NoKey);
+        };
+        if held.owner_hash != owner_hash {
+            return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
+        }
+        self.delete_lock(key);
+        Outcome::status(Status::Success)
+    }
+
+    fn sweep(&mut self) -> Outcome {
+        let now = self.now();
+        let dead_locks: Vec<String> = self
+            .table
+            .locks
+            .values()
+            .filter(|l| l.expires_at <= now)
+            .map(|l| l.key.clone())
+            .collect();
+        for key in dead_locks {
+            self.delete_lock(&key);
+        }
+        let dead_processes: Vec<String> = self
+            .table
+            .processes
+            .values()
+            .filter(|p| p.alive_until <= now)
+            .map(|p| p.process_hash.clone())
+            .collect();
+        for p in dead_processes {
+            self.delete_process(&p);
+        }
+        Outcome::status(Status::Success)
+    }
+
+    /// Liveness is judged at the log time *before* this entry, so a new
+    /// leader whose clock is ahead cannot make a lease look expired; every
+    /// lease live then now runs to at least the new time plus its ttl.
+    fn leader_takeover(&mut self, before: u64) -> Outcome {
+        let now = self.now();
+        let live_processes: Vec<Process> = self
+            .table
+            .processes
+            .values()
+            .filter(|p| before < p.alive_until)
+            .cloned()
+            .collect();
+        let live_locks: Vec<Lock> = self
+            .table
+            .locks
+            .values()
+            .filter(|l| self.table.is_live(l, before))
+            .cloned()
+            .collect();
+        for mut p in live_processes {
+            let floor = now.saturating_add(p.ttl_ms);
+            if p.alive_until < floor {
+                p.alive_until = floor;
+                self.put_process(p);
+            }
+        }
+        for mut l in live_locks {
+            let floor = now.saturating_add(l.ttl_ms);
+            if l.expires_at < floor {
+                l.expires_at = floor;
+                self.put_lock(l);
+            }
+        }
+        Outcome::status(Status::Success)
+    }
+}

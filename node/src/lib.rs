@@ -1,0 +1,5 @@
+//! Locker: a clustered lock service for singleton jobs.
+//!
+//! See ARCHITECTURE.md at the repository root for the map of this crate.
+
+pub mod core;
