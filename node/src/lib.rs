@@ -3,3 +3,5 @@
 //! See ARCHITECTURE.md at the repository root for the map of this crate.
 
 pub mod core;
+pub mod store;
+pub mod types;

@@ -133,7 +133,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn status(status: Status) -> Self {
+    pub fn status_only(status: Status) -> Self {
         Outcome {
             status,
             lock: None,

@@ -371,7 +371,7 @@ impl Tx<'_> {
             self.delete_lock(&key);
         }
         self.delete_process(process_hash);
-        Outcome::status(if was_live {
+        Outcome::status_only(if was_live {
             Status::Success
         } else {
             Status::NoKey
@@ -390,7 +390,7 @@ impl Tx<'_> {
         let now = self.now();
         if let Some(p) = process_hash {
             if self.table.live_process(p, now).is_none() {
-                return Outcome::status(Status::NoRunningProcess);
+                return Outcome::status_only(Status::NoRunningProcess);
             }
         }
         if let Some(held) = self.table.live_lock(key, now) {
@@ -425,7 +425,7 @@ impl Tx<'_> {
     fn extend(&mut self, key: &str, owner_hash: &str, ttl_ms: u64) -> Outcome {
         let now = self.now();
         let Some(held) = self.table.live_lock(key, now) else {
-            return Outcome::status(Status::NoKey);
+            return Outcome::status_only(Status::NoKey);
         };
         if held.owner_hash != owner_hash {
             return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
@@ -443,13 +443,13 @@ impl Tx<'_> {
     fn release(&mut self, key: &str, owner_hash: &str) -> Outcome {
         let now = self.now();
         let Some(held) = self.table.live_lock(key, now) else {
-            return Outcome::status(Status::NoKey);
+            return Outcome::status_only(Status::NoKey);
         };
         if held.owner_hash != owner_hash {
             return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
         }
         self.delete_lock(key);
-        Outcome::status(Status::Success)
+        Outcome::status_only(Status::Success)
     }
 
     fn sweep(&mut self) -> Outcome {
@@ -474,7 +474,7 @@ impl Tx<'_> {
         for p in dead_processes {
             self.delete_process(&p);
         }
-        Outcome::status(Status::Success)
+        Outcome::status_only(Status::Success)
     }
 
     /// Liveness is judged at the log time *before* this entry, so a new
@@ -510,6 +510,6 @@ impl Tx<'_> {
                 self.put_lock(l);
             }
         }
-        Outcome::status(Status::Success)
+        Outcome::status_only(Status::Success)
     }
 }

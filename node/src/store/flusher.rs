@@ -1,0 +1,94 @@
+//! Group commit: one fsync serves every append that arrived while the last
+//! one was running.
+//!
+//! `sled::Db::flush` is blocking and concurrent `flush_async` calls can
+//! deadlock in sled 0.34.7, so a single OS thread owns flushing. Writers put
+//! their records into sled first (cheap, in memory) and then queue a
+//! completion; the thread drains the queue, flushes once, and completes them all.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+struct Job {
+    entries: u64,
+    done: Completion,
+}
+
+/// Counters for the metrics page and the benchmark's "writes per fsync".
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    pub fsyncs: AtomicU64,
+    pub entries: AtomicU64,
+    pub fsync_micros: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Flusher {
+    tx: mpsc::Sender<Job>,
+    pub stats: Arc<FlushStats>,
+}
+
+impl Flusher {
+    pub fn start(db: sled::Db) -> Flusher {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(FlushStats::default());
+        let thread_stats = stats.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sled-flusher".into())
+            .spawn(move || run(db, rx, thread_stats));
+        if let Err(e) = spawned {
+            // Without the thread nothing would ever be acknowledged: fail loudly.
+            panic!("cannot start the flusher thread: {e}");
+        }
+        Flusher { tx, stats }
+    }
+
+    /// Calls `done` once everything written to the Db before this call is on disk.
+    pub fn after_flush(&self, entries: u64, done: impl FnOnce(io::Result<()>) + Send + 'static) {
+        let job = Job {
+            entries,
+            done: Box::new(done),
+        };
+        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
+            (job.done)(Err(io::Error::other("the flusher has stopped")));
+        }
+    }
+
+    /// Waits until everything written before this call is on disk.
+    pub async fn flush(&self) -> io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.after_flush(0, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .map_err(|_| io::Error::other("the flusher has stopped"))?
+    }
+}
+
+fn run(db: sled::Db, rx: mpsc::Receiver<Job>, stats: Arc<FlushStats>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        let started = std::time::Instant::now();
+        let result = db.flush();
+        stats
+            .fsync_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let entries: u64 = jobs.iter().map(|j| j.entries).sum();
+        stats.entries.fetch_add(entries, Ordering::Relaxed);
+        match result {
+            Ok(_) => jobs.into_iter().for_each(|j| (j.done)(Ok(()))),
+            Err(e) => {
+                tracing::error!(error = %e, "flush failed");
+                let msg = e.to_string();
+                jobs.into_iter()
+                    .for_each(|j| (j.done)(Err(io::Error::other(msg.clone()))));
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The state machine adapter: feeds committed entries to the pure
+//! [`LockTable`] and persists what it changed, one atomic sled batch per
+//! apply call; builds and installs snapshots.
+
+use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use futures::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{decode, encode, to_io, Flusher};
+use crate::core::{Change, Lock, LockTable, Outcome, Process, Status, TableImage};
+use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+const LOCK_PREFIX: u8 = b'L';
+const PROCESS_PREFIX: u8 = b'P';
+const META_APPLIED: &[u8] = b"M:applied";
+const META_MEMBERSHIP: &[u8] = b"M:membership";
+const META_NOW: &[u8] = b"M:now";
+const SNAPSHOT: &[u8] = b"current";
+
+/// The applied state every reader sees.
+#[derive(Debug, Clone, Default)]
+pub struct Replica {
+    pub table: LockTable,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// The applied state shared between the state machine (the only writer) and
+/// the HTTP handlers, with a signal that fires after every apply.
+pub struct ReplicaCell {
+    state: RwLock<Replica>,
+    applied: watch::Sender<u64>,
+}
+
+pub type SharedReplica = Arc<ReplicaCell>;
+
+impl ReplicaCell {
+    /// Read access. Never hold it across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, Replica> {
+        // A poisoned lock means a panic in apply, which already aborted
+        // consistency; keep serving what is there rather than panic again.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver that changes whenever the applied index does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Replica> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+pub struct StateMachine {
+    sm: sled::Tree,
+    snapshots: sled::Tree,
+    flusher: Flusher,
+    replica: SharedReplica,
+}
+
+fn record_key(prefix: u8, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn put_changes(batch: &mut sled::Batch, changes: Vec<Change>) -> io::Result<()> {
+    for change in changes {
+        match change {
+            Change::PutLock(l) => batch.insert(record_key(LOCK_PREFIX, &l.key), encode(&l)?),
+            Change::DeleteLock(k) => batch.remove(record_key(LOCK_PREFIX, &k)),
+            Change::PutProcess(p) => {
+                batch.insert(record_key(PROCESS_PREFIX, &p.process_hash), encode(&p)?)
+            }
+            Change::DeleteProcess(h) => batch.remove(record_key(PROCESS_PREFIX, &h)),
+        }
+    }
+    Ok(())
+}
+
+fn put_meta(batch: &mut sled::Batch, r: &Replica) -> io::Result<()> {
+    batch.insert(META_APPLIED, encode(&r.last_applied)?);
+    batch.insert(META_MEMBERSHIP, encode(&r.membership)?);
+    batch.insert(META_NOW, encode(&r.table.now())?);
+    Ok(())
+}
+
+impl StateMachine {
+    pub fn open(db: &sled::Db, flusher: Flusher) -> io::Result<StateMachine> {
+        let sm = db.open_tree("state_machine").map_err(to_io)?;
+        let snapshots = db.open_tree("snapshots").map_err(to_io)?;
+        let replica = load(&sm)?;
+        let applied = replica.last_applied.as_ref().map_or(0, |l| l.index);
+        Ok(StateMachine {
+            sm,
+            snapshots,
+            flusher,
+            replica: Arc::new(ReplicaCell {
+                state: RwLock::new(replica),
+                applied: watch::channel(applied).0,
+            }),
+        })
+    }
+
+    pub fn replica(&self) -> SharedReplica {
+        self.replica.clone()
+    }
+}
+
+fn load(sm: &sled::Tree) -> io::Result<Replica> {
+    let mut locks = Vec::new();
+    let mut processes = Vec::new();
+    for kv in sm.scan_prefix([LOCK_PREFIX]) {
+        locks.push(decode::<Lock>(&kv.map_err(to_io)?.1)?);
+    }
+    for kv in sm.scan_prefix([PROCESS_PREFIX]) {
+        processes.push(decode::<Process>(&kv.map_err(to_io)?.1)?);
+    }
+    let get = |k: &[u8]| sm.get(k).map_err(to_io);
+    let last_applied: Option<LogId> = match get(META_APPLIED)? {
+        Some(b) => decode(&b)?,
+        None => None,
+    };
+    let membership: StoredMembership = match get(META_MEMBERSHIP)? {
+        Some(b) => decode(&b)?,
+        None => StoredMembership::default(),
+    };
+    let now: u64 = match get(META_NOW)? {
+        Some(b) => decode(&b)?,
+        None => 0,
+    };
+    Ok(Replica {
+        table: LockTable::from_parts(now, locks, processes),
+        last_applied,
+        membership,
+    })
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let r = self.replica.read();
+        Ok((r.last_applied.clone(), r.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        // Collect first: the table lock must not be held across an await.
+        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let mut batch = sled::Batch::default();
+        let mut replies = Vec::with_capacity(entries.len());
+        let applied_index = {
+            let mut r = self.replica.write();
+            for (entry, responder) in entries {
+                let index = entry.log_id.index;
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => Outcome::status_only(Status::Success),
+                    EntryPayload::Normal(cmd) => {
+                        let (outcome, changes) = r.table.apply(index, &cmd);
+                        put_changes(&mut batch, changes)?;
+                        outcome
+                    }
+                    EntryPayload::Membership(m) => {
+                        r.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
+                        Outcome::status_only(Status::Success)
+                    }
+                };
+                r.last_applied = Some(entry.log_id);
+                if let Some(responder) = responder {
+                    replies.push((responder, outcome));
+                }
+            }
+            put_meta(&mut batch, &r)?;
+            // Under the lock so a reader never sees memory and disk disagree on order.
+            self.sm.apply_batch(batch).map_err(to_io)?;
+            r.last_applied.as_ref().map_or(0, |l| l.index)
+        };
+        self.replica.applied.send_replace(applied_index);
+        for (responder, outcome) in replies {
+            responder.send(outcome);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            replica: self.replica.clone(),
+            snapshots: self.snapshots.clone(),
+            flusher: self.flusher.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let image: TableImage = decode(&snapshot)?;
+        let table = LockTable::from_image(image);
+        let installed = Replica {
+            table,
+            last_applied: meta.last_log_id.clone(),
+            membership: meta.last_membership.clone(),
+        };
+        // Replace the whole state-machine tree in one atomic batch.
+        let mut batch = sled::Batch::default();
+        for k in self.sm.iter().keys() {
+            batch.remove(k.map_err(to_io)?);
+        }
+        let image = installed.table.to_image();
+        for l in &image.locks {
+            batch.insert(record_key(LOCK_PREFIX, &l.key), encode(l)?);
+        }
+        for p in &image.processes {
+            batch.insert(record_key(PROCESS_PREFIX, &p.process_hash), encode(p)?);
+        }
+        put_meta(&mut batch, &installed)?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot,
+        };
+        {
+            let mut r = self.replica.write();
+            self.sm.apply_batch(batch).map_err(to_io)?;
+            *r = installed;
+        }
+        self.snapshots
+            .insert(SNAPSHOT, encode(&stored)?)
+            .map_err(to_io)?;
+        self.flusher.flush().await?;
+        let applied = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        self.replica.applied.send_replace(applied);
+        tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        match self.snapshots.get(SNAPSHOT).map_err(to_io)? {
+            Some(b) => {
+                let s: StoredSnapshot = decode(&b)?;
+                Ok(Some(Snapshot {
+                    meta: s.meta,
+                    snapshot: s.data,
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+pub struct SnapshotBuilder {
+    replica: SharedReplica,
+    snapshots: sled::Tree,
+    flusher: Flusher,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let (image, last_applied, membership) = {
+            let r = self.replica.read();
+            (
+                r.table.to_image(),
+                r.last_applied.clone(),
+                r.membership.clone(),
+            )
+        };
+        let data = encode(&image)?;
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.snapshots
+            .insert(SNAPSHOT, encode(&stored)?)
+            .map_err(to_io)?;
+        // Durable before openraft may purge the log entries it covers; this
+        // flush also persists the state-machine records applied so far.
+        self.flusher.flush().await?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = stored.data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: stored.data,
+        })
+    }
+}
