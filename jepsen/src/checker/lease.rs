@@ -1,0 +1,349 @@
+//! Checker 2: mutual exclusion under leases, judged in real (harness) time.
+//!
+//! An owner *provably* holds a key from the completion of a successful
+//! acquire/extend R until the earliest of
+//!
+//! * R's invocation + ttl x (1 - drift): the server stamped the lease no
+//!   earlier than we sent R, and log time may run at most `drift` fast;
+//! * the end of provable liveness of the lock's process, if it has one: a
+//!   chain of successful keep-alives, each sent before the previous one's
+//!   provable end, each good for process_ttl x (1 - drift) from its send;
+//! * the owner sending a release (or ending its process).
+//!
+//! A violation is any other client operation that ran entirely inside such a
+//! window and saw the key held by someone else (a grant, a read, a refusal
+//! naming another holder) or free (the lease ended early, so anybody could
+//! have taken it).
+
+use super::{describe, CheckOptions, Validity, Verdict};
+use crate::history::{status, OpType, Pair};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug)]
+struct Observation {
+    invoke: u64,
+    complete: u64,
+    /// `None`: the key was seen free.
+    holder: Option<String>,
+    pair: usize,
+}
+
+fn scaled(ms: u64, drift: f64) -> u64 {
+    let factor = (1.0 - drift).clamp(0.0, 1.0);
+    ((ms as f64) * factor * 1e6) as u64
+}
+
+/// What this operation says about who held its key at some instant of its
+/// window, if anything.
+fn observation(p: &Pair) -> Option<Option<String>> {
+    match (p.f.as_str(), p.kind) {
+        ("acquire", OpType::Ok) => p.owner().map(|o| Some(o.to_string())),
+        ("read", OpType::Ok) => match p.res.locked {
+            Some(true) => p.res.holder.clone().map(Some),
+            Some(false) => Some(None),
+            None => None,
+        },
+        ("acquire" | "extend" | "release", OpType::Fail) => match p.res.status.as_deref() {
+            Some(status::HELD) => p.res.holder.clone().map(Some),
+            Some(status::NO_KEY) => Some(None),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Provable process-liveness end starting from time `from`, given keepalives
+/// (invoke, complete, ttl) sorted by invoke.
+fn process_end(kas: &[(u64, u64, u64)], from: u64, drift: f64) -> u64 {
+    // The latest completed keepalive sent at or before `from` starts the chain.
+    let mut end = 0u64;
+    for &(inv, comp, ttl) in kas {
+        if inv <= from && comp != u64::MAX {
+            end = end.max(inv.saturating_add(scaled(ttl, drift)));
+        }
+    }
+    if end <= from {
+        return from;
+    }
+    for &(inv, comp, ttl) in kas {
+        if inv > from && inv < end && comp != u64::MAX {
+            end = end.max(inv.saturating_add(scaled(ttl, drift)));
+        }
+    }
+    end
+}
+
+pub fn check(pairs: &[Pair], opts: &CheckOptions) -> Verdict {
+    let d = opts.drift;
+    // Keepalives per process hash, and "end process" invocations.
+    let mut kas: HashMap<String, Vec<(u64, u64, u64)>> = HashMap::new();
+    let mut proc_ends: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    for p in pairs {
+        let Some(ph) = p.req.process_hash.clone().or_else(|| p.key.clone()) else {
+            continue;
+        };
+        match (p.f.as_str(), p.kind) {
+            ("keepalive", OpType::Ok) => kas.entry(ph).or_default().push((
+                p.invoke_ns,
+                p.complete_ns,
+                p.req
+                    .process_ttl_ms
+                    .or(p.req.ttl_ms)
+                    .unwrap_or(opts.default_process_ttl_ms),
+            )),
+            ("end-process", _) if p.kind != OpType::Fail => proc_ends
+                .entry(ph)
+                .or_default()
+                .push((p.invoke_ns, p.complete_ns)),
+            _ => {}
+        }
+    }
+    for v in kas.values_mut() {
+        v.sort();
+    }
+
+    let mut obs: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
+    // Per key and owner: releases (invoke, complete) and the process bound.
+    let mut releases: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
+    let mut owner_proc: HashMap<(String, String), String> = HashMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        let Some(key) = p.key.clone() else { continue };
+        if !matches!(p.f.as_str(), "acquire" | "extend" | "release" | "read") {
+            continue;
+        }
+        if let Some(h) = observation(p) {
+            obs.entry(key.clone()).or_default().push(Observation {
+                invoke: p.invoke_ns,
+                complete: p.complete_ns,
+                holder: h,
+                pair: i,
+            });
+        }
+        if let Some(o) = p.owner() {
+            if p.f == "release" && p.kind != OpType::Fail {
+                releases
+                    .entry((key.clone(), o.to_string()))
+                    .or_default()
+                    .push((p.invoke_ns, p.complete_ns));
+            }
+            if p.f == "acquire" {
+                if let Some(ph) = &p.req.process_hash {
+                    owner_proc.insert((key.clone(), o.to_string()), ph.clone());
+                }
+            }
+        }
+    }
+    for v in obs.values_mut() {
+        v.sort_by_key(|o| o.invoke);
+    }
+
+    let mut violations = Vec::new();
+    let mut windows = 0usize;
+    for (i, r) in pairs.iter().enumerate() {
+        if !(matches!(r.f.as_str(), "acquire" | "extend") && r.is_ok()) {
+            continue;
+        }
+        let (Some(key), Some(owner)) = (r.key.clone(), r.owner().map(str::to_string)) else {
+            continue;
+        };
+        let ttl = r.ttl_ms().unwrap_or(opts.default_ttl_ms);
+        let mut end = r.invoke_ns.saturating_add(scaled(ttl, d));
+        let ko = (key.clone(), owner.clone());
+        for &(inv, comp) in releases.get(&ko).map(Vec::as_slice).unwrap_or(&[]) {
+            // A release still pending when R started may take effect after R.
+            if comp > r.invoke_ns {
+                end = end.min(inv.max(r.invoke_ns));
+            }
+        }
+        if let Some(ph) = owner_proc.get(&ko) {
+            let k = kas.get(ph).map(Vec::as_slice).unwrap_or(&[]);
+            end = end.min(process_end(k, r.invoke_ns, d));
+            for &(inv, comp) in proc_ends.get(ph).map(Vec::as_slice).unwrap_or(&[]) {
+                if comp > r.invoke_ns {
+                    end = end.min(inv.max(r.invoke_ns));
+                }
+            }
+        }
+        if end <= r.complete_ns {
+            continue;
+        }
+        windows += 1;
+        let Some(list) = obs.get(&key) else { continue };
+        let start = list.partition_point(|o| o.invoke < r.complete_ns);
+        for o in &list[start..] {
+            if o.invoke >= end {
+                break;
+            }
+            if o.complete >= end || o.holder.as_deref() == Some(owner.as_str()) {
+                continue;
+            }
+            let kind = if o.holder.is_some() {
+                "second-holder"
+            } else {
+                "lease-ended-early"
+            };
+            if violations.len() < 50 {
+                violations.push(json!({
+                    "kind": kind,
+                    "key": key,
+                    "holder": owner,
+                    "provable_until_ms": end as f64 / 1e6,
+                    "lease_from": describe(&pairs[i]),
+                    "conflicting": describe(&pairs[o.pair]),
+                }));
+            }
+        }
+    }
+    let valid = if violations.is_empty() {
+        Validity::Valid
+    } else {
+        Validity::Invalid
+    };
+    let summary = if violations.is_empty() {
+        format!("{windows} provable lease windows, no conflicting grant or read")
+    } else {
+        format!(
+            "{} operations saw another holder or a free key during a provable lease",
+            violations.len()
+        )
+    };
+    Verdict {
+        checker: "lease-mutual-exclusion".into(),
+        valid,
+        summary,
+        details: json!({"drift": d, "lease_windows": windows, "violations": violations}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::testkit::H;
+    use crate::history::pair;
+    use serde_json::json;
+
+    fn run(h: &H) -> Verdict {
+        check(&pair(&h.build()), &CheckOptions::default())
+    }
+
+    #[test]
+    fn takeover_after_expiry_and_after_release_is_fine() {
+        let mut h = H::new();
+        h.inv(1, "acquire", "k", json!({"owner":"a","ttl_ms":1000}), 0)
+            .ok(1, "acquire", "k", json!({"token":1}), 5);
+        // 0 + 1000 * 0.9 = 900: b's grant at 950..960 is after the lease.
+        h.inv(2, "acquire", "k", json!({"owner":"b","ttl_ms":1000}), 950)
+            .ok(2, "acquire", "k", json!({"token":2}), 960);
+        h.inv(2, "release", "k", json!({"owner":"b"}), 970)
+            .ok(2, "release", "k", json!({}), 975);
+        h.inv(3, "acquire", "k", json!({"owner":"c","ttl_ms":1000}), 971)
+            .ok(3, "acquire", "k", json!({"token":3}), 980);
+        let v = run(&h);
+        assert_eq!(v.valid, Validity::Valid, "{}", v.details);
+    }
+
+    #[test]
+    fn second_holder_during_lease_is_caught() {
+        let mut h = H::new();
+        h.inv(1, "acquire", "k", json!({"owner":"a","ttl_ms":1000}), 0)
+            .ok(1, "acquire", "k", json!({"token":1}), 5);
+        h.inv(1, "extend", "k", json!({"owner":"a","ttl_ms":1000}), 800)
+            .ok(1, "extend", "k", json!({"token":1}), 805);
+        // Inside the extended lease (800 + 900 = 1700).
+        h.inv(2, "acquire", "k", json!({"owner":"b","ttl_ms":1000}), 1500)
+            .ok(2, "acquire", "k", json!({"token":2}), 1510);
+        let v = run(&h);
+        assert_eq!(v.valid, Validity::Invalid, "{}", v.details);
+        assert_eq!(v.details["violations"][0]["kind"], "second-holder");
+    }
+
+    #[test]
+    fn early_free_read_is_caught_but_overlapping_read_is_not() {
+        let mut h = H::new();
+        h.inv(1, "acquire", "k", json!({"owner":"a","ttl_ms":1000}), 0)
+            .ok(1, "acquire", "k", json!({"token":1}), 10);
+        // Overlaps the acquire: may have been linearized before it.
+        h.inv(2, "read", "k", json!({}), 5)
+            .ok(2, "read", "k", json!({"locked":false}), 12);
+        assert_eq!(run(&h).valid, Validity::Valid);
+        h.inv(2, "read", "k", json!({}), 100)
+            .ok(2, "read", "k", json!({"locked":false}), 110);
+        let v = run(&h);
+        assert_eq!(v.valid, Validity::Invalid);
+        assert_eq!(v.details["violations"][0]["kind"], "lease-ended-early");
+    }
+
+    #[test]
+    fn process_death_bounds_the_lease() {
+        let mut h = H::new();
+        let ka = |h: &mut H, t: u64| {
+            h.inv(
+                1,
+                "keepalive",
+                "p/1.1",
+                json!({"process_hash":"p/1.1","process_ttl_ms":1000}),
+                t,
+            )
+            .ok(1, "keepalive", "p/1.1", json!({}), t + 1);
+        };
+        ka(&mut h, 0);
+        h.inv(
+            1,
+            "acquire",
+            "k",
+            json!({"owner":"a","ttl_ms":60000,"process_hash":"p/1.1"}),
+            10,
+        )
+        .ok(1, "acquire", "k", json!({"token":1}), 20);
+        ka(&mut h, 500);
+        // Keepalives stop; provable liveness ends at 500 + 900 = 1400.
+        h.inv(2, "acquire", "k", json!({"owner":"b"}), 1450).ok(
+            2,
+            "acquire",
+            "k",
+            json!({"token":2}),
+            1460,
+        );
+        let v = run(&h);
+        assert_eq!(v.valid, Validity::Valid, "{}", v.details);
+        // A takeover while keepalives were still flowing is a violation.
+        let mut h2 = H::new();
+        ka(&mut h2, 0);
+        h2.inv(
+            1,
+            "acquire",
+            "k",
+            json!({"owner":"a","ttl_ms":60000,"process_hash":"p/1.1"}),
+            10,
+        )
+        .ok(1, "acquire", "k", json!({"token":1}), 20);
+        ka(&mut h2, 500);
+        ka(&mut h2, 1000);
+        h2.inv(2, "acquire", "k", json!({"owner":"b"}), 1450).ok(
+            2,
+            "acquire",
+            "k",
+            json!({"token":2}),
+            1460,
+        );
+        assert_eq!(run(&h2).valid, Validity::Invalid);
+    }
+
+    #[test]
+    fn pending_release_ends_the_window() {
+        let mut h = H::new();
+        h.inv(1, "acquire", "k", json!({"owner":"a","ttl_ms":1000}), 0)
+            .ok(1, "acquire", "k", json!({"token":1}), 5);
+        h.inv(1, "release", "k", json!({"owner":"a"}), 50)
+            .info(1, "release", "k", json!({}), 80);
+        h.inv(2, "acquire", "k", json!({"owner":"b"}), 100).ok(
+            2,
+            "acquire",
+            "k",
+            json!({"token":2}),
+            110,
+        );
+        assert_eq!(run(&h).valid, Validity::Valid);
+    }
+}
