@@ -1,0 +1,675 @@
+//! The raw HTTP API with endpoint failover.
+
+use crate::types::{
+    ApiErrorBody, ClusterInfo, KeepaliveResponse, LockData, LockListResponse, LockReadResponse,
+    LockResponse, LockStatus, OwnerStatusResponse,
+};
+use crate::Error;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything but RFC 3986 unreserved characters is escaped, so a key or an
+/// owner hash containing '/', '@', '#', '?' or '%' stays one path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub(crate) fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// The default endpoint, as in SPEC section 7.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7070";
+
+/// Options of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Node URLs, e.g. `http://10.0.0.1:7070`. Tried in order, starting from
+    /// the last one that answered.
+    pub endpoints: Vec<String>,
+    /// Timeout of one HTTP attempt against one node (a `wait_ms` is added on
+    /// top for waiting acquires).
+    pub request_timeout_ms: u64,
+    /// Timeout to open a TCP connection to one node.
+    pub connect_timeout_ms: u64,
+    /// Total time one call may spend failing over between nodes before it
+    /// gives up with [`Error::Unavailable`].
+    pub failover_timeout_ms: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            endpoints: vec![DEFAULT_ENDPOINT.to_string()],
+            request_timeout_ms: 5_000,
+            connect_timeout_ms: 1_000,
+            failover_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Splits a comma-separated endpoint list (as in `LOCKER_ENDPOINTS`), trims
+/// it, drops empty items and trailing slashes, and adds `http://` when no
+/// scheme is given.
+///
+/// ```
+/// let e = locker_client::parse_endpoints("127.0.0.1:7071, http://b:7072/ ,").unwrap();
+/// assert_eq!(e, vec!["http://127.0.0.1:7071", "http://b:7072"]);
+/// assert!(locker_client::parse_endpoints(" , ").is_err());
+/// ```
+pub fn parse_endpoints(s: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for item in s.split(',') {
+        let item = item.trim().trim_end_matches('/');
+        if item.is_empty() {
+            continue;
+        }
+        let url = if item.contains("://") {
+            item.to_string()
+        } else {
+            format!("http://{item}")
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "endpoint {url:?} must be an http:// or https:// URL"
+            )));
+        }
+        out.push(url);
+    }
+    if out.is_empty() {
+        return Err(Error::Config(format!("no endpoint in {s:?}")));
+    }
+    Ok(out)
+}
+
+/// The body of an acquire request.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AcquireRequest {
+    /// Our owner hash; the server makes one when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_hash: Option<String>,
+    /// The process the lock lives with; absent: the lock lives by its TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_hash: Option<String>,
+    /// A trace to keep in the lock record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// The lock TTL (server default 300 000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// How long the server may queue us while someone else holds the lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// The HTTP API of a Locker cluster, one method per route, with failover: on
+/// a connection error, a timeout or a 5xx (503 is what a node without a
+/// leader answers) the call moves on to the next endpoint, and after a full
+/// round sleeps briefly (honouring `Retry-After`, capped) before trying
+/// again, until `failover_timeout_ms` has passed.
+///
+/// Writes are safe to retry because the client always sends the owner hash:
+/// a repeated acquire is a re-acquire (same fencing token), a repeated extend
+/// is an extend; a repeated release may answer `NO_KEY`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), locker_client::Error> {
+/// use locker_client::{Client, ClientOptions};
+/// let client = Client::new(ClientOptions {
+///     endpoints: locker_client::parse_endpoints("127.0.0.1:7071,127.0.0.1:7072")?,
+///     ..Default::default()
+/// })?;
+/// let info = client.cluster().await?;
+/// println!("leader: {:?}", info.leader_id);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    http: reqwest::Client,
+    opts: ClientOptions,
+    preferred: AtomicUsize,
+}
+
+/// What one attempt against one endpoint produced.
+enum Attempt {
+    Done(u16, Value),
+    Retry {
+        why: String,
+        retry_after: Option<Duration>,
+    },
+    Fatal(Error),
+}
+
+impl Client {
+    /// Builds a client; does not connect.
+    pub fn new(opts: ClientOptions) -> Result<Client, Error> {
+        if opts.endpoints.is_empty() {
+            return Err(Error::Config("at least one endpoint is needed".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(opts.connect_timeout_ms.max(1)))
+            // Idle pooled connections to a node that was killed are detected
+            // on use; a short idle timeout keeps the pool from going stale.
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                http,
+                opts,
+                preferred: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The endpoints this client uses.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.opts.endpoints
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// Sends one request with failover and returns the HTTP status and JSON
+    /// body of the first usable answer (2xx, 404 or 409 with a body).
+    ///
+    /// `extra_ms` lengthens each attempt's timeout (for `wait_ms`); `budget`
+    /// overrides `failover_timeout_ms`.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra_ms: u64,
+        budget: Option<Duration>,
+    ) -> Result<(u16, Value), Error> {
+        let opts = &self.inner.opts;
+        let n = opts.endpoints.len();
+        let start = Instant::now();
+        let budget = budget.unwrap_or(Duration::from_millis(opts.failover_timeout_ms));
+        let mut idx = self.inner.preferred.load(Ordering::Relaxed) % n;
+        let mut tries = 0usize;
+        let mut round = 0u32;
+        let mut last = String::from("no attempt made");
+        let mut retry_after: Option<Duration> = None;
+        loop {
+            let elapsed = start.elapsed();
+            if tries > 0 && elapsed >= budget {
+                return Err(Error::Unavailable {
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    endpoints: opts.endpoints.join(","),
+                    last,
+                });
+            }
+            let remaining = budget
+                .saturating_sub(elapsed)
+                .max(Duration::from_millis(50));
+            let per_try = Duration::from_millis(opts.request_timeout_ms.saturating_add(extra_ms))
+                .min(remaining + Duration::from_millis(extra_ms));
+            let endpoint = &opts.endpoints[idx];
+            match self.attempt(&method, endpoint, path, body, per_try).await {
+                Attempt::Done(status, value) => {
+                    self.inner.preferred.store(idx, Ordering::Relaxed);
+                    return Ok((status, value));
+                }
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry {
+                    why,
+                    retry_after: ra,
+                } => {
+                    tracing::debug!(endpoint = %endpoint, path, %why, "locker request failed; failing over");
+                    last = format!("{endpoint}: {why}");
+                    if ra.is_some() {
+                        retry_after = ra;
+                    }
+                }
+            }
+            tries += 1;
+            idx = (idx + 1) % n;
+            if tries.is_multiple_of(n) {
+                // A full round failed: back off before the next one, honouring
+                // Retry-After but capping it so failover stays quick once an
+                // election is over.
+                let backoff = Duration::from_millis((100u64 << round.min(4)).min(1_000));
+                let pause = retry_after.map_or(backoff, |ra| ra.min(backoff));
+                let left = budget.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    continue;
+                }
+                tokio::time::sleep(pause.min(left)).await;
+                round += 1;
+                retry_after = None;
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        endpoint: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Attempt {
+        let url = format!("{endpoint}{path}");
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), &url)
+            .timeout(timeout);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retry {
+                    why: describe_reqwest_error(&e),
+                    retry_after: None,
+                }
+            }
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retry {
+                    why: format!("reading the answer: {}", describe_reqwest_error(&e)),
+                    retry_after,
+                }
+            }
+        };
+        if status.is_server_error() {
+            let detail = serde_json::from_slice::<ApiErrorBody>(&bytes)
+                .map(|b| format!("{} {}", b.error.code, b.error.message))
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Attempt::Retry {
+                why: format!("HTTP {} {}", status.as_u16(), detail),
+                retry_after,
+            };
+        }
+        let value: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return Attempt::Fatal(Error::Protocol {
+                    endpoint: endpoint.to_string(),
+                    detail: format!("HTTP {}: body is not JSON ({e})", status.as_u16()),
+                })
+            }
+        };
+        if status.is_success() || value.get("status").is_some() || value.get("locked").is_some() {
+            return Attempt::Done(status.as_u16(), value);
+        }
+        match serde_json::from_value::<ApiErrorBody>(value.clone()) {
+            Ok(b) => Attempt::Fatal(Error::Api {
+                http_status: status.as_u16(),
+                code: b.error.code,
+                message: b.error.message,
+            }),
+            Err(_) => Attempt::Fatal(Error::Protocol {
+                endpoint: endpoint.to_string(),
+                detail: format!("HTTP {} with unexpected body {value}", status.as_u16()),
+            }),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, path: &str, v: Value) -> Result<T, Error> {
+        serde_json::from_value(v.clone()).map_err(|e| Error::Protocol {
+            endpoint: path.to_string(),
+            detail: format!("cannot decode {v}: {e}"),
+        })
+    }
+
+    async fn lock_op(
+        &self,
+        path: &str,
+        body: &Value,
+        extra_ms: u64,
+        budget: Option<Duration>,
+    ) -> Result<LockResponse, Error> {
+        let (status, v) = self
+            .call(Method::POST, path, Some(body), extra_ms, budget)
+            .await?;
+        if !(status == 200 || status == 404 || status == 409) {
+            return Err(Error::Protocol {
+                endpoint: path.to_string(),
+                detail: format!("unexpected HTTP {status}: {v}"),
+            });
+        }
+        self.decode(path, v)
+    }
+
+    /// `PUT /v1/processes/{process_hash}`: creates or refreshes a process.
+    pub async fn keepalive(
+        &self,
+        process_hash: &str,
+        ttl_ms: u64,
+        info: Option<&Value>,
+    ) -> Result<KeepaliveResponse, Error> {
+        self.keepalive_within(process_hash, ttl_ms, info, None)
+            .await
+    }
+
+    pub(crate) async fn keepalive_within(
+        &self,
+        process_hash: &str,
+        ttl_ms: u64,
+        info: Option<&Value>,
+        budget: Option<Duration>,
+    ) -> Result<KeepaliveResponse, Error> {
+        let path = format!("/v1/processes/{}", encode_segment(process_hash));
+        let mut body = serde_json::json!({ "ttl_ms": ttl_ms });
+        if let Some(i) = info {
+            body["info"] = i.clone();
+        }
+        let (_, v) = self
+            .call(Method::PUT, &path, Some(&body), 0, budget)
+            .await?;
+        self.decode(&path, v)
+    }
+
+    /// `DELETE /v1/processes/{process_hash}`: ends a process and frees all its
+    /// locks at once. `SUCCESS` or `NO_KEY`.
+    pub async fn end_process(&self, process_hash: &str) -> Result<LockStatus, Error> {
+        self.end_process_within(process_hash, None).await
+    }
+
+    pub(crate) async fn end_process_within(
+        &self,
+        process_hash: &str,
+        budget: Option<Duration>,
+    ) -> Result<LockStatus, Error> {
+        let path = format!("/v1/processes/{}", encode_segment(process_hash));
+        let (_, v) = self.call(Method::DELETE, &path, None, 0, budget).await?;
+        let r: LockResponse = self.decode(&path, v)?;
+        Ok(r.status)
+    }
+
+    /// `POST /v1/locks/{key}/acquire`.
+    pub async fn acquire(&self, key: &str, req: &AcquireRequest) -> Result<LockResponse, Error> {
+        let path = format!("/v1/locks/{}/acquire", encode_segment(key));
+        let body = serde_json::to_value(req).map_err(|e| Error::Config(e.to_string()))?;
+        let wait = req.wait_ms.unwrap_or(0);
+        // A waiting acquire may legitimately take `wait_ms`: widen the budget
+        // so failover does not give up on a request that is simply queued.
+        let budget = (wait > 0).then(|| {
+            Duration::from_millis(self.inner.opts.failover_timeout_ms.saturating_add(wait))
+        });
+        self.lock_op(&path, &body, wait, budget).await
+    }
+
+    /// `POST /v1/locks/{key}/extend`.
+    pub async fn extend(
+        &self,
+        key: &str,
+        owner_hash: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<LockResponse, Error> {
+        self.extend_within(key, owner_hash, ttl_ms, None).await
+    }
+
+    pub(crate) async fn extend_within(
+        &self,
+        key: &str,
+        owner_hash: &str,
+        ttl_ms: Option<u64>,
+        budget: Option<Duration>,
+    ) -> Result<LockResponse, Error> {
+        let path = format!("/v1/locks/{}/extend", encode_segment(key));
+        let mut body = serde_json::json!({ "owner_hash": owner_hash });
+        if let Some(t) = ttl_ms {
+            body["ttl_ms"] = t.into();
+        }
+        self.lock_op(&path, &body, 0, budget).await
+    }
+
+    /// `POST /v1/locks/{key}/release`.
+    pub async fn release(&self, key: &str, owner_hash: &str) -> Result<LockResponse, Error> {
+        self.release_within(key, owner_hash, None).await
+    }
+
+    pub(crate) async fn release_within(
+        &self,
+        key: &str,
+        owner_hash: &str,
+        budget: Option<Duration>,
+    ) -> Result<LockResponse, Error> {
+        let path = format!("/v1/locks/{}/release", encode_segment(key));
+        let body = serde_json::json!({ "owner_hash": owner_hash });
+        self.lock_op(&path, &body, 0, budget).await
+    }
+
+    /// `GET /v1/locks/{key}`: the live lock, or `None` when unlocked.
+    pub async fn read_lock(&self, key: &str) -> Result<Option<LockData>, Error> {
+        self.read_lock_within(key, None).await
+    }
+
+    pub(crate) async fn read_lock_within(
+        &self,
+        key: &str,
+        budget: Option<Duration>,
+    ) -> Result<Option<LockData>, Error> {
+        let path = format!("/v1/locks/{}", encode_segment(key));
+        let (_, v) = self.call(Method::GET, &path, None, 0, budget).await?;
+        let r: LockReadResponse = self.decode(&path, v)?;
+        Ok(if r.locked { r.lock } else { None })
+    }
+
+    /// `GET /v1/locks?prefix=&limit=`: live locks in key order.
+    pub async fn list_locks(
+        &self,
+        prefix: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<LockData>, Error> {
+        let mut path = String::from("/v1/locks");
+        let mut sep = '?';
+        if let Some(p) = prefix {
+            path.push_str(&format!("{sep}prefix={}", encode_segment(p)));
+            sep = '&';
+        }
+        if let Some(l) = limit {
+            path.push_str(&format!("{sep}limit={l}"));
+        }
+        let (_, v) = self.call(Method::GET, &path, None, 0, None).await?;
+        let r: LockListResponse = self.decode(&path, v)?;
+        Ok(r.locks)
+    }
+
+    /// `GET /v1/owners/{owner_hash}`.
+    pub async fn owner_status(&self, owner_hash: &str) -> Result<OwnerStatusResponse, Error> {
+        let path = format!("/v1/owners/{}", encode_segment(owner_hash));
+        let (_, v) = self.call(Method::GET, &path, None, 0, None).await?;
+        self.decode(&path, v)
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster(&self) -> Result<ClusterInfo, Error> {
+        let v = self.get_json("/v1/cluster").await?;
+        self.decode("/v1/cluster", v)
+    }
+
+    /// GET any path and return the JSON body as is (for tools).
+    pub async fn get_json(&self, path: &str) -> Result<Value, Error> {
+        let (status, v) = self.call(Method::GET, path, None, 0, None).await?;
+        if StatusCode::from_u16(status).is_ok_and(|s| s.is_success()) {
+            Ok(v)
+        } else {
+            Err(Error::Protocol {
+                endpoint: path.to_string(),
+                detail: format!("unexpected HTTP {status}: {v}"),
+            })
+        }
+    }
+}
+
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    // reqwest's Display hides the cause ("error sending request"); the
+    // source chain says what actually happened (refused, reset, timeout).
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    if e.is_timeout() {
+        s.push_str(" (timeout)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{FakeReply, FakeServer};
+
+    fn client(endpoints: Vec<String>, failover_ms: u64) -> Client {
+        Client::new(ClientOptions {
+            endpoints,
+            request_timeout_ms: 1_000,
+            connect_timeout_ms: 200,
+            failover_timeout_ms: failover_ms,
+        })
+        .expect("client")
+    }
+
+    #[test]
+    fn segments_are_fully_escaped() {
+        assert_eq!(encode_segment("a/b@c#d?e%f g"), "a%2Fb%40c%23d%3Fe%25f%20g");
+        assert_eq!(encode_segment("ok-._~"), "ok-._~");
+        assert_eq!(encode_segment("ключ"), "%D0%BA%D0%BB%D1%8E%D1%87");
+    }
+
+    #[tokio::test]
+    async fn fails_over_from_a_dead_endpoint() {
+        let dead = FakeServer::dead_url().await;
+        let srv = FakeServer::start(|_req| FakeReply::json(200, r#"{"locked":false}"#)).await;
+        let c = client(vec![dead, srv.url()], 5_000);
+        assert_eq!(c.read_lock("k").await.expect("read"), None);
+        // The working node is now preferred: the next call goes there first.
+        assert_eq!(c.inner.preferred.load(Ordering::Relaxed), 1);
+        assert_eq!(srv.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_503_on_another_node() {
+        let no_leader = FakeServer::start(|_req| {
+            FakeReply::json(
+                503,
+                r#"{"error":{"code":"NO_LEADER","message":"election"}}"#,
+            )
+            .header("Retry-After", "1")
+        })
+        .await;
+        let ok = FakeServer::start(|req| {
+            assert_eq!(req.method, "POST");
+            assert_eq!(req.path, "/v1/locks/a%2Fb/release");
+            FakeReply::json(404, r#"{"status":"NO_KEY","lock":null}"#)
+        })
+        .await;
+        let c = client(vec![no_leader.url(), ok.url()], 5_000);
+        let r = c.release("a/b", "a/b@h/1.2.3").await.expect("release");
+        assert_eq!(r.status, LockStatus::NoKey);
+        assert_eq!(no_leader.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn gives_up_within_the_budget() {
+        let srv = FakeServer::start(|_req| {
+            FakeReply::json(503, r#"{"error":{"code":"NO_LEADER","message":"x"}}"#)
+                .header("Retry-After", "1")
+        })
+        .await;
+        let c = client(vec![srv.url()], 700);
+        let t = Instant::now();
+        let e = c.read_lock("k").await.expect_err("must fail");
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("NO_LEADER"), "{e}");
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(2_000), "took {took:?}");
+        assert!(srv.hits() >= 2, "retried: {}", srv.hits());
+    }
+
+    #[tokio::test]
+    async fn four_hundreds_are_not_retried() {
+        let srv = FakeServer::start(|_req| {
+            FakeReply::json(
+                400,
+                r#"{"error":{"code":"INVALID_KEY","message":"empty key"}}"#,
+            )
+        })
+        .await;
+        let c = client(vec![srv.url()], 5_000);
+        match c.read_lock("").await {
+            Err(Error::Api {
+                http_status, code, ..
+            }) => {
+                assert_eq!(http_status, 400);
+                assert_eq!(code, "INVALID_KEY");
+            }
+            other => panic!("expected Api error, got {other:?}"),
+        }
+        assert_eq!(srv.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn conflict_answers_carry_the_holder() {
+        let srv = FakeServer::start(|req| {
+            let body: Value = serde_json::from_str(&req.body).expect("json body");
+            assert_eq!(body["owner_hash"], "k@me/1.2.3");
+            assert_eq!(body["process_hash"], "me/1.2");
+            assert!(body.get("wait_ms").is_none(), "absent options are omitted");
+            FakeReply::json(
+                409,
+                r#"{"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":{"key":"k","owner_hash":"k@other/1.2.3",
+                "process_hash":"other/1.2","trace":null,"acquired_at":1,"extended_at":1,
+                "expires_at":2,"ttl_ms":1,"fencing_token":5}}"#,
+            )
+        })
+        .await;
+        let c = client(vec![srv.url()], 5_000);
+        let r = c
+            .acquire(
+                "k",
+                &AcquireRequest {
+                    owner_hash: Some("k@me/1.2.3".into()),
+                    process_hash: Some("me/1.2".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("acquire");
+        assert_eq!(r.status, LockStatus::SomeoneElseHoldsLock);
+        assert_eq!(r.lock.expect("holder").owner_hash, "k@other/1.2.3");
+    }
+
+    #[test]
+    fn endpoint_parsing() {
+        assert_eq!(
+            parse_endpoints("http://a:1").expect("ok"),
+            vec!["http://a:1".to_string()]
+        );
+        assert!(parse_endpoints("ftp://a").is_err());
+        assert!(parse_endpoints("").is_err());
+    }
+}

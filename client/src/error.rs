@@ -1,0 +1,247 @@
+//! Errors.
+
+use crate::types::LockData;
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a lock counts as lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// Another owner holds the key now.
+    TakenOver,
+    /// The cluster no longer has the lock (it expired, was released by
+    /// someone with our owner hash, or our process was declared dead).
+    NotHeld,
+    /// Self-fencing: the local deadline (send time of the last successful
+    /// acquire/extend + ttl - safety margin) passed.
+    LocalDeadline,
+    /// Self-fencing: this process's keep-alives failed (or were not written)
+    /// for longer than the process ttl, so the cluster may count it dead.
+    ProcessLapsed,
+    /// The lock was released by this process (the job ended).
+    Released,
+}
+
+/// A lock was lost or taken over: the seed's `LockError`, raised by
+/// [`Heartbeater::heartbeat`](crate::Heartbeater::heartbeat) ("seppuku").
+///
+/// Names the key, our owner hash and, when known, the new holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockError {
+    /// The lock key.
+    pub key: String,
+    /// Our owner hash (the run that lost the lock).
+    pub owner_hash: String,
+    /// The new holder, when the cluster told us (boxed to keep errors small).
+    pub holder: Option<Box<LockData>>,
+    /// Why the lock counts as lost.
+    pub reason: LostReason,
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lock \"{}\" lost by {}: ", self.key, self.owner_hash)?;
+        match (self.reason, &self.holder) {
+            (_, Some(h)) => write!(f, "now held by {h}"),
+            (LostReason::TakenOver, None) => write!(f, "taken over by another owner"),
+            (LostReason::NotHeld, None) => write!(
+                f,
+                "the cluster no longer has it (expired, released, or our process was declared dead)"
+            ),
+            (LostReason::LocalDeadline, None) => write!(
+                f,
+                "no successful extend before the local deadline (self-fencing)"
+            ),
+            (LostReason::ProcessLapsed, None) => write!(
+                f,
+                "process keep-alives failed for longer than the process ttl (self-fencing)"
+            ),
+            (LostReason::Released, None) => write!(f, "the lock was released"),
+        }
+    }
+}
+
+impl std::error::Error for LockError {}
+
+/// Every heartbeat fails with this while the process is draining (see
+/// [`Heartbeater::set_draining`](crate::Heartbeater::set_draining)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainingSignal {
+    /// The key of the lock whose heartbeat was refused.
+    pub key: String,
+    /// The reason given to `set_draining`.
+    pub reason: String,
+}
+
+impl fmt::Display for DrainingSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} aborted since the process is draining", self.key)?;
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DrainingSignal {}
+
+/// [`Locker::mutex`](crate::Locker::mutex) could not get the lock in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutexError {
+    /// The lock key.
+    pub key: String,
+    /// Who held it at the last attempt (boxed to keep errors small).
+    pub holder: Box<LockData>,
+}
+
+impl fmt::Display for MutexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "timed out waiting for mutex \"{}\", held by {}",
+            self.key, self.holder
+        )
+    }
+}
+
+impl std::error::Error for MutexError {}
+
+/// Everything this crate can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lock was lost (seppuku).
+    #[error(transparent)]
+    Lost(#[from] LockError),
+    /// The process is draining.
+    #[error(transparent)]
+    Draining(#[from] DrainingSignal),
+    /// A mutex timed out.
+    #[error(transparent)]
+    Mutex(#[from] MutexError),
+    /// No endpoint gave a usable answer within the failover budget
+    /// (connection errors, timeouts, 5xx, 503 without a leader). Transient.
+    #[error("no Locker node answered usefully within {elapsed_ms} ms (tried {endpoints}): {last}")]
+    Unavailable {
+        /// How long we tried.
+        elapsed_ms: u64,
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// The last failure.
+        last: String,
+    },
+    /// The cluster refused the request (a 4xx with an error body).
+    #[error("the cluster refused the request: HTTP {http_status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        http_status: u16,
+        /// The error code, e.g. `INVALID_KEY`.
+        code: String,
+        /// Human text.
+        message: String,
+    },
+    /// An answer we could not understand.
+    #[error("unexpected answer from {endpoint}: {detail}")]
+    Protocol {
+        /// Which node answered.
+        endpoint: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The reporter thread did not write a keep-alive in time.
+    #[error(
+        "timed out after {0} ms waiting for the reporter thread to write this process's keep-alive"
+    )]
+    ReporterTimeout(u64),
+    /// The locker was terminated.
+    #[error("the locker was terminated")]
+    Terminated,
+    /// Bad options or arguments.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether retrying later may succeed (cluster unreachable, no leader).
+    ///
+    /// ```
+    /// use locker_client::Error;
+    /// assert!(!Error::Terminated.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Protocol { .. })
+    }
+}
+
+/// Which part of the client a recoverable error came from (the seed's
+/// `errors` event types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The keep-alive thread.
+    Reporter,
+    /// A lock operation (recheck, extend, release) that will be retried.
+    Locker,
+    /// A lock was lost.
+    LostLock,
+}
+
+impl ErrorKind {
+    /// `reporter`, `locker` or `lost_lock`, as in the seed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Reporter => "reporter",
+            ErrorKind::Locker => "locker",
+            ErrorKind::LostLock => "lost_lock",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One recoverable error from [`Locker::errors`](crate::Locker::errors).
+#[derive(Debug, Clone)]
+pub struct LockerEvent {
+    /// Where it came from.
+    pub kind: ErrorKind,
+    /// The error itself.
+    pub error: Arc<Error>,
+}
+
+impl fmt::Display for LockerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.kind, self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_error_names_key_owner_and_holder() {
+        let holder = LockData {
+            key: "k".into(),
+            owner_hash: "k@other/1.2.3".into(),
+            process_hash: Some("other/1.2".into()),
+            trace: None,
+            acquired_at: 0,
+            extended_at: 0,
+            expires_at: 0,
+            ttl_ms: 1000,
+            fencing_token: 9,
+        };
+        let e = LockError {
+            key: "k".into(),
+            owner_hash: "k@me/1.2.1".into(),
+            holder: Some(Box::new(holder)),
+            reason: LostReason::TakenOver,
+        };
+        let s = e.to_string();
+        assert!(s.contains("\"k\""), "{s}");
+        assert!(s.contains("k@me/1.2.1"), "{s}");
+        assert!(s.contains("k@other/1.2.3"), "{s}");
+    }
+}

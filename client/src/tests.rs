@@ -1,0 +1,452 @@
+//! Unit tests of the Locker, Heartbeater and reporter against a scripted
+//! fake node (no cluster), with a manual clock where timing matters.
+
+use crate::testutil::{FakeReply, FakeRequest, FakeServer};
+use crate::*;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A one-key fake node: grants the lock to the first acquirer, answers
+/// rechecks with whoever holds it, can refuse keep-alives, and can be told
+/// that someone else took the lock.
+#[derive(Default)]
+struct FakeState {
+    holder: Option<String>,
+    process: Option<String>,
+    token: u64,
+    keepalives_fail: bool,
+    read_delay_ms: u64,
+    keepalives: Vec<String>,
+    ended: Vec<String>,
+}
+
+fn lock_json(key: &str, owner: &str, process: Option<&str>, token: u64) -> Value {
+    json!({"key": key, "owner_hash": owner, "process_hash": process, "trace": null,
+           "acquired_at": 1, "extended_at": 1, "expires_at": 2, "ttl_ms": 300000,
+           "fencing_token": token})
+}
+
+fn handle(st: &Mutex<FakeState>, req: &FakeRequest) -> FakeReply {
+    let mut s = st.lock().expect("state");
+    let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+    let path = req.path.as_str();
+    if let Some(rest) = path.strip_prefix("/v1/processes/") {
+        let ph = percent_decode(rest);
+        if req.method == "DELETE" {
+            s.ended.push(ph);
+            return FakeReply::json(200, r#"{"status":"SUCCESS"}"#);
+        }
+        if s.keepalives_fail {
+            return FakeReply::json(503, r#"{"error":{"code":"NO_LEADER","message":"x"}}"#)
+                .header("Retry-After", "1");
+        }
+        s.keepalives.push(ph);
+        return FakeReply::json(200, r#"{"status":"SUCCESS","alive_until":1}"#);
+    }
+    if path.ends_with("/acquire") {
+        let owner = body["owner_hash"].as_str().unwrap_or("").to_string();
+        let process = body["process_hash"].as_str().map(str::to_string);
+        if let Some(h) = &s.holder {
+            if *h != owner {
+                let l = lock_json("k", h, s.process.as_deref(), s.token);
+                return FakeReply::json(
+                    409,
+                    &json!({"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":l}).to_string(),
+                );
+            }
+        }
+        s.token += 1;
+        s.holder = Some(owner.clone());
+        s.process = process.clone();
+        let l = lock_json("k", &owner, process.as_deref(), s.token);
+        return FakeReply::json(200, &json!({"status":"SUCCESS","lock":l}).to_string());
+    }
+    if path.ends_with("/extend") || path.ends_with("/release") {
+        let owner = body["owner_hash"].as_str().unwrap_or("");
+        return match &s.holder {
+            None => FakeReply::json(404, r#"{"status":"NO_KEY","lock":null}"#),
+            Some(h) if h != owner => {
+                let l = lock_json("k", h, s.process.as_deref(), s.token);
+                FakeReply::json(
+                    409,
+                    &json!({"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":l}).to_string(),
+                )
+            }
+            Some(h) => {
+                let l = lock_json("k", h, s.process.as_deref(), s.token);
+                if path.ends_with("/release") {
+                    s.holder = None;
+                    FakeReply::json(200, r#"{"status":"SUCCESS","lock":null}"#)
+                } else {
+                    FakeReply::json(200, &json!({"status":"SUCCESS","lock":l}).to_string())
+                }
+            }
+        };
+    }
+    if req.method == "GET" && path.starts_with("/v1/locks/") {
+        let reply = match &s.holder {
+            None => FakeReply::json(200, r#"{"locked":false}"#),
+            Some(h) => {
+                let l = lock_json("k", h, s.process.as_deref(), s.token);
+                FakeReply::json(200, &json!({"locked":true,"lock":l}).to_string())
+            }
+        };
+        return reply.delayed(s.read_delay_ms);
+    }
+    FakeReply::json(
+        404,
+        r#"{"error":{"code":"NOT_FOUND","message":"no route"}}"#,
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+async fn fake_node() -> (FakeServer, Arc<Mutex<FakeState>>) {
+    let st = Arc::new(Mutex::new(FakeState::default()));
+    let s2 = st.clone();
+    let srv = FakeServer::start(move |req| handle(&s2, req)).await;
+    (srv, st)
+}
+
+fn opts(url: String, clock: Arc<ManualClock>) -> LockerOptions {
+    LockerOptions {
+        endpoints: vec![url],
+        report_write_ms: 1_000,
+        report_ttl_ms: 10_000,
+        reporter_spawn_timeout_ms: 3_000,
+        lock_recheck_ms: 100,
+        lock_extend_ms: 1_000,
+        lock_ttl_ms: 3_000,
+        failover_timeout_ms: 1_000,
+        request_timeout_ms: 1_000,
+        clock: Some(clock),
+        ..Default::default()
+    }
+}
+
+async fn acquired(locker: &Locker) -> Acquired {
+    match locker.acquire("k", None).await.expect("acquire") {
+        AcquireResult::Success(a) => a,
+        AcquireResult::SomeoneElseHoldsLock(l) => panic!("unexpectedly held by {l}"),
+    }
+}
+
+#[tokio::test]
+async fn acquire_waits_for_keepalive_and_uses_seed_formats() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let locker = Locker::new(opts(srv.url(), clock)).expect("locker");
+    let acq = acquired(&locker).await;
+    let ph = locker.process_hash().expect("reporter started");
+    assert!(is_valid_process_hash(&ph), "{ph}");
+    assert!(ph.starts_with(&format!("{}/{}.", hostname(), std::process::id())));
+    // The first keep-alive was written before the acquire.
+    assert_eq!(st.lock().expect("st").keepalives.first(), Some(&ph));
+    let parts = parse_owner_hash(acq.owner_hash()).expect("owner hash parses");
+    assert_eq!(parts.key, "k");
+    assert_eq!(parts.process_hash, ph);
+    assert_eq!(acq.lock_data.process_hash.as_deref(), Some(ph.as_str()));
+    // A second acquire from the same process is a different owner: refused.
+    match locker.acquire("k", Some("t")).await.expect("acquire") {
+        AcquireResult::SomeoneElseHoldsLock(l) => {
+            assert_eq!(l.owner_hash, acq.lock_data.owner_hash)
+        }
+        AcquireResult::Success(_) => panic!("second acquire must be refused"),
+    }
+    locker.terminate().await;
+    // terminate ends the process record (frees its locks at once).
+    assert_eq!(st.lock().expect("st").ended, vec![ph]);
+    assert!(matches!(
+        locker.acquire("k", None).await,
+        Err(Error::Terminated)
+    ));
+}
+
+#[tokio::test]
+async fn heartbeats_are_cheap_and_coalesced() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let locker = Locker::new(opts(srv.url(), clock.clone())).expect("locker");
+    let acq = acquired(&locker).await;
+    let hb = acq.heartbeater();
+    // Nothing due: a tight loop makes no request at all.
+    for _ in 0..10_000 {
+        hb.heartbeat().await.expect("heartbeat");
+    }
+    assert_eq!(srv.hits_of("GET /v1/locks/k"), 0);
+    assert_eq!(srv.hits_of("POST /v1/locks/k/extend"), 0);
+
+    // A recheck is due; 20 concurrent heartbeats share one slow request.
+    st.lock().expect("st").read_delay_ms = 200;
+    clock.advance(150);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let hb = hb.clone();
+        tasks.push(tokio::spawn(async move { hb.heartbeat().await }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("heartbeat ok");
+    }
+    assert_eq!(
+        srv.hits_of("GET /v1/locks/k"),
+        1,
+        "concurrent rechecks coalesce"
+    );
+
+    // Rechecked just now: not again until lock_recheck_ms passes.
+    hb.heartbeat().await.expect("hb");
+    assert_eq!(srv.hits_of("GET /v1/locks/k"), 1);
+
+    // After lock_extend_ms an extend (not a recheck) goes out.
+    clock.advance(1_000);
+    hb.heartbeat().await.expect("hb");
+    assert_eq!(srv.hits_of("POST /v1/locks/k/extend"), 1);
+    assert_eq!(srv.hits_of("GET /v1/locks/k"), 1);
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn takeover_fails_heartbeat_naming_the_new_holder() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let locker = Locker::new(opts(srv.url(), clock.clone())).expect("locker");
+    let mut errors = locker.errors();
+    let acq = acquired(&locker).await;
+    let hb = acq.heartbeater();
+    let mine = acq.owner_hash().to_string();
+    st.lock().expect("st").holder = Some("k@thief/1.2.3".into());
+    clock.advance(150);
+    match hb.heartbeat().await {
+        Err(Error::Lost(e)) => {
+            assert_eq!(e.key, "k");
+            assert_eq!(e.owner_hash, mine);
+            assert_eq!(e.reason, LostReason::TakenOver);
+            assert_eq!(e.holder.expect("holder").owner_hash, "k@thief/1.2.3");
+        }
+        other => panic!("expected a lost lock, got {other:?}"),
+    }
+    // Sticky, and reported on the error stream.
+    assert!(hb.is_lost());
+    assert!(matches!(hb.heartbeat().await, Err(Error::Lost(_))));
+    let lost = tokio::time::timeout(Duration::from_secs(1), hb.lost())
+        .await
+        .expect("lost() completes");
+    assert_eq!(lost.reason, LostReason::TakenOver);
+    let mut saw = false;
+    while let Some(ev) = errors.try_recv() {
+        saw |= ev.kind == ErrorKind::LostLock;
+    }
+    assert!(saw, "lost_lock event emitted");
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn self_fences_at_local_deadline_without_the_cluster() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut o = opts(srv.url(), clock.clone());
+    o.lock_extend_ms = 60_000; // never extend in this test
+    o.lock_recheck_ms = 60_000;
+    let locker = Locker::new(o).expect("locker");
+    let acq = acquired(&locker).await;
+    let hb = acq.heartbeater();
+    // Keep the process alive by local reckoning while the lease runs out.
+    st.lock().expect("st").keepalives_fail = false;
+    let hits = srv.hits();
+    // ttl 3000, margin 300: lost at sent + 2700.
+    clock.advance(2_699);
+    hb.heartbeat()
+        .await
+        .expect("still ours just before the deadline");
+    clock.advance(1);
+    match hb.heartbeat().await {
+        Err(Error::Lost(e)) => assert_eq!(e.reason, LostReason::LocalDeadline),
+        other => panic!("expected self-fencing, got {other:?}"),
+    }
+    let lock_ops = srv.hits() - hits - srv.hits_of("PUT /v1/processes");
+    assert_eq!(lock_ops, 0, "self-fencing needs no request");
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn self_fences_when_keepalives_fail_longer_than_process_ttl() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut o = opts(srv.url(), clock.clone());
+    o.lock_ttl_ms = 300_000;
+    o.lock_extend_ms = 60_000;
+    o.lock_recheck_ms = 60_000;
+    let locker = Locker::new(o).expect("locker");
+    let acq = acquired(&locker).await;
+    let hb = acq.heartbeater();
+    st.lock().expect("st").keepalives_fail = true;
+    // Process ttl 10 000, margin 1 000: lapsed 9 000 after the last good send.
+    clock.advance(8_000);
+    hb.heartbeat().await.expect("process still live locally");
+    clock.advance(1_500);
+    let lost = tokio::time::timeout(Duration::from_secs(2), hb.lost())
+        .await
+        .expect("lost() completes at the process deadline");
+    assert_eq!(lost.reason, LostReason::ProcessLapsed);
+    assert!(matches!(hb.heartbeat().await, Err(Error::Lost(_))));
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn lapsed_process_gets_a_new_hash_and_acquire_recovers() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut o = opts(srv.url(), clock.clone());
+    o.report_write_ms = 100_000; // write once, as in the seed's same-pid test
+    let locker = Locker::new(o).expect("locker");
+    let first = acquired(&locker).await;
+    let old_ph = locker.process_hash().expect("ph");
+    st.lock().expect("st").holder = None; // the cluster dropped the dead process's lock
+    clock.advance(20_000); // far beyond the process ttl
+    let second = acquired(&locker).await;
+    let new_ph = locker.process_hash().expect("ph");
+    assert_ne!(old_ph, new_ph, "a lapsed process hash is never revived");
+    assert_eq!(
+        parse_owner_hash(second.owner_hash())
+            .expect("parse")
+            .process_hash,
+        new_ph
+    );
+    assert!(
+        st.lock().expect("st").ended.contains(&old_ph),
+        "old process ended"
+    );
+    match first.heartbeater().heartbeat().await {
+        Err(Error::Lost(e)) => assert_eq!(e.reason, LostReason::ProcessLapsed),
+        other => panic!("old lock must be lost, got {other:?}"),
+    }
+    second
+        .heartbeater()
+        .heartbeat()
+        .await
+        .expect("new lock fine");
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn acquire_times_out_when_the_reporter_cannot_write() {
+    let (srv, st) = fake_node().await;
+    st.lock().expect("st").keepalives_fail = true;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut o = opts(srv.url(), clock);
+    o.reporter_spawn_timeout_ms = 300;
+    let locker = Locker::new(o).expect("locker");
+    let mut errors = locker.errors();
+    match locker.acquire("k", None).await {
+        Err(Error::ReporterTimeout(ms)) => assert_eq!(ms, 300),
+        other => panic!("expected a reporter timeout, got {other:?}"),
+    }
+    let ev = tokio::time::timeout(Duration::from_secs(2), errors.recv())
+        .await
+        .expect("event")
+        .expect("open");
+    assert_eq!(ev.kind, ErrorKind::Reporter);
+    assert_eq!(srv.hits_of("POST /v1/locks/k/acquire"), 0);
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn acquire_and_run_releases_even_when_the_job_fails() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let locker = Locker::new(opts(srv.url(), clock)).expect("locker");
+    let res: Result<RunResult<()>, Error> = locker
+        .acquire_and_run(
+            "k",
+            |hb, owner| async move {
+                assert_eq!(hb.owner_hash(), Some(owner.as_str()));
+                assert_eq!(hb.fencing_token(), Some(1));
+                Err(Error::Config("job failed".into()))
+            },
+            Some("tr"),
+        )
+        .await;
+    assert!(matches!(res, Err(Error::Config(_))));
+    assert_eq!(srv.hits_of("POST /v1/locks/k/release"), 1);
+    assert_eq!(st.lock().expect("st").holder, None);
+
+    let ok = locker
+        .acquire_and_run("k", |_hb, _| async { Ok::<_, Error>(7) }, None)
+        .await
+        .expect("run");
+    assert_eq!(ok, RunResult::Success(7));
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn heartbeat_after_release_fails() {
+    let (srv, _st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let locker = Locker::new(opts(srv.url(), clock)).expect("locker");
+    let mut kept = None;
+    locker
+        .acquire_and_run(
+            "k",
+            |hb, _| {
+                kept = Some(hb.clone());
+                async { Ok::<_, Error>(()) }
+            },
+            None,
+        )
+        .await
+        .expect("run");
+    match kept.expect("hb").heartbeat().await {
+        Err(Error::Lost(e)) => assert_eq!(e.reason, LostReason::Released),
+        other => panic!("expected released, got {other:?}"),
+    }
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn mutex_times_out_naming_the_holder() {
+    let (srv, st) = fake_node().await;
+    st.lock().expect("st").holder = Some("k@other/1.2.3".into());
+    let clock = Arc::new(ManualClock::new(1_000));
+    let locker = Locker::new(opts(srv.url(), clock)).expect("locker");
+    let r: Result<(), Error> = locker
+        .mutex("k", 200, |_hb| async { Ok(()) }, 20, None)
+        .await;
+    match r {
+        Err(Error::Mutex(m)) => {
+            assert_eq!(m.key, "k");
+            assert_eq!(m.holder.owner_hash, "k@other/1.2.3");
+            assert!(m.to_string().contains("k@other/1.2.3"));
+        }
+        other => panic!("expected a mutex error, got {other:?}"),
+    }
+    assert!(srv.hits_of("POST /v1/locks/k/acquire") >= 3, "it retried");
+    locker.terminate().await;
+}
+
+#[tokio::test]
+async fn transient_errors_do_not_fail_heartbeats() {
+    let (srv, st) = fake_node().await;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let locker = Locker::new(opts(srv.url(), clock.clone())).expect("locker");
+    let mut errors = locker.errors();
+    let acq = acquired(&locker).await;
+    let hb = acq.heartbeater();
+    // Recheck requests time out (slower than the failover budget).
+    st.lock().expect("st").read_delay_ms = 1_500;
+    clock.advance(150);
+    hb.heartbeat()
+        .await
+        .expect("a slow cluster is not a lost lock");
+    let mut kinds = Vec::new();
+    while let Some(ev) = errors.try_recv() {
+        kinds.push(ev.kind);
+    }
+    assert!(kinds.contains(&ErrorKind::Locker), "{kinds:?}");
+    assert!(!hb.is_lost());
+    locker.terminate().await;
+}
