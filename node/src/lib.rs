@@ -2,6 +2,13 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the map of this crate.
 
+pub mod api;
+pub mod clock;
+pub mod config;
 pub mod core;
+pub mod metrics;
+pub mod network;
+pub mod node;
 pub mod store;
 pub mod types;
+pub mod waiters;

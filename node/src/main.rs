@@ -1,1 +1,139 @@
-fn main() {}
+//! `locker-node`: one node of a Locker cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use locker_node::config::{Cli, NodeConfig, Subcommand_};
+use locker_node::network::{peer_router, PeerState};
+use locker_node::node::Node;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Subcommand_::Healthcheck { timeout_ms }) = cli.command {
+        return healthcheck(&cli.node, timeout_ms);
+    }
+    if let Err(e) = cli.node.validate() {
+        eprintln!("locker-node: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    init_tracing(&cli.node.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("locker-node: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.node)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "locker-node stopped");
+            eprintln!("locker-node: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// `locker-node healthcheck`: for container health checks without a shell.
+fn healthcheck(cfg: &NodeConfig, timeout_ms: u64) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let mut addr = cfg.client_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = Duration::from_millis(timeout_ms);
+    let ok = (|| -> std::io::Result<bool> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf.starts_with("HTTP/1.1 200"))
+    })();
+    match ok {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("unhealthy: /healthz did not answer 200");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, data = %cfg.data_dir.display(), "starting");
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on peer address {}: {e}", cfg.peer_addr))?;
+    let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on client address {}: {e}", cfg.client_addr))?;
+    let node = Node::start(cfg.clone()).await?;
+
+    let peer_state = Arc::new(PeerState {
+        raft: node.raft.clone(),
+        node_id: node.id,
+        secret: cfg.cluster_secret.clone(),
+        info: node.peer_info(),
+    });
+    let peer_server =
+        tokio::spawn(async move { axum::serve(peer_listener, peer_router(peer_state)).await });
+
+    tokio::spawn(node.clone().watch_leadership());
+    tokio::spawn(node.clone().sweep_loop());
+    let boot = node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = boot.bootstrap().await {
+            tracing::error!(error = %format!("{e:#}"), "cannot form the cluster");
+        }
+    });
+
+    let app = locker_node::api::router(node.clone());
+    tracing::info!(addr = %cfg.client_addr, "serving the client API");
+    axum::serve(client_listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+
+    tracing::info!("shutting down: stopping Raft and flushing");
+    peer_server.abort();
+    let _ = node.raft.shutdown().await;
+    node.flusher.flush().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}

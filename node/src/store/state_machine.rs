@@ -155,7 +155,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let r = self.replica.read();
-        Ok((r.last_applied.clone(), r.membership.clone()))
+        Ok((r.last_applied, r.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
@@ -180,7 +180,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         outcome
                     }
                     EntryPayload::Membership(m) => {
-                        r.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
+                        r.membership = StoredMembership::new(Some(entry.log_id), m);
                         Outcome::status_only(Status::Success)
                     }
                 };
@@ -218,7 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let table = LockTable::from_image(image);
         let installed = Replica {
             table,
-            last_applied: meta.last_log_id.clone(),
+            last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
         // Replace the whole state-machine tree in one atomic batch.
@@ -279,11 +279,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (image, last_applied, membership) = {
             let r = self.replica.read();
-            (
-                r.table.to_image(),
-                r.last_applied.clone(),
-                r.membership.clone(),
-            )
+            (r.table.to_image(), r.last_applied, r.membership.clone())
         };
         let data = encode(&image)?;
         let meta = SnapshotMeta {

@@ -1,0 +1,136 @@
+//! Cluster status and membership changes.
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use openraft::ChangeMembers;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::input;
+use crate::network::{fetch_peer_info, SECRET_HEADER};
+use crate::node::Node;
+use crate::types::PeerNode;
+
+pub fn cluster_json(node: &Node) -> Value {
+    let m = node.raft.metrics();
+    let m = m.borrow_watched();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members: Vec<Value> = membership
+        .nodes()
+        .map(|(id, n)| {
+            json!({"id": id, "client_addr": n.client_addr, "peer_addr": n.peer_addr, "voter": voters.contains(id)})
+        })
+        .collect();
+    json!({
+        "node_id": node.id,
+        "leader_id": m.current_leader,
+        "term": m.current_term,
+        "state": format!("{:?}", m.state),
+        "members": members,
+        "last_log_index": m.last_log_index,
+        "last_applied_index": m.last_applied.as_ref().map(|l| l.index),
+        "committed_index": m.local_committed.as_ref().map(|l| l.index),
+        "snapshot_index": m.snapshot.as_ref().map(|l| l.index),
+        "purged_index": m.purged.as_ref().map(|l| l.index),
+    })
+}
+
+pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
+    Json(cluster_json(&node))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub id: u64,
+    pub peer_addr: String,
+}
+
+/// Membership changes are for operators: they need the cluster secret too.
+fn require_secret(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
+    if given != Some(node.cfg.cluster_secret.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            format!("membership changes need the cluster secret in the {SECRET_HEADER} header"),
+        ));
+    }
+    Ok(())
+}
+
+fn membership_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "MEMBERSHIP_CHANGE_FAILED",
+        e.to_string(),
+    )
+}
+
+pub async fn add_member(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_secret(&node, &headers)?;
+    let b: AddMember = input::json_body(body, false)?;
+    if b.id == 0 {
+        return Err(ApiError::bad_request(
+            "INVALID_NODE",
+            "node id 0 is reserved",
+        ));
+    }
+    let info = fetch_peer_info(&node.http, &b.peer_addr, &node.cfg.cluster_secret)
+        .await
+        .map_err(|e| {
+            ApiError::bad_request("INVALID_NODE", format!("cannot reach {}: {e}", b.peer_addr))
+        })?;
+    if info.node_id != b.id {
+        return Err(ApiError::bad_request(
+            "INVALID_NODE",
+            format!("{} is node {}, not {}", b.peer_addr, info.node_id, b.id),
+        ));
+    }
+    let peer = PeerNode {
+        peer_addr: info.peer_addr,
+        client_addr: info.client_addr,
+    };
+    tracing::info!(id = b.id, %peer, "adding a learner");
+    node.raft
+        .add_learner(b.id, peer, true)
+        .await
+        .map_err(membership_error)?;
+    tracing::info!(id = b.id, "learner caught up; promoting to voter");
+    node.raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([b.id])), false)
+        .await
+        .map_err(membership_error)?;
+    Ok(Json(cluster_json(&node)).into_response())
+}
+
+pub async fn remove_member(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    require_secret(&node, &headers)?;
+    let id: u64 = input::path_param(path, "node id")?.parse().map_err(|_| {
+        ApiError::bad_request("INVALID_NODE", "the node id must be a positive integer")
+    })?;
+    tracing::info!(id, "removing a member");
+    node.raft
+        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+        .await
+        .map_err(membership_error)?;
+    Ok(Json(cluster_json(&node)).into_response())
+}

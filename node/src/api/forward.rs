@@ -1,0 +1,145 @@
+//! Any node serves any request: a follower hands requests that need the
+//! leader (writes and linearizable reads) to it, and answers 503 within a
+//! bounded time when there is none.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::input::MAX_BODY_BYTES;
+use crate::node::{LeaderHint, Node};
+
+/// Marks a request a follower forwarded, so it is never forwarded twice.
+pub const FORWARDED_HEADER: &str = "x-locker-forwarded-by";
+
+fn needs_leader(req: &Request) -> bool {
+    let path = req.uri().path();
+    if !path.starts_with("/v1/") || (req.method() == Method::GET && path == "/v1/cluster") {
+        return false;
+    }
+    if req.method() == Method::GET {
+        let stale = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "stale=true" || kv == "stale=1"));
+        return !stale;
+    }
+    true
+}
+
+pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    if !needs_leader(&req) {
+        return next.run(req).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(node.cfg.leader_wait_ms);
+    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    let (parts, body) = req.into_parts();
+    // Buffered once so it can be retried against a new leader.
+    let body = match to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response()
+        }
+    };
+    loop {
+        match node.leader_hint() {
+            LeaderHint::Me => {
+                let req = Request::from_parts(parts, Body::from(body));
+                return next.run(req).await;
+            }
+            LeaderHint::Other { id, client_addr } if !forwarded => {
+                match forward(&node, &parts, body.clone(), &client_addr).await {
+                    Ok(resp) => return resp,
+                    Err(e) => tracing::debug!(leader = id, error = %e, "forward failed; retrying"),
+                }
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let why = if forwarded {
+                "this node is not the leader (request was forwarded here)"
+            } else {
+                "no leader is reachable (election in progress or this node is cut off)"
+            };
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NO_LEADER", why)
+                .into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends the request to the leader. `Err` only when it surely did not arrive
+/// (the connection failed), so retrying cannot apply a write twice.
+async fn forward(
+    node: &Node,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Bytes,
+    client_addr: &str,
+) -> Result<Response, String> {
+    node.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let wait_ms = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("wait_ms").and_then(|w| w.as_u64()))
+        .unwrap_or(0);
+    let budget = node.cfg.leader_wait_ms + node.cfg.write_timeout_ms + wait_ms + 1000;
+    let mut rb = node
+        .http
+        .request(parts.method.clone(), format!("http://{client_addr}{path}"))
+        .header(FORWARDED_HEADER, node.id.to_string())
+        .timeout(Duration::from_millis(budget))
+        .body(body);
+    for name in [
+        header::CONTENT_TYPE,
+        header::HeaderName::from_static("x-request-id"),
+        header::HeaderName::from_static(crate::network::SECRET_HEADER),
+    ] {
+        if let Some(v) = parts.headers.get(&name) {
+            rb = rb.header(name, v.clone());
+        }
+    }
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return Err(e.to_string()),
+        Err(e) => {
+            // It may have arrived: the outcome is unknown, do not retry.
+            return Ok(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TIMEOUT",
+                format!("the leader did not answer in time: {e}"),
+            )
+            .into_response());
+        }
+    };
+    let status = resp.status();
+    let mut out = Response::builder().status(status);
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(v) = resp.headers().get(&name) {
+            out = out.header(name, v.clone());
+        }
+    }
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TIMEOUT",
+                format!("the leader's answer was cut off: {e}"),
+            )
+            .into_response())
+        }
+    };
+    out.body(Body::from(bytes)).map_err(|e| e.to_string())
+}

@@ -1,0 +1,290 @@
+//! Lock routes: acquire (optionally waiting), extend, release, read, list,
+//! and the owner-hash status query.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::input;
+use crate::core::{Op, Outcome, Status};
+use crate::node::Node;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    pub owner_hash: Option<String>,
+    pub process_hash: Option<String>,
+    pub trace: Option<String>,
+    pub ttl_ms: Option<u64>,
+    pub wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    pub owner_hash: String,
+    pub ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    pub owner_hash: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    pub stale: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub prefix: Option<String>,
+    pub limit: Option<usize>,
+    pub stale: Option<bool>,
+}
+
+/// HTTP status for a lock operation's outcome.
+fn http_status(s: Status) -> StatusCode {
+    match s {
+        Status::Success | Status::Running => StatusCode::OK,
+        Status::NoKey => StatusCode::NOT_FOUND,
+        Status::SomeoneElseHoldsLock | Status::NoRunningProcess | Status::MalformedOwnerHash => {
+            StatusCode::CONFLICT
+        }
+    }
+}
+
+pub fn lock_outcome(o: Outcome) -> Response {
+    (
+        http_status(o.status),
+        Json(json!({"status": o.status, "lock": o.lock})),
+    )
+        .into_response()
+}
+
+pub async fn acquire(
+    State(node): State<Arc<Node>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = input::key(path)?;
+    let b: AcquireBody = input::json_body(body, true)?;
+    let ttl_ms = input::ttl(
+        b.ttl_ms,
+        input::LOCK_TTL_MS,
+        input::DEFAULT_LOCK_TTL_MS,
+        "lock",
+    )?;
+    let wait_ms = input::wait(b.wait_ms)?;
+    input::trace(b.trace.as_deref())?;
+    if let Some(p) = &b.process_hash {
+        input::process_hash(p)?;
+    }
+    let owner_hash = match b.owner_hash {
+        Some(o) => {
+            input::owner_hash_for(&key, &o)?;
+            o
+        }
+        None => node.new_owner_hash(&key, b.trace.as_deref()),
+    };
+    let op = Op::Acquire {
+        key: key.clone(),
+        owner_hash,
+        process_hash: b.process_hash,
+        trace: b.trace,
+        ttl_ms,
+    };
+    let outcome = if wait_ms == 0 {
+        node.propose(op).await?
+    } else {
+        acquire_waiting(&node, &key, op, Duration::from_millis(wait_ms)).await?
+    };
+    Ok(lock_outcome(outcome))
+}
+
+/// Blocking acquire: queue behind earlier waiters on the key; the head tries
+/// whenever the key is free (released, expired, or its process died).
+async fn acquire_waiting(
+    node: &Node,
+    key: &str,
+    op: Op,
+    wait: Duration,
+) -> Result<Outcome, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let ticket = node.waiters.enqueue(key);
+    let mut applied = node.replica.subscribe();
+    let mut last = None;
+    loop {
+        let queue_changed = node.waiters.changed();
+        if ticket.is_head() {
+            let free = match node.leader_now() {
+                Some(now) => node.replica.read().table.live_lock(key, now).is_none(),
+                None => true, // not ready: let propose decide (it waits, then 503s)
+            };
+            if free || last.is_none() {
+                let outcome = node.propose(op.clone()).await?;
+                if outcome.status != Status::SomeoneElseHoldsLock {
+                    return Ok(outcome);
+                }
+                last = Some(outcome);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        // Wake when something is applied, the queue moves, the holder's lease
+        // would run out on the leader's clock, or we give up.
+        let holder_end = match (node.leader_now(), ticket.is_head()) {
+            (Some(now), true) => node
+                .replica
+                .read()
+                .table
+                .holder_deadline(key, now)
+                .map(|end| Duration::from_millis(end.saturating_sub(now) + 1)),
+            _ => None,
+        };
+        let wake = holder_end
+            .map(|d| (tokio::time::Instant::now() + d).min(deadline))
+            .unwrap_or(deadline);
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = queue_changed => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    if let Some(o) = last {
+        return Ok(o);
+    }
+    // Never got to try (always behind others): answer with the current holder.
+    let now = node
+        .leader_now()
+        .unwrap_or_else(|| node.replica.read().table.now());
+    let holder = node.replica.read().table.live_lock(key, now).cloned();
+    match holder {
+        Some(l) => Ok(Outcome {
+            status: Status::SomeoneElseHoldsLock,
+            lock: Some(l),
+            alive_until: None,
+        }),
+        None => Ok(node.propose(op).await?),
+    }
+}
+
+pub async fn extend(
+    State(node): State<Arc<Node>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = input::key(path)?;
+    let b: ExtendBody = input::json_body(body, false)?;
+    input::owner_hash_for(&key, &b.owner_hash)?;
+    let ttl_ms = input::ttl(
+        b.ttl_ms,
+        input::LOCK_TTL_MS,
+        input::DEFAULT_LOCK_TTL_MS,
+        "lock",
+    )?;
+    let outcome = node
+        .propose(Op::Extend {
+            key,
+            owner_hash: b.owner_hash,
+            ttl_ms,
+        })
+        .await?;
+    Ok(lock_outcome(outcome))
+}
+
+pub async fn release(
+    State(node): State<Arc<Node>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = input::key(path)?;
+    let b: ReleaseBody = input::json_body(body, false)?;
+    input::owner_hash_for(&key, &b.owner_hash)?;
+    let outcome = node
+        .propose(Op::Release {
+            key,
+            owner_hash: b.owner_hash,
+        })
+        .await?;
+    Ok(lock_outcome(outcome))
+}
+
+/// The time at which a read judges liveness: the leader's, after a quorum
+/// check, or the local log time for `?stale=true`.
+pub async fn read_time(node: &Node, stale: bool) -> Result<u64, ApiError> {
+    if stale {
+        Ok(node.replica.read().table.now())
+    } else {
+        Ok(node.linearizable_read_time().await?)
+    }
+}
+
+pub async fn read(
+    State(node): State<Arc<Node>>,
+    path: Result<Path<String>, PathRejection>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let key = input::key(path)?;
+    let q = input::query(q)?;
+    let at = read_time(&node, q.stale.unwrap_or(false)).await?;
+    let r = node.replica.read();
+    Ok(match r.table.live_lock(&key, at) {
+        Some(l) => Json(json!({"locked": true, "lock": l})),
+        None => Json(json!({"locked": false})),
+    }
+    .into_response())
+}
+
+pub async fn list(
+    State(node): State<Arc<Node>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = input::query(q)?;
+    let limit = q.limit.unwrap_or(input::DEFAULT_LIST_LIMIT);
+    if !(1..=input::MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "INVALID_LIMIT",
+            format!(
+                "limit {limit} is out of range 1..={}",
+                input::MAX_LIST_LIMIT
+            ),
+        ));
+    }
+    let prefix = q.prefix.unwrap_or_default();
+    if prefix.len() > input::MAX_KEY_BYTES {
+        return Err(ApiError::bad_request(
+            "INVALID_KEY",
+            "the prefix is longer than a key may be",
+        ));
+    }
+    let at = read_time(&node, q.stale.unwrap_or(false)).await?;
+    let r = node.replica.read();
+    let locks = r.table.list(&prefix, limit, at);
+    Ok(Json(json!({ "locks": locks })).into_response())
+}
+
+pub async fn owner(
+    State(node): State<Arc<Node>>,
+    path: Result<Path<String>, PathRejection>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let owner_hash = input::path_param(path, "owner hash")?;
+    let q = input::query(q)?;
+    let at = read_time(&node, q.stale.unwrap_or(false)).await?;
+    let st = node.replica.read().table.owner_status(&owner_hash, at);
+    Ok(Json(json!({"status": st.status, "key": st.key, "lock": st.lock})).into_response())
+}

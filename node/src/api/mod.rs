@@ -1,0 +1,126 @@
+//! The HTTP/JSON client API (SPEC section 5): routes, validation, request
+//! logging and metrics, and forwarding to the leader.
+
+mod cluster;
+mod error;
+mod forward;
+mod input;
+mod locks;
+mod ops;
+mod processes;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::node::Node;
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(
+            "/v1/processes/{process_hash}",
+            put(processes::keepalive).delete(processes::end),
+        )
+        .route("/v1/locks/{key}/acquire", post(locks::acquire))
+        .route("/v1/locks/{key}/extend", post(locks::extend))
+        .route("/v1/locks/{key}/release", post(locks::release))
+        .route("/v1/locks/{key}", get(locks::read))
+        .route("/v1/locks", get(locks::list))
+        .route("/v1/owners/{owner_hash}", get(locks::owner))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            forward::route_to_leader,
+        ))
+        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .with_state(node)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such route; see /v1/cluster, /v1/locks, /v1/processes, /v1/owners",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this route does not take that method",
+    )
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Gives every request an id (kept from `x-request-id` if the caller sent
+/// one), a tracing span, a log line and its metrics.
+async fn observe(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = match req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id) => id.to_string(),
+        None => {
+            let id = format!(
+                "n{}-{}",
+                node.id,
+                REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                req.headers_mut().insert("x-request-id", v);
+            }
+            id
+        }
+    };
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let span = tracing::info_span!("request", request_id = %id, %method, path = %req.uri().path());
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let took = started.elapsed();
+    let status = resp.status();
+    node.metrics
+        .observe_request(&method, &route, status.as_u16(), took);
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                ms = took.as_millis() as u64,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                ms = took.as_millis() as u64,
+                "request done"
+            );
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,135 @@
+//! Operator routes: liveness, readiness, metrics.
+
+use openraft::async_runtime::WatchReceiver;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::node::Node;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when a leader is known and this node has applied all it knows committed.
+pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    let m = node.raft.metrics().borrow_watched().clone();
+    let committed = m.local_committed.as_ref().map_or(0, |l| l.index);
+    let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+    let leader_ready = match m.current_leader {
+        Some(id) if id == node.id => node.leader_now().is_some(),
+        Some(_) => true,
+        None => false,
+    };
+    let ready = leader_ready && applied >= committed;
+    let body = json!({"ready": ready, "leader_id": m.current_leader, "committed_index": committed, "applied_index": applied});
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let m = node.raft.metrics().borrow_watched().clone();
+    let (live_locks, live_processes, lock_records, process_records) = {
+        let r = node.replica.read();
+        let at = node.leader_now().unwrap_or_else(|| r.table.now());
+        (
+            r.table.live_lock_count(at),
+            r.table.live_process_count(at),
+            r.table.lock_records(),
+            r.table.process_records(),
+        )
+    };
+    let fs = &node.flusher.stats;
+    let idx = |l: &Option<crate::types::LogId>| l.as_ref().map_or(0, |l| l.index) as f64;
+    let gauges = [
+        (
+            "locker_raft_term",
+            "Current Raft term.",
+            m.current_term as f64,
+        ),
+        (
+            "locker_raft_is_leader",
+            "1 if this node is the leader.",
+            f64::from(u8::from(m.current_leader == Some(node.id))),
+        ),
+        (
+            "locker_raft_leader_id",
+            "Id of the known leader (0 if none).",
+            m.current_leader.unwrap_or(0) as f64,
+        ),
+        (
+            "locker_raft_last_log_index",
+            "Last log index on this node.",
+            m.last_log_index.unwrap_or(0) as f64,
+        ),
+        (
+            "locker_raft_commit_index",
+            "Committed log index known to this node.",
+            idx(&m.local_committed),
+        ),
+        (
+            "locker_raft_applied_index",
+            "Last applied log index.",
+            idx(&m.last_applied),
+        ),
+        (
+            "locker_raft_snapshot_index",
+            "Index of the last snapshot.",
+            idx(&m.snapshot),
+        ),
+        (
+            "locker_live_locks",
+            "Live locks at the current time.",
+            live_locks as f64,
+        ),
+        (
+            "locker_live_processes",
+            "Live processes at the current time.",
+            live_processes as f64,
+        ),
+        (
+            "locker_lock_records",
+            "Lock records, including expired ones not yet swept.",
+            lock_records as f64,
+        ),
+        (
+            "locker_process_records",
+            "Process records, including dead ones not yet swept.",
+            process_records as f64,
+        ),
+        (
+            "locker_waiters",
+            "Blocking acquires waiting on this node.",
+            node.waiters.len() as f64,
+        ),
+        (
+            "locker_storage_fsyncs_total",
+            "fsyncs of the data directory.",
+            fs.fsyncs.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "locker_storage_entries_flushed_total",
+            "Log entries made durable.",
+            fs.entries.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "locker_storage_fsync_seconds_total",
+            "Time spent in fsync.",
+            fs.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+    ];
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(&gauges),
+    )
+        .into_response()
+}

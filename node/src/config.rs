@@ -1,0 +1,218 @@
+//! Command-line flags; each also reads from `LOCKER_<FLAG>` for containers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// One node of a Locker cluster: a Raft replica of the lock table with an
+/// HTTP/JSON API. With no flags it is a ready single-node cluster on
+/// 127.0.0.1:7070 with its data in ./data.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "locker-node", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Subcommand_>,
+    #[command(flatten)]
+    pub node: NodeConfig,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Subcommand_ {
+    /// Exit 0 if the node at --client-addr answers /healthz (for container
+    /// health checks, which have no shell or curl).
+    Healthcheck {
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeConfig {
+    /// This node's id: unique in the cluster and never reused for a wiped node.
+    #[arg(long, env = "LOCKER_ID", default_value_t = 1)]
+    pub id: u64,
+
+    /// Where the Raft log and the lock table are kept (created if missing).
+    #[arg(long, env = "LOCKER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address of the HTTP/JSON client API.
+    #[arg(long, env = "LOCKER_CLIENT_ADDR", default_value = "127.0.0.1:7070")]
+    pub client_addr: SocketAddr,
+
+    /// Address for Raft traffic between nodes (needs the cluster secret).
+    #[arg(long, env = "LOCKER_PEER_ADDR", default_value = "127.0.0.1:7080")]
+    pub peer_addr: SocketAddr,
+
+    /// The address other nodes and forwarded clients should use to reach this
+    /// node's client API, when it differs from --client-addr (e.g. 0.0.0.0 in a
+    /// container).
+    #[arg(long, env = "LOCKER_ADVERTISE_CLIENT_ADDR")]
+    pub advertise_client_addr: Option<String>,
+
+    /// The address other nodes should use for Raft traffic, when it differs
+    /// from --peer-addr.
+    #[arg(long, env = "LOCKER_ADVERTISE_PEER_ADDR")]
+    pub advertise_peer_addr: Option<String>,
+
+    /// The first members, as ID=PEER_ADDR,... including this node. Used only
+    /// on the first start: the lowest id bootstraps the cluster once it has
+    /// reached every member; the others join through replication. Ignored once
+    /// the node is initialized. Empty: a single-node cluster.
+    #[arg(long, env = "LOCKER_INITIAL_CLUSTER", value_parser = parse_initial_cluster, default_value = "")]
+    pub initial_cluster: InitialCluster,
+
+    /// Start empty and wait to be added by `POST /v1/cluster/members` on the
+    /// leader, instead of bootstrapping a single-node cluster.
+    #[arg(long, env = "LOCKER_JOIN")]
+    pub join: bool,
+
+    /// Shared secret every peer request must carry. Set the same value on all
+    /// nodes of a cluster; the default is only fit for a single node.
+    #[arg(
+        long,
+        env = "LOCKER_CLUSTER_SECRET",
+        default_value = "locker-dev-secret",
+        hide_default_value = true
+    )]
+    pub cluster_secret: String,
+
+    /// Raft heartbeat interval, in milliseconds.
+    #[arg(long, env = "LOCKER_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+
+    /// Minimum election timeout, in milliseconds (the maximum is twice this).
+    /// A leader is replaced within about this long after it dies.
+    #[arg(long, env = "LOCKER_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
+    pub election_timeout_ms: u64,
+
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "LOCKER_SNAPSHOT_EVERY", default_value_t = 20000)]
+    pub snapshot_every: u64,
+
+    /// Log entries kept behind a snapshot for slow followers.
+    #[arg(long, env = "LOCKER_KEEP_LOGS", default_value_t = 2000)]
+    pub keep_logs: u64,
+
+    /// How often the leader looks for expired records to sweep, in milliseconds.
+    #[arg(long, env = "LOCKER_SWEEP_MS", default_value_t = 1000)]
+    pub sweep_ms: u64,
+
+    /// How long a request waits for a leader (election, partition) before the
+    /// retryable 503, in milliseconds.
+    #[arg(long, env = "LOCKER_LEADER_WAIT_MS", default_value_t = 3000)]
+    pub leader_wait_ms: u64,
+
+    /// How long a write waits to be committed before a retryable 503 TIMEOUT.
+    #[arg(long, env = "LOCKER_WRITE_TIMEOUT_MS", default_value_t = 5000)]
+    pub write_timeout_ms: u64,
+
+    /// sled page cache size, in MiB.
+    #[arg(long, env = "LOCKER_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+
+    /// Log format: `text` or `json`. The level comes from RUST_LOG (default info).
+    #[arg(long, env = "LOCKER_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    /// TEST ONLY: offset this node's wall clock by this many milliseconds
+    /// (negative = behind), to inject clock skew.
+    #[arg(
+        long,
+        env = "LOCKER_TEST_CLOCK_OFFSET_MS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub test_clock_offset_ms: i64,
+
+    /// TEST ONLY: run this node's clock at this rate (1.0 = real time), to
+    /// inject clock drift.
+    #[arg(long, env = "LOCKER_TEST_CLOCK_RATE", default_value_t = 1.0)]
+    pub test_clock_rate: f64,
+}
+
+pub type InitialCluster = BTreeMap<u64, String>;
+
+fn parse_initial_cluster(s: &str) -> Result<InitialCluster, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id (a positive integer)"))?;
+        if id == 0 {
+            return Err("node id 0 is reserved".into());
+        }
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node id {id} appears twice"));
+        }
+    }
+    Ok(out)
+}
+
+impl NodeConfig {
+    pub fn advertised_client_addr(&self) -> String {
+        self.advertise_client_addr
+            .clone()
+            .unwrap_or_else(|| self.client_addr.to_string())
+    }
+
+    pub fn advertised_peer_addr(&self) -> String {
+        self.advertise_peer_addr
+            .clone()
+            .unwrap_or_else(|| self.peer_addr.to_string())
+    }
+
+    /// Checks the flags against each other; the message names the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("--id must be a positive integer".into());
+        }
+        if !self.initial_cluster.is_empty() {
+            match self.initial_cluster.get(&self.id) {
+                None => return Err(format!("--initial-cluster does not name this node's id {}", self.id)),
+                Some(a) if *a != self.advertised_peer_addr() => {
+                    return Err(format!(
+                        "--initial-cluster gives node {} the peer address {a}, but this node's peer address is {}",
+                        self.id,
+                        self.advertised_peer_addr()
+                    ))
+                }
+                Some(_) => {}
+            }
+            if self.join {
+                return Err("--join and --initial-cluster exclude each other".into());
+            }
+        }
+        if !(self.test_clock_rate > 0.0 && self.test_clock_rate.is_finite()) {
+            return Err("--test-clock-rate must be a positive number".into());
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms * 2 {
+            return Err("--election-timeout-ms must be more than twice --heartbeat-ms".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_initial_cluster() {
+        let c = parse_initial_cluster("1=127.0.0.1:7081, 2=127.0.0.1:7082").unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[&2], "127.0.0.1:7082");
+        assert!(parse_initial_cluster("").unwrap().is_empty());
+        assert!(parse_initial_cluster("x=1").is_err());
+        assert!(parse_initial_cluster("1=a,1=b").is_err());
+        assert!(parse_initial_cluster("0=a").is_err());
+        assert!(parse_initial_cluster("1").is_err());
+    }
+}

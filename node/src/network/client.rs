@@ -1,0 +1,181 @@
+//! The sending side: openraft's network factory over reqwest.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RPCTypes, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{SECRET_HEADER, TARGET_HEADER};
+use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
+
+/// Creates one [`PeerClient`] per target; all share one connection pool.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    http: reqwest::Client,
+    secret: Arc<str>,
+    self_id: NodeId,
+}
+
+impl PeerNetwork {
+    pub fn new(self_id: NodeId, secret: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        PeerNetwork {
+            http,
+            secret: secret.into(),
+            self_id,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerClient {
+        PeerClient {
+            net: self.clone(),
+            target,
+            base: format!("http://{}", node.peer_addr),
+        }
+    }
+}
+
+pub struct PeerClient {
+    net: PeerNetwork,
+    target: NodeId,
+    base: String,
+}
+
+enum Failure {
+    Unreachable(String),
+    Timeout,
+    Network(String),
+}
+
+impl PeerClient {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Failure> {
+        let body = bincode::serialize(req).map_err(|e| Failure::Network(e.to_string()))?;
+        let sent = self
+            .net
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(SECRET_HEADER, &*self.net.secret)
+            .header(TARGET_HEADER, self.target.to_string())
+            .header("content-type", "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Err(Failure::Timeout),
+            Err(e) if e.is_connect() => return Err(Failure::Unreachable(e.to_string())),
+            Err(e) => return Err(Failure::Network(e.to_string())),
+        };
+        let status = resp.status();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => return Err(Failure::Timeout),
+            Err(e) => return Err(Failure::Network(e.to_string())),
+        };
+        if !status.is_success() {
+            // Wrong secret or wrong node: treat as unreachable so openraft backs off.
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            return Err(Failure::Unreachable(format!(
+                "peer answered {status}: {text}"
+            )));
+        }
+        let answer: Result<Resp, String> =
+            bincode::deserialize(&bytes).map_err(|e| Failure::Network(e.to_string()))?;
+        answer.map_err(Failure::Network)
+    }
+
+    fn rpc_error(&self, f: Failure, action: RPCTypes, timeout: Duration) -> RPCError<TypeConfig> {
+        match f {
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            Failure::Network(m) => RPCError::Network(NetworkError::from_string(m)),
+            Failure::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.net.self_id,
+                target: self.target,
+                timeout,
+            }),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        self.call("/raft/append", &rpc, ttl)
+            .await
+            .map_err(|f| self.rpc_error(f, RPCTypes::AppendEntries, ttl))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        self.call("/raft/vote", &rpc, ttl)
+            .await
+            .map_err(|f| self.rpc_error(f, RPCTypes::Vote, ttl))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        self.call("/raft/pre-vote", &rpc, ttl)
+            .await
+            .map_err(|f| self.rpc_error(f, RPCTypes::Vote, ttl))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        let req = (vote, snapshot.meta, snapshot.snapshot);
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = self.call("/raft/snapshot", &req, ttl) => r.map_err(|f| match self.rpc_error(f, RPCTypes::InstallSnapshot, ttl) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(e) => StreamingError::Network(NetworkError::from_string(e.to_string())),
+            }),
+        }
+    }
+}

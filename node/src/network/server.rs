@@ -1,0 +1,118 @@
+//! The receiving side: the peer router, open only to holders of the cluster secret.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{SECRET_HEADER, TARGET_HEADER};
+use crate::types::{NodeId, Raft, Snapshot, SnapshotMeta, Vote};
+
+pub struct PeerState {
+    pub raft: Raft,
+    pub node_id: NodeId,
+    pub secret: String,
+    pub info: PeerInfo,
+}
+
+/// What a node tells a peer about itself, so the bootstrapping node can put
+/// every member's client address into the first membership.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub node_id: NodeId,
+    pub peer_addr: String,
+    pub client_addr: String,
+}
+
+pub fn peer_router(state: Arc<PeerState>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/pre-vote", post(pre_vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/peer/info", get(info))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Snapshots carry the whole table.
+        .layer(DefaultBodyLimit::max(1 << 30))
+        .with_state(state)
+}
+
+/// Constant-time comparison, so the secret cannot be guessed byte by byte.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(State(st): State<Arc<PeerState>>, req: Request, next: Next) -> Response {
+    let secret = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
+    if !secret.is_some_and(|s| same_secret(s, st.secret.as_bytes())) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
+    }
+    if let Some(target) = req.headers().get(TARGET_HEADER) {
+        if target.to_str().ok() != Some(st.node_id.to_string().as_str()) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("this is node {}, not {:?}", st.node_id, target),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    bincode::deserialize(body).map_err(|e| {
+        Box::new((StatusCode::BAD_REQUEST, format!("bad bincode body: {e}")).into_response())
+    })
+}
+
+fn answer<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Response {
+    let r: Result<T, String> = r.map_err(|e| e.to_string());
+    match bincode::serialize(&r) {
+        Ok(b) => b.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => answer(st.raft.append_entries(req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn vote(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => answer(st.raft.vote(req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn pre_vote(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => answer(st.raft.pre_vote(req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn snapshot(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
+    let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let snapshot = Snapshot {
+        meta,
+        snapshot: data,
+    };
+    answer(st.raft.install_full_snapshot(vote, snapshot).await)
+}
+
+async fn info(State(st): State<Arc<PeerState>>) -> Json<PeerInfo> {
+    Json(st.info.clone())
+}

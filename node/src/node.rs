@@ -1,0 +1,412 @@
+//! The running node: wires the Raft replica, the leader's clock and the
+//! background duties (takeover marker, sweeps) together, and offers the
+//! operations the HTTP layer needs (propose a command, serve a read).
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::errors::ClientWriteError;
+use openraft::impls::ProgressResponder;
+use openraft::{ReadPolicy, ServerState};
+use tokio::sync::watch;
+
+use crate::clock::{LeaderClock, WallClock};
+use crate::config::NodeConfig;
+use crate::core::{Command, Op, Outcome};
+use crate::metrics::Metrics;
+use crate::network::{PeerInfo, PeerNetwork};
+use crate::store::{Flusher, SharedReplica};
+use crate::types::{NodeId, PeerNode, Raft};
+use crate::waiters::Waiters;
+
+/// Why a request could not be served here and now. All are retryable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// No leader is known, or this node is not it: nothing was proposed.
+    #[error("no leader is available: {0}")]
+    NoLeader(String),
+    /// The write was proposed but its fate is unknown (leader change, timeout).
+    #[error("the outcome of the write is unknown: {0}")]
+    Unknown(String),
+}
+
+/// This node's leadership for one term, once its takeover marker is applied.
+#[derive(Debug, Clone)]
+pub struct LeaderTerm {
+    pub leader_id: openraft::type_config::alias::CommittedLeaderIdOf<crate::types::TypeConfig>,
+    pub clock: LeaderClock,
+    pub ready: bool,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub cfg: NodeConfig,
+    pub raft: Raft,
+    pub replica: SharedReplica,
+    pub flusher: Flusher,
+    pub wall: WallClock,
+    pub leader: watch::Sender<Option<LeaderTerm>>,
+    pub http: reqwest::Client,
+    pub metrics: Metrics,
+    pub waiters: Waiters,
+    /// `{hostname}/{pid}.{nanos}` of this node process: the process part of
+    /// owner hashes the server builds for requests that bring none.
+    pub own_process_hash: String,
+    owner_seq: AtomicU64,
+}
+
+/// Where the leader is, from this node's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderHint {
+    Me,
+    Other { id: NodeId, client_addr: String },
+    Unknown,
+}
+
+impl Node {
+    pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        let (log, sm, replica, flusher) = crate::store::open(&cfg.data_dir, cfg.cache_mb << 20)?;
+        let raft_config = openraft::Config {
+            cluster_name: "locker".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            install_snapshot_timeout: 30_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.keep_logs,
+            purge_batch_size: 256,
+            max_payload_entries: 1000,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = PeerNetwork::new(cfg.id, &cfg.cluster_secret);
+        let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log, sm).await?;
+        let wall = WallClock::new(cfg.test_clock_offset_ms, cfg.test_clock_rate);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()?;
+        let host = hostname();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let node = Arc::new(Node {
+            id: cfg.id,
+            own_process_hash: format!("{host}/{}.{nanos}", std::process::id()),
+            cfg,
+            raft,
+            replica,
+            flusher,
+            wall,
+            leader: watch::channel(None).0,
+            http,
+            metrics: Metrics::default(),
+            waiters: Waiters::default(),
+            owner_seq: AtomicU64::new(0),
+        });
+        Ok(node)
+    }
+
+    pub fn peer_info(&self) -> PeerInfo {
+        PeerInfo {
+            node_id: self.id,
+            peer_addr: self.cfg.advertised_peer_addr(),
+            client_addr: self.cfg.advertised_client_addr(),
+        }
+    }
+
+    /// Forms the cluster on first start; a no-op once initialized.
+    pub async fn bootstrap(self: &Arc<Self>) -> anyhow::Result<()> {
+        if self.raft.is_initialized().await? {
+            tracing::info!("already initialized; rejoining with the data on disk");
+            return Ok(());
+        }
+        if self.cfg.join {
+            tracing::info!("waiting to be added to a cluster (--join)");
+            return Ok(());
+        }
+        let me = self.peer_info();
+        let members: BTreeMap<NodeId, PeerNode> = if self.cfg.initial_cluster.is_empty() {
+            BTreeMap::from([(
+                self.id,
+                PeerNode {
+                    peer_addr: me.peer_addr,
+                    client_addr: me.client_addr,
+                },
+            )])
+        } else {
+            let lowest = self.cfg.initial_cluster.keys().next().copied();
+            if lowest != Some(self.id) {
+                tracing::info!(bootstrapper = ?lowest, "waiting for the lowest id to form the cluster");
+                return Ok(());
+            }
+            self.gather_members().await?
+        };
+        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initializing the cluster");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Already initialized by an earlier run that crashed after
+                // initializing: harmless.
+                tracing::warn!(error = %e, "initialize refused");
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks every initial member for its addresses, retrying until all answer.
+    async fn gather_members(&self) -> anyhow::Result<BTreeMap<NodeId, PeerNode>> {
+        let mut members = BTreeMap::new();
+        let mut attempt = 0u32;
+        while members.len() < self.cfg.initial_cluster.len() {
+            for (&id, addr) in &self.cfg.initial_cluster {
+                if members.contains_key(&id) {
+                    continue;
+                }
+                if id == self.id {
+                    let me = self.peer_info();
+                    members.insert(
+                        id,
+                        PeerNode {
+                            peer_addr: me.peer_addr,
+                            client_addr: me.client_addr,
+                        },
+                    );
+                    continue;
+                }
+                match crate::network::fetch_peer_info(&self.http, addr, &self.cfg.cluster_secret)
+                    .await
+                {
+                    Ok(info) if info.node_id == id => {
+                        members.insert(
+                            id,
+                            PeerNode {
+                                peer_addr: info.peer_addr,
+                                client_addr: info.client_addr,
+                            },
+                        );
+                    }
+                    Ok(info) => anyhow::bail!(
+                        "{addr} answered as node {}, but --initial-cluster says node {id}",
+                        info.node_id
+                    ),
+                    Err(e) if attempt.is_multiple_of(20) => {
+                        tracing::info!(node = id, %addr, error = %e, "waiting for peer")
+                    }
+                    Err(_) => {}
+                }
+            }
+            attempt += 1;
+            if members.len() < self.cfg.initial_cluster.len() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(members)
+    }
+
+    /// Runs for the node's life: keeps `self.leader` in step with Raft and
+    /// commits the takeover marker at the start of each term.
+    pub async fn watch_leadership(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        let mut led_term: Option<u64> = None;
+        loop {
+            let (is_leader, term) = {
+                let m = metrics.borrow_and_update();
+                (m.state == ServerState::Leader, m.current_term)
+            };
+            if is_leader && led_term != Some(term) {
+                led_term = Some(term);
+                self.begin_term(term);
+            } else if !is_leader && led_term.is_some() {
+                led_term = None;
+                self.leader.send_replace(None);
+                self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(term, "no longer the leader");
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn begin_term(self: &Arc<Self>, term: u64) {
+        let Ok(leader) = self.raft.as_leader() else {
+            return;
+        };
+        let floor = self.replica.read().table.now();
+        let lt = LeaderTerm {
+            leader_id: leader.to_committed_leader_id(),
+            clock: LeaderClock::start(self.wall, floor),
+            ready: false,
+        };
+        self.leader.send_replace(Some(lt.clone()));
+        self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(term, "became leader; committing the takeover marker");
+        let node = self.clone();
+        tokio::spawn(async move {
+            // Retry until it lands or the term ends: nothing is served before it.
+            loop {
+                let still_ours = node
+                    .leader
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|t| t.leader_id == lt.leader_id);
+                if !still_ours {
+                    return;
+                }
+                match node.write(&lt, Op::LeaderTakeover).await {
+                    Ok(_) => {
+                        node.leader.send_modify(|cur| {
+                            if let Some(t) = cur.as_mut().filter(|t| t.leader_id == lt.leader_id) {
+                                t.ready = true;
+                            }
+                        });
+                        tracing::info!(term, "takeover marker applied; serving");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "takeover marker failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Where to send a request that needs the leader.
+    pub fn leader_hint(&self) -> LeaderHint {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        match m.current_leader {
+            Some(id) if id == self.id => LeaderHint::Me,
+            Some(id) => match m.membership_config.membership().get_node(&id) {
+                Some(n) => LeaderHint::Other {
+                    id,
+                    client_addr: n.client_addr.clone(),
+                },
+                None => LeaderHint::Unknown,
+            },
+            None => LeaderHint::Unknown,
+        }
+    }
+
+    /// Waits (bounded) until this node leads with its marker applied.
+    pub async fn ready_term(&self) -> Result<LeaderTerm, Unavailable> {
+        let mut rx = self.leader.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.leader_wait_ms);
+        loop {
+            if let Some(t) = rx.borrow_and_update().clone() {
+                if t.ready {
+                    return Ok(t);
+                }
+            } else if !self.raft.is_leader() {
+                return Err(Unavailable::NoLeader("this node is not the leader".into()));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Err(Unavailable::NoLeader("the leader is not ready yet".into())),
+            }
+        }
+    }
+
+    /// Proposes `op` stamped with the leader's time and waits for its outcome.
+    pub async fn propose(&self, op: Op) -> Result<Outcome, Unavailable> {
+        let term = self.ready_term().await?;
+        self.write(&term, op).await
+    }
+
+    async fn write(&self, term: &LeaderTerm, op: Op) -> Result<Outcome, Unavailable> {
+        let started = Instant::now();
+        let cmd = Command {
+            time_ms: term.clock.now_ms(),
+            op,
+        };
+        let (responder, rx) = ProgressResponder::complete_only();
+        self.raft
+            .write(cmd)
+            .with_leader(term.leader_id)
+            .responder(responder)
+            .await
+            .map_err(|e| Unavailable::NoLeader(e.to_string()))?;
+        let timeout = Duration::from_millis(self.cfg.write_timeout_ms);
+        let result = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Err(Unavailable::Unknown(format!(
+                "not committed within {timeout:?}"
+            ))),
+            Ok(Err(_)) => Err(Unavailable::Unknown("the write was dropped".into())),
+            Ok(Ok(Ok(resp))) => Ok(resp.data),
+            // Refused before it was appended: nothing happened.
+            Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Unavailable::NoLeader(f.to_string()))
+            }
+            Ok(Ok(Err(e))) => Err(Unavailable::Unknown(e.to_string())),
+        };
+        self.metrics.observe_commit(started.elapsed());
+        result
+    }
+
+    /// Confirms leadership with a quorum (ReadIndex) and waits until that
+    /// index is applied; returns the time at which to judge liveness.
+    pub async fn linearizable_read_time(&self) -> Result<u64, Unavailable> {
+        let term = self.ready_term().await?;
+        let wait = Duration::from_millis(self.cfg.leader_wait_ms);
+        match tokio::time::timeout(wait, self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Unavailable::NoLeader(e.to_string())),
+            Err(_) => {
+                return Err(Unavailable::NoLeader(
+                    "leadership not confirmed in time".into(),
+                ))
+            }
+        }
+        let log_now = self.replica.read().table.now();
+        Ok(log_now.max(term.clock.now_ms()))
+    }
+
+    /// The leader's current time if this node is a ready leader.
+    pub fn leader_now(&self) -> Option<u64> {
+        self.leader
+            .borrow()
+            .as_ref()
+            .filter(|t| t.ready)
+            .map(|t| t.clock.now_ms())
+    }
+
+    /// A fresh owner hash in the seed's format for a request that brought none.
+    pub fn new_owner_hash(&self, key: &str, trace: Option<&str>) -> String {
+        let seq = self.owner_seq.fetch_add(1, Ordering::Relaxed);
+        match trace {
+            Some(t) => format!("{key}@{}.{seq}#{t}", self.own_process_hash),
+            None => format!("{key}@{}.{seq}", self.own_process_hash),
+        }
+    }
+
+    /// Runs for the node's life: the leader proposes a sweep when something expired.
+    pub async fn sweep_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.sweep_ms.max(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(now) = self.leader_now() else {
+                continue;
+            };
+            if self.replica.read().table.has_expired(now) {
+                if let Err(e) = self.propose(Op::Sweep).await {
+                    tracing::debug!(error = %e, "sweep not committed");
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().replace('/', "-"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "locker-node".into())
+}
