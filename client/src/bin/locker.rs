@@ -1,1 +1,690 @@
-fn main() {}
+//! `locker`: the command-line client of a Locker cluster.
+//!
+//! `locker run KEY -- CMD ARGS...` runs a command while holding a lock, like
+//! `consul lock` and `etcdctl lock`; the other subcommands inspect and
+//! manipulate locks directly.
+
+use clap::{Args, Parser, Subcommand};
+use locker_client::{
+    make_owner_hash, new_process_hash, parse_endpoints, AcquireOptions, AcquireRequest,
+    AcquireResult, Client, ClientOptions, Error, LockData, LockResponse, LockStatus, Locker,
+    LockerOptions, LostReason, DEFAULT_ENDPOINT,
+};
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Exit code: some other owner holds the lock (or a wait timed out).
+const EXIT_HELD: u8 = 3;
+/// Exit code: no such lock (extend/release of a lock that is gone).
+const EXIT_NO_KEY: u8 = 4;
+/// Exit code: `run` lost its lock and stopped the command.
+const EXIT_LOST: u8 = 5;
+/// Exit code: any other failure (cluster unreachable, bad answer).
+const EXIT_ERROR: u8 = 1;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0    success (for `run`: the command's own exit code is passed on)
+  1    error: cluster unreachable, refused request, bad answer
+  2    usage error
+  3    someone else holds the lock (the holder is named on stderr)
+  4    no such lock (extend/release of a lock that is gone)
+  5    `run` lost its lock and stopped the command
+  126  `run`: the command cannot be executed
+  127  `run`: the command was not found
+  128+N `run`: the command was killed by signal N
+
+Examples:
+  locker run nightly-report -- ./report.sh --full
+  locker --endpoints http://10.0.0.1:7070,http://10.0.0.2:7070 run --wait-ms 60000 db-migrate -- make migrate
+  OWNER=$(locker acquire --ttl-ms 60000 deploy) && ... && locker release deploy \"$OWNER\"
+  locker --json show nightly-report";
+
+/// Command-line client of a Locker cluster: run a command under a
+/// cluster-wide lock, or inspect and change locks.
+#[derive(Parser, Debug)]
+#[command(name = "locker", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// Comma-separated node URLs; the client fails over between them.
+    #[arg(
+        long,
+        global = true,
+        env = "LOCKER_ENDPOINTS",
+        default_value = DEFAULT_ENDPOINT,
+        value_name = "URLS"
+    )]
+    endpoints: String,
+
+    /// Print answers as JSON (one document on stdout) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// How long one request may keep failing over between nodes before
+    /// giving up.
+    #[arg(long, global = true, default_value_t = 10_000, value_name = "MS")]
+    timeout_ms: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a command while holding KEY: the lock lives as long as this
+    /// `locker` process (keep-alives every --report-write-ms), is released
+    /// when the command exits (passing on its exit code), and if the lock is
+    /// lost the command gets SIGTERM, then SIGKILL after --grace-ms, and
+    /// locker exits with 5. If locker itself dies (even by SIGKILL) the
+    /// command is killed too (parent-death signal).
+    Run(RunArgs),
+    /// Acquire KEY without binding it to a process (it lives by its ttl
+    /// alone): prints the owner hash, which extend and release need.
+    Acquire(AcquireArgs),
+    /// Extend a lock held by OWNER_HASH by its ttl.
+    Extend {
+        /// The lock key.
+        key: String,
+        /// The owner hash printed by `acquire`.
+        owner_hash: String,
+        /// New ttl from now (server default: 300000).
+        #[arg(long, value_name = "MS")]
+        ttl_ms: Option<u64>,
+    },
+    /// Release a lock held by OWNER_HASH.
+    Release {
+        /// The lock key.
+        key: String,
+        /// The owner hash printed by `acquire`.
+        owner_hash: String,
+    },
+    /// Show who holds KEY.
+    Show {
+        /// The lock key.
+        key: String,
+    },
+    /// List live locks in key order.
+    List {
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many (server default 1000, at most 10000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show whether the run named by OWNER_HASH is running (RUNNING,
+    /// SOMEONE_ELSE_HOLDS_LOCK, NO_KEY, NO_RUNNING_PROCESS,
+    /// MALFORMED_OWNER_HASH).
+    Owner {
+        /// An owner hash, `{key}@{host}/{pid}.{nanos}.{seq}[#trace]`.
+        owner_hash: String,
+    },
+    /// Show the cluster: members, leader, term, log indexes.
+    Cluster,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The lock key.
+    key: String,
+    /// The lock's own ttl (it is extended every --extend-ms while the
+    /// command runs).
+    #[arg(long, default_value_t = 300_000, value_name = "MS")]
+    ttl_ms: u64,
+    /// If the lock is held, wait up to this long for it (FIFO) instead of
+    /// exiting with code 3 at once.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    wait_ms: u64,
+    /// After SIGTERM on a lost lock, wait this long before SIGKILL.
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    grace_ms: u64,
+    /// Recheck the lock at least this often (default: min(5000, extend)).
+    #[arg(long, value_name = "MS")]
+    recheck_ms: Option<u64>,
+    /// Extend the lock this often (default: min(60000, ttl/3)).
+    #[arg(long, value_name = "MS")]
+    extend_ms: Option<u64>,
+    /// How often to write this process's keep-alive.
+    #[arg(long, default_value_t = 2_000, value_name = "MS")]
+    report_write_ms: u64,
+    /// The process ttl: if locker dies, the lock is free after this long.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    report_ttl_ms: u64,
+    /// A trace to keep in the lock record and the owner hash.
+    #[arg(long)]
+    trace: Option<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct AcquireArgs {
+    /// The lock key.
+    key: String,
+    /// The lock ttl (server default 300000).
+    #[arg(long, value_name = "MS")]
+    ttl_ms: Option<u64>,
+    /// If the lock is held, wait up to this long for it (FIFO).
+    #[arg(long, value_name = "MS")]
+    wait_ms: Option<u64>,
+    /// Use this owner hash (default: a new one for this invocation).
+    #[arg(long)]
+    owner_hash: Option<String>,
+    /// Bind the lock to an existing process record (it dies with it).
+    #[arg(long)]
+    process_hash: Option<String>,
+    /// A trace to keep in the lock record.
+    #[arg(long)]
+    trace: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOCKER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .init();
+    // A current-thread runtime on the main thread: the child of `run` is
+    // forked from this thread, and PR_SET_PDEATHSIG fires when the forking
+    // *thread* exits, so it must be one that lives as long as the process.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("locker: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let code = rt.block_on(real_main(cli));
+    ExitCode::from(code)
+}
+
+async fn real_main(cli: Cli) -> u8 {
+    let endpoints = match parse_endpoints(&cli.endpoints) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("locker: {e}");
+            return 2;
+        }
+    };
+    let client_opts = ClientOptions {
+        endpoints: endpoints.clone(),
+        failover_timeout_ms: cli.timeout_ms,
+        ..Default::default()
+    };
+    let client = match Client::new(client_opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("locker: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let json = cli.json;
+    let res = match cli.command {
+        Command::Run(args) => return run(args, endpoints, cli.timeout_ms).await,
+        Command::Acquire(a) => cmd_acquire(&client, a, json).await,
+        Command::Extend {
+            key,
+            owner_hash,
+            ttl_ms,
+        } => client
+            .extend(&key, &owner_hash, ttl_ms)
+            .await
+            .map(|r| report_lock_op("extend", &key, &r, json)),
+        Command::Release { key, owner_hash } => client
+            .release(&key, &owner_hash)
+            .await
+            .map(|r| report_lock_op("release", &key, &r, json)),
+        Command::Show { key } => client.read_lock(&key).await.map(|l| {
+            if json {
+                print_json(&match &l {
+                    Some(lock) => json!({"locked": true, "lock": lock}),
+                    None => json!({"locked": false}),
+                });
+            } else {
+                match l {
+                    Some(lock) => print_lock(&lock),
+                    None => println!("{key}: unlocked"),
+                }
+            }
+            0
+        }),
+        Command::List { prefix, limit } => {
+            client.list_locks(prefix.as_deref(), limit).await.map(|ls| {
+                if json {
+                    print_json(&json!({ "locks": ls }));
+                } else if ls.is_empty() {
+                    println!("no locks");
+                } else {
+                    for l in &ls {
+                        println!(
+                            "{}\t{}\ttoken={}\t{}",
+                            l.key,
+                            l.owner_hash,
+                            l.fencing_token,
+                            expires_in(l.expires_at)
+                        );
+                    }
+                }
+                0
+            })
+        }
+        Command::Owner { owner_hash } => client.owner_status(&owner_hash).await.map(|r| {
+            if json {
+                print_json(&r);
+            } else {
+                println!("{}", r.status);
+                if let Some(k) = &r.key {
+                    println!("key: {k}");
+                }
+                if let Some(l) = &r.lock {
+                    println!("lock:");
+                    print_lock(l);
+                }
+            }
+            0
+        }),
+        Command::Cluster => client.get_json("/v1/cluster").await.map(|v| {
+            if json {
+                print_json(&v);
+            } else {
+                print_cluster(&v);
+            }
+            0
+        }),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("locker: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("locker: cannot print JSON: {e}"),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Log time is the leader's clock, close to ours in practice; good enough
+/// for a human-readable hint.
+fn expires_in(expires_at: u64) -> String {
+    let now = now_ms();
+    if expires_at >= now {
+        format!("expires in {:.1} s", (expires_at - now) as f64 / 1000.0)
+    } else {
+        format!("expired {:.1} s ago", (now - expires_at) as f64 / 1000.0)
+    }
+}
+
+fn print_lock(l: &LockData) {
+    println!("key:           {}", l.key);
+    println!("owner_hash:    {}", l.owner_hash);
+    println!(
+        "process_hash:  {}",
+        l.process_hash
+            .as_deref()
+            .unwrap_or("(none: lives by its ttl)")
+    );
+    if let Some(t) = &l.trace {
+        println!("trace:         {t}");
+    }
+    println!("fencing_token: {}", l.fencing_token);
+    println!("acquired_at:   {}", l.acquired_at);
+    println!("extended_at:   {}", l.extended_at);
+    println!(
+        "expires_at:    {} ({})",
+        l.expires_at,
+        expires_in(l.expires_at)
+    );
+    println!("ttl_ms:        {}", l.ttl_ms);
+}
+
+fn print_cluster(v: &serde_json::Value) {
+    let leader = v.get("leader_id").cloned().unwrap_or_default();
+    println!(
+        "node {} answering; leader {}; term {}; last_log_index {}; last_applied_index {}",
+        v.get("node_id").cloned().unwrap_or_default(),
+        if leader.is_null() {
+            "none".to_string()
+        } else {
+            leader.to_string()
+        },
+        v.get("term").cloned().unwrap_or_default(),
+        v.get("last_log_index").cloned().unwrap_or_default(),
+        v.get("last_applied_index").cloned().unwrap_or_default(),
+    );
+    if let Some(ms) = v.get("members").and_then(|m| m.as_array()) {
+        for m in ms {
+            let id = m.get("id").cloned().unwrap_or_default();
+            let mark = if id == leader { " (leader)" } else { "" };
+            println!(
+                "  {}{}\tclient {}\tpeer {}\t{}",
+                id,
+                mark,
+                m.get("client_addr").and_then(|x| x.as_str()).unwrap_or("?"),
+                m.get("peer_addr").and_then(|x| x.as_str()).unwrap_or("?"),
+                if m.get("voter").and_then(|x| x.as_bool()).unwrap_or(false) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+            );
+        }
+    }
+}
+
+fn holder_text(l: &LockData) -> String {
+    let mut s = format!("{} (fencing token {}", l.owner_hash, l.fencing_token);
+    if let Some(p) = &l.process_hash {
+        s.push_str(&format!(", process {p}"));
+    }
+    if let Some(t) = &l.trace {
+        s.push_str(&format!(", trace {t}"));
+    }
+    s.push_str(&format!(", {})", expires_in(l.expires_at)));
+    s
+}
+
+fn report_lock_op(op: &str, key: &str, r: &LockResponse, json: bool) -> u8 {
+    if json {
+        print_json(r);
+    }
+    match r.status {
+        LockStatus::Success => {
+            if !json {
+                match (op, &r.lock) {
+                    ("release", _) | (_, None) => println!("{op}: {key}: SUCCESS"),
+                    (_, Some(l)) => println!(
+                        "{op}: {key}: SUCCESS, fencing token {}, {}",
+                        l.fencing_token,
+                        expires_in(l.expires_at)
+                    ),
+                }
+            }
+            0
+        }
+        LockStatus::SomeoneElseHoldsLock => {
+            match &r.lock {
+                Some(l) => eprintln!("locker: {op}: lock \"{key}\" is held by {}", holder_text(l)),
+                None => eprintln!("locker: {op}: lock \"{key}\" is held by someone else"),
+            }
+            EXIT_HELD
+        }
+        LockStatus::NoKey => {
+            eprintln!("locker: {op}: no live lock \"{key}\" (NO_KEY)");
+            EXIT_NO_KEY
+        }
+        LockStatus::NoRunningProcess => {
+            eprintln!("locker: {op}: the named process is not running (NO_RUNNING_PROCESS)");
+            EXIT_HELD
+        }
+    }
+}
+
+async fn cmd_acquire(client: &Client, a: AcquireArgs, json: bool) -> Result<u8, Error> {
+    // The owner hash is made here, not by the server, so a retried request
+    // (after a timeout or failover) is a re-acquire, not a second owner.
+    let owner = a
+        .owner_hash
+        .clone()
+        .unwrap_or_else(|| make_owner_hash(&a.key, &new_process_hash(), 1, a.trace.as_deref()));
+    let r = client
+        .acquire(
+            &a.key,
+            &AcquireRequest {
+                owner_hash: Some(owner),
+                process_hash: a.process_hash.clone(),
+                trace: a.trace.clone(),
+                ttl_ms: a.ttl_ms,
+                wait_ms: a.wait_ms,
+            },
+        )
+        .await?;
+    if r.status == LockStatus::Success && !json {
+        if let Some(l) = &r.lock {
+            // stdout: just the owner hash, for OWNER=$(locker acquire KEY).
+            println!("{}", l.owner_hash);
+            eprintln!(
+                "acquired \"{}\": fencing token {}, {}",
+                l.key,
+                l.fencing_token,
+                expires_in(l.expires_at)
+            );
+        }
+        return Ok(0);
+    }
+    Ok(report_lock_op("acquire", &a.key, &r, json))
+}
+
+async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
+    let extend_ms = args.extend_ms.unwrap_or((args.ttl_ms / 3).clamp(1, 60_000));
+    let recheck_ms = args.recheck_ms.unwrap_or(extend_ms.min(5_000));
+    let locker = match Locker::new(LockerOptions {
+        endpoints,
+        report_write_ms: args.report_write_ms,
+        report_ttl_ms: args.report_ttl_ms,
+        lock_ttl_ms: args.ttl_ms,
+        lock_extend_ms: extend_ms,
+        lock_recheck_ms: recheck_ms,
+        failover_timeout_ms: timeout_ms,
+        process_info: Some(json!({
+            "tool": "locker run",
+            "command": args.command,
+        })),
+        ..Default::default()
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("locker: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let acq = match locker
+        .acquire_with(
+            &args.key,
+            AcquireOptions {
+                trace: args.trace.clone(),
+                wait_ms: (args.wait_ms > 0).then_some(args.wait_ms),
+            },
+        )
+        .await
+    {
+        Ok(AcquireResult::Success(a)) => a,
+        Ok(AcquireResult::SomeoneElseHoldsLock(holder)) => {
+            eprintln!(
+                "locker: lock \"{}\" is held by {}",
+                args.key,
+                holder_text(&holder)
+            );
+            locker.terminate().await;
+            return EXIT_HELD;
+        }
+        Err(e) => {
+            eprintln!("locker: cannot acquire \"{}\": {e}", args.key);
+            locker.terminate().await;
+            return EXIT_ERROR;
+        }
+    };
+    let hb = acq.heartbeater();
+    tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
+
+    let mut child = match spawn_child(&args.command, &acq.lock_data) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            eprintln!("locker: cannot run {:?}: {e}", args.command[0]);
+            let _ = acq.release().await;
+            locker.terminate().await;
+            return code;
+        }
+    };
+    let child_pid = child.id();
+
+    use tokio::signal::unix::{signal, SignalKind};
+    // Signals sent to locker are passed on to the command; locker keeps
+    // holding the lock until the command exits. SIGINT is not forwarded:
+    // a terminal's Ctrl-C already reaches the command (same process group)
+    // and a second SIGINT often means "force quit".
+    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+    ] {
+        match signal(kind) {
+            Ok(mut s) => {
+                let tx = sig_tx.clone();
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(kind.as_raw_value()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => eprintln!("locker: cannot watch signal {}: {e}", kind.as_raw_value()),
+        }
+    }
+    // Registering SIGINT keeps Ctrl-C from killing locker itself before the
+    // command has exited and the lock is released.
+    let _sigint = signal(SignalKind::interrupt());
+
+    let keep = hb.keep_alive();
+    tokio::pin!(keep);
+    let status = loop {
+        tokio::select! {
+            st = child.wait() => break st,
+            err = &mut keep => {
+                return stop_after_loss(&args, child, err, &locker, acq).await;
+            }
+            Some(n) = sig_rx.recv() => {
+                if let Some(pid) = child_pid {
+                    // SAFETY: plain kill(2) on our own child's pid.
+                    unsafe { libc::kill(pid as libc::pid_t, n) };
+                }
+            }
+        }
+    };
+    let code = match status {
+        Ok(st) => exit_code_of(st),
+        Err(e) => {
+            eprintln!("locker: waiting for the command failed: {e}");
+            EXIT_ERROR
+        }
+    };
+    if let Err(e) = acq.release().await {
+        eprintln!(
+            "locker: the command finished but releasing \"{}\" failed: {e} (it expires with this process)",
+            args.key
+        );
+    }
+    locker.terminate().await;
+    code
+}
+
+async fn stop_after_loss(
+    args: &RunArgs,
+    mut child: tokio::process::Child,
+    err: Error,
+    locker: &Locker,
+    acq: locker_client::Acquired,
+) -> u8 {
+    let why = match &err {
+        Error::Lost(e) if e.reason == LostReason::TakenOver => format!("{e}"),
+        other => format!("{other}"),
+    };
+    eprintln!(
+        "locker: lost lock \"{}\": {why}; stopping the command (SIGTERM, SIGKILL after {} ms)",
+        args.key, args.grace_ms
+    );
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    match tokio::time::timeout(Duration::from_millis(args.grace_ms), child.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            eprintln!(
+                "locker: the command did not stop within {} ms; sending SIGKILL",
+                args.grace_ms
+            );
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+    // Frees the lock if the cluster still has it under our name (e.g. when
+    // we self-fenced while it was unreachable); skipped when taken over.
+    let _ = tokio::time::timeout(Duration::from_secs(5), acq.release()).await;
+    locker.terminate().await;
+    EXIT_LOST
+}
+
+fn exit_code_of(st: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(c) = st.code() {
+        return (c & 0xff) as u8;
+    }
+    match st.signal() {
+        Some(sig) => (128 + sig).clamp(0, 255) as u8,
+        None => EXIT_ERROR,
+    }
+}
+
+fn spawn_child(command: &[String], lock: &LockData) -> std::io::Result<tokio::process::Child> {
+    let (prog, rest) = command
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command"))?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(rest)
+        .env("LOCKER_KEY", &lock.key)
+        .env("LOCKER_OWNER_HASH", &lock.owner_hash)
+        .env("LOCKER_FENCING_TOKEN", lock.fencing_token.to_string())
+        .kill_on_drop(false);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only calls
+    // async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            // If locker dies, even by SIGKILL, the kernel kills the command:
+            // no orphan may keep working once the lock is freed for others.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}

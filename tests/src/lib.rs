@@ -1,0 +1,425 @@
+//! Test harness: real `locker-node` processes on loopback ports, driven over
+//! real HTTP. No mocks of our own service.
+//!
+//! The binary is `$LOCKER_NODE_BIN`, or `target/debug/locker-node` (built by
+//! `cargo build -p locker-node`, which the test script runs first).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const SECRET: &str = "test-cluster-secret";
+
+/// Path of a workspace binary (`locker-node`, `locker`), built beforehand.
+pub fn bin(name: &str) -> PathBuf {
+    let var = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Ok(p) = std::env::var(&var) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not built: run `cargo build --bins` first or set {var}");
+}
+
+/// A free loopback port (bound, then released for the node to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// One node process and what is needed to restart it.
+pub struct NodeProc {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(bin("locker-node"))
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("LOCKER_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn locker-node");
+        self.child = Some(child);
+    }
+
+    fn signal(&mut self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    /// kill -9: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns its exit status success.
+    pub fn stop(&mut self) -> bool {
+        self.signal(libc::SIGTERM);
+        match self.child.take() {
+            Some(mut c) => {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                loop {
+                    if let Ok(Some(st)) = c.try_wait() {
+                        return st.success();
+                    }
+                    if Instant::now() > deadline {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            None => false,
+        }
+    }
+
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// A cluster of real nodes in a temporary directory.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// A decoded answer: HTTP status and JSON body (Null if not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub code: u16,
+    pub body: Value,
+    pub retry_after: Option<String>,
+}
+
+impl Answer {
+    pub fn status(&self) -> &str {
+        self.body["status"].as_str().unwrap_or("")
+    }
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+fn answer(r: reqwest::Result<reqwest::blocking::Response>) -> Answer {
+    match r {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let text = r.text().unwrap_or_default();
+            Answer {
+                code,
+                body: serde_json::from_str(&text).unwrap_or(Value::Null),
+                retry_after,
+            }
+        }
+        Err(e) => Answer {
+            code: 0,
+            body: json!({"transport_error": e.to_string()}),
+            retry_after: None,
+        },
+    }
+}
+
+/// Percent-encodes a path segment (keys, owner and process hashes).
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn get(url: &str) -> Answer {
+    answer(http().get(url).send())
+}
+
+pub fn post(url: &str, body: Value) -> Answer {
+    answer(http().post(url).json(&body).send())
+}
+
+pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> Answer {
+    answer(http().post(url).header("content-type", "application/json").body(body).send())
+}
+
+pub fn put(url: &str, body: Value) -> Answer {
+    answer(http().put(url).json(&body).send())
+}
+
+pub fn delete(url: &str) -> Answer {
+    answer(http().delete(url).send())
+}
+
+/// Convenience calls against one node's base URL.
+pub mod api {
+    use super::*;
+
+    pub fn acquire(base: &str, key: &str, body: Value) -> Answer {
+        post(&format!("{base}/v1/locks/{}/acquire", enc(key)), body)
+    }
+    pub fn extend(base: &str, key: &str, owner: &str, ttl_ms: Option<u64>) -> Answer {
+        let mut b = json!({"owner_hash": owner});
+        if let Some(t) = ttl_ms {
+            b["ttl_ms"] = json!(t);
+        }
+        post(&format!("{base}/v1/locks/{}/extend", enc(key)), b)
+    }
+    pub fn release(base: &str, key: &str, owner: &str) -> Answer {
+        post(&format!("{base}/v1/locks/{}/release", enc(key)), json!({"owner_hash": owner}))
+    }
+    pub fn read(base: &str, key: &str) -> Answer {
+        get(&format!("{base}/v1/locks/{}", enc(key)))
+    }
+    pub fn read_stale(base: &str, key: &str) -> Answer {
+        get(&format!("{base}/v1/locks/{}?stale=true", enc(key)))
+    }
+    pub fn owner(base: &str, owner_hash: &str) -> Answer {
+        get(&format!("{base}/v1/owners/{}", enc(owner_hash)))
+    }
+    pub fn keepalive(base: &str, process: &str, ttl_ms: u64) -> Answer {
+        put(&format!("{base}/v1/processes/{}", enc(process)), json!({"ttl_ms": ttl_ms}))
+    }
+    pub fn end_process(base: &str, process: &str) -> Answer {
+        delete(&format!("{base}/v1/processes/{}", enc(process)))
+    }
+    pub fn cluster(base: &str) -> Answer {
+        get(&format!("{base}/v1/cluster"))
+    }
+}
+
+/// Retries `f` until it returns `Some` or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Cluster {
+    /// Starts `n` nodes (1 = the no-flags single-node mode on free ports) and
+    /// waits until a leader serves writes.
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra flags for every node.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes: Vec<NodeProc> = (1..=n as u64)
+            .map(|id| NodeProc {
+                id,
+                client_addr: format!("127.0.0.1:{}", free_port()),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("n{id}")),
+                args: Vec::new(),
+                child: None,
+            })
+            .collect();
+        let initial: Vec<String> = nodes.iter().map(|p| format!("{}={}", p.id, p.peer_addr)).collect();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for p in &mut nodes {
+            let mut args = vec![
+                "--id".to_string(),
+                p.id.to_string(),
+                "--data-dir".into(),
+                p.data_dir.display().to_string(),
+                "--client-addr".into(),
+                p.client_addr.clone(),
+                "--peer-addr".into(),
+                p.peer_addr.clone(),
+                "--cluster-secret".into(),
+                SECRET.into(),
+            ];
+            if n > 1 {
+                args.push("--initial-cluster".into());
+                args.push(initial.join(","));
+            }
+            args.extend(extra.iter().cloned());
+            p.args = args;
+            p.spawn();
+        }
+        let c = Cluster { nodes, dir, extra };
+        c.wait_ready(Duration::from_secs(30));
+        c
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProc {
+        self.nodes.iter().find(|n| n.id == id).expect("no such node")
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("no such node")
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        self.node(id).url()
+    }
+
+    /// The leader as some running node sees it.
+    pub fn leader(&self) -> Option<u64> {
+        self.nodes.iter().filter(|n| n.is_running()).find_map(|n| {
+            let a = api::cluster(&n.url());
+            a.body["leader_id"].as_u64()
+        })
+    }
+
+    /// Ids of running nodes other than the leader.
+    pub fn followers(&self) -> Vec<u64> {
+        let leader = self.leader();
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running() && Some(n.id) != leader)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Waits until every running node is ready (a leader, caught up) and the
+    /// leader answers a write; returns the leader's id.
+    pub fn wait_ready(&self, timeout: Duration) -> u64 {
+        eventually(timeout, "a ready cluster", || {
+            let all_ready = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .all(|n| get(&format!("{}/readyz", n.url())).code == 200);
+            if !all_ready {
+                return None;
+            }
+            let leader = self.leader()?;
+            // A read through the leader proves its takeover marker is applied.
+            (api::read(&self.url(leader), "__ready_probe").code == 200).then_some(leader)
+        })
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        self.node_mut(id).kill();
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let n = self.node_mut(id);
+        if n.is_running() {
+            n.kill();
+        }
+        n.spawn();
+    }
+
+    /// Starts node `id` empty with `--join` and adds it through the leader.
+    pub fn add_node(&mut self, id: u64) -> Answer {
+        let mut p = NodeProc {
+            id,
+            client_addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("n{id}")),
+            args: Vec::new(),
+            child: None,
+        };
+        let mut args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--data-dir".into(),
+            p.data_dir.display().to_string(),
+            "--client-addr".into(),
+            p.client_addr.clone(),
+            "--peer-addr".into(),
+            p.peer_addr.clone(),
+            "--cluster-secret".into(),
+            SECRET.into(),
+            "--join".into(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        p.args = args;
+        p.spawn();
+        let peer_addr = p.peer_addr.clone();
+        let health = format!("{}/healthz", p.url());
+        self.nodes.push(p);
+        eventually(Duration::from_secs(10), "the new node to start", || {
+            (get(&health).code == 200).then_some(())
+        });
+        let leader = self.wait_ready(Duration::from_secs(20));
+        answer(
+            http()
+                .post(format!("{}/v1/cluster/members", self.url(leader)))
+                .header("x-locker-cluster-secret", SECRET)
+                .json(&json!({"id": id, "peer_addr": peer_addr}))
+                .send(),
+        )
+    }
+}
