@@ -1,5 +1,13 @@
 //! Locker's Jepsen-style test suite: history model, checkers, report, and the
 //! runner that drives real clusters under faults.
 
+pub mod api;
+pub mod bench;
 pub mod checker;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod rng;
+pub mod runner;
+pub mod workload;

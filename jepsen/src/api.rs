@@ -1,0 +1,318 @@
+//! The node's HTTP/JSON API as the harness uses it, with every answer mapped
+//! to a history outcome:
+//!
+//! * `ok`: the server said SUCCESS (or answered a read);
+//! * `fail`: certainly no effect: a refusal with a lock status, a 4xx, a
+//!   connection that was never established, or any failed *read*;
+//! * `info`: a write whose outcome is unknown (timeout, 5xx including
+//!   503 NO_LEADER/TIMEOUT, connection dropped after sending). Treating
+//!   every 503 as unknown is conservative: the checkers then merely consider
+//!   both outcomes.
+
+use crate::history::{status, Fields, OpType};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub enum Call {
+    Acquire {
+        owner: String,
+        ttl_ms: u64,
+        process_hash: Option<String>,
+    },
+    Extend {
+        owner: String,
+        ttl_ms: u64,
+    },
+    Release {
+        owner: String,
+    },
+    Read,
+    Keepalive {
+        process_hash: String,
+        ttl_ms: u64,
+    },
+}
+
+impl Call {
+    pub fn f(&self) -> &'static str {
+        match self {
+            Call::Acquire { .. } => "acquire",
+            Call::Extend { .. } => "extend",
+            Call::Release { .. } => "release",
+            Call::Read => "read",
+            Call::Keepalive { .. } => "keepalive",
+        }
+    }
+
+    /// What the invocation line records.
+    pub fn request_fields(&self) -> Fields {
+        match self {
+            Call::Acquire {
+                owner,
+                ttl_ms,
+                process_hash,
+            } => Fields {
+                owner: Some(owner.clone()),
+                ttl_ms: Some(*ttl_ms),
+                process_hash: process_hash.clone(),
+                ..Fields::default()
+            },
+            Call::Extend { owner, ttl_ms } => Fields {
+                owner: Some(owner.clone()),
+                ttl_ms: Some(*ttl_ms),
+                ..Fields::default()
+            },
+            Call::Release { owner } => Fields {
+                owner: Some(owner.clone()),
+                ..Fields::default()
+            },
+            Call::Read => Fields::default(),
+            Call::Keepalive {
+                process_hash,
+                ttl_ms,
+            } => Fields {
+                process_hash: Some(process_hash.clone()),
+                process_ttl_ms: Some(*ttl_ms),
+                ..Fields::default()
+            },
+        }
+    }
+
+    fn is_write(&self) -> bool {
+        !matches!(self, Call::Read)
+    }
+}
+
+pub fn enc(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+}
+
+/// Result of one call: outcome type and the value to record.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub kind: OpType,
+    pub fields: Fields,
+    /// HTTP status and error code, for people reading the history.
+    pub http: Option<u16>,
+    pub error: Option<String>,
+}
+
+impl Answer {
+    pub fn value(&self) -> Value {
+        let mut v = self.fields.to_value();
+        if let Value::Object(m) = &mut v {
+            if let Some(h) = self.http {
+                m.insert("http".into(), json!(h));
+            }
+            if let Some(e) = &self.error {
+                m.insert("error".into(), json!(e));
+            }
+        }
+        v
+    }
+}
+
+impl Api {
+    pub fn new(timeout: Duration) -> Result<Api, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_millis(1000))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Api { http })
+    }
+
+    /// Sends a request. `Err(true)`: certainly not sent (connect failed).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), (bool, String)> {
+        let mut rb = self.http.request(method, url);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| (e.is_connect(), e.to_string()))?;
+        let code = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| (false, e.to_string()))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok((code, v))
+    }
+
+    pub async fn exec(&self, base: &str, key: &str, call: &Call) -> Answer {
+        use reqwest::Method;
+        let k = enc(key);
+        let (method, url, body) = match call {
+            Call::Acquire {
+                owner,
+                ttl_ms,
+                process_hash,
+            } => {
+                let mut b = json!({"owner_hash": owner, "ttl_ms": ttl_ms});
+                if let Some(p) = process_hash {
+                    b["process_hash"] = json!(p);
+                }
+                (
+                    Method::POST,
+                    format!("{base}/v1/locks/{k}/acquire"),
+                    Some(b),
+                )
+            }
+            Call::Extend { owner, ttl_ms } => (
+                Method::POST,
+                format!("{base}/v1/locks/{k}/extend"),
+                Some(json!({"owner_hash": owner, "ttl_ms": ttl_ms})),
+            ),
+            Call::Release { owner } => (
+                Method::POST,
+                format!("{base}/v1/locks/{k}/release"),
+                Some(json!({"owner_hash": owner})),
+            ),
+            Call::Read => (Method::GET, format!("{base}/v1/locks/{k}"), None),
+            Call::Keepalive {
+                process_hash,
+                ttl_ms,
+            } => (
+                Method::PUT,
+                format!("{base}/v1/processes/{}", enc(process_hash)),
+                Some(json!({"ttl_ms": ttl_ms})),
+            ),
+        };
+        let unknown = if call.is_write() {
+            OpType::Info
+        } else {
+            OpType::Fail
+        };
+        match self.send(method, &url, body).await {
+            Err((not_sent, e)) => Answer {
+                kind: if not_sent { OpType::Fail } else { unknown },
+                fields: Fields::default(),
+                http: None,
+                error: Some(e),
+            },
+            Ok((code, v)) => classify(call, code, &v, unknown),
+        }
+    }
+
+    /// GET a JSON document (cluster status, readiness); `None` on any error.
+    pub async fn get_json(&self, url: &str) -> Option<(u16, Value)> {
+        self.send(reqwest::Method::GET, url, None).await.ok()
+    }
+
+    pub async fn post_json(&self, url: &str, body: Value) -> Result<(u16, Value), String> {
+        self.send(reqwest::Method::POST, url, Some(body))
+            .await
+            .map_err(|e| e.1)
+    }
+
+    pub async fn delete(&self, url: &str) -> Result<(u16, Value), String> {
+        self.send(reqwest::Method::DELETE, url, None)
+            .await
+            .map_err(|e| e.1)
+    }
+}
+
+fn classify(call: &Call, code: u16, v: &Value, unknown: OpType) -> Answer {
+    let st = v["status"].as_str().map(str::to_string);
+    let lock = &v["lock"];
+    let holder = lock["owner_hash"].as_str().map(str::to_string);
+    let holder_token = lock["fencing_token"].as_u64();
+    let err = v["error"]["code"].as_str().map(str::to_string);
+    let mut fields = Fields::default();
+    let kind = match (call, code) {
+        (Call::Read, 200) => {
+            fields.locked = v["locked"].as_bool();
+            fields.holder = holder;
+            fields.holder_token = holder_token;
+            OpType::Ok
+        }
+        (_, 200) if st.as_deref() == Some(status::SUCCESS) => {
+            fields.status = st;
+            fields.token = holder_token;
+            if let Call::Acquire { .. } | Call::Extend { .. } = call {
+                fields.owner = holder;
+            }
+            OpType::Ok
+        }
+        (_, 404 | 409) if st.is_some() => {
+            fields.status = st;
+            fields.holder = holder;
+            fields.holder_token = holder_token;
+            OpType::Fail
+        }
+        // Rejected input: the server changed nothing.
+        (_, 400..=499) => OpType::Fail,
+        _ => unknown,
+    };
+    Answer {
+        kind,
+        fields,
+        http: Some(code),
+        error: err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acq() -> Call {
+        Call::Acquire {
+            owner: "k@h/1.2.3".into(),
+            ttl_ms: 1000,
+            process_hash: None,
+        }
+    }
+
+    #[test]
+    fn answers_map_to_outcomes() {
+        let lock = json!({"owner_hash":"k@h/1.2.3","fencing_token":12});
+        let a = classify(
+            &acq(),
+            200,
+            &json!({"status":"SUCCESS","lock":lock}),
+            OpType::Info,
+        );
+        assert_eq!((a.kind, a.fields.token), (OpType::Ok, Some(12)));
+        let other = json!({"owner_hash":"k@x/9.9.1","fencing_token":11});
+        let a = classify(
+            &acq(),
+            409,
+            &json!({"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":other}),
+            OpType::Info,
+        );
+        assert_eq!(a.kind, OpType::Fail);
+        assert_eq!(a.fields.holder.as_deref(), Some("k@x/9.9.1"));
+        assert_eq!(a.fields.holder_token, Some(11));
+        let a = classify(
+            &acq(),
+            503,
+            &json!({"error":{"code":"NO_LEADER","message":"x"}}),
+            OpType::Info,
+        );
+        assert_eq!(a.kind, OpType::Info);
+        assert_eq!(a.error.as_deref(), Some("NO_LEADER"));
+        let a = classify(
+            &acq(),
+            400,
+            &json!({"error":{"code":"INVALID_TTL"}}),
+            OpType::Info,
+        );
+        assert_eq!(a.kind, OpType::Fail);
+        let a = classify(&Call::Read, 200, &json!({"locked":false}), OpType::Fail);
+        assert_eq!((a.kind, a.fields.locked), (OpType::Ok, Some(false)));
+        assert_eq!(enc("jepsen/k 1"), "jepsen%2Fk%201");
+    }
+}

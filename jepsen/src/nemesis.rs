@@ -1,0 +1,537 @@
+//! The nemesis: injects one fault at a time on a seeded schedule, records a
+//! `start`/`stop` pair for each in the history (process `"nemesis"`), and
+//! heals everything at the end.
+
+use crate::api::Api;
+use crate::cluster::{pick, Cluster, NodeFlags};
+use crate::history::{Op, OpType, Process, Recorder};
+use crate::rng::Rng;
+use crate::workload::Ctx;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    KillOne,
+    KillLeader,
+    KillMinority,
+    KillAll,
+    PauseOne,
+    PauseLeader,
+    ClientPause,
+    PartitionOne,
+    PartitionLeader,
+    PartitionMajority,
+    PartitionRing,
+    PartitionOneWay,
+    Loss,
+    ClockSkew,
+    ClockRate,
+    ClientKill,
+    Member,
+}
+
+use Fault::*;
+
+pub const ALL: [Fault; 17] = [
+    KillOne,
+    KillLeader,
+    KillMinority,
+    KillAll,
+    PauseOne,
+    PauseLeader,
+    ClientPause,
+    PartitionOne,
+    PartitionLeader,
+    PartitionMajority,
+    PartitionRing,
+    PartitionOneWay,
+    Loss,
+    ClockSkew,
+    ClockRate,
+    ClientKill,
+    Member,
+];
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            KillOne => "kill-one",
+            KillLeader => "kill-leader",
+            KillMinority => "kill-minority",
+            KillAll => "kill-all",
+            PauseOne => "pause-one",
+            PauseLeader => "pause-leader",
+            ClientPause => "client-pause",
+            PartitionOne => "partition-one",
+            PartitionLeader => "partition-leader",
+            PartitionMajority => "partition-majority",
+            PartitionRing => "partition-ring",
+            PartitionOneWay => "partition-oneway",
+            Loss => "loss",
+            ClockSkew => "clock-skew",
+            ClockRate => "clock-rate",
+            ClientKill => "client-kill",
+            Member => "member",
+        }
+    }
+
+    pub fn needs_network(self) -> bool {
+        matches!(
+            self,
+            PartitionOne
+                | PartitionLeader
+                | PartitionMajority
+                | PartitionRing
+                | PartitionOneWay
+                | Loss
+        )
+    }
+}
+
+/// Parses `kill,pause,partition-ring,...`: single faults or families
+/// (`kill`, `pause`, `partition`, `clock`, `all`, `none`).
+pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
+    let mut out: Vec<Fault> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let fam: Vec<Fault> = match item {
+            "none" => vec![],
+            "all" => ALL.to_vec(),
+            "kill" => vec![KillOne, KillLeader, KillMinority, KillAll],
+            "pause" => vec![PauseOne, PauseLeader, ClientPause],
+            "partition" => vec![
+                PartitionOne,
+                PartitionLeader,
+                PartitionMajority,
+                PartitionRing,
+                PartitionOneWay,
+            ],
+            "clock" => vec![ClockSkew, ClockRate],
+            "membership" => vec![Member],
+            other => match ALL.iter().find(|f| f.name() == other) {
+                Some(f) => vec![*f],
+                None => return Err(format!("unknown nemesis {other:?}")),
+            },
+        };
+        for f in fam {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How to undo the active fault.
+enum Undo {
+    Restart(Vec<u64>),
+    Resume(Vec<u64>),
+    Heal,
+    ClearStalls,
+    RestartPlain(Vec<u64>),
+    RemoveMember(u64),
+    Nothing,
+}
+
+pub struct Nemesis {
+    pub faults: Vec<Fault>,
+    pub rng: Rng,
+    pub rec: Arc<Recorder>,
+    pub api: Api,
+    pub ctx: Arc<Ctx>,
+    /// Seconds between faults and fault durations (min, max).
+    pub interval_s: (u64, u64),
+    pub duration_s: (u64, u64),
+    pub log: Vec<String>,
+}
+
+impl Nemesis {
+    fn record(&self, kind: OpType, f: &str, v: Value) {
+        self.rec.record(Op::new(Process::Nemesis, kind, f, None, v));
+    }
+
+    fn say(&mut self, s: String) {
+        eprintln!("[nemesis] {s}");
+        self.log.push(s);
+    }
+
+    /// Runs faults until `until`, then leaves the cluster healed.
+    pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) {
+        let mut count = 0u32;
+        while Instant::now() < until && !self.ctx.stop.load(Ordering::Relaxed) && count < 10_000 {
+            count += 1;
+            let wait = self.rng.range(self.interval_s.0, self.interval_s.1);
+            sleep_until_or(Duration::from_secs(wait), until).await;
+            if Instant::now() >= until || self.faults.is_empty() {
+                break;
+            }
+            let fault = self.faults[self.rng.below(self.faults.len() as u64) as usize];
+            self.record(OpType::Invoke, "start", json!({"fault": fault.name()}));
+            let undo = match self.start(cluster, fault).await {
+                Ok((undo, detail)) => {
+                    self.say(format!("start {} {detail}", fault.name()));
+                    self.record(
+                        OpType::Ok,
+                        "start",
+                        json!({"fault": fault.name(), "detail": detail}),
+                    );
+                    undo
+                }
+                Err(e) => {
+                    self.say(format!("could not start {}: {e}", fault.name()));
+                    self.record(
+                        OpType::Fail,
+                        "start",
+                        json!({"fault": fault.name(), "error": e}),
+                    );
+                    Undo::Nothing
+                }
+            };
+            let hold = self.rng.range(self.duration_s.0, self.duration_s.1);
+            sleep_until_or(Duration::from_secs(hold), until + Duration::from_secs(1)).await;
+            self.record(OpType::Invoke, "stop", json!({"fault": fault.name()}));
+            let r = self.undo(cluster, undo).await;
+            if let Err(e) = &r {
+                self.say(format!("stop {}: {e}", fault.name()));
+            }
+            self.record(OpType::Ok, "stop", json!({"fault": fault.name()}));
+        }
+        self.record(OpType::Invoke, "start", json!({"fault": "final-heal"}));
+        self.heal_all(cluster).await;
+        self.record(OpType::Ok, "stop", json!({"fault": "final-heal"}));
+    }
+
+    async fn leader(&self, cluster: &Cluster) -> Option<u64> {
+        for &id in &cluster.members {
+            if !cluster.is_running(id) {
+                continue;
+            }
+            let url = format!("{}/v1/cluster", cluster.hosts.url(id));
+            if let Some((200, v)) = self.api.get_json(&url).await {
+                if let Some(l) = v["leader_id"].as_u64() {
+                    return Some(l);
+                }
+            }
+        }
+        None
+    }
+
+    async fn leader_or_random(&mut self, cluster: &Cluster) -> u64 {
+        match self.leader(cluster).await {
+            Some(l) if cluster.members.contains(&l) => l,
+            _ => pick(&mut self.rng, &cluster.members, 1)
+                .first()
+                .copied()
+                .unwrap_or(1),
+        }
+    }
+
+    async fn start(&mut self, c: &mut Cluster, f: Fault) -> Result<(Undo, Value), String> {
+        if f.needs_network() && !c.hosts.supports_network_faults() {
+            return Err("network faults need --hosts netns".into());
+        }
+        let members = c.members.clone();
+        let n = members.len();
+        match f {
+            KillOne | KillLeader | KillMinority | KillAll => {
+                let victims = match f {
+                    KillOne => pick(&mut self.rng, &members, 1),
+                    KillLeader => vec![self.leader_or_random(c).await],
+                    KillMinority => pick(&mut self.rng, &members, (n - 1) / 2),
+                    _ => members.clone(),
+                };
+                for &v in &victims {
+                    c.kill(v).await;
+                }
+                Ok((Undo::Restart(victims.clone()), json!({"nodes": victims})))
+            }
+            PauseOne | PauseLeader => {
+                let v = if f == PauseOne {
+                    pick(&mut self.rng, &members, 1)
+                        .first()
+                        .copied()
+                        .unwrap_or(1)
+                } else {
+                    self.leader_or_random(c).await
+                };
+                c.pause(v);
+                Ok((Undo::Resume(vec![v]), json!({"nodes": [v]})))
+            }
+            ClientPause => {
+                self.ctx.stall_requests.fetch_add(2, Ordering::SeqCst);
+                Ok((Undo::ClearStalls, json!({"stalls": 2})))
+            }
+            PartitionOne | PartitionLeader => {
+                let v = if f == PartitionOne {
+                    pick(&mut self.rng, &members, 1)
+                        .first()
+                        .copied()
+                        .unwrap_or(1)
+                } else {
+                    self.leader_or_random(c).await
+                };
+                let rest: Vec<u64> = members.iter().copied().filter(|&x| x != v).collect();
+                self.split(c, &[v], &rest)?;
+                Ok((Undo::Heal, json!({"isolated": v})))
+            }
+            PartitionMajority => {
+                let mut shuffled = pick(&mut self.rng, &members, n);
+                let minority: Vec<u64> = shuffled.drain(..(n - 1) / 2).collect();
+                self.split(c, &minority, &shuffled)?;
+                Ok((
+                    Undo::Heal,
+                    json!({"minority": minority, "majority": shuffled}),
+                ))
+            }
+            PartitionRing => {
+                // Each node hears only its ring neighbours (a "bridge" with
+                // 3 nodes: the middle one sees both ends, the ends not each
+                // other). Every node still sees a majority in some sense, so
+                // leaders may flap but safety must hold.
+                let ring = pick(&mut self.rng, &members, n);
+                let mut cut = Vec::new();
+                for i in 0..n {
+                    for j in (i + 1)..n {
+                        let adjacent = j == i + 1 || (n > 3 && i == 0 && j == n - 1);
+                        if !adjacent {
+                            c.hosts.drop_from(ring[i], ring[j])?;
+                            c.hosts.drop_from(ring[j], ring[i])?;
+                            cut.push((ring[i], ring[j]));
+                        }
+                    }
+                }
+                Ok((Undo::Heal, json!({"ring": ring, "cut": cut})))
+            }
+            PartitionOneWay => {
+                // The leader stops hearing one follower (its acks vanish)
+                // while the follower still hears the leader.
+                let l = self.leader_or_random(c).await;
+                let others: Vec<u64> = members.iter().copied().filter(|&x| x != l).collect();
+                let v = pick(&mut self.rng, &others, 1)
+                    .first()
+                    .copied()
+                    .unwrap_or(l);
+                c.hosts.drop_from(l, v)?;
+                Ok((Undo::Heal, json!({"deaf": l, "unheard": v})))
+            }
+            Loss => {
+                for &m in &members {
+                    c.hosts.iptables(
+                        m,
+                        &[
+                            "-A",
+                            "INPUT",
+                            "-m",
+                            "statistic",
+                            "--mode",
+                            "random",
+                            "--probability",
+                            "0.3",
+                            "-j",
+                            "DROP",
+                        ],
+                    )?;
+                }
+                Ok((Undo::Heal, json!({"probability": 0.3})))
+            }
+            ClockSkew | ClockRate => {
+                let v = pick(&mut self.rng, &members, 1)
+                    .first()
+                    .copied()
+                    .unwrap_or(1);
+                let mut flags = NodeFlags::default();
+                if f == ClockSkew {
+                    let mag = self.rng.range(1_000, 60_000) as i64;
+                    flags.clock_offset_ms = if self.rng.chance(0.5) { mag } else { -mag };
+                } else {
+                    // Within the checkers' drift allowance (0.1): leases are
+                    // promised only for bounded clock-rate error.
+                    flags.clock_rate = if self.rng.chance(0.5) { 1.05 } else { 0.95 };
+                }
+                c.restart(v, flags.clone()).await?;
+                Ok((
+                    Undo::RestartPlain(vec![v]),
+                    json!({"node": v, "offset_ms": flags.clock_offset_ms, "rate": flags.clock_rate}),
+                ))
+            }
+            ClientKill => {
+                self.ctx.kill_holder.notify_waiters();
+                Ok((Undo::Nothing, json!({})))
+            }
+            Member => {
+                let id = c.initial.iter().max().copied().unwrap_or(0) + 1;
+                if c.members.contains(&id) {
+                    return Err("extra member already present".into());
+                }
+                let _ = std::fs::remove_dir_all(c.dir.join(format!("n{id}")));
+                c.start(
+                    id,
+                    NodeFlags {
+                        join: true,
+                        ..NodeFlags::default()
+                    },
+                )?;
+                let body = json!({"id": id, "peer_addr": c.hosts.peer_addr(id)});
+                let r = self.membership(c, "POST", Some(body), None).await;
+                match r {
+                    Ok(v) => {
+                        c.members.push(id);
+                        Ok((Undo::RemoveMember(id), json!({"added": id, "answer": v})))
+                    }
+                    Err(e) => {
+                        c.kill(id).await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts all traffic between two groups, both ways.
+    fn split(&self, c: &Cluster, a: &[u64], b: &[u64]) -> Result<(), String> {
+        for &x in a {
+            for &y in b {
+                c.hosts.drop_from(x, y)?;
+                c.hosts.drop_from(y, x)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a membership change to any running member (the node forwards to
+    /// the leader), retrying a bounded number of times.
+    async fn membership(
+        &self,
+        c: &Cluster,
+        method: &str,
+        body: Option<Value>,
+        id: Option<u64>,
+    ) -> Result<Value, String> {
+        let mut last = String::from("no member answered");
+        for attempt in 0..10u32 {
+            for &m in &c.members {
+                if !c.is_running(m) {
+                    continue;
+                }
+                let base = c.hosts.url(m);
+                let r = match (method, &body, id) {
+                    ("POST", Some(b), _) => {
+                        self.api
+                            .post_json(&format!("{base}/v1/cluster/members"), b.clone())
+                            .await
+                    }
+                    (_, _, Some(i)) => {
+                        self.api
+                            .delete(&format!("{base}/v1/cluster/members/{i}"))
+                            .await
+                    }
+                    _ => return Err("bad membership call".into()),
+                };
+                match r {
+                    Ok((200, v)) => return Ok(v),
+                    Ok((code, v)) => last = format!("HTTP {code}: {v}"),
+                    Err(e) => last = e,
+                }
+            }
+            sleep(Duration::from_millis(500 + 250 * attempt as u64)).await;
+        }
+        Err(last)
+    }
+
+    async fn undo(&mut self, c: &mut Cluster, u: Undo) -> Result<(), String> {
+        match u {
+            Undo::Restart(ids) => {
+                for id in ids {
+                    let flags = c
+                        .nodes
+                        .get(&id)
+                        .map(|n| n.flags.clone())
+                        .unwrap_or_default();
+                    c.start(id, flags)?;
+                }
+            }
+            Undo::Resume(ids) => ids.into_iter().for_each(|id| c.resume(id)),
+            Undo::Heal => {
+                for &m in &c.members.clone() {
+                    c.hosts.heal(m)?;
+                }
+            }
+            Undo::ClearStalls => self.ctx.stall_requests.store(0, Ordering::SeqCst),
+            Undo::RestartPlain(ids) => {
+                for id in ids {
+                    c.restart(id, NodeFlags::default()).await?;
+                }
+            }
+            Undo::RemoveMember(id) => {
+                let r = self.membership(c, "DELETE", None, Some(id)).await;
+                c.members.retain(|&m| m != id);
+                c.kill(id).await;
+                r?;
+            }
+            Undo::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// Resumes, heals and restarts everything, whatever state it is in.
+    pub async fn heal_all(&mut self, c: &mut Cluster) {
+        let ids: Vec<u64> = c.nodes.keys().copied().collect();
+        for id in &ids {
+            c.resume(*id);
+        }
+        if c.hosts.supports_network_faults() {
+            for &m in &c.members.clone() {
+                let _ = c.hosts.heal(m);
+            }
+        }
+        self.ctx.stall_requests.store(0, Ordering::SeqCst);
+        let extra: Vec<u64> = c
+            .members
+            .iter()
+            .copied()
+            .filter(|m| !c.initial.contains(m))
+            .collect();
+        for id in extra {
+            let _ = self.undo(c, Undo::RemoveMember(id)).await;
+        }
+        for id in c.members.clone() {
+            let plain = c
+                .nodes
+                .get(&id)
+                .is_none_or(|n| n.flags == NodeFlags::default());
+            if !c.is_running(id) || !plain {
+                if let Err(e) = c.restart(id, NodeFlags::default()).await {
+                    self.say(format!("restart node {id}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_or(d: Duration, limit: Instant) {
+    let t = (Instant::now() + d).min(limit);
+    tokio::time::sleep_until(t).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nemesis_lists_parse() {
+        assert_eq!(parse_list("kill").map(|v| v.len()), Ok(4));
+        let v = parse_list("kill-one,pause,partition-ring,kill-one").expect("parse");
+        assert_eq!(
+            v,
+            vec![KillOne, PauseOne, PauseLeader, ClientPause, PartitionRing]
+        );
+        assert_eq!(parse_list("all").map(|v| v.len()), Ok(ALL.len()));
+        assert!(parse_list("meteor").is_err());
+        for f in ALL {
+            assert_eq!(parse_list(f.name()), Ok(vec![f]));
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! `locker-jepsen test`: set up hosts, start the cluster, run workloads and
+//! the nemesis, heal, check, report, tear down (also on error and Ctrl-C).
+
+use crate::api::Api;
+use crate::checker::{check_all, CheckOptions, Results};
+use crate::cluster::{enter_netns, Cluster, HostKind, Hosts, NodeFlags};
+use crate::history::{write_history, Recorder};
+use crate::nemesis::{Fault, Nemesis};
+use crate::report;
+use crate::rng::Rng;
+use crate::workload::{self, Ctx, Resource, TakeoverCfg, Worker};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+pub const WORKLOADS: [&str; 4] = ["mutex", "set", "set-unfenced", "takeover"];
+pub const UNFENCED_KEY: &str = "jepsen/set-unfenced";
+
+#[derive(Clone, Debug)]
+pub struct TestOpts {
+    pub nodes: u64,
+    pub nemesis: Vec<Fault>,
+    pub workloads: Vec<String>,
+    pub time_limit_s: u64,
+    pub recovery_s: u64,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub node_bin: PathBuf,
+    pub hosts: HostKind,
+    pub interval_s: (u64, u64),
+    pub duration_s: (u64, u64),
+    pub process_ttl_ms: u64,
+}
+
+pub fn parse_workloads(s: &str) -> Result<Vec<String>, String> {
+    let mut v = Vec::new();
+    for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if w == "all" {
+            v.extend(WORKLOADS.iter().map(|s| s.to_string()));
+        } else if WORKLOADS.contains(&w) {
+            v.push(w.to_string());
+        } else {
+            return Err(format!(
+                "unknown workload {w:?} (known: {})",
+                WORKLOADS.join(", ")
+            ));
+        }
+    }
+    v.dedup();
+    if v.is_empty() {
+        return Err("no workload".into());
+    }
+    Ok(v)
+}
+
+/// Runs one test; the returned results were also written to `out`.
+pub fn run_test(o: TestOpts) -> Result<Results, String> {
+    std::fs::create_dir_all(&o.out).map_err(|e| format!("create {}: {e}", o.out.display()))?;
+    let mut rng = Rng::new(o.seed);
+    let hosts = Hosts::new(o.hosts, &mut rng.fork(1));
+    let extra = o.nemesis.contains(&Fault::Member) as u64;
+    if hosts.kind == HostKind::Netns {
+        eprintln!("[setup] namespaces {}-*", hosts.prefix);
+    }
+    hosts.setup(o.nodes + extra)?;
+    let h2 = hosts.clone();
+    let joined = std::thread::Builder::new()
+        .name("harness".into())
+        .spawn(move || -> Result<Results, String> {
+            if h2.kind == HostKind::Netns {
+                enter_netns(&h2.harness_ns())?;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("runtime: {e}"))?;
+            rt.block_on(run_async(o, h2, rng))
+        })
+        .map_err(|e| format!("spawn harness thread: {e}"))
+        .and_then(|h| h.join().map_err(|_| "the harness panicked".to_string()));
+    // Always, whatever happened above.
+    hosts.teardown();
+    joined?
+}
+
+async fn wait_ready(api: &Api, c: &Cluster, limit: Duration) -> Result<(), String> {
+    let end = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < end {
+        let mut ok = 0;
+        for &id in &c.members {
+            match api.get_json(&format!("{}/readyz", c.hosts.url(id))).await {
+                Some((200, _)) => ok += 1,
+                Some((code, v)) => last = format!("node {id}: readyz {code} {v}"),
+                None => last = format!("node {id}: no answer"),
+            }
+        }
+        if ok == c.members.len() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(300)).await;
+    }
+    Err(format!("cluster not ready after {limit:?}: {last}"))
+}
+
+async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, String> {
+    let rec = Arc::new(Recorder::new(Some(&o.out.join("history.jsonl")))?);
+    let secret = format!("jepsen-{}", rng.next_u64());
+    let mut cluster = Cluster::new(
+        hosts.clone(),
+        o.node_bin.clone(),
+        o.out.join("nodes"),
+        o.nodes,
+        secret,
+    );
+    let api = Api::new(Duration::from_millis(3_000))?;
+    for id in 1..=o.nodes {
+        cluster.start(id, NodeFlags::default())?;
+    }
+    if let Err(e) = wait_ready(&api, &cluster, Duration::from_secs(60)).await {
+        let tails: Vec<String> = (1..=o.nodes)
+            .map(|i| format!("--- node {i} ---\n{}", cluster.node_log_tail(i, 15)))
+            .collect();
+        cluster.stop_all().await;
+        return Err(format!("{e}\n{}", tails.join("\n")));
+    }
+    eprintln!(
+        "[setup] cluster of {} ready at {}",
+        o.nodes,
+        cluster.urls().join(" ")
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_tag = format!("{:x}", rng.next_u64() & 0xffff);
+    let start = Instant::now();
+    let ctx = Arc::new(Ctx {
+        rec: rec.clone(),
+        api: api.clone(),
+        urls: cluster.urls(),
+        deadline: start + Duration::from_secs(o.time_limit_s + o.recovery_s),
+        stop: stop.clone(),
+        stall_requests: AtomicU64::new(0),
+        kill_holder: tokio::sync::Notify::new(),
+        run_tag,
+    });
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next_id = 1u64;
+    let mut resources: Vec<Arc<Resource>> = Vec::new();
+    for w in &o.workloads {
+        match w.as_str() {
+            "mutex" => {
+                for k in 0..3 {
+                    for _ in 0..3 {
+                        let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
+                        next_id += 1;
+                        tasks.spawn(workload::mutex_worker(wk, format!("jepsen/mutex/{k}")));
+                    }
+                }
+            }
+            "set" | "set-unfenced" => {
+                let fenced = w == "set";
+                let key = if fenced { "jepsen/set" } else { UNFENCED_KEY };
+                let res = Arc::new(Resource::new(key, fenced));
+                resources.push(res.clone());
+                for _ in 0..4 {
+                    let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
+                    next_id += 1;
+                    tasks.spawn(workload::set_worker(wk, key.to_string(), res.clone()));
+                }
+            }
+            "takeover" => {
+                let cfg = Arc::new(TakeoverCfg {
+                    exe: exe.clone(),
+                    process_ttl_ms: o.process_ttl_ms,
+                    keepalive_ms: (o.process_ttl_ms / 4).max(100),
+                });
+                let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
+                let holder = 5_000 + next_id;
+                next_id += 1;
+                tasks.spawn(workload::takeover_worker(
+                    wk,
+                    holder,
+                    "jepsen/takeover".into(),
+                    cfg,
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    let mut nemesis = Nemesis {
+        faults: o.nemesis.clone(),
+        rng: rng.fork(99),
+        rec: rec.clone(),
+        api: api.clone(),
+        ctx: ctx.clone(),
+        interval_s: o.interval_s,
+        duration_s: o.duration_s,
+        log: Vec::new(),
+    };
+    let nemesis_until = start + Duration::from_secs(o.time_limit_s);
+    let mut interrupted = false;
+    let mut recovered = true;
+    {
+        let main = async {
+            nemesis.run(&mut cluster, nemesis_until).await;
+            if let Err(e) = wait_ready(&api, &cluster, Duration::from_secs(60)).await {
+                eprintln!("[heal] {e}");
+                recovered = false;
+            } else {
+                eprintln!("[heal] cluster ready again");
+            }
+            tokio::time::sleep_until(ctx.deadline).await;
+        };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("signal handler: {e}"))?;
+        tokio::select! {
+            _ = main => {}
+            _ = tokio::signal::ctrl_c() => interrupted = true,
+            _ = term.recv() => interrupted = true,
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    if interrupted {
+        eprintln!("[stop] interrupted: stopping workers and nodes");
+        // Make sure nothing stays paused or cut off while we wind down.
+        nemesis.heal_all(&mut cluster).await;
+    }
+    let drain = tokio::time::timeout(Duration::from_secs(20), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drain.is_err() {
+        tasks.abort_all();
+    }
+    for (i, r) in resources.iter().enumerate() {
+        workload::final_read(&rec, 9_000 + i as u64, r);
+    }
+    cluster.stop_all().await;
+    rec.flush();
+
+    let ops = rec.snapshot();
+    // Rewrite in time order (helper-process lines may have arrived late).
+    write_history(&o.out.join("history.jsonl"), &ops)?;
+    let opts = CheckOptions {
+        drift: 0.1,
+        election_timeout_ms: cluster.election_timeout_ms + 3_000,
+        slack_ms: 3_000,
+        progress_bound_ms: 15_000,
+        unfenced_keys: vec![UNFENCED_KEY.to_string()],
+        ..CheckOptions::default()
+    };
+    let results = check_all(&ops, &opts);
+    let meta = json!({
+        "nodes": o.nodes,
+        "hosts": format!("{:?}", o.hosts).to_lowercase(),
+        "nemesis": o.nemesis.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "workloads": o.workloads,
+        "time_limit_s": o.time_limit_s,
+        "recovery_s": o.recovery_s,
+        "seed": o.seed,
+        "node_bin": o.node_bin.display().to_string(),
+        "ops": ops.len(),
+        "interrupted": interrupted,
+        "recovered_after_heal": recovered,
+        "nemesis_log": nemesis.log,
+    });
+    report::write_all(&o.out, &ops, &results, &meta)?;
+    if interrupted {
+        return Err(format!(
+            "interrupted; partial results in {}: {}",
+            o.out.display(),
+            results.verdict
+        ));
+    }
+    Ok(results)
+}
