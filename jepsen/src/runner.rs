@@ -117,7 +117,9 @@ async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, S
         o.nodes,
         secret,
     );
-    let api = Api::new(Duration::from_millis(3_000))?;
+    // Longer than the node's leader wait (3 s) and write timeout (5 s), so
+    // most faults end in a definite 503 rather than an unknown timeout.
+    let api = Api::new(Duration::from_millis(6_500))?;
     for id in 1..=o.nodes {
         cluster.start(id, NodeFlags::default())?;
     }
