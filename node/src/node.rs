@@ -77,7 +77,7 @@ impl Node {
             install_snapshot_timeout: 30_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             max_in_snapshot_log_to_keep: cfg.keep_logs,
-            purge_batch_size: 256,
+            purge_batch_size: 32,
             max_payload_entries: 1000,
             ..Default::default()
         }
@@ -217,9 +217,10 @@ impl Node {
                 let m = metrics.borrow_and_update();
                 (m.state == ServerState::Leader, m.current_term)
             };
-            if is_leader && led_term != Some(term) {
+            // `begin_term` fails while the vote is not yet committed in the
+            // metrics; the commit is itself a metrics change, so we retry then.
+            if is_leader && led_term != Some(term) && self.begin_term(term) {
                 led_term = Some(term);
-                self.begin_term(term);
             } else if !is_leader && led_term.is_some() {
                 led_term = None;
                 self.leader.send_replace(None);
@@ -232,9 +233,9 @@ impl Node {
         }
     }
 
-    fn begin_term(self: &Arc<Self>, term: u64) {
+    fn begin_term(self: &Arc<Self>, term: u64) -> bool {
         let Ok(leader) = self.raft.as_leader() else {
-            return;
+            return false;
         };
         let floor = self.replica.read().table.now();
         let lt = LeaderTerm {
@@ -274,6 +275,7 @@ impl Node {
                 }
             }
         });
+        true
     }
 
     /// Where to send a request that needs the leader.

@@ -71,7 +71,10 @@ impl NodeProc {
             .expect("log file");
         let child = Command::new(bin("locker-node"))
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("LOCKER_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("LOCKER_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -211,7 +214,13 @@ pub fn post(url: &str, body: Value) -> Answer {
 }
 
 pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> Answer {
-    answer(http().post(url).header("content-type", "application/json").body(body).send())
+    answer(
+        http()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send(),
+    )
 }
 
 pub fn put(url: &str, body: Value) -> Answer {
@@ -237,7 +246,10 @@ pub mod api {
         post(&format!("{base}/v1/locks/{}/extend", enc(key)), b)
     }
     pub fn release(base: &str, key: &str, owner: &str) -> Answer {
-        post(&format!("{base}/v1/locks/{}/release", enc(key)), json!({"owner_hash": owner}))
+        post(
+            &format!("{base}/v1/locks/{}/release", enc(key)),
+            json!({"owner_hash": owner}),
+        )
     }
     pub fn read(base: &str, key: &str) -> Answer {
         get(&format!("{base}/v1/locks/{}", enc(key)))
@@ -249,7 +261,10 @@ pub mod api {
         get(&format!("{base}/v1/owners/{}", enc(owner_hash)))
     }
     pub fn keepalive(base: &str, process: &str, ttl_ms: u64) -> Answer {
-        put(&format!("{base}/v1/processes/{}", enc(process)), json!({"ttl_ms": ttl_ms}))
+        put(
+            &format!("{base}/v1/processes/{}", enc(process)),
+            json!({"ttl_ms": ttl_ms}),
+        )
     }
     pub fn end_process(base: &str, process: &str) -> Answer {
         delete(&format!("{base}/v1/processes/{}", enc(process)))
@@ -293,7 +308,10 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let initial: Vec<String> = nodes.iter().map(|p| format!("{}={}", p.id, p.peer_addr)).collect();
+        let initial: Vec<String> = nodes
+            .iter()
+            .map(|p| format!("{}={}", p.id, p.peer_addr))
+            .collect();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for p in &mut nodes {
             let mut args = vec![
@@ -322,11 +340,17 @@ impl Cluster {
     }
 
     pub fn node(&self, id: u64) -> &NodeProc {
-        self.nodes.iter().find(|n| n.id == id).expect("no such node")
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("no such node")
     }
 
     pub fn node_mut(&mut self, id: u64) -> &mut NodeProc {
-        self.nodes.iter_mut().find(|n| n.id == id).expect("no such node")
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("no such node")
     }
 
     pub fn url(&self, id: u64) -> String {
@@ -409,11 +433,12 @@ impl Cluster {
         p.spawn();
         let peer_addr = p.peer_addr.clone();
         let health = format!("{}/healthz", p.url());
-        self.nodes.push(p);
         eventually(Duration::from_secs(10), "the new node to start", || {
             (get(&health).code == 200).then_some(())
         });
+        // Not a member yet, so not counted by `wait_ready` until added.
         let leader = self.wait_ready(Duration::from_secs(20));
+        self.nodes.push(p);
         answer(
             http()
                 .post(format!("{}/v1/cluster/members", self.url(leader)))

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need,
+# checks formatting and lints, builds the binaries, runs every test.
+# Usage: ./scripts/test.sh            (CI runs exactly this through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # iproute2 + iptables: network namespaces and partitions for the fault tests;
+  # curl: the README walkthrough test; procps: pgrep/pkill.
+  need=()
+  for pkg in iproute2 iptables curl procps; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "building binaries"
+cargo build --workspace --bins
+
+step "tests"
+# Integration tests start real clusters; two test threads keep this 2-core
+# machine from starving elections.
+cargo test --workspace -- --test-threads=2

@@ -1,0 +1,223 @@
+//! The replicated lock table on real 3-node clusters: replication to every
+//! node, leader failover, whole-cluster crash and restart, and a node added at
+//! runtime that catches up through a snapshot.
+
+use std::time::Duration;
+
+use locker_tests::{api, eventually, Cluster};
+use serde_json::json;
+
+fn owner(key: &str, n: u32) -> String {
+    format!("{key}@test-host/4242.1000.{n}")
+}
+
+fn token(a: &locker_tests::Answer) -> u64 {
+    a.body["lock"]["fencing_token"]
+        .as_u64()
+        .expect("a fencing token")
+}
+
+#[test]
+fn a_lock_granted_through_the_leader_is_seen_on_every_node() {
+    let c = Cluster::start(3);
+    let leader = c.leader().expect("leader");
+    let a = api::acquire(
+        &c.url(leader),
+        "jobs/report",
+        json!({"owner_hash": owner("jobs/report", 1), "ttl_ms": 60_000}),
+    );
+    assert_eq!((a.code, a.status()), (200, "SUCCESS"), "{:?}", a.body);
+    for n in &c.nodes {
+        // Linearizable read (forwarded by followers to the leader).
+        let r = api::read(&n.url(), "jobs/report");
+        assert_eq!(
+            r.body["locked"],
+            json!(true),
+            "node {} linearizable read: {:?}",
+            n.id,
+            r.body
+        );
+        assert_eq!(r.body["lock"]["owner_hash"], json!(owner("jobs/report", 1)));
+        // Each replica applies it too: a stale local read sees it soon.
+        eventually(Duration::from_secs(5), "replication to every node", || {
+            (api::read_stale(&n.url(), "jobs/report").body["locked"] == json!(true)).then_some(())
+        });
+    }
+    // A write through a follower is forwarded and refused for another owner.
+    let f = c.followers()[0];
+    let b = api::acquire(
+        &c.url(f),
+        "jobs/report",
+        json!({"owner_hash": owner("jobs/report", 2)}),
+    );
+    assert_eq!(
+        (b.code, b.status()),
+        (409, "SOMEONE_ELSE_HOLDS_LOCK"),
+        "{:?}",
+        b.body
+    );
+    assert_eq!(b.body["lock"]["owner_hash"], json!(owner("jobs/report", 1)));
+}
+
+#[test]
+fn killing_the_leader_elects_another_and_loses_no_acknowledged_lock() {
+    let mut c = Cluster::start(3);
+    let old = c.leader().expect("leader");
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let a = api::acquire(
+            &c.url(old),
+            &key,
+            json!({"owner_hash": owner(&key, 1), "ttl_ms": 120_000}),
+        );
+        assert_eq!(a.status(), "SUCCESS", "{:?}", a.body);
+        tokens.push(token(&a));
+    }
+    c.kill(old);
+    let new = c.wait_ready(Duration::from_secs(20));
+    assert_ne!(new, old, "a killed node cannot lead");
+    for (i, t) in tokens.iter().enumerate() {
+        let key = format!("k{i}");
+        let r = api::read(&c.url(new), &key);
+        assert_eq!(
+            r.body["locked"],
+            json!(true),
+            "{key} lost after failover: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["lock"]["fencing_token"], json!(t));
+        let other = api::acquire(&c.url(new), &key, json!({"owner_hash": owner(&key, 2)}));
+        assert_eq!(
+            other.status(),
+            "SOMEONE_ELSE_HOLDS_LOCK",
+            "{key}: {:?}",
+            other.body
+        );
+    }
+    // Fencing tokens keep rising across the leader change.
+    let fresh = api::acquire(
+        &c.url(new),
+        "fresh",
+        json!({"owner_hash": owner("fresh", 1)}),
+    );
+    assert!(token(&fresh) > *tokens.iter().max().unwrap_or(&0));
+    // The old leader comes back as a follower and catches up.
+    c.restart(old);
+    c.wait_ready(Duration::from_secs(20));
+    eventually(
+        Duration::from_secs(10),
+        "the old leader to catch up",
+        || (api::read_stale(&c.url(old), "fresh").body["locked"] == json!(true)).then_some(()),
+    );
+}
+
+#[test]
+fn killing_every_node_and_restarting_keeps_acknowledged_locks_and_tokens_rise() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("leader");
+    let a = api::acquire(
+        &c.url(leader),
+        "durable",
+        json!({"owner_hash": owner("durable", 1), "ttl_ms": 600_000}),
+    );
+    assert_eq!(a.status(), "SUCCESS");
+    let before = token(&a);
+    // Acknowledged means flushed on a majority: kill -9 all, right away.
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let r = api::read(&c.url(leader), "durable");
+    assert_eq!(
+        r.body["locked"],
+        json!(true),
+        "lost after whole-cluster crash: {:?}",
+        r.body
+    );
+    assert_eq!(r.body["lock"]["fencing_token"], json!(before));
+    let b = api::acquire(
+        &c.url(leader),
+        "durable",
+        json!({"owner_hash": owner("durable", 2)}),
+    );
+    assert_eq!(b.status(), "SOMEONE_ELSE_HOLDS_LOCK");
+    let rel = api::release(&c.url(leader), "durable", &owner("durable", 1));
+    assert_eq!(rel.status(), "SUCCESS");
+    let again = api::acquire(
+        &c.url(leader),
+        "durable",
+        json!({"owner_hash": owner("durable", 2)}),
+    );
+    assert_eq!(again.status(), "SUCCESS");
+    assert!(
+        token(&again) > before,
+        "token went from {before} to {}",
+        token(&again)
+    );
+}
+
+#[test]
+fn a_node_added_at_runtime_catches_up_through_a_snapshot() {
+    // Small snapshot interval and log tail, so the log is purged quickly.
+    let mut c = Cluster::start_with(3, &["--snapshot-every", "50", "--keep-logs", "5"]);
+    let leader = c.leader().expect("leader");
+    for i in 0..150 {
+        let key = format!("snap/{i}");
+        let a = api::acquire(
+            &c.url(leader),
+            &key,
+            json!({"owner_hash": owner(&key, 1), "ttl_ms": 600_000}),
+        );
+        assert_eq!(a.status(), "SUCCESS", "{:?}", a.body);
+    }
+    let purged = eventually(
+        Duration::from_secs(10),
+        "the leader to purge its log",
+        || {
+            let cl = api::cluster(&c.url(leader)).body;
+            cl["purged_index"].as_u64().filter(|p| *p > 10)
+        },
+    );
+    let added = c.add_node(4);
+    assert_eq!(added.code, 200, "add member: {:?}", added.body);
+    let members = added.body["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        members
+            .iter()
+            .any(|m| m["id"] == json!(4) && m["voter"] == json!(true)),
+        "{members:?}"
+    );
+    let url4 = c.url(4);
+    // Entries up to `purged` are gone from every log: only a snapshot can carry them.
+    let snap = eventually(
+        Duration::from_secs(20),
+        "node 4 to install a snapshot",
+        || {
+            api::cluster(&url4).body["snapshot_index"]
+                .as_u64()
+                .filter(|s| *s >= purged)
+        },
+    );
+    assert!(snap >= purged);
+    for i in [0, 75, 149] {
+        let r = api::read_stale(&url4, &format!("snap/{i}"));
+        assert_eq!(
+            r.body["locked"],
+            json!(true),
+            "snap/{i} on the new node: {:?}",
+            r.body
+        );
+    }
+    // And it takes part: with 4 voters, losing two old nodes still... needs 3 of 4.
+    c.kill(leader);
+    let new = c.wait_ready(Duration::from_secs(20));
+    let r = api::read(&c.url(new), "snap/1");
+    assert_eq!(r.body["locked"], json!(true));
+}
