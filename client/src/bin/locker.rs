@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use locker_client::{
     make_owner_hash, new_process_hash, parse_endpoints, AcquireOptions, AcquireRequest,
     AcquireResult, Client, ClientOptions, Error, LockData, LockResponse, LockStatus, Locker,
-    LockerOptions, LostReason, DEFAULT_ENDPOINT,
+    LockerOptions, DEFAULT_ENDPOINT,
 };
 use serde_json::json;
 use std::process::ExitCode;
@@ -611,13 +611,10 @@ async fn stop_after_loss(
     locker: &Locker,
     acq: locker_client::Acquired,
 ) -> u8 {
-    let why = match &err {
-        Error::Lost(e) if e.reason == LostReason::TakenOver => format!("{e}"),
-        other => format!("{other}"),
-    };
+    // `err` is a LockError naming the key, our owner hash and the new holder.
     eprintln!(
-        "locker: lost lock \"{}\": {why}; stopping the command (SIGTERM, SIGKILL after {} ms)",
-        args.key, args.grace_ms
+        "locker: {err}; stopping the command (SIGTERM, SIGKILL after {} ms)",
+        args.grace_ms
     );
     if let Some(pid) = child.id() {
         // SAFETY: plain kill(2) on our own child's pid.
