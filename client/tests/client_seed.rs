@@ -390,7 +390,7 @@ fn mutex_across(lockers: usize) {
         let count = Arc::new(AtomicI32::new(0));
         let mut jobs = Vec::new();
         for i in 0..10u64 {
-            let locker = if i as usize % lockers == 0 {
+            let locker = if (i as usize).is_multiple_of(lockers) {
                 locker1.clone()
             } else {
                 locker2.clone()
