@@ -137,7 +137,21 @@ impl Api {
         url: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), (bool, String)> {
+        self.send_with(method, url, body, None).await
+    }
+
+    async fn send_with(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Value>,
+        secret: Option<&str>,
+    ) -> Result<(u16, Value), (bool, String)> {
         let mut rb = self.http.request(method, url);
+        if let Some(s) = secret {
+            // Membership changes are admin operations guarded by the secret.
+            rb = rb.header("x-locker-cluster-secret", s);
+        }
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -211,14 +225,19 @@ impl Api {
         self.send(reqwest::Method::GET, url, None).await.ok()
     }
 
-    pub async fn post_json(&self, url: &str, body: Value) -> Result<(u16, Value), String> {
-        self.send(reqwest::Method::POST, url, Some(body))
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: Value,
+        secret: Option<&str>,
+    ) -> Result<(u16, Value), String> {
+        self.send_with(reqwest::Method::POST, url, Some(body), secret)
             .await
             .map_err(|e| e.1)
     }
 
-    pub async fn delete(&self, url: &str) -> Result<(u16, Value), String> {
-        self.send(reqwest::Method::DELETE, url, None)
+    pub async fn delete(&self, url: &str, secret: Option<&str>) -> Result<(u16, Value), String> {
+        self.send_with(reqwest::Method::DELETE, url, None, secret)
             .await
             .map_err(|e| e.1)
     }

@@ -379,7 +379,11 @@ impl Nemesis {
                 match r {
                     Ok(v) => {
                         c.members.push(id);
-                        Ok((Undo::RemoveMember(id), json!({"added": id, "answer": v})))
+                        let ids: Vec<Value> = v["members"]
+                            .as_array()
+                            .map(|m| m.iter().map(|x| x["id"].clone()).collect())
+                            .unwrap_or_default();
+                        Ok((Undo::RemoveMember(id), json!({"added": id, "members": ids})))
                     }
                     Err(e) => {
                         c.kill(id).await;
@@ -420,12 +424,16 @@ impl Nemesis {
                 let r = match (method, &body, id) {
                     ("POST", Some(b), _) => {
                         self.api
-                            .post_json(&format!("{base}/v1/cluster/members"), b.clone())
+                            .post_json(
+                                &format!("{base}/v1/cluster/members"),
+                                b.clone(),
+                                Some(&c.secret),
+                            )
                             .await
                     }
                     (_, _, Some(i)) => {
                         self.api
-                            .delete(&format!("{base}/v1/cluster/members/{i}"))
+                            .delete(&format!("{base}/v1/cluster/members/{i}"), Some(&c.secret))
                             .await
                     }
                     _ => return Err("bad membership call".into()),

@@ -221,10 +221,18 @@ async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, S
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("signal handler: {e}"))?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| format!("signal handler: {e}"))?;
         tokio::select! {
             _ = main => {}
-            _ = tokio::signal::ctrl_c() => interrupted = true,
-            _ = term.recv() => interrupted = true,
+            Some(()) = int.recv() => {
+                eprintln!("[stop] SIGINT");
+                interrupted = true;
+            }
+            Some(()) = term.recv() => {
+                eprintln!("[stop] SIGTERM");
+                interrupted = true;
+            }
         }
     }
     stop.store(true, Ordering::SeqCst);
