@@ -45,9 +45,9 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let _slot = cluster_slot();
-    let cluster = start_cluster(1);
+    let mut cluster = start_cluster(1);
     let url = cluster.url(1);
-    common::with_logs_on_panic(&cluster, || {
+    common::with_logs_on_panic(&mut cluster, |_| {
         runtime().block_on(async move {
             let l1 = Locker::new(seed_opts(&url)).expect("locker1");
             let l2 = Locker::new(seed_opts(&url)).expect("locker2");

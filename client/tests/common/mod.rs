@@ -84,8 +84,11 @@ pub fn dump_logs(c: &locker_tests::Cluster) {
 }
 
 /// Runs `f` and dumps the node logs if it panics.
-pub fn with_logs_on_panic<R>(c: &locker_tests::Cluster, f: impl FnOnce() -> R) -> R {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+pub fn with_logs_on_panic<R>(
+    c: &mut locker_tests::Cluster,
+    f: impl FnOnce(&mut locker_tests::Cluster) -> R,
+) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *c))) {
         Ok(r) => r,
         Err(e) => {
             dump_logs(c);
