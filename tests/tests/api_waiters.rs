@@ -1,0 +1,101 @@
+//! Blocking acquire: waiters are granted in arrival order, without polling.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use locker_tests::{api, Cluster};
+use serde_json::json;
+
+#[test]
+fn ten_waiters_are_granted_one_at_a_time_in_arrival_order() {
+    let c = Cluster::start(3);
+    let leader = c.url(c.leader().expect("leader"));
+    let follower = c.url(c.followers()[0]);
+    let key = "fifo";
+    let first = format!("{key}@h/1.1.0");
+    assert_eq!(
+        api::acquire(&leader, key, json!({"owner_hash": first, "ttl_ms": 60_000})).status(),
+        "SUCCESS"
+    );
+
+    let grants: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
+    let mut threads = Vec::new();
+    for i in 0..10 {
+        // Half through the follower: forwarding keeps the order too.
+        let url = if i % 2 == 0 {
+            leader.clone()
+        } else {
+            follower.clone()
+        };
+        let grants = grants.clone();
+        threads.push(std::thread::spawn(move || {
+            let me = format!("{key}@h/1.1.{}", i + 1);
+            let r = api::acquire(
+                &url,
+                key,
+                json!({"owner_hash": me, "ttl_ms": 60_000, "wait_ms": 60_000}),
+            );
+            assert_eq!(r.status(), "SUCCESS", "waiter {i}: {:?}", r.body);
+            grants.lock().unwrap().push((i, Instant::now()));
+            // Hold it briefly, then hand over by releasing.
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(
+                api::release(&url, key, &me).status(),
+                "SUCCESS",
+                "waiter {i} release"
+            );
+        }));
+        // Arrival order is what we enqueue in: leave time for each to queue.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        grants.lock().unwrap().is_empty(),
+        "nobody may get it while the first holds it"
+    );
+    assert_eq!(api::release(&leader, key, &first).status(), "SUCCESS");
+    for t in threads {
+        t.join().expect("waiter thread");
+    }
+    let order: Vec<usize> = grants.lock().unwrap().iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        order,
+        (0..10).collect::<Vec<_>>(),
+        "grants out of arrival order"
+    );
+}
+
+#[test]
+fn a_waiter_is_granted_when_the_lock_expires_and_gives_up_at_its_deadline() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    assert_eq!(
+        api::acquire(&url, "w", json!({"owner_hash": "w@h/1.1.0", "ttl_ms": 700})).status(),
+        "SUCCESS"
+    );
+    let started = Instant::now();
+    let r = api::acquire(
+        &url,
+        "w",
+        json!({"owner_hash": "w@h/1.1.1", "wait_ms": 10_000}),
+    );
+    assert_eq!(r.status(), "SUCCESS", "{:?}", r.body);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "granted {took:?} after the expiry"
+    );
+
+    let started = Instant::now();
+    let r = api::acquire(
+        &url,
+        "w",
+        json!({"owner_hash": "w@h/1.1.2", "wait_ms": 500}),
+    );
+    assert_eq!((r.code, r.status()), (409, "SOMEONE_ELSE_HOLDS_LOCK"));
+    assert_eq!(r.body["lock"]["owner_hash"], json!("w@h/1.1.1"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "gave up early"
+    );
+}
