@@ -3,11 +3,14 @@
 //!
 //! * `ok`: the server said SUCCESS (or answered a read);
 //! * `fail`: certainly no effect: a refusal with a lock status, a 4xx, a
-//!   connection that was never established, or any failed *read*;
-//! * `info`: a write whose outcome is unknown (timeout, 5xx including
-//!   503 NO_LEADER/TIMEOUT, connection dropped after sending). Treating
-//!   every 503 as unknown is conservative: the checkers then merely consider
-//!   both outcomes.
+//!   503 `NO_LEADER` (the node sends it only when nothing was proposed: no
+//!   leader within the 3 s leader wait, or a write refused before it was
+//!   appended), a connection that was never established, or any failed
+//!   *read*;
+//! * `info`: a write whose outcome is unknown: a 503 `TIMEOUT` (proposed but
+//!   not known to be committed within the 5 s write timeout, or a forward
+//!   whose answer was lost), any other 5xx, a transport timeout, or a
+//!   connection dropped after sending.
 
 use crate::history::{status, Fields, OpType};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -84,6 +87,11 @@ impl Call {
         !matches!(self, Call::Read)
     }
 }
+
+/// The 503 error code that guarantees no effect.
+pub const NO_LEADER: &str = "NO_LEADER";
+/// The 503 error code of a write with unknown outcome.
+pub const TIMEOUT: &str = "TIMEOUT";
 
 pub fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
@@ -273,6 +281,9 @@ fn classify(call: &Call, code: u16, v: &Value, unknown: OpType) -> Answer {
         }
         // Rejected input: the server changed nothing.
         (_, 400..=499) => OpType::Fail,
+        // Nothing was proposed (node team's contract); any other 5xx,
+        // including 503 TIMEOUT, may have taken effect.
+        (_, 503) if err.as_deref() == Some(NO_LEADER) => OpType::Fail,
         _ => unknown,
     };
     Answer {
@@ -315,14 +326,45 @@ mod tests {
         assert_eq!(a.kind, OpType::Fail);
         assert_eq!(a.fields.holder.as_deref(), Some("k@x/9.9.1"));
         assert_eq!(a.fields.holder_token, Some(11));
+        // NO_LEADER: nothing was proposed, a definite failure (for every
+        // write, keep-alives included).
+        let no_leader = json!({"error":{"code":"NO_LEADER","message":"x"}});
+        let a = classify(&acq(), 503, &no_leader, OpType::Info);
+        assert_eq!(a.kind, OpType::Fail);
+        assert_eq!(a.error.as_deref(), Some("NO_LEADER"));
+        assert_eq!(a.fields.status, None);
+        let ka = Call::Keepalive {
+            process_hash: "h/1.2".into(),
+            ttl_ms: 2000,
+        };
+        assert_eq!(
+            classify(&ka, 503, &no_leader, OpType::Info).kind,
+            OpType::Fail
+        );
+        // TIMEOUT: proposed, outcome unknown.
         let a = classify(
             &acq(),
             503,
-            &json!({"error":{"code":"NO_LEADER","message":"x"}}),
+            &json!({"error":{"code":"TIMEOUT","message":"x"}}),
             OpType::Info,
         );
         assert_eq!(a.kind, OpType::Info);
-        assert_eq!(a.error.as_deref(), Some("NO_LEADER"));
+        assert_eq!(a.error.as_deref(), Some("TIMEOUT"));
+        // Any other 5xx, or a 503 whose body we cannot read: unknown.
+        assert_eq!(
+            classify(&acq(), 503, &Value::Null, OpType::Info).kind,
+            OpType::Info
+        );
+        assert_eq!(
+            classify(
+                &acq(),
+                500,
+                &json!({"error":{"code":"NO_LEADER"}}),
+                OpType::Info
+            )
+            .kind,
+            OpType::Info
+        );
         let a = classify(
             &acq(),
             400,

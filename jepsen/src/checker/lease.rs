@@ -331,6 +331,31 @@ mod tests {
     }
 
     #[test]
+    fn release_refused_with_no_leader_does_not_end_the_window() {
+        // A 503 NO_LEADER release is a definite failure: a's lease still runs
+        // (to 0 + 900), so b's grant at 100 is a second holder.
+        let mut h = H::new();
+        h.inv(1, "acquire", "k", json!({"owner":"a","ttl_ms":1000}), 0)
+            .ok(1, "acquire", "k", json!({"token":1}), 5);
+        h.inv(1, "release", "k", json!({"owner":"a"}), 50).fail(
+            1,
+            "release",
+            "k",
+            json!({"http":503,"error":"NO_LEADER"}),
+            80,
+        );
+        h.inv(2, "acquire", "k", json!({"owner":"b"}), 100).ok(
+            2,
+            "acquire",
+            "k",
+            json!({"token":2}),
+            110,
+        );
+        let v = run(&h);
+        assert_eq!(v.valid, Validity::Invalid, "{}", v.details);
+    }
+
+    #[test]
     fn pending_release_ends_the_window() {
         let mut h = H::new();
         h.inv(1, "acquire", "k", json!({"owner":"a","ttl_ms":1000}), 0)

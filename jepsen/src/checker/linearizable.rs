@@ -675,6 +675,42 @@ mod tests {
     }
 
     #[test]
+    fn no_leader_refusal_is_a_definite_failure() {
+        // A 503 NO_LEADER is recorded as `fail` without a lock status: the
+        // acquire certainly did not happen, so a holder named `a` later is a
+        // holder from nowhere (as `info` it would be allowed).
+        let no_leader = || json!({"http":503,"error":"NO_LEADER"});
+        let mut h = H::new();
+        h.inv(1, "acquire", "k", json!({"owner":"a"}), 0)
+            .fail(1, "acquire", "k", no_leader(), 5);
+        h.inv(2, "read", "k", json!({}), 10).ok(
+            2,
+            "read",
+            "k",
+            json!({"locked":true,"holder":"a","holder_token":3}),
+            11,
+        );
+        assert_eq!(run(&h).valid, Validity::Invalid);
+        // It also takes nothing away: a grant to someone else right after
+        // is fine, and so is a refused release by the same owner.
+        let mut h = H::new();
+        h.inv(1, "acquire", "k", json!({"owner":"a"}), 0)
+            .fail(1, "acquire", "k", no_leader(), 5);
+        h.inv(1, "release", "k", json!({"owner":"a"}), 6)
+            .fail(1, "release", "k", no_leader(), 7);
+        acq(&mut h, 2, "b", 4, 8, 9);
+        h.inv(3, "read", "k", json!({}), 10).ok(
+            3,
+            "read",
+            "k",
+            json!({"locked":true,"holder":"b","holder_token":4}),
+            11,
+        );
+        let v = run(&h);
+        assert_eq!(v.valid, Validity::Valid, "{}", v.details);
+    }
+
+    #[test]
     fn keys_are_independent() {
         let mut h = valid_history();
         // Same owner names and lower tokens on another key are fine.
