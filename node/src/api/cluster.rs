@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use openraft::ChangeMembers;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use super::answers::{ClusterAnswer, ErrorAnswer, Member};
 
 use super::error::ApiError;
 use super::input;
@@ -20,36 +22,43 @@ use crate::network::{fetch_peer_info, SECRET_HEADER};
 use crate::node::Node;
 use crate::types::PeerNode;
 
-pub fn cluster_json(node: &Node) -> Value {
+pub fn cluster_json(node: &Node) -> ClusterAnswer {
     let m = node.raft.metrics();
     let m = m.borrow_watched();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let members: Vec<Value> = membership
+    let members = membership
         .nodes()
-        .map(|(id, n)| {
-            json!({"id": id, "client_addr": n.client_addr, "peer_addr": n.peer_addr, "voter": voters.contains(id)})
+        .map(|(id, n)| Member {
+            id: *id,
+            client_addr: n.client_addr.clone(),
+            peer_addr: n.peer_addr.clone(),
+            voter: voters.contains(id),
         })
         .collect();
-    json!({
-        "node_id": node.id,
-        "leader_id": m.current_leader,
-        "term": m.current_term,
-        "state": format!("{:?}", m.state),
-        "members": members,
-        "last_log_index": m.last_log_index,
-        "last_applied_index": m.last_applied.as_ref().map(|l| l.index),
-        "committed_index": m.local_committed.as_ref().map(|l| l.index),
-        "snapshot_index": m.snapshot.as_ref().map(|l| l.index),
-        "purged_index": m.purged.as_ref().map(|l| l.index),
-    })
+    let idx = |l: &Option<crate::types::LogId>| l.as_ref().map(|l| l.index);
+    ClusterAnswer {
+        node_id: node.id,
+        leader_id: m.current_leader,
+        term: m.current_term,
+        state: format!("{:?}", m.state),
+        members,
+        last_log_index: m.last_log_index,
+        last_applied_index: idx(&m.last_applied),
+        committed_index: idx(&m.local_committed),
+        snapshot_index: idx(&m.snapshot),
+        purged_index: idx(&m.purged),
+    }
 }
 
-pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
+/// This node's view of the cluster.
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, description = "Cluster status", body = ClusterAnswer)))]
+pub async fn status(State(node): State<Arc<Node>>) -> Json<ClusterAnswer> {
     Json(cluster_json(&node))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub id: u64,
@@ -77,6 +86,15 @@ fn membership_error(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// Add a node (started with `--join`): learner, catch up, then voter.
+#[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster",
+    params(("x-locker-cluster-secret" = String, Header, description = "The cluster secret")),
+    request_body = AddMember,
+    responses(
+        (status = 200, description = "The new cluster status", body = ClusterAnswer),
+        (status = 400, description = "Bad input or unreachable node", body = ErrorAnswer),
+        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer),
+        (status = 503, description = "Change failed or no leader", body = ErrorAnswer)))]
 pub async fn add_member(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -118,6 +136,13 @@ pub async fn add_member(
     Ok(Json(cluster_json(&node)).into_response())
 }
 
+/// Remove a node from the cluster.
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster",
+    params(("id" = u64, Path, description = "Node id"), ("x-locker-cluster-secret" = String, Header, description = "The cluster secret")),
+    responses(
+        (status = 200, description = "The new cluster status", body = ClusterAnswer),
+        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer),
+        (status = 503, description = "Change failed or no leader", body = ErrorAnswer)))]
 pub async fn remove_member(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,

@@ -3,7 +3,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::node::Unavailable;
 
@@ -44,7 +43,12 @@ impl From<Unavailable> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = super::answers::ErrorAnswer {
+            error: super::answers::ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 is retryable; say when.

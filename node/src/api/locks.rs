@@ -11,14 +11,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::answers::{ErrorAnswer, ListAnswer, LockAnswer, OwnerAnswer, ReadAnswer};
 
 use super::error::ApiError;
 use super::input;
 use crate::core::{Op, Outcome, Status};
 use crate::node::Node;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
     pub owner_hash: Option<String>,
@@ -28,26 +30,26 @@ pub struct AcquireBody {
     pub wait_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     pub owner_hash: String,
     pub ttl_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
     pub owner_hash: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     pub stale: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub prefix: Option<String>,
@@ -69,11 +71,24 @@ fn http_status(s: Status) -> StatusCode {
 pub fn lock_outcome(o: Outcome) -> Response {
     (
         http_status(o.status),
-        Json(json!({"status": o.status, "lock": o.lock})),
+        Json(LockAnswer {
+            status: o.status,
+            lock: o.lock,
+        }),
     )
         .into_response()
 }
 
+/// Acquire a lock, re-acquire it (same owner: extend, same token), or with
+/// `wait_ms` wait in line (FIFO per key) until it is free.
+#[utoipa::path(post, path = "/v1/locks/{key}/acquire", tag = "locks",
+    params(("key" = String, Path, description = "The lock's key, percent-encoded (1..=1024 bytes of UTF-8)")),
+    request_body(content = AcquireBody, description = "All fields optional; an empty body takes the defaults"),
+    responses(
+        (status = 200, description = "SUCCESS: the lock", body = LockAnswer),
+        (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK (holder in `lock`) or NO_RUNNING_PROCESS", body = LockAnswer),
+        (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 503, description = "No leader; retry after Retry-After", body = ErrorAnswer)))]
 pub async fn acquire(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -182,6 +197,16 @@ async fn acquire_waiting(
     }
 }
 
+/// Extend a live lock held by `owner_hash`: `expires_at = now + ttl_ms`.
+#[utoipa::path(post, path = "/v1/locks/{key}/extend", tag = "locks",
+    params(("key" = String, Path, description = "The lock's key, percent-encoded")),
+    request_body = ExtendBody,
+    responses(
+        (status = 200, description = "SUCCESS", body = LockAnswer),
+        (status = 404, description = "NO_KEY: no live lock", body = LockAnswer),
+        (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK", body = LockAnswer),
+        (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 503, description = "No leader", body = ErrorAnswer)))]
 pub async fn extend(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -206,6 +231,16 @@ pub async fn extend(
     Ok(lock_outcome(outcome))
 }
 
+/// Release a live lock held by `owner_hash`.
+#[utoipa::path(post, path = "/v1/locks/{key}/release", tag = "locks",
+    params(("key" = String, Path, description = "The lock's key, percent-encoded")),
+    request_body = ReleaseBody,
+    responses(
+        (status = 200, description = "SUCCESS", body = LockAnswer),
+        (status = 404, description = "NO_KEY", body = LockAnswer),
+        (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK", body = LockAnswer),
+        (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 503, description = "No leader", body = ErrorAnswer)))]
 pub async fn release(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -233,6 +268,13 @@ pub async fn read_time(node: &Node, stale: bool) -> Result<u64, ApiError> {
     }
 }
 
+/// Read one lock: the live lock, or `{"locked":false}`.
+#[utoipa::path(get, path = "/v1/locks/{key}", tag = "locks",
+    params(("key" = String, Path, description = "The lock's key, percent-encoded"), ReadQuery),
+    responses(
+        (status = 200, description = "The lock or unlocked", body = ReadAnswer),
+        (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer)))]
 pub async fn read(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -242,13 +284,20 @@ pub async fn read(
     let q = input::query(q)?;
     let at = read_time(&node, q.stale.unwrap_or(false)).await?;
     let r = node.replica.read();
-    Ok(match r.table.live_lock(&key, at) {
-        Some(l) => Json(json!({"locked": true, "lock": l})),
-        None => Json(json!({"locked": false})),
-    }
+    let lock = r.table.live_lock(&key, at).cloned();
+    Ok(Json(ReadAnswer {
+        locked: lock.is_some(),
+        lock,
+    })
     .into_response())
 }
 
+/// List live locks in key order.
+#[utoipa::path(get, path = "/v1/locks", tag = "locks", params(ListQuery),
+    responses(
+        (status = 200, description = "Live locks", body = ListAnswer),
+        (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 503, description = "No leader", body = ErrorAnswer)))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     q: Result<Query<ListQuery>, QueryRejection>,
@@ -273,10 +322,22 @@ pub async fn list(
     }
     let at = read_time(&node, q.stale.unwrap_or(false)).await?;
     let r = node.replica.read();
-    let locks = r.table.list(&prefix, limit, at);
-    Ok(Json(json!({ "locks": locks })).into_response())
+    let locks = r
+        .table
+        .list(&prefix, limit, at)
+        .into_iter()
+        .cloned()
+        .collect();
+    Ok(Json(ListAnswer { locks }).into_response())
 }
 
+/// The seed's owner-hash status: RUNNING, SOMEONE_ELSE_HOLDS_LOCK, NO_KEY,
+/// NO_RUNNING_PROCESS or MALFORMED_OWNER_HASH. For debugging, not for logic.
+#[utoipa::path(get, path = "/v1/owners/{owner_hash}", tag = "locks",
+    params(("owner_hash" = String, Path, description = "`{key}@{host}/{pid}.{nanos}.{seq}[#trace]`, percent-encoded"), ReadQuery),
+    responses(
+        (status = 200, description = "The status", body = OwnerAnswer),
+        (status = 503, description = "No leader", body = ErrorAnswer)))]
 pub async fn owner(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -286,5 +347,10 @@ pub async fn owner(
     let q = input::query(q)?;
     let at = read_time(&node, q.stale.unwrap_or(false)).await?;
     let st = node.replica.read().table.owner_status(&owner_hash, at);
-    Ok(Json(json!({"status": st.status, "key": st.key, "lock": st.lock})).into_response())
+    Ok(Json(OwnerAnswer {
+        status: st.status,
+        key: st.key,
+        lock: st.lock,
+    })
+    .into_response())
 }

@@ -1,11 +1,13 @@
 //! The HTTP/JSON client API (SPEC section 5): routes, validation, request
 //! logging and metrics, and forwarding to the leader.
 
+mod answers;
 mod cluster;
 mod error;
 mod forward;
 mod input;
 mod locks;
+mod openapi;
 mod ops;
 mod processes;
 
@@ -21,6 +23,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 pub use error::ApiError;
+pub use openapi::ApiDoc;
 
 use crate::node::Node;
 
@@ -42,6 +45,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -10,13 +10,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::answers::ReadyAnswer;
 use crate::node::Node;
 
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when a leader is known and this node has applied all it knows committed.
+/// Readiness: a leader is known and this node applied what it knows committed.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = ReadyAnswer), (status = 503, description = "Not ready", body = ReadyAnswer)))]
 pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     let m = node.raft.metrics().borrow_watched().clone();
     let committed = m.local_committed.as_ref().map_or(0, |l| l.index);
@@ -27,7 +32,12 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
         None => false,
     };
     let ready = leader_ready && applied >= committed;
-    let body = json!({"ready": ready, "leader_id": m.current_leader, "committed_index": committed, "applied_index": applied});
+    let body = super::answers::ReadyAnswer {
+        ready,
+        leader_id: m.current_leader,
+        committed_index: committed,
+        applied_index: applied,
+    };
     let code = if ready {
         StatusCode::OK
     } else {
@@ -36,6 +46,8 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// Prometheus metrics in text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let m = node.raft.metrics().borrow_watched().clone();
     let (live_locks, live_processes, lock_records, process_records) = {

@@ -9,20 +9,32 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
+
+use super::answers::{ErrorAnswer, KeepaliveAnswer, StatusAnswer};
 
 use super::error::ApiError;
 use super::input;
 use crate::core::{Op, Status};
 use crate::node::Node;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveBody {
     pub ttl_ms: Option<u64>,
+    /// Free-form JSON about the process (host, version...), at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
     pub info: Option<serde_json::Value>,
 }
 
+/// Create or refresh a process: `alive_until = now + ttl_ms`. Its locks die with it.
+#[utoipa::path(put, path = "/v1/processes/{process_hash}", tag = "processes",
+    params(("process_hash" = String, Path, description = "`{hostname}/{pid}.{nanoseconds}`, percent-encoded")),
+    request_body = KeepaliveBody,
+    responses(
+        (status = 200, description = "SUCCESS", body = KeepaliveAnswer),
+        (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 503, description = "No leader", body = ErrorAnswer)))]
 pub async fn keepalive(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -54,9 +66,20 @@ pub async fn keepalive(
             info,
         })
         .await?;
-    Ok(Json(json!({"status": o.status, "alive_until": o.alive_until})).into_response())
+    Ok(Json(KeepaliveAnswer {
+        status: o.status,
+        alive_until: o.alive_until,
+    })
+    .into_response())
 }
 
+/// End a process: it and all its locks are gone at once.
+#[utoipa::path(delete, path = "/v1/processes/{process_hash}", tag = "processes",
+    params(("process_hash" = String, Path, description = "`{hostname}/{pid}.{nanoseconds}`, percent-encoded")),
+    responses(
+        (status = 200, description = "SUCCESS", body = StatusAnswer),
+        (status = 404, description = "NO_KEY: no live process", body = StatusAnswer),
+        (status = 503, description = "No leader", body = ErrorAnswer)))]
 pub async fn end(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -69,5 +92,5 @@ pub async fn end(
     } else {
         StatusCode::NOT_FOUND
     };
-    Ok((code, Json(json!({"status": o.status}))).into_response())
+    Ok((code, Json(StatusAnswer { status: o.status })).into_response())
 }

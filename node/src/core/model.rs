@@ -5,7 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A lease on a key: who holds it, until when, and the fencing token of the grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// ToSchema only describes the JSON shape for the OpenAPI document; no IO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lock {
     pub key: String,
     pub owner_hash: String,
@@ -36,7 +37,7 @@ pub struct Process {
 }
 
 /// The seed's statuses, spelled the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Success,
