@@ -221,3 +221,39 @@ fn a_node_added_at_runtime_catches_up_through_a_snapshot() {
     let r = api::read(&c.url(new), "snap/1");
     assert_eq!(r.body["locked"], json!(true));
 }
+
+#[test]
+fn sigterm_stops_a_node_cleanly_and_it_rejoins_with_its_data() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("leader");
+    let a = api::acquire(
+        &c.url(leader),
+        "graceful",
+        json!({"owner_hash": owner("graceful", 1), "ttl_ms": 600_000}),
+    );
+    assert_eq!(a.status(), "SUCCESS");
+    // Stopping the leader with SIGTERM: a clean exit (status 0)...
+    assert!(
+        c.node_mut(leader).stop(),
+        "SIGTERM did not give a clean exit"
+    );
+    // ...the others carry on...
+    let new = c.wait_ready(Duration::from_secs(20));
+    assert_ne!(new, leader);
+    let b = api::acquire(
+        &c.url(new),
+        "graceful",
+        json!({"owner_hash": owner("graceful", 2)}),
+    );
+    assert_eq!(b.status(), "SOMEONE_ELSE_HOLDS_LOCK");
+    // ...and it restarts on its data directory with everything it had.
+    c.restart(leader);
+    c.wait_ready(Duration::from_secs(20));
+    let r = api::read_stale(&c.url(leader), "graceful");
+    assert_eq!(
+        r.body["lock"]["owner_hash"],
+        json!(owner("graceful", 1)),
+        "{:?}",
+        r.body
+    );
+}
