@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod checker;
+pub mod client_api;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use locker_jepsen::bench::{run_bench, BenchOpts};
 use locker_jepsen::checker::{check_all, CheckOptions, Validity};
+use locker_jepsen::client_api;
 use locker_jepsen::cluster::{cleanup_prefix, HostKind};
 use locker_jepsen::history::read_history;
 use locker_jepsen::nemesis::parse_list;
@@ -34,7 +35,8 @@ enum Cmd {
         /// none, or single faults such as kill-leader, partition-ring, loss.
         #[arg(long, default_value = "kill,pause,partition")]
         nemesis: String,
-        /// mutex, set, set-unfenced, takeover, all.
+        /// mutex, set, set-unfenced, takeover-http, takeover-client,
+        /// takeover (both takeover drivers), all.
         #[arg(long, default_value = "mutex,set,takeover")]
         workload: String,
         #[arg(long, default_value_t = 60)]
@@ -116,6 +118,9 @@ enum Cmd {
         keepalive_ms: u64,
         #[arg(long, default_value_t = 120)]
         max_secs: u64,
+        /// http (raw API calls) or client (the locker_client library).
+        #[arg(long, default_value = "http")]
+        via: String,
     },
 }
 
@@ -334,13 +339,27 @@ fn real_main() -> Result<ExitCode, String> {
             process_ttl_ms,
             keepalive_ms,
             max_secs,
+            via,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("runtime: {e}"))?;
+            let urls: Vec<String> = urls.split(',').map(str::to_string).collect();
+            if via == "client" {
+                rt.block_on(client_api::holder_main(client_api::ClientHolderArgs {
+                    urls,
+                    key,
+                    process_ttl_ms,
+                    keepalive_ms,
+                    max_secs: max_secs.min(3_600),
+                }))?;
+                return Ok(ExitCode::SUCCESS);
+            } else if via != "http" {
+                return Err(format!("unknown --via {via:?} (http or client)"));
+            }
             rt.block_on(holder_main(HolderArgs {
-                urls: urls.split(',').map(str::to_string).collect(),
+                urls,
                 key,
                 owner,
                 process_hash,

@@ -8,7 +8,7 @@ use crate::history::{write_history, Recorder};
 use crate::nemesis::{Fault, Nemesis};
 use crate::report;
 use crate::rng::Rng;
-use crate::workload::{self, Ctx, Resource, TakeoverCfg, Worker};
+use crate::workload::{self, Ctx, Resource, TakeoverCfg, Via, Worker};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
-pub const WORKLOADS: [&str; 4] = ["mutex", "set", "set-unfenced", "takeover"];
+/// Workload names; `takeover` is both takeover drivers, `all` is every one.
+pub const WORKLOADS: [&str; 5] = [
+    "mutex",
+    "set",
+    "set-unfenced",
+    "takeover-http",
+    "takeover-client",
+];
 pub const UNFENCED_KEY: &str = "jepsen/set-unfenced";
 
 #[derive(Clone, Debug)]
@@ -38,18 +45,23 @@ pub struct TestOpts {
 pub fn parse_workloads(s: &str) -> Result<Vec<String>, String> {
     let mut v = Vec::new();
     for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-        if w == "all" {
-            v.extend(WORKLOADS.iter().map(|s| s.to_string()));
-        } else if WORKLOADS.contains(&w) {
-            v.push(w.to_string());
-        } else {
-            return Err(format!(
-                "unknown workload {w:?} (known: {})",
-                WORKLOADS.join(", ")
-            ));
+        let names: Vec<&str> = match w {
+            "all" => WORKLOADS.to_vec(),
+            "takeover" => vec!["takeover-http", "takeover-client"],
+            w if WORKLOADS.contains(&w) => vec![w],
+            _ => {
+                return Err(format!(
+                    "unknown workload {w:?} (known: {}, takeover, all)",
+                    WORKLOADS.join(", ")
+                ))
+            }
+        };
+        for n in names {
+            if !v.iter().any(|x| x == n) {
+                v.push(n.to_string());
+            }
         }
     }
-    v.dedup();
     if v.is_empty() {
         return Err("no workload".into());
     }
@@ -175,21 +187,22 @@ async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, S
                     tasks.spawn(workload::set_worker(wk, key.to_string(), res.clone()));
                 }
             }
-            "takeover" => {
+            "takeover-http" | "takeover-client" => {
+                let (via, key) = if w == "takeover-http" {
+                    (Via::Http, "jepsen/takeover")
+                } else {
+                    (Via::Client, "jepsen/takeover-client")
+                };
                 let cfg = Arc::new(TakeoverCfg {
                     exe: exe.clone(),
                     process_ttl_ms: o.process_ttl_ms,
                     keepalive_ms: (o.process_ttl_ms / 4).max(100),
+                    via,
                 });
                 let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
                 let holder = 5_000 + next_id;
                 next_id += 1;
-                tasks.spawn(workload::takeover_worker(
-                    wk,
-                    holder,
-                    "jepsen/takeover".into(),
-                    cfg,
-                ));
+                tasks.spawn(workload::takeover_worker(wk, holder, key.into(), cfg));
             }
             _ => {}
         }
@@ -289,4 +302,27 @@ async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, S
         ));
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_lists_parse() {
+        assert_eq!(
+            parse_workloads("mutex,takeover").expect("parse"),
+            vec!["mutex", "takeover-http", "takeover-client"]
+        );
+        assert_eq!(
+            parse_workloads("takeover-client,takeover").expect("parse"),
+            vec!["takeover-client", "takeover-http"]
+        );
+        assert_eq!(
+            parse_workloads("all").expect("parse").len(),
+            WORKLOADS.len()
+        );
+        assert!(parse_workloads("nap").is_err());
+        assert!(parse_workloads(",").is_err());
+    }
 }

@@ -100,6 +100,35 @@ impl Worker {
         a
     }
 
+    /// Like [`Worker::call`], through the Rust client library (which fails
+    /// over between nodes by itself).
+    pub async fn call_client(
+        &mut self,
+        client: &locker_client::Client,
+        key: &str,
+        call: Call,
+    ) -> Answer {
+        self.ops += 1;
+        let f = call.f();
+        self.ctx.rec.record(Op::new(
+            self.process(),
+            OpType::Invoke,
+            f,
+            Some(key),
+            call.request_fields().to_value(),
+        ));
+        let a = crate::client_api::exec(client, key, &call).await;
+        let mut v = a.value();
+        v["via"] = json!("client");
+        self.ctx
+            .rec
+            .record(Op::new(self.process(), a.kind, f, Some(key), v));
+        if a.kind == OpType::Info {
+            self.gen += 1;
+        }
+        a
+    }
+
     pub async fn pause_ms(&mut self, lo: u64, hi: u64) {
         let ms = self.rng.range(lo, hi);
         sleep(Duration::from_millis(ms)).await;
@@ -316,9 +345,48 @@ pub struct TakeoverCfg {
     pub exe: std::path::PathBuf,
     pub process_ttl_ms: u64,
     pub keepalive_ms: u64,
+    pub via: Via,
+}
+
+/// How the takeover workload talks to the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Raw HTTP: the holder writes its own keep-alives and acquire, the
+    /// waiter polls `POST /acquire`.
+    Http,
+    /// The Rust client library: the holder is a `locker_client::Locker`
+    /// (reporter thread, process-bound lock), the waiter polls through a
+    /// failover `locker_client::Client`.
+    Client,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Http => "http",
+            Via::Client => "client",
+        }
+    }
+}
+
+/// What the holder reported when it got the lock.
+#[derive(Clone, Debug, Default)]
+struct Grant {
+    owner: Option<String>,
+    process_hash: Option<String>,
 }
 
 pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Arc<TakeoverCfg>) {
+    let client = match cfg.via {
+        Via::Http => None,
+        Via::Client => match crate::client_api::client(&w.ctx.urls, 8_000) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("[takeover-client] {e}");
+                return;
+            }
+        },
+    };
     let mut round = 0u64;
     while w.alive() && round < 10_000 {
         round += 1;
@@ -336,7 +404,7 @@ pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Ar
             continue;
         };
         let pid = child.id().unwrap_or(0);
-        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<Grant>);
         let rec = w.ctx.rec.clone();
         let reader = child.stdout.take().map(|out| {
             tokio::spawn(async move {
@@ -354,16 +422,24 @@ pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Ar
                     op.process = Process::Client(hp);
                     op.time_ns = rec.relative(op.time_ns);
                     if op.f == "acquire" && op.kind == OpType::Ok {
-                        let _ = tx.send(true);
+                        let req = Fields::parse(&op.value);
+                        let _ = tx.send(Some(Grant {
+                            owner: req.owner,
+                            process_hash: req.process_hash,
+                        }));
                     }
                     rec.record_at(op);
                 }
             })
         });
         // Wait for the grant, bounded.
-        let granted = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|g| *g))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let grant: Option<Grant> =
+            match tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|g| g.is_some())).await
+            {
+                Ok(Ok(g)) => g.clone(),
+                _ => None,
+            };
+        let granted = grant.is_some();
         if granted {
             let hold = w.rng.range(500, 2_500);
             tokio::select! {
@@ -377,9 +453,12 @@ pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Ar
         if let Some(r) = reader {
             let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
         }
-        if !granted {
+        let Some(grant) = grant else {
             continue;
-        }
+        };
+        // The client-driven holder makes its own owner and process hashes.
+        let owner = grant.owner.unwrap_or(owner);
+        let ph = grant.process_hash.unwrap_or(ph);
         // Recorded under the waiter's process: the holder's own process may
         // still have an operation open (killed mid-request).
         w.ctx.rec.record(Op::new(
@@ -404,16 +483,15 @@ pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Ar
             && !w.ctx.stop.load(Ordering::Relaxed)
             && w.ops < MAX_OPS_PER_WORKER
         {
-            let a = w
-                .call(
-                    &key,
-                    Call::Acquire {
-                        owner: mine.clone(),
-                        ttl_ms: 5_000,
-                        process_hash: None,
-                    },
-                )
-                .await;
+            let call = Call::Acquire {
+                owner: mine.clone(),
+                ttl_ms: 5_000,
+                process_hash: None,
+            };
+            let a = match &client {
+                Some(c) => w.call_client(c, &key, call).await,
+                None => w.call(&key, call).await,
+            };
             if a.kind == OpType::Ok {
                 got = true;
                 break;
@@ -421,7 +499,11 @@ pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Ar
             sleep(Duration::from_millis(100)).await;
         }
         if got || !w.ctx.stop.load(Ordering::Relaxed) {
-            w.call(&key, Call::Release { owner: mine }).await;
+            let call = Call::Release { owner: mine };
+            match &client {
+                Some(c) => w.call_client(c, &key, call).await,
+                None => w.call(&key, call).await,
+            };
         }
     }
 }
@@ -449,6 +531,8 @@ fn spawn_holder(
         .arg(cfg.keepalive_ms.to_string())
         .arg("--max-secs")
         .arg("120")
+        .arg("--via")
+        .arg(cfg.via.name())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

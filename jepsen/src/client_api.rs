@@ -1,0 +1,256 @@
+//! The same operations as [`crate::api`], driven through the Rust client
+//! library (`locker_client`) instead of raw HTTP, with every result mapped
+//! to a history outcome the same way:
+//!
+//! * `ok`: `SUCCESS` (or a read);
+//! * `fail`: a refusal with a lock status, a 4xx ([`Error::Api`]), or an
+//!   error raised before anything was sent (configuration, terminated
+//!   locker, reporter never started);
+//! * `info`: [`Error::Unavailable`] or [`Error::Protocol`]: the client's
+//!   failover gave up, and some attempt may have taken effect (the client
+//!   retries 5xx answers, `TIMEOUT` included, with the same owner hash, so at
+//!   most one grant results, but we cannot know whether it did).
+
+use crate::api::{Answer, Call};
+use crate::history::{status, Fields, Op, OpType, Process};
+use locker_client::{
+    AcquireRequest, AcquireResult, Client, ClientOptions, Error, LockData, LockResponse,
+    LockStatus, Locker, LockerOptions,
+};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// A failover client for the harness's own workers. One attempt may take a
+/// little longer than the node's leader wait + write timeout (3 s + 5 s), so
+/// most faults end in an answer; the whole call gives up after `budget_ms`.
+pub fn client(urls: &[String], budget_ms: u64) -> Result<Client, String> {
+    Client::new(ClientOptions {
+        endpoints: urls.to_vec(),
+        request_timeout_ms: 6_500,
+        connect_timeout_ms: 1_000,
+        failover_timeout_ms: budget_ms,
+    })
+    .map_err(|e| format!("locker client: {e}"))
+}
+
+fn lock_fields(call: &Call, r: &LockResponse) -> (OpType, Fields) {
+    let mut f = Fields::default();
+    let lock = r.lock.as_ref();
+    match r.status {
+        LockStatus::Success => {
+            f.status = Some(status::SUCCESS.into());
+            f.token = lock.map(|l| l.fencing_token);
+            if let Call::Acquire { .. } | Call::Extend { .. } = call {
+                f.owner = lock.map(|l| l.owner_hash.clone());
+            }
+            (OpType::Ok, f)
+        }
+        other => {
+            f.status = Some(other.as_str().into());
+            f.holder = lock.map(|l| l.owner_hash.clone());
+            f.holder_token = lock.map(|l| l.fencing_token);
+            (OpType::Fail, f)
+        }
+    }
+}
+
+/// The outcome of an error: definite (`fail`) only when nothing can have
+/// reached the cluster's log.
+pub fn error_kind(e: &Error) -> OpType {
+    match e {
+        Error::Unavailable { .. } | Error::Protocol { .. } => OpType::Info,
+        _ => OpType::Fail,
+    }
+}
+
+fn err_answer(e: &Error) -> Answer {
+    let (http, code) = match e {
+        Error::Api {
+            http_status, code, ..
+        } => (Some(*http_status), code.clone()),
+        other => (None, other.to_string()),
+    };
+    Answer {
+        kind: error_kind(e),
+        fields: Fields::default(),
+        http,
+        error: Some(code.chars().take(300).collect()),
+    }
+}
+
+/// Runs `call` through the client. Keep-alives are not offered here: the
+/// client's own reporter thread writes them.
+pub async fn exec(client: &Client, key: &str, call: &Call) -> Answer {
+    let r = match call {
+        Call::Acquire {
+            owner,
+            ttl_ms,
+            process_hash,
+        } => {
+            client
+                .acquire(
+                    key,
+                    &AcquireRequest {
+                        owner_hash: Some(owner.clone()),
+                        process_hash: process_hash.clone(),
+                        ttl_ms: Some(*ttl_ms),
+                        ..AcquireRequest::default()
+                    },
+                )
+                .await
+        }
+        Call::Extend { owner, ttl_ms } => client.extend(key, owner, Some(*ttl_ms)).await,
+        Call::Release { owner } => client.release(key, owner).await,
+        Call::Read => {
+            return match client.read_lock(key).await {
+                Ok(lock) => Answer {
+                    kind: OpType::Ok,
+                    fields: Fields {
+                        locked: Some(lock.is_some()),
+                        holder: lock.as_ref().map(|l| l.owner_hash.clone()),
+                        holder_token: lock.as_ref().map(|l| l.fencing_token),
+                        ..Fields::default()
+                    },
+                    http: None,
+                    error: None,
+                },
+                // A failed read changed nothing.
+                Err(e) => Answer {
+                    kind: OpType::Fail,
+                    ..err_answer(&e)
+                },
+            };
+        }
+        Call::Keepalive { .. } => {
+            return Answer {
+                kind: OpType::Fail,
+                fields: Fields::default(),
+                http: None,
+                error: Some("keep-alives are the client reporter's job".into()),
+            }
+        }
+    };
+    match r {
+        Ok(resp) => {
+            let (kind, fields) = lock_fields(call, &resp);
+            Answer {
+                kind,
+                fields,
+                http: None,
+                error: None,
+            }
+        }
+        Err(e) => err_answer(&e),
+    }
+}
+
+/// Arguments of the client-driven holder process.
+pub struct ClientHolderArgs {
+    pub urls: Vec<String>,
+    pub key: String,
+    pub process_ttl_ms: u64,
+    pub keepalive_ms: u64,
+    pub max_secs: u64,
+}
+
+/// The takeover holder driven through [`Locker`]: its reporter thread keeps
+/// this process alive (`report_write_ms` = keepalive, `report_ttl_ms` =
+/// process ttl), `Locker::acquire` takes the lock bound to the process
+/// (lock ttl 60 s, so only the process's death can free it), and the process
+/// then idles until it is killed. Each attempt is printed as one history
+/// pair with absolute CLOCK_MONOTONIC times. The owner hash is made inside
+/// the client, so it is known only from the answer: the invocation line is
+/// printed after the call, stamped with the time the call started.
+///
+/// The reporter's keep-alives are internal to the client and not in the
+/// history, so the lease checker cannot prove this lock's window (it skips
+/// it); the takeover is judged by the liveness, linearizability and
+/// fencing checkers.
+pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
+    use std::io::Write;
+    let locker = Locker::new(LockerOptions {
+        endpoints: a.urls.clone(),
+        report_write_ms: a.keepalive_ms.max(50),
+        report_ttl_ms: a.process_ttl_ms.max(100),
+        reporter_spawn_timeout_ms: 10_000,
+        lock_ttl_ms: 60_000,
+        request_timeout_ms: 2_000,
+        failover_timeout_ms: 5_000,
+        ..LockerOptions::default()
+    })
+    .map_err(|e| format!("locker: {e}"))?;
+    let emit = |kind: OpType, key: &str, v: Value, t: u64| {
+        let op = Op::new(Process::Client(0), kind, "acquire", Some(key), v).at(t);
+        if let Ok(l) = serde_json::to_string(&op) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{l}");
+            let _ = out.flush();
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(a.max_secs);
+    let mut attempts = 0u32;
+    while Instant::now() < end && attempts < 1_000 {
+        attempts += 1;
+        let t0 = crate::history::monotonic_ns();
+        let r = locker.acquire(&a.key, None).await;
+        let t1 = crate::history::monotonic_ns();
+        let ph = locker.process_hash();
+        let req = |owner: Option<&LockData>| Fields {
+            owner: owner.map(|l| l.owner_hash.clone()),
+            ttl_ms: Some(60_000),
+            process_hash: owner.and_then(|l| l.process_hash.clone()).or(ph.clone()),
+            ..Fields::default()
+        };
+        match r {
+            Ok(AcquireResult::Success(acq)) => {
+                let l = &acq.lock_data;
+                emit(OpType::Invoke, &a.key, req(Some(l)).to_value(), t0);
+                let mut v = Fields {
+                    status: Some(status::SUCCESS.into()),
+                    owner: Some(l.owner_hash.clone()),
+                    token: Some(l.fencing_token),
+                    process_hash: l.process_hash.clone().or(ph.clone()),
+                    ..Fields::default()
+                }
+                .to_value();
+                v["via"] = json!("client");
+                emit(OpType::Ok, &a.key, v, t1);
+                // Hold until killed; keep `acq` and the locker alive (their
+                // drop would end the process record and free the lock).
+                sleep(end.saturating_duration_since(Instant::now())).await;
+                drop(acq);
+                return Ok(());
+            }
+            Ok(AcquireResult::SomeoneElseHoldsLock(h)) => {
+                // Our owner hash is not known here: the line carries none,
+                // so the checkers use only the holder it names.
+                emit(OpType::Invoke, &a.key, req(None).to_value(), t0);
+                let mut v = Fields {
+                    status: Some(status::HELD.into()),
+                    holder: Some(h.owner_hash.clone()),
+                    holder_token: Some(h.fencing_token),
+                    ..Fields::default()
+                }
+                .to_value();
+                v["via"] = json!("client");
+                emit(OpType::Fail, &a.key, v, t1);
+                sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                let kind = error_kind(&e);
+                emit(OpType::Invoke, &a.key, req(None).to_value(), t0);
+                let msg: String = e.to_string().chars().take(300).collect();
+                emit(kind, &a.key, json!({"error": msg, "via": "client"}), t1);
+                if kind == OpType::Info {
+                    // Unknown outcome (and an unknown owner): stop, as the
+                    // HTTP holder does; a grant we never heard of dies with
+                    // this process, which the harness kills now.
+                    return Ok(());
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Ok(())
+}
