@@ -99,3 +99,48 @@ fn a_waiter_is_granted_when_the_lock_expires_and_gives_up_at_its_deadline() {
         "gave up early"
     );
 }
+
+#[test]
+fn a_waiter_that_disconnects_leaves_the_queue() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    assert_eq!(
+        api::acquire(
+            &url,
+            "dc",
+            json!({"owner_hash": "dc@h/1.1.0", "ttl_ms": 60_000})
+        )
+        .status(),
+        "SUCCESS"
+    );
+    // First in line, but gives up after 1 s by hanging up.
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(1000))
+        .build()
+        .expect("client");
+    let gone = impatient
+        .post(format!("{url}/v1/locks/dc/acquire"))
+        .json(&json!({"owner_hash": "dc@h/1.1.1", "wait_ms": 60_000}))
+        .send();
+    assert!(gone.is_err(), "the impatient waiter should have timed out");
+    // Second in line: must get the lock when the holder releases, not the ghost.
+    let url2 = url.clone();
+    let second = std::thread::spawn(move || {
+        api::acquire(
+            &url2,
+            "dc",
+            json!({"owner_hash": "dc@h/1.1.2", "wait_ms": 20_000}),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(api::release(&url, "dc", "dc@h/1.1.0").status(), "SUCCESS");
+    let r = second.join().expect("second waiter");
+    assert_eq!(r.status(), "SUCCESS", "{:?}", r.body);
+    assert_eq!(r.body["lock"]["owner_hash"], json!("dc@h/1.1.2"));
+    let m = locker_tests::http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    assert!(m.contains("locker_waiters 0"), "waiters left behind:\n{m}");
+}

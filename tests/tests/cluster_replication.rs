@@ -257,3 +257,91 @@ fn sigterm_stops_a_node_cleanly_and_it_rejoins_with_its_data() {
         r.body
     );
 }
+
+#[test]
+fn peer_traffic_without_the_cluster_secret_is_refused() {
+    let c = Cluster::start(1);
+    let peer = &c.node(1).peer_addr;
+    let http = locker_tests::http();
+    for (path, secret) in [
+        ("/raft/vote", None),
+        ("/raft/append", Some("wrong")),
+        ("/peer/info", None),
+    ] {
+        let mut req = http.post(format!("http://{peer}{path}")).body(vec![0u8; 8]);
+        if path == "/peer/info" {
+            req = http.get(format!("http://{peer}{path}"));
+        }
+        if let Some(s) = secret {
+            req = req.header("x-locker-cluster-secret", s);
+        }
+        let r = req.send().expect("peer port answers");
+        assert_eq!(r.status().as_u16(), 401, "{path} with secret {secret:?}");
+    }
+    // The client port does not carry Raft traffic at all.
+    let r = locker_tests::post(&format!("{}/raft/vote", c.url(1)), json!({}));
+    assert_eq!(r.code, 404);
+}
+
+#[test]
+fn a_member_can_be_removed_and_the_rest_carries_on() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("leader");
+    let victim = c.followers()[0];
+    let r = locker_tests::http()
+        .delete(format!("{}/v1/cluster/members/{victim}", c.url(leader)))
+        .header("x-locker-cluster-secret", locker_tests::SECRET)
+        .send()
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().expect("json");
+    let ids: Vec<u64> = body["members"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert!(!ids.contains(&victim) && ids.len() == 2, "{ids:?}");
+    c.kill(victim);
+    // Two voters left: both needed, both there.
+    let leader = c.wait_ready(Duration::from_secs(20));
+    assert_eq!(
+        api::acquire(&c.url(leader), "after-remove", json!({})).status(),
+        "SUCCESS"
+    );
+}
+
+#[test]
+fn the_leader_sweeps_expired_records() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    for i in 0..5 {
+        assert_eq!(
+            api::acquire(&url, &format!("sweep/{i}"), json!({"ttl_ms": 200})).status(),
+            "SUCCESS"
+        );
+    }
+    assert_eq!(
+        api::keepalive(&url, "sweep-host/1.1", 200).status(),
+        "SUCCESS"
+    );
+    let metric = |name: &str| -> Option<f64> {
+        let text = locker_tests::http()
+            .get(format!("{url}/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the sweep to remove expired records",
+        || {
+            (metric("locker_lock_records ") == Some(0.0)
+                && metric("locker_process_records ") == Some(0.0))
+            .then_some(())
+        },
+    );
+}
