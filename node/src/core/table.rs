@@ -393,19 +393,11 @@ impl Tx<'_> {
                 return Outcome::status_only(Status::NoRunningProcess);
             }
         }
-        if let Some(held) = self.table.live_lock(key, now) {
-            if held.owner_hash != owner_hash {
-                return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
-            }
+        match self.held_by(key, owner_hash) {
             // Re-acquire by the same owner: an extend that keeps the token.
-            let lock = Lock {
-                extended_at: now,
-                expires_at: now.saturating_add(ttl_ms),
-                ttl_ms,
-                ..held.clone()
-            };
-            self.put_lock(lock.clone());
-            return Outcome::with_lock(Status::Success, &lock);
+            Ok(held) => return self.renew(held, ttl_ms),
+            Err(refusal) if refusal.status == Status::SomeoneElseHoldsLock => return refusal,
+            Err(_) => {}
         }
         let lock = Lock {
             key: key.to_string(),
@@ -422,34 +414,45 @@ impl Tx<'_> {
         Outcome::with_lock(Status::Success, &lock)
     }
 
-    fn extend(&mut self, key: &str, owner_hash: &str, ttl_ms: u64) -> Outcome {
-        let now = self.now();
-        let Some(held) = self.table.live_lock(key, now) else {
-            return Outcome::status_only(Status::NoKey);
-        };
-        if held.owner_hash != owner_hash {
-            return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
+    /// The live lock on `key` if `owner_hash` holds it, else the refusal
+    /// (NO_KEY, or SOMEONE_ELSE_HOLDS_LOCK with the holder).
+    fn held_by(&self, key: &str, owner_hash: &str) -> Result<Lock, Outcome> {
+        match self.table.live_lock(key, self.now()) {
+            None => Err(Outcome::status_only(Status::NoKey)),
+            Some(h) if h.owner_hash != owner_hash => {
+                Err(Outcome::with_lock(Status::SomeoneElseHoldsLock, h))
+            }
+            Some(h) => Ok(h.clone()),
         }
+    }
+
+    fn renew(&mut self, held: Lock, ttl_ms: u64) -> Outcome {
+        let now = self.now();
         let lock = Lock {
             extended_at: now,
             expires_at: now.saturating_add(ttl_ms),
             ttl_ms,
-            ..held.clone()
+            ..held
         };
         self.put_lock(lock.clone());
         Outcome::with_lock(Status::Success, &lock)
     }
 
-    fn release(&mut self, key: &str, owner_hash: &str) -> Outcome {
-        let now = self.now();
-        let Some(held) = self.table.live_lock(key, now) else {
-            return Outcome::status_only(Status::NoKey);
-        };
-        if held.owner_hash != owner_hash {
-            return Outcome::with_lock(Status::SomeoneElseHoldsLock, held);
+    fn extend(&mut self, key: &str, owner_hash: &str, ttl_ms: u64) -> Outcome {
+        match self.held_by(key, owner_hash) {
+            Ok(held) => self.renew(held, ttl_ms),
+            Err(refusal) => refusal,
         }
-        self.delete_lock(key);
-        Outcome::status_only(Status::Success)
+    }
+
+    fn release(&mut self, key: &str, owner_hash: &str) -> Outcome {
+        match self.held_by(key, owner_hash) {
+            Ok(_) => {
+                self.delete_lock(key);
+                Outcome::status_only(Status::Success)
+            }
+            Err(refusal) => refusal,
+        }
     }
 
     fn sweep(&mut self) -> Outcome {
