@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The CI form of the fault-injection suite (issue 5), about 2.5 minutes:
+#
+#  (a) a short real run: 3 nodes, kill + pause + partition, workloads
+#      mutex,set,takeover (HTTP and Rust client); it must be valid;
+#  (b) the negative control, in its own run: the unfenced twin of the
+#      protected set must lose acknowledged writes under client pauses (and
+#      the fenced set, under the same faults, must not). If the unfenced set
+#      survives, the faults did not bite, and that fails the suite too.
+#
+# Usage: jepsen/ci.sh [NODE_BIN [JEPSEN_BIN]]
+#   defaults: target/debug/locker-node target/debug/locker-jepsen (from the
+#   repository root). Output under ${JEPSEN_OUT:-target/jepsen-ci}/{short,control}.
+# Network namespaces are used when running as root with `ip netns` and
+# iptables working; otherwise plain 127.0.0.1 processes (`--hosts local`),
+# where partitions are skipped.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
+# Relative arguments are taken relative to where we were called from, the
+# defaults relative to the repository root.
+node_bin="$(abs "${1:-$root/target/debug/locker-node}")"
+jepsen_bin="$(abs "${2:-$root/target/debug/locker-jepsen}")"
+out_base="$(abs "${JEPSEN_OUT:-$root/target/jepsen-ci}")"
+
+say() { printf '[jepsen-ci %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+
+for b in "$node_bin" "$jepsen_bin"; do
+  if [ ! -x "$b" ]; then
+    say "missing binary $b (cargo build -p locker-node -p locker-jepsen)"
+    exit 3
+  fi
+done
+
+# Namespaces if we can make one (and run iptables inside it); it is removed
+# again at once.
+hosts=local
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v iptables >/dev/null; then
+  probe="lkjci$$-probe"
+  if ip netns add "$probe" 2>/dev/null; then
+    if ip netns exec "$probe" iptables -w 5 -L INPUT -n >/dev/null 2>&1; then
+      hosts=netns
+    fi
+    ip netns del "$probe" 2>/dev/null || true
+  fi
+fi
+if [ "$hosts" = netns ]; then
+  short_nemesis="kill,pause,partition"
+  say "hosts: network namespaces"
+else
+  short_nemesis="kill,pause"
+  say "NOTE: not root or no working 'ip netns'/iptables: running on 127.0.0.1 (--hosts local);"
+  say "NOTE: the partition nemesis is skipped in this mode"
+fi
+
+mkdir -p "$out_base"
+short="$out_base/short"
+control="$out_base/control"
+rm -rf "$short" "$control"
+
+# Prints the one-line verdicts of a run.
+verdicts() {
+  local dir="$1"
+  if [ -f "$dir/results.json" ]; then
+    grep -E '^  "verdict"' "$dir/results.json" |
+      sed -E "s/^  \"verdict\": \"(.*)\",?\$/[$(basename "$dir")] \1/"
+  else
+    say "$(basename "$dir"): no results.json"
+  fi
+}
+
+# Runs one test, bounded in time; SIGINT lets the harness tear down cleanly.
+run() {
+  local dir="$1"
+  shift
+  local rc=0
+  mkdir -p "$dir"
+  timeout -s INT -k 30 240 "$jepsen_bin" test --node-bin "$node_bin" --hosts "$hosts" \
+    --out "$dir" "$@" >"$dir/run.log" 2>&1 || rc=$?
+  sed 's/^/    /' "$dir/run.log"
+  return "$rc"
+}
+
+failed=0
+started=$SECONDS
+
+say "(a) short run: 3 nodes, nemesis $short_nemesis, workloads mutex,set,takeover, 60 s + 15 s recovery"
+rc=0
+run "$short" --nodes 3 --nemesis "$short_nemesis" --workload mutex,set,takeover \
+  --time-limit 60 --recovery 15 --seed 7 || rc=$?
+verdicts "$short"
+if [ "$rc" -eq 0 ]; then
+  say "(a) VALID"
+else
+  say "(a) FAILED (exit $rc: 1 invalid, 2 unknown, 3 harness error); see $short/report.html and $short/nodes/*/node.log"
+  failed=1
+fi
+
+# Client pauses (a set client stalls 3x its lease inside its critical
+# section) are what the unfenced set cannot survive; only the two set
+# workloads run, so every stall lands in one of them, and faults come every
+# 1-2 s for 5-6 s: about five client pauses in 40 s with this seed.
+say "(b) negative control: 3 nodes, nemesis client-pause,pause-leader, workloads set-unfenced,set, 40 s + 5 s recovery"
+rc=0
+run "$control" --nodes 3 --nemesis client-pause,pause-leader --workload set-unfenced,set \
+  --time-limit 40 --recovery 5 --interval 1,2 --fault-duration 5,6 --seed 3 \
+  --require-negative-control-failure || rc=$?
+verdicts "$control"
+bit=no
+if [ -f "$control/results.json" ] && grep -qE '^  "negative_control_failed": true' "$control/results.json"; then
+  bit=yes
+fi
+if [ "$rc" -eq 0 ] && [ "$bit" = yes ]; then
+  say "(b) the unfenced twin lost acknowledged writes as expected and the fenced set did not: the faults bite"
+else
+  if [ "$bit" != yes ]; then
+    say "(b) FAILED: the unfenced twin did not lose writes: the pause nemesis did not bite"
+  else
+    say "(b) FAILED (exit $rc): the fenced checkers did not all pass under the same faults"
+  fi
+  say "    see $control/report.html"
+  failed=1
+fi
+
+say "done in $((SECONDS - started)) s; output in $out_base"
+if [ "$failed" -ne 0 ]; then
+  say "JEPSEN CI: FAILED"
+  exit 1
+fi
+say "JEPSEN CI: PASSED"
