@@ -93,8 +93,9 @@ enum Cmd {
         history: PathBuf,
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, default_value_t = 0.1)]
-        drift: f64,
+        /// Clock-rate allowance (default: the run's, else 0.1).
+        #[arg(long)]
+        drift: Option<f64>,
     },
     /// Remove namespaces (and their processes) left by a killed run.
     Cleanup {
@@ -302,20 +303,32 @@ fn real_main() -> Result<ExitCode, String> {
             drift,
         } => {
             let ops = read_history(&history)?;
-            let opts = CheckOptions {
-                drift,
-                unfenced_keys: vec![UNFENCED_KEY.to_string()],
-                ..CheckOptions::default()
-            };
+            // The run's own options and parameters, when its results.json
+            // sits next to the history: a re-check judges by the same bounds.
+            let prev: Option<serde_json::Value> = history
+                .parent()
+                .map(|d| d.join("results.json"))
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| serde_json::from_str(&t).ok());
+            let mut opts = prev
+                .as_ref()
+                .and_then(|v| serde_json::from_value::<CheckOptions>(v["options"].clone()).ok())
+                .unwrap_or_else(|| CheckOptions {
+                    unfenced_keys: vec![UNFENCED_KEY.to_string()],
+                    ..CheckOptions::default()
+                });
+            if let Some(d) = drift {
+                opts.drift = d;
+            }
             let r = check_all(&ops, &opts);
             let dir =
                 out.unwrap_or_else(|| history.parent().map(PathBuf::from).unwrap_or_default());
-            report::write_all(
-                &dir,
-                &ops,
-                &r,
-                &serde_json::json!({"history": history.display().to_string()}),
-            )?;
+            let mut meta = prev
+                .map(|v| v["run"].clone())
+                .filter(|v| v.is_object())
+                .unwrap_or_else(|| serde_json::json!({}));
+            meta["rechecked_history"] = serde_json::json!(history.display().to_string());
+            report::write_all(&dir, &ops, &r, &meta)?;
             println!("{}", report::terminal_summary(&r));
             Ok(exit_for(r.valid))
         }
