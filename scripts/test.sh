@@ -36,3 +36,16 @@ step "tests"
 # Integration tests start real clusters; two test threads keep this 2-core
 # machine from starving elections.
 cargo test --workspace -- --test-threads=2
+
+step "fault injection (short form): jepsen/ci.sh"
+# A ~60 s run under kill, pause and partition that must be valid, and the
+# unfenced negative control that must be caught losing writes.
+./jepsen/ci.sh target/debug/locker-node target/debug/locker-jepsen
+
+if [ -x tests/docker/compose_test.sh ]; then
+  step "docker compose cluster"
+  ./tests/docker/compose_test.sh
+fi
+
+echo
+echo "all tests passed"
