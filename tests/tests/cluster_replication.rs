@@ -345,3 +345,31 @@ fn the_leader_sweeps_expired_records() {
         },
     );
 }
+
+#[test]
+fn a_restarted_follower_is_ready_only_once_it_has_caught_up() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("leader");
+    let f = c.followers()[0];
+    c.kill(f);
+    for i in 0..50 {
+        let key = format!("missed/{i}");
+        assert_eq!(
+            api::acquire(&c.url(leader), &key, json!({"ttl_ms": 600_000})).status(),
+            "SUCCESS"
+        );
+    }
+    c.restart(f);
+    let url = c.url(f);
+    eventually(Duration::from_secs(20), "the follower to be ready", || {
+        (locker_tests::get(&format!("{url}/readyz")).code == 200).then_some(())
+    });
+    // Ready means caught up: its own replica already has what it missed.
+    let r = api::read_stale(&url, "missed/49");
+    assert_eq!(
+        r.body["locked"],
+        json!(true),
+        "ready before catching up: {:?}",
+        r.body
+    );
+}

@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::answers::ReadyAnswer;
-use crate::node::Node;
+use crate::node::{LeaderHint, Node};
 
 /// Liveness: 200 while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
@@ -24,15 +24,24 @@ pub async fn healthz() -> Json<serde_json::Value> {
     responses((status = 200, description = "Ready", body = ReadyAnswer), (status = 503, description = "Not ready", body = ReadyAnswer)))]
 pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     let m = node.raft.metrics().borrow_watched().clone();
-    let committed = m.local_committed.as_ref().map_or(0, |l| l.index);
     let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
-    let leader_ready = match m.current_leader {
-        Some(id) if id == node.id => node.leader_now().is_some(),
-        Some(_) => true,
-        None => false,
+    let mut committed = m.local_committed.as_ref().map_or(0, |l| l.index);
+    let ready = match node.leader_hint() {
+        LeaderHint::Me => node.leader_now().is_some(),
+        // A restarted follower knows only its own, possibly stale, commit
+        // index: ask the leader for the real one.
+        LeaderHint::Other { client_addr, .. } => {
+            match leader_committed(&node, &client_addr).await {
+                Some(c) => {
+                    committed = committed.max(c);
+                    applied >= committed
+                }
+                None => false,
+            }
+        }
+        LeaderHint::Unknown => false,
     };
-    let ready = leader_ready && applied >= committed;
-    let body = super::answers::ReadyAnswer {
+    let body = ReadyAnswer {
         ready,
         leader_id: m.current_leader,
         committed_index: committed,
@@ -44,6 +53,19 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// The leader's commit index, from its cluster status.
+async fn leader_committed(node: &Node, client_addr: &str) -> Option<u64> {
+    let resp = node
+        .http
+        .get(format!("http://{client_addr}/v1/cluster"))
+        .timeout(std::time::Duration::from_secs(1))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = resp.json().await.ok()?;
+    v["committed_index"].as_u64()
 }
 
 /// Prometheus metrics in text format.
