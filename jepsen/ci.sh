@@ -13,7 +13,7 @@
 #   repository root). Output under ${JEPSEN_OUT:-target/jepsen-ci}/{short,control}.
 # Network namespaces are used when running as root with `ip netns` and
 # iptables working; otherwise plain 127.0.0.1 processes (`--hosts local`),
-# where partitions are skipped.
+# where partitions are skipped (JEPSEN_HOSTS=local forces that mode).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,9 +34,10 @@ for b in "$node_bin" "$jepsen_bin"; do
 done
 
 # Namespaces if we can make one (and run iptables inside it); it is removed
-# again at once.
+# again at once. JEPSEN_HOSTS=local forces plain processes.
 hosts=local
-if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v iptables >/dev/null; then
+if [ "${JEPSEN_HOSTS:-auto}" != local ] && [ "$(id -u)" = 0 ] &&
+  command -v ip >/dev/null && command -v iptables >/dev/null; then
   probe="lkjci$$-probe"
   if ip netns add "$probe" 2>/dev/null; then
     if ip netns exec "$probe" iptables -w 5 -L INPUT -n >/dev/null 2>&1; then
