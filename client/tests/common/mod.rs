@@ -32,22 +32,11 @@ impl Drop for Slot {
     }
 }
 
-/// Starts a cluster, retrying (with a loud note) when the harness times out
-/// waiting for it to become ready: a node start-up flake must not read as a
-/// client failure. Must be called outside any async runtime.
+/// Starts a cluster. Must be called outside any async runtime. (An earlier
+/// node start-up race made this retry; it is fixed, so a start-up failure
+/// fails the test.)
 pub fn start_cluster(n: usize) -> locker_tests::Cluster {
-    for attempt in 1..=3 {
-        match std::panic::catch_unwind(|| locker_tests::Cluster::start(n)) {
-            Ok(c) => return c,
-            Err(_) if attempt < 3 => {
-                eprintln!(
-                    "NOTE: a {n}-node test cluster did not become ready; retrying ({attempt}/3)"
-                )
-            }
-            Err(e) => std::panic::resume_unwind(e),
-        }
-    }
-    unreachable!("the loop returns or panics")
+    locker_tests::Cluster::start(n)
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
