@@ -351,7 +351,7 @@ impl Node {
     }
 
     /// Confirms leadership with a quorum (ReadIndex) and waits until that
-    /// index is applied; returns the time at which to judge liveness.
+    /// index is applied; returns the leader's time now (never behind the log).
     pub async fn linearizable_read_time(&self) -> Result<u64, Unavailable> {
         let term = self.ready_term().await?;
         let wait = Duration::from_millis(self.cfg.leader_wait_ms);

@@ -365,3 +365,41 @@ fn a_process_that_comes_back_does_not_revive_old_locks() {
     let st = t.owner_status("k@h/1.2.0", t.now());
     assert_eq!(st.status, Status::NoRunningProcess);
 }
+
+#[test]
+fn changes_between_sees_ttl_and_process_deadlines() {
+    let mut t = LockTable::new();
+    let p = "h/1.2".to_string();
+    t.apply(
+        1,
+        &Command {
+            time_ms: 1000,
+            op: Op::Keepalive {
+                process_hash: p.clone(),
+                ttl_ms: 500,
+                info: None,
+            },
+        },
+    );
+    let acquire = |key: &str, process: Option<String>, ttl_ms| Command {
+        time_ms: 1000,
+        op: Op::Acquire {
+            key: key.into(),
+            owner_hash: format!("{key}@h/1.2.0"),
+            process_hash: process,
+            trace: None,
+            ttl_ms,
+        },
+    };
+    t.apply(2, &acquire("ttl", None, 300));
+    t.apply(3, &acquire("proc", Some(p), 60_000));
+    // "ttl" ends at 1300, "proc" with its process at 1500.
+    assert!(t.key_changes_between("ttl", 1000, 1300));
+    assert!(!t.key_changes_between("ttl", 1300, 9999));
+    assert!(!t.key_changes_between("ttl", 1000, 1299));
+    assert!(t.key_changes_between("proc", 1000, 1500));
+    assert!(!t.key_changes_between("proc", 1000, 1499));
+    assert!(!t.key_changes_between("absent", 0, u64::MAX));
+    assert!(t.prefix_changes_between("p", 1000, 1600));
+    assert!(!t.prefix_changes_between("q", 0, u64::MAX));
+}

@@ -121,6 +121,18 @@ impl NodeProc {
         }
     }
 
+    /// Sets `flag` to `value` (or removes it when `value` is None) for the
+    /// next start.
+    pub fn set_flag(&mut self, flag: &str, value: Option<&str>) {
+        if let Some(i) = self.args.iter().position(|a| a == flag) {
+            self.args.drain(i..(i + 2).min(self.args.len()));
+        }
+        if let Some(v) = value {
+            self.args.push(flag.to_string());
+            self.args.push(v.to_string());
+        }
+    }
+
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
     }

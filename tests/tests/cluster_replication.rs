@@ -373,3 +373,34 @@ fn a_restarted_follower_is_ready_only_once_it_has_caught_up() {
         r.body
     );
 }
+
+#[test]
+fn a_read_never_reports_an_expiry_that_a_later_leader_could_undo() {
+    // A leader whose clock runs a minute ahead, and no sweeps to hide the race.
+    let mut c = Cluster::start_with(
+        1,
+        &["--test-clock-offset-ms", "60000", "--sweep-ms", "3600000"],
+    );
+    let url = c.url(1);
+    let a = api::acquire(
+        &url,
+        "skewed",
+        json!({"owner_hash": owner("skewed", 1), "ttl_ms": 1000}),
+    );
+    assert_eq!(a.status(), "SUCCESS");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Its clock says the lease is over: the read says free...
+    assert_eq!(api::read(&url, "skewed").body["locked"], json!(false));
+    // ...then the next leader's clock is a minute behind it.
+    c.node_mut(1).set_flag("--test-clock-offset-ms", None);
+    c.restart(1);
+    c.wait_ready(Duration::from_secs(20));
+    // The takeover marker must not revive what a read already called free.
+    let r = api::read(&c.url(1), "skewed");
+    assert_eq!(
+        r.body["locked"],
+        json!(false),
+        "a lock came back after a read saw it free: {:?}",
+        r.body
+    );
+}

@@ -258,14 +258,35 @@ pub async fn release(
     Ok(lock_outcome(outcome))
 }
 
-/// The time at which a read judges liveness: the leader's, after a quorum
-/// check, or the local log time for `?stale=true`.
-pub async fn read_time(node: &Node, stale: bool) -> Result<u64, ApiError> {
+/// The log time at which a read judges liveness.
+///
+/// Stale reads use the replica's log time. Linearizable reads confirm
+/// leadership, then judge at the log time too; if the leader's clock already
+/// sees one of the read's locks expire (TTL or process) where the log has not
+/// got to yet, a sweep entry first carries that time into the log. Judging
+/// at a time the log has not recorded would let a later leader (whose
+/// takeover marker judges at log time) bring the lock back: a read saying
+/// "free" followed by one saying "held" by the same owner.
+pub async fn read_time(
+    node: &Node,
+    stale: bool,
+    changes_between: impl Fn(&crate::core::LockTable, u64, u64) -> bool,
+) -> Result<u64, ApiError> {
     if stale {
-        Ok(node.replica.read().table.now())
-    } else {
-        Ok(node.linearizable_read_time().await?)
+        return Ok(node.replica.read().table.now());
     }
+    let leader_now = node.linearizable_read_time().await?;
+    {
+        let r = node.replica.read();
+        let log_now = r.table.now();
+        if !changes_between(&r.table, log_now, leader_now) {
+            return Ok(log_now);
+        }
+    }
+    // The sweep is stamped at or after `leader_now`, so once it is applied
+    // the log time covers the read.
+    node.propose(Op::Sweep).await?;
+    Ok(node.replica.read().table.now())
 }
 
 /// Read one lock: the live lock, or `{"locked":false}`.
@@ -282,7 +303,10 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let key = input::key(path)?;
     let q = input::query(q)?;
-    let at = read_time(&node, q.stale.unwrap_or(false)).await?;
+    let at = read_time(&node, q.stale.unwrap_or(false), |t, from, to| {
+        t.key_changes_between(&key, from, to)
+    })
+    .await?;
     let r = node.replica.read();
     let lock = r.table.live_lock(&key, at).cloned();
     Ok(Json(ReadAnswer {
@@ -320,7 +344,10 @@ pub async fn list(
             "the prefix is longer than a key may be",
         ));
     }
-    let at = read_time(&node, q.stale.unwrap_or(false)).await?;
+    let at = read_time(&node, q.stale.unwrap_or(false), |t, from, to| {
+        t.prefix_changes_between(&prefix, from, to)
+    })
+    .await?;
     let r = node.replica.read();
     let locks = r
         .table
@@ -345,7 +372,12 @@ pub async fn owner(
 ) -> Result<Response, ApiError> {
     let owner_hash = input::path_param(path, "owner hash")?;
     let q = input::query(q)?;
-    let at = read_time(&node, q.stale.unwrap_or(false)).await?;
+    let key = crate::core::parse_owner_hash(&owner_hash).map(|p| p.key.to_string());
+    let at = read_time(&node, q.stale.unwrap_or(false), |t, from, to| {
+        key.as_deref()
+            .is_some_and(|k| t.key_changes_between(k, from, to))
+    })
+    .await?;
     let st = node.replica.read().table.owner_status(&owner_hash, at);
     Ok(Json(OwnerAnswer {
         status: st.status,

@@ -221,6 +221,38 @@ impl LockTable {
         }
     }
 
+    /// Whether `lock`'s liveness can change in the window `(from, to]`: its
+    /// TTL or its process's keep-alive runs out in it. A linearizable read
+    /// that would judge at `to` what the log has only reached at `from` must
+    /// first get that time into the log (see the API's read path).
+    fn lock_changes_between(&self, lock: &Lock, from: u64, to: u64) -> bool {
+        let within = |deadline: u64| from < deadline && deadline <= to;
+        within(lock.expires_at)
+            || lock
+                .process_hash
+                .as_deref()
+                .and_then(|p| self.processes.get(p))
+                .is_some_and(|p| within(p.alive_until))
+    }
+
+    /// [`Self::lock_changes_between`] for the lock on `key`, if any.
+    pub fn key_changes_between(&self, key: &str, from: u64, to: u64) -> bool {
+        self.locks
+            .get(key)
+            .is_some_and(|l| self.lock_changes_between(l, from, to))
+    }
+
+    /// [`Self::lock_changes_between`] for any lock whose key starts with `prefix`.
+    pub fn prefix_changes_between(&self, prefix: &str, from: u64, to: u64) -> bool {
+        self.locks
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .any(|(_, l)| self.lock_changes_between(l, from, to))
+    }
+
     /// Whether a sweep at `at` would remove anything.
     pub fn has_expired(&self, at: u64) -> bool {
         self.locks.values().any(|l| l.expires_at <= at)
