@@ -235,6 +235,16 @@ pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> Answer {
     )
 }
 
+pub fn put_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> Answer {
+    answer(
+        http()
+            .put(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send(),
+    )
+}
+
 pub fn put(url: &str, body: Value) -> Answer {
     answer(http().put(url).json(&body).send())
 }

@@ -1,6 +1,6 @@
 //! Bad input gets a 4xx with `{"error":{"code","message"}}` and changes nothing.
 
-use locker_tests::{api, enc, get, http, post_raw, Cluster};
+use locker_tests::{api, enc, get, http, post_raw, put_raw, Cluster};
 use serde_json::json;
 
 fn assert_error(a: &locker_tests::Answer, code: u16, error: &str) {
@@ -79,25 +79,7 @@ fn every_bad_input_is_refused_and_changes_nothing() {
             400,
             "INVALID_JSON",
         );
-        let put = |p: &str, body: &str| {
-            locker_tests::Answer::clone(&{
-                let r = http()
-                    .put(format!("{url}/v1/processes/{p}"))
-                    .body(body.to_string())
-                    .send();
-                match r {
-                    Ok(r) => {
-                        let code = r.status().as_u16();
-                        locker_tests::Answer {
-                            code,
-                            body: r.json().unwrap_or(json!(null)),
-                            retry_after: None,
-                        }
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            })
-        };
+        let put = |p: &str, body: &'static str| put_raw(&format!("{url}/v1/processes/{p}"), body);
         assert_error(&put("bad-process", "{}"), 400, "INVALID_PROCESS_HASH");
         assert_error(
             &put(&enc("h/1.2"), r#"{"ttl_ms":3600001}"#),

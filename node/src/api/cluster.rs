@@ -18,7 +18,7 @@ use super::answers::{ClusterAnswer, ErrorAnswer, Member};
 
 use super::error::ApiError;
 use super::input;
-use crate::network::{fetch_peer_info, SECRET_HEADER};
+use crate::network::{fetch_peer_info, same_secret, SECRET_HEADER};
 use crate::node::Node;
 use crate::types::PeerNode;
 
@@ -68,7 +68,7 @@ pub struct AddMember {
 /// Membership changes are for operators: they need the cluster secret too.
 fn require_secret(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
-    if given != Some(node.cfg.cluster_secret.as_bytes()) {
+    if !given.is_some_and(|g| same_secret(g, node.cfg.cluster_secret.as_bytes())) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",

@@ -45,7 +45,7 @@ pub fn peer_router(state: Arc<PeerState>) -> Router {
 }
 
 /// Constant-time comparison, so the secret cannot be guessed byte by byte.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
