@@ -23,19 +23,26 @@ fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
 
+# The test build of the node carries crash points (`failpoints`) and the
+# deliberate safety breaks the fault suite must catch (`mutations`); both are
+# inert unless armed, and release images never enable them.
+features=(--features locker-node/failpoints,locker-node/mutations)
+
 step "formatting"
 cargo fmt --all -- --check
 
 step "lints"
+cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
+# The default (release-image) feature set must lint clean too.
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "building binaries"
-cargo build --workspace --bins
+cargo build --workspace --bins "${features[@]}"
 
 step "tests"
 # Integration tests start real clusters; two test threads keep this 2-core
 # machine from starving elections.
-cargo test --workspace -- --test-threads=2
+cargo test --workspace "${features[@]}" -- --test-threads=2
 
 step "fault injection (short form): jepsen/ci.sh"
 # A ~60 s run under kill, pause and partition that must be valid, and the

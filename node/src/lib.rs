@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod metrics;
+pub mod mutation;
 pub mod network;
 pub mod node;
 pub mod store;

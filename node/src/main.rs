@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     init_tracing(&cli.node.log_format);
+    locker_node::mutation::announce();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
