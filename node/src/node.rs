@@ -31,6 +31,10 @@ pub enum Unavailable {
     /// The write was proposed but its fate is unknown (leader change, timeout).
     #[error("the outcome of the write is unknown: {0}")]
     Unknown(String),
+    /// Another node leads now and nothing was done here: the request can be
+    /// forwarded to it as if it had gone there first.
+    #[error("no leader is available here: node {0} leads now")]
+    LeaderElsewhere(NodeId),
 }
 
 /// This node's leadership for one term, once its takeover marker is applied.
@@ -295,23 +299,32 @@ impl Node {
         }
     }
 
-    /// Waits (bounded) until this node leads with its marker applied.
+    /// Waits (bounded by `--leader-wait-ms`) until this node leads with its
+    /// marker applied. Gives up early only when another node leads, so that
+    /// the caller can forward there; a node whose metrics still name itself
+    /// (a leadership restored from disk, a step-down in progress) waits for
+    /// the outcome instead of refusing at once.
     pub async fn ready_term(&self) -> Result<LeaderTerm, Unavailable> {
         let mut rx = self.leader.subscribe();
+        let mut raft_metrics = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.leader_wait_ms);
         loop {
-            if let Some(t) = rx.borrow_and_update().clone() {
-                if t.ready {
-                    return Ok(t);
-                }
-            } else if !self.raft.is_leader() {
-                return Err(Unavailable::NoLeader("this node is not the leader".into()));
+            if let Some(t) = rx.borrow_and_update().clone().filter(|t| t.ready) {
+                return Ok(t);
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Err(Unavailable::NoLeader("the leader is not ready yet".into())),
+            raft_metrics.borrow_and_update();
+            if let LeaderHint::Other { id, .. } = self.leader_hint() {
+                return Err(Unavailable::LeaderElsewhere(id));
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { break },
+                r = raft_metrics.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        Err(Unavailable::NoLeader(
+            "no ready leader within --leader-wait-ms".into(),
+        ))
     }
 
     /// Proposes `op` stamped with the leader's time and waits for its outcome.

@@ -11,7 +11,14 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Nothing was done and another node leads: the routing layer may send
+    /// the request there (see `forward::route_to_leader`).
+    pub leader_elsewhere: bool,
 }
+
+/// Response extension set on answers of [`ApiError::leader_elsewhere`].
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderElsewhere;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -19,6 +26,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            leader_elsewhere: false,
         }
     }
 
@@ -34,10 +42,12 @@ impl ApiError {
 impl From<Unavailable> for ApiError {
     fn from(u: Unavailable) -> Self {
         let code = match u {
-            Unavailable::NoLeader(_) => "NO_LEADER",
+            Unavailable::NoLeader(_) | Unavailable::LeaderElsewhere(_) => "NO_LEADER",
             Unavailable::Unknown(_) => "TIMEOUT",
         };
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, u.to_string())
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, u.to_string());
+        e.leader_elsewhere = matches!(u, Unavailable::LeaderElsewhere(_));
+        e
     }
 }
 
@@ -50,6 +60,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (self.status, Json(body)).into_response();
+        if self.leader_elsewhere {
+            resp.extensions_mut().insert(LeaderElsewhere);
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 is retryable; say when.
             resp.headers_mut()

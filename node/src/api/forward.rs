@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body};
+use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, LeaderElsewhere};
 use super::input::MAX_BODY_BYTES;
 use crate::node::{LeaderHint, Node};
 
@@ -56,8 +57,13 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
     loop {
         match node.leader_hint() {
             LeaderHint::Me => {
-                let req = Request::from_parts(parts, Body::from(body));
-                return next.run(req).await;
+                let resp = next.clone().run(rebuild(&parts, body.clone())).await;
+                // The handler found another node leading before doing
+                // anything: send the request there, within the same wait.
+                let moved = resp.extensions().get::<LeaderElsewhere>().is_some();
+                if !moved || forwarded || tokio::time::Instant::now() >= deadline {
+                    return resp;
+                }
             }
             LeaderHint::Other { id, client_addr } if !forwarded => {
                 match forward(&node, &parts, body.clone(), &client_addr).await {
@@ -80,12 +86,23 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
     }
 }
 
+/// A copy of the request, so it can be served here or sent elsewhere again.
+fn rebuild(parts: &Parts, body: Bytes) -> Request {
+    let mut req = Request::new(Body::from(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    req
+}
+
 /// Sends the request to the leader. `Err` only when it surely did not arrive
 /// (the connection failed), so retrying cannot apply a write twice.
 async fn forward(
     node: &Node,
-    parts: &axum::http::request::Parts,
-    body: axum::body::Bytes,
+    parts: &Parts,
+    body: Bytes,
     client_addr: &str,
 ) -> Result<Response, String> {
     node.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
