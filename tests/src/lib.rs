@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod replicas;
+
 pub const SECRET: &str = "test-cluster-secret";
 
 /// Path of a workspace binary (`locker-node`, `locker`), built beforehand.

@@ -3,7 +3,7 @@
 
 use locker_tests::{get, http, Cluster};
 
-const SPEC_ROUTES: [(&str, &str); 12] = [
+const SPEC_ROUTES: [(&str, &str); 13] = [
     ("put", "/v1/processes/{process_hash}"),
     ("delete", "/v1/processes/{process_hash}"),
     ("post", "/v1/locks/{key}/acquire"),
@@ -16,6 +16,7 @@ const SPEC_ROUTES: [(&str, &str); 12] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/v1/digest"),
 ];
 
 #[test]

@@ -57,6 +57,16 @@ fn a_lock_granted_through_the_leader_is_seen_on_every_node() {
         b.body
     );
     assert_eq!(b.body["lock"]["owner_hash"], json!(owner("jobs/report", 1)));
+    // Every replica holds the same table at the same index; each node answers
+    // for itself (a digest is never forwarded).
+    let agreed = c.assert_replicas_agree(Duration::from_secs(20));
+    assert_eq!(agreed.digest.len(), 64);
+    assert!(agreed.digest.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(agreed.locks >= 1, "{agreed:?}");
+    for n in &c.nodes {
+        let d = locker_tests::replicas::replica_digest(&n.url()).expect("a digest");
+        assert_eq!(d.node_id, n.id);
+    }
 }
 
 #[test]
@@ -110,6 +120,7 @@ fn killing_the_leader_elects_another_and_loses_no_acknowledged_lock() {
         "the old leader to catch up",
         || (api::read_stale(&c.url(old), "fresh").body["locked"] == json!(true)).then_some(()),
     );
+    c.assert_replicas_agree(Duration::from_secs(20));
 }
 
 #[test]
@@ -158,6 +169,7 @@ fn killing_every_node_and_restarting_keeps_acknowledged_locks_and_tokens_rise() 
         "token went from {before} to {}",
         token(&again)
     );
+    c.assert_replicas_agree(Duration::from_secs(20));
 }
 
 #[test]
@@ -220,6 +232,8 @@ fn a_node_added_at_runtime_catches_up_through_a_snapshot() {
     let new = c.wait_ready(Duration::from_secs(20));
     let r = api::read(&c.url(new), "snap/1");
     assert_eq!(r.body["locked"], json!(true));
+    // The node that caught up through a snapshot holds the same table.
+    c.assert_replicas_agree(Duration::from_secs(20));
 }
 
 #[test]
@@ -256,6 +270,7 @@ fn sigterm_stops_a_node_cleanly_and_it_rejoins_with_its_data() {
         "{:?}",
         r.body
     );
+    c.assert_replicas_agree(Duration::from_secs(20));
 }
 
 #[test]
@@ -372,6 +387,7 @@ fn a_restarted_follower_is_ready_only_once_it_has_caught_up() {
         "ready before catching up: {:?}",
         r.body
     );
+    c.assert_replicas_agree(Duration::from_secs(20));
 }
 
 #[test]

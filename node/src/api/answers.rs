@@ -93,3 +93,19 @@ pub struct ReadyAnswer {
     pub committed_index: u64,
     pub applied_index: u64,
 }
+
+/// A digest of this replica's lock table at its applied index, to compare
+/// replicas: equal indexes must give equal digests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DigestAnswer {
+    pub node_id: u64,
+    /// The last log index applied to this replica (0 before any).
+    pub applied_index: u64,
+    /// SHA-256 (64 lowercase hex chars) of the canonical encoding of the whole
+    /// table: log time, lock records and process records in key order.
+    pub digest: String,
+    /// Lock records in the table, live or not yet swept.
+    pub locks: u64,
+    /// Process records in the table, live or not yet swept.
+    pub processes: u64,
+}

@@ -22,7 +22,9 @@ pub const FORWARDED_HEADER: &str = "x-locker-forwarded-by";
 
 fn needs_leader(req: &Request) -> bool {
     let path = req.uri().path();
-    if !path.starts_with("/v1/") || (req.method() == Method::GET && path == "/v1/cluster") {
+    // Status and digests describe the node asked, never the leader.
+    let local = ["/v1/cluster", "/v1/digest"];
+    if !path.starts_with("/v1/") || (req.method() == Method::GET && local.contains(&path)) {
         return false;
     }
     if req.method() == Method::GET {

@@ -16,20 +16,20 @@ use super::{answers, cluster, locks, ops, processes};
         processes::keepalive, processes::end,
         locks::acquire, locks::extend, locks::release, locks::read, locks::list, locks::owner,
         cluster::status, cluster::add_member, cluster::remove_member,
-        ops::healthz, ops::readyz, ops::metrics,
+        ops::healthz, ops::readyz, ops::metrics, ops::digest,
     ),
     components(schemas(
         crate::core::Lock, crate::core::Status,
         answers::LockAnswer, answers::ReadAnswer, answers::ListAnswer, answers::OwnerAnswer,
         answers::KeepaliveAnswer, answers::StatusAnswer, answers::ErrorAnswer, answers::ErrorDetail,
-        answers::ClusterAnswer, answers::Member, answers::ReadyAnswer,
+        answers::ClusterAnswer, answers::Member, answers::ReadyAnswer, answers::DigestAnswer,
         locks::AcquireBody, locks::ExtendBody, locks::ReleaseBody, processes::KeepaliveBody, cluster::AddMember,
     )),
     tags(
         (name = "locks", description = "Acquire, extend, release, read and list locks"),
         (name = "processes", description = "Client processes whose death frees their locks"),
         (name = "cluster", description = "Cluster status and membership"),
-        (name = "operations", description = "Health, readiness, metrics"),
+        (name = "operations", description = "Health, readiness, metrics, replica digests"),
     )
 )]
 pub struct ApiDoc;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::answers::ReadyAnswer;
+use super::answers::{DigestAnswer, ReadyAnswer};
 use crate::node::{LeaderHint, Node};
 
 /// Liveness: 200 while the process runs.
@@ -66,6 +66,23 @@ async fn leader_committed(node: &Node, client_addr: &str) -> Option<u64> {
         .ok()?;
     let v: serde_json::Value = resp.json().await.ok()?;
     v["committed_index"].as_u64()
+}
+
+/// This replica's table digest at its applied index. Served by the node
+/// asked, never forwarded: it is for comparing replicas.
+#[utoipa::path(get, path = "/v1/digest", tag = "operations",
+    responses((status = 200, description = "This replica's digest", body = DigestAnswer)))]
+pub async fn digest(State(node): State<Arc<Node>>) -> Json<DigestAnswer> {
+    // One read guard: the index and the table it describes are from the same
+    // instant (apply holds the write guard over both).
+    let r = node.replica.read();
+    Json(DigestAnswer {
+        node_id: node.id,
+        applied_index: r.last_applied.as_ref().map_or(0, |l| l.index),
+        digest: crate::core::digest::table_digest(&r.table),
+        locks: r.table.lock_records() as u64,
+        processes: r.table.process_records() as u64,
+    })
 }
 
 /// Prometheus metrics in text format.

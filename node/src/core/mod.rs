@@ -7,6 +7,7 @@
 //! That is what lets every replica, and every replay of the same log, reach
 //! byte-identical state.
 
+pub mod digest;
 mod hashes;
 mod model;
 mod table;
