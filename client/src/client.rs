@@ -139,7 +139,11 @@ pub struct Client {
 struct ClientInner {
     http: reqwest::Client,
     opts: ClientOptions,
-    preferred: AtomicUsize,
+    /// The endpoint that answered last: every call starts there (sticky),
+    /// and moves on only when it fails. Shared by a locker's clients, so
+    /// what the reporter thread learns about a hung node the heartbeats do
+    /// not have to learn again.
+    preferred: Arc<AtomicUsize>,
 }
 
 /// What one attempt against one endpoint produced.
@@ -155,6 +159,16 @@ enum Attempt {
 impl Client {
     /// Builds a client; does not connect.
     pub fn new(opts: ClientOptions) -> Result<Client, Error> {
+        Client::with_preference(opts, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// A client with its own connections (for another runtime) that shares
+    /// this one's remembered good endpoint.
+    pub(crate) fn sibling(&self, opts: ClientOptions) -> Result<Client, Error> {
+        Client::with_preference(opts, self.inner.preferred.clone())
+    }
+
+    fn with_preference(opts: ClientOptions, preferred: Arc<AtomicUsize>) -> Result<Client, Error> {
         if opts.endpoints.is_empty() {
             return Err(Error::Config("at least one endpoint is needed".into()));
         }
@@ -169,7 +183,7 @@ impl Client {
             inner: Arc::new(ClientInner {
                 http,
                 opts,
-                preferred: AtomicUsize::new(0),
+                preferred,
             }),
         })
     }
@@ -215,11 +229,12 @@ impl Client {
                     last,
                 });
             }
-            let remaining = budget
-                .saturating_sub(elapsed)
-                .max(Duration::from_millis(50));
-            let per_try = Duration::from_millis(opts.request_timeout_ms.saturating_add(extra_ms))
-                .min(remaining + Duration::from_millis(extra_ms));
+            let per_try = per_try_timeout(
+                budget.saturating_sub(elapsed),
+                n - tries % n,
+                opts.request_timeout_ms,
+                extra_ms,
+            );
             let endpoint = &opts.endpoints[idx];
             match self.attempt(&method, endpoint, path, body, per_try).await {
                 Attempt::Done(status, value) => {
@@ -522,6 +537,30 @@ impl Client {
     }
 }
 
+/// The smallest share of a budget one attempt gets, so a slow but healthy
+/// node (an fsync under load) is not cut off by a budget split many ways.
+const MIN_TRY_MS: u64 = 300;
+
+/// Timeout of one attempt: the `remaining` budget shared among the
+/// `untried` endpoints of this round (a node that accepts connections and
+/// never answers must not eat the whole budget: the others still get their
+/// turn), at least [`MIN_TRY_MS`] (but never beyond what remains), at most
+/// `request_timeout_ms`; a waiting acquire's `extra_ms` on top.
+fn per_try_timeout(
+    remaining: Duration,
+    untried: usize,
+    request_timeout_ms: u64,
+    extra_ms: u64,
+) -> Duration {
+    let remaining = remaining.max(Duration::from_millis(50));
+    let share = remaining / (untried.max(1) as u32);
+    let floor = Duration::from_millis(MIN_TRY_MS).min(remaining);
+    let base = share
+        .max(floor)
+        .min(Duration::from_millis(request_timeout_ms.max(1)));
+    base + Duration::from_millis(extra_ms)
+}
+
 fn describe_reqwest_error(e: &reqwest::Error) -> String {
     // reqwest's Display hides the cause ("error sending request"); the
     // source chain says what actually happened (refused, reset, timeout).
@@ -661,6 +700,51 @@ mod tests {
             .expect("acquire");
         assert_eq!(r.status, LockStatus::SomeoneElseHoldsLock);
         assert_eq!(r.lock.expect("holder").owner_hash, "k@other/1.2.3");
+    }
+
+    #[test]
+    fn per_try_timeouts_leave_room_for_the_other_endpoints() {
+        let ms = Duration::from_millis;
+        // A 2 s keep-alive budget over two endpoints: 1 s each, not 2 s on
+        // the first.
+        assert_eq!(per_try_timeout(ms(2_000), 2, 5_000, 0), ms(1_000));
+        // The last untried endpoint gets all that is left.
+        assert_eq!(per_try_timeout(ms(1_200), 1, 5_000, 0), ms(1_200));
+        // Never more than one request timeout, never under the floor unless
+        // the budget itself is smaller.
+        assert_eq!(per_try_timeout(ms(60_000), 2, 5_000, 0), ms(5_000));
+        assert_eq!(per_try_timeout(ms(900), 9, 5_000, 0), ms(300));
+        assert_eq!(per_try_timeout(ms(120), 3, 5_000, 0), ms(120));
+        // A waiting acquire may wait its wait_ms on top.
+        assert_eq!(per_try_timeout(ms(10_000), 2, 5_000, 7_000), ms(12_000));
+    }
+
+    #[tokio::test]
+    async fn a_hung_endpoint_does_not_eat_the_budget() {
+        let hung = FakeServer::hung_url().await;
+        let srv = FakeServer::start(|_req| FakeReply::json(200, r#"{"locked":false}"#)).await;
+        let c = client(vec![hung, srv.url()], 2_000);
+        let t = Instant::now();
+        assert_eq!(
+            c.read_lock_within("k", Some(Duration::from_millis(2_000)))
+                .await
+                .expect("read"),
+            None
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(1_800),
+            "{:?}",
+            t.elapsed()
+        );
+        // Sticky: the next call goes straight to the healthy node.
+        let t = Instant::now();
+        c.read_lock("k").await.expect("read");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(srv.hits(), 2);
     }
 
     #[test]

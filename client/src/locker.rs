@@ -398,6 +398,7 @@ impl Locker {
                     failover_timeout_ms: o.failover_timeout_ms,
                     ..Default::default()
                 },
+                sibling_of: self.inner.client.clone(),
                 report_write_ms: o.report_write_ms,
                 report_ttl_ms: o.report_ttl_ms,
                 margin_ms: self.inner.process_margin_ms,

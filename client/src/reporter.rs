@@ -19,6 +19,9 @@ use tokio::sync::{broadcast, watch};
 #[derive(Debug, Clone)]
 pub(crate) struct ReporterConfig {
     pub client: ClientOptions,
+    /// The locker's client: the reporter's own client shares its
+    /// remembered good endpoint.
+    pub sibling_of: Client,
     pub report_write_ms: u64,
     pub report_ttl_ms: u64,
     pub margin_ms: u64,
@@ -161,7 +164,7 @@ fn run(
     };
     // Its own HTTP client: connections are bound to the runtime that opened
     // them, and this thread must not depend on the application's runtime.
-    let client = match Client::new(cfg.client.clone()) {
+    let client = match cfg.sibling_of.sibling(cfg.client.clone()) {
         Ok(c) => c,
         Err(e) => {
             emit(&events, e);

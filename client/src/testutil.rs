@@ -66,6 +66,20 @@ impl FakeServer {
         format!("http://{addr}")
     }
 
+    /// A node that accepts connections and never answers (a paused process,
+    /// a black-holed route): the accepted sockets are held open, unread.
+    pub async fn hung_url() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = l.accept().await {
+                held.push(sock);
+            }
+        });
+        format!("http://{addr}")
+    }
+
     pub async fn start<F>(handler: F) -> FakeServer
     where
         F: Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static,

@@ -4,6 +4,8 @@
 //! The binary is `$LOCKER_NODE_BIN`, or `target/debug/locker-node` (built by
 //! `cargo build -p locker-node`, which the test script runs first).
 
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
