@@ -3,7 +3,7 @@
 
 use locker_tests::{get, http, Cluster};
 
-const SPEC_ROUTES: [(&str, &str); 13] = [
+const SPEC_ROUTES: [(&str, &str); 14] = [
     ("put", "/v1/processes/{process_hash}"),
     ("delete", "/v1/processes/{process_hash}"),
     ("post", "/v1/locks/{key}/acquire"),
@@ -17,6 +17,7 @@ const SPEC_ROUTES: [(&str, &str); 13] = [
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/v1/digest"),
+    ("post", "/v1/cluster/leader"),
 ];
 
 #[test]

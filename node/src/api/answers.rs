@@ -109,3 +109,9 @@ pub struct DigestAnswer {
     /// Process records in the table, live or not yet swept.
     pub processes: u64,
 }
+
+/// Answer to a leadership transfer: the node that now leads and serves.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderAnswer {
+    pub leader_id: u64,
+}

@@ -3,6 +3,7 @@
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -14,7 +15,7 @@ use openraft::ChangeMembers;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::answers::{ClusterAnswer, ErrorAnswer, Member};
+use super::answers::{ClusterAnswer, ErrorAnswer, LeaderAnswer, Member};
 
 use super::error::ApiError;
 use super::input;
@@ -158,4 +159,102 @@ pub async fn remove_member(
         .await
         .map_err(membership_error)?;
     Ok(Json(cluster_json(&node)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeader {
+    /// The voter that should lead.
+    pub id: u64,
+}
+
+/// Make node `id` the leader (openraft leadership transfer). Answers once it
+/// leads with its takeover marker applied, so it serves at once.
+#[utoipa::path(post, path = "/v1/cluster/leader", tag = "cluster",
+    params(("x-locker-cluster-secret" = String, Header, description = "The cluster secret")),
+    request_body = TransferLeader,
+    responses(
+        (status = 200, description = "Node `id` leads and serves", body = LeaderAnswer),
+        (status = 400, description = "Bad input, or the node is not a voter", body = ErrorAnswer),
+        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer),
+        (status = 404, description = "No such member", body = ErrorAnswer),
+        (status = 503, description = "No leader, or the transfer did not finish in time", body = ErrorAnswer)))]
+pub async fn transfer_leader(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_secret(&node, &headers)?;
+    let b: TransferLeader = input::json_body(body, false)?;
+    let target_addr = voter_client_addr(&node, b.id)?;
+    tracing::info!(to = b.id, "leadership transfer requested");
+    // Bounded by what a forwarding follower waits for our answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(node.cfg.write_timeout_ms);
+    let mut triggered_at: Option<tokio::time::Instant> = None;
+    loop {
+        if leads_and_serves(&node, b.id, &target_addr).await {
+            return Ok(Json(LeaderAnswer { leader_id: b.id }).into_response());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TIMEOUT",
+                format!("node {} did not take over in time", b.id),
+            ));
+        }
+        // (Re)ask while we still lead: a lost transfer message is retried.
+        let due = triggered_at.is_none_or(|t| now >= t + Duration::from_secs(1));
+        if b.id != node.id && node.raft.is_leader() && due {
+            node.raft
+                .trigger()
+                .transfer_leader(b.id)
+                .await
+                .map_err(membership_error)?;
+            triggered_at = Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The client address of voter `id`: 404 for no such member, 400 for a learner.
+fn voter_client_addr(node: &Node, id: u64) -> Result<String, ApiError> {
+    let m = node.raft.metrics();
+    let m = m.borrow_watched();
+    let membership = m.membership_config.membership();
+    let Some(member) = membership.get_node(&id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_NODE",
+            format!("node {id} is not a member of the cluster"),
+        ));
+    };
+    if !membership.voter_ids().any(|v| v == id) {
+        return Err(ApiError::bad_request(
+            "INVALID_NODE",
+            format!("node {id} is a learner; only a voter can lead"),
+        ));
+    }
+    Ok(member.client_addr.clone())
+}
+
+/// Whether node `id` leads with its takeover marker applied: asked locally
+/// for this node, else through the target's own readiness.
+async fn leads_and_serves(node: &Node, id: u64, client_addr: &str) -> bool {
+    if id == node.id {
+        return node.leader_now().is_some();
+    }
+    let resp = node
+        .http
+        .get(format!("http://{client_addr}/readyz"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    let Ok(resp) = resp else { return false };
+    if !resp.status().is_success() {
+        return false;
+    }
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    // A leader's readiness means its takeover marker is applied.
+    v["leader_id"].as_u64() == Some(id)
 }

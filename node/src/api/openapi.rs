@@ -15,15 +15,15 @@ use super::{answers, cluster, locks, ops, processes};
     paths(
         processes::keepalive, processes::end,
         locks::acquire, locks::extend, locks::release, locks::read, locks::list, locks::owner,
-        cluster::status, cluster::add_member, cluster::remove_member,
+        cluster::status, cluster::add_member, cluster::remove_member, cluster::transfer_leader,
         ops::healthz, ops::readyz, ops::metrics, ops::digest,
     ),
     components(schemas(
         crate::core::Lock, crate::core::Status,
         answers::LockAnswer, answers::ReadAnswer, answers::ListAnswer, answers::OwnerAnswer,
         answers::KeepaliveAnswer, answers::StatusAnswer, answers::ErrorAnswer, answers::ErrorDetail,
-        answers::ClusterAnswer, answers::Member, answers::ReadyAnswer, answers::DigestAnswer,
-        locks::AcquireBody, locks::ExtendBody, locks::ReleaseBody, processes::KeepaliveBody, cluster::AddMember,
+        answers::ClusterAnswer, answers::Member, answers::ReadyAnswer, answers::DigestAnswer, answers::LeaderAnswer,
+        locks::AcquireBody, locks::ExtendBody, locks::ReleaseBody, processes::KeepaliveBody, cluster::AddMember, cluster::TransferLeader,
     )),
     tags(
         (name = "locks", description = "Acquire, extend, release, read and list locks"),

@@ -9,7 +9,8 @@ use openraft::errors::{
 };
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RPCTypes, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -157,6 +158,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.call("/raft/pre-vote", &rpc, ttl)
             .await
             .map_err(|f| self.rpc_error(f, RPCTypes::Vote, ttl))
+    }
+
+    /// Without it openraft's default refuses, and a transfer only ends by
+    /// election timeout, to whichever node wins (`POST /v1/cluster/leader`).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        self.call("/raft/transfer-leader", &req, ttl)
+            .await
+            .map_err(|f| self.rpc_error(f, RPCTypes::TransferLeader, ttl))
     }
 
     async fn full_snapshot(

@@ -37,6 +37,7 @@ pub fn peer_router(state: Arc<PeerState>) -> Router {
         .route("/raft/vote", post(vote))
         .route("/raft/pre-vote", post(pre_vote))
         .route("/raft/snapshot", post(snapshot))
+        .route("/raft/transfer-leader", post(transfer_leader))
         .route("/peer/info", get(info))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         // Snapshots carry the whole table.
@@ -97,6 +98,13 @@ async fn vote(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
 async fn pre_vote(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => answer(st.raft.pre_vote(req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn transfer_leader(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => answer(st.raft.handle_transfer_leader(req).await),
         Err(r) => *r,
     }
 }
