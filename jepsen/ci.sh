@@ -6,11 +6,16 @@
 #  (b) the negative control, in its own run: the unfenced twin of the
 #      protected set must lose acknowledged writes under client pauses (and
 #      the fenced set, under the same faults, must not). If the unfenced set
-#      survives, the faults did not bite, and that fails the suite too.
+#      survives, the faults did not bite, and that fails the suite too;
+#  (c) `locker run` jobs (workload run) with a client cut off from the
+#      cluster (client-cut) and holders killed with SIGKILL: no two jobs of
+#      a key alive at once, takeovers in bound; it must be valid, and its
+#      unlocked twin (run-unlocked) must be judged invalid.
 #
-# Usage: jepsen/ci.sh [NODE_BIN [JEPSEN_BIN]]
-#   defaults: target/debug/locker-node target/debug/locker-jepsen (from the
-#   repository root). Output under ${JEPSEN_OUT:-target/jepsen-ci}/{short,control}.
+# Usage: jepsen/ci.sh [NODE_BIN [JEPSEN_BIN [LOCKER_BIN]]]
+#   defaults: target/debug/locker-node target/debug/locker-jepsen
+#   target/debug/locker (from the repository root). Output under
+#   ${JEPSEN_OUT:-target/jepsen-ci}/{short,control,run}.
 # Network namespaces are used when running as root with `ip netns` and
 # iptables working; otherwise plain 127.0.0.1 processes (`--hosts local`),
 # where partitions are skipped (JEPSEN_HOSTS=local forces that mode).
@@ -22,13 +27,14 @@ abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esa
 # defaults relative to the repository root.
 node_bin="$(abs "${1:-$root/target/debug/locker-node}")"
 jepsen_bin="$(abs "${2:-$root/target/debug/locker-jepsen}")"
+locker_bin="$(abs "${3:-$root/target/debug/locker}")"
 out_base="$(abs "${JEPSEN_OUT:-$root/target/jepsen-ci}")"
 
 say() { printf '[jepsen-ci %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
-for b in "$node_bin" "$jepsen_bin"; do
+for b in "$node_bin" "$jepsen_bin" "$locker_bin"; do
   if [ ! -x "$b" ]; then
-    say "missing binary $b (cargo build -p locker-node -p locker-jepsen)"
+    say "missing binary $b (cargo build -p locker-node -p locker-jepsen -p locker-client)"
     exit 3
   fi
 done
@@ -48,17 +54,20 @@ if [ "${JEPSEN_HOSTS:-auto}" != local ] && [ "$(id -u)" = 0 ] &&
 fi
 if [ "$hosts" = netns ]; then
   short_nemesis="kill,pause,partition"
+  run_nemesis="client-cut"
   say "hosts: network namespaces"
 else
   short_nemesis="kill,pause"
+  run_nemesis="none"
   say "NOTE: not root or no working 'ip netns'/iptables: running on 127.0.0.1 (--hosts local);"
-  say "NOTE: the partition nemesis is skipped in this mode"
+  say "NOTE: the partition and client-cut nemeses are skipped in this mode"
 fi
 
 mkdir -p "$out_base"
 short="$out_base/short"
 control="$out_base/control"
-rm -rf "$short" "$control"
+runs="$out_base/run"
+rm -rf "$short" "$control" "$runs"
 
 # Prints the one-line verdicts of a run.
 verdicts() {
@@ -121,6 +130,23 @@ else
     say "(b) FAILED (exit $rc): the fenced checkers did not all pass under the same faults"
   fi
   say "    see $control/report.html"
+  failed=1
+fi
+
+# `locker run` jobs on 3 keys x 3 runners, each runner in its own network
+# namespace; the nemesis cuts one runner (preferably the one whose job is
+# running) off from every node for 5-8 s, and runners kill holders with
+# SIGKILL now and then. The unlocked twin runs beside it and must overlap.
+say "(c) run workload: 3 nodes, nemesis $run_nemesis, workloads run,run-unlocked, 60 s + 10 s recovery"
+rc=0
+run "$runs" --nodes 3 --nemesis "$run_nemesis" --workload run,run-unlocked --locker-bin "$locker_bin" \
+  --time-limit 60 --recovery 10 --interval 3,5 --fault-duration 5,8 --seed 5 \
+  --require-negative-control-failure || rc=$?
+verdicts "$runs"
+if [ "$rc" -eq 0 ]; then
+  say "(c) VALID: never two jobs of a key at once, takeovers in bound; the unlocked twin overlapped"
+else
+  say "(c) FAILED (exit $rc): see $runs/results.json (one-job-at-a-time) and $runs/jobs/"
   failed=1
 fi
 

@@ -6,6 +6,7 @@ use locker_jepsen::checker::{check_all, CheckOptions, Validity};
 use locker_jepsen::client_api;
 use locker_jepsen::cluster::{cleanup_prefix, HostKind};
 use locker_jepsen::history::read_history;
+use locker_jepsen::job_beat::{job_beat_main, BeatArgs, OnTerm};
 use locker_jepsen::nemesis::parse_list;
 use locker_jepsen::report;
 use locker_jepsen::runner::{parse_workloads, run_test, TestOpts, UNFENCED_KEY};
@@ -36,7 +37,8 @@ enum Cmd {
         #[arg(long, default_value = "kill,pause,partition")]
         nemesis: String,
         /// mutex, set, set-unfenced, takeover-http, takeover-client,
-        /// takeover (both takeover drivers), all.
+        /// takeover (both takeover drivers), run (`locker run` jobs),
+        /// run-unlocked (the same without a lock: a negative control), all.
         #[arg(long, default_value = "mutex,set,takeover")]
         workload: String,
         #[arg(long, default_value_t = 60)]
@@ -66,6 +68,10 @@ enum Cmd {
         /// pause nemesis bites).
         #[arg(long)]
         require_negative_control_failure: bool,
+        /// The `locker` CLI binary for the run workload (default: next to
+        /// this binary).
+        #[arg(long)]
+        locker_bin: Option<PathBuf>,
     },
     /// Benchmark: acquire+release cycles/s and latency at given concurrencies.
     Bench {
@@ -101,6 +107,24 @@ enum Cmd {
     Cleanup {
         #[arg(long, default_value = "lkj")]
         prefix: String,
+    },
+    /// Internal: the job of the run workload: appends timestamped heartbeats
+    /// to a shared record until its run is over (see job_beat.rs).
+    #[command(hide = true)]
+    JobBeat {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        job: String,
+        #[arg(long, default_value_t = 1_000)]
+        run_ms: u64,
+        #[arg(long, default_value_t = 30)]
+        interval_ms: u64,
+        /// exit, ignore or linger:MS
+        #[arg(long, default_value = "exit")]
+        on_term: String,
     },
     /// Internal: the lock-holding helper process of the takeover workload.
     #[command(hide = true)]
@@ -167,6 +191,26 @@ fn node_bin(flag: Option<PathBuf>) -> Result<PathBuf, String> {
     )
 }
 
+/// The `locker` CLI: the flag, else next to this binary; needed only by the
+/// run workload.
+fn locker_bin_path(flag: Option<PathBuf>, workloads: &str) -> Result<Option<PathBuf>, String> {
+    let needed = parse_workloads(workloads)?.iter().any(|w| w == "run");
+    let p = match flag {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .map_err(|e| format!("current exe: {e}"))?
+            .with_file_name("locker"),
+    };
+    match std::fs::canonicalize(&p) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if needed => Err(format!(
+            "the run workload needs the locker CLI: {}: {e} (cargo build -p locker-client, or --locker-bin)",
+            p.display()
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
 fn exit_for(v: Validity) -> ExitCode {
     match v {
         Validity::Valid => ExitCode::SUCCESS,
@@ -201,6 +245,7 @@ fn real_main() -> Result<ExitCode, String> {
             fault_duration,
             process_ttl_ms,
             require_negative_control_failure,
+            locker_bin,
         } => {
             let hosts = hosts_kind(&hosts)?;
             let mut faults = parse_list(&nemesis)?;
@@ -231,6 +276,7 @@ fn real_main() -> Result<ExitCode, String> {
                 interval_s: pair(&interval)?,
                 duration_s: pair(&fault_duration)?,
                 process_ttl_ms,
+                locker_bin: locker_bin_path(locker_bin, &workload)?,
             };
             let r = run_test(opts)?;
             println!("{}", report::terminal_summary(&r));
@@ -342,6 +388,24 @@ fn real_main() -> Result<ExitCode, String> {
                 removed.len(),
                 removed.join(" ")
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::JobBeat {
+            file,
+            key,
+            job,
+            run_ms,
+            interval_ms,
+            on_term,
+        } => {
+            job_beat_main(BeatArgs {
+                file,
+                key,
+                job,
+                run_ms: run_ms.min(600_000),
+                interval_ms,
+                on_term: OnTerm::parse(&on_term)?,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Holder {

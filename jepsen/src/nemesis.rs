@@ -32,11 +32,14 @@ pub enum Fault {
     ClockRate,
     ClientKill,
     Member,
+    ClientCut,
+    ClientLoss,
+    HungEndpoint,
 }
 
 use Fault::*;
 
-pub const ALL: [Fault; 17] = [
+pub const ALL: [Fault; 20] = [
     KillOne,
     KillLeader,
     KillMinority,
@@ -54,6 +57,9 @@ pub const ALL: [Fault; 17] = [
     ClockRate,
     ClientKill,
     Member,
+    ClientCut,
+    ClientLoss,
+    HungEndpoint,
 ];
 
 impl Fault {
@@ -76,6 +82,9 @@ impl Fault {
             ClockRate => "clock-rate",
             ClientKill => "client-kill",
             Member => "member",
+            ClientCut => "client-cut",
+            ClientLoss => "client-loss",
+            HungEndpoint => "hung-endpoint",
         }
     }
 
@@ -88,6 +97,8 @@ impl Fault {
                 | PartitionRing
                 | PartitionOneWay
                 | Loss
+                | ClientCut
+                | ClientLoss
         )
     }
 }
@@ -111,6 +122,7 @@ pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
             ],
             "clock" => vec![ClockSkew, ClockRate],
             "membership" => vec![Member],
+            "client" => vec![ClientCut, ClientLoss, HungEndpoint],
             other => match ALL.iter().find(|f| f.name() == other) {
                 Some(f) => vec![*f],
                 None => return Err(format!("unknown nemesis {other:?}")),
@@ -133,6 +145,7 @@ enum Undo {
     ClearStalls,
     RestartPlain(Vec<u64>),
     RemoveMember(u64),
+    HealClient(u64),
     Nothing,
 }
 
@@ -361,6 +374,24 @@ impl Nemesis {
                 self.ctx.kill_holder.notify_waiters();
                 Ok((Undo::Nothing, json!({})))
             }
+            ClientCut | ClientLoss => {
+                let cl = self.ctx.clients.clone();
+                let i = cl
+                    .pick_target(&mut self.rng)
+                    .ok_or("no client hosts (the run workload, --hosts netns)")?;
+                let detail = cl.fault(c, i, f == ClientLoss)?;
+                Ok((Undo::HealClient(i), detail))
+            }
+            HungEndpoint => {
+                // Every client lists this node first; paused, it accepts
+                // connections (the kernel's backlog) and never answers.
+                let v = crate::client_hosts::FIRST_NODE;
+                c.pause(v);
+                Ok((
+                    Undo::Resume(vec![v]),
+                    json!({"nodes": [v], "first_in_client_lists": true}),
+                ))
+            }
             Member => {
                 let id = c.initial.iter().max().copied().unwrap_or(0) + 1;
                 if c.members.contains(&id) {
@@ -479,6 +510,7 @@ impl Nemesis {
                 c.kill(id).await;
                 r?;
             }
+            Undo::HealClient(i) => self.ctx.clients.heal(i)?,
             Undo::Nothing => {}
         }
         Ok(())
@@ -496,6 +528,7 @@ impl Nemesis {
             }
         }
         self.ctx.stall_requests.store(0, Ordering::SeqCst);
+        self.ctx.clients.heal_all();
         let extra: Vec<u64> = c
             .members
             .iter()

@@ -3,12 +3,14 @@
 
 use crate::api::Api;
 use crate::checker::{check_all, CheckOptions, Results};
+use crate::client_hosts::ClientHosts;
 use crate::cluster::{enter_netns, Cluster, HostKind, Hosts, NodeFlags};
 use crate::history::{write_history, Recorder};
 use crate::nemesis::{Fault, Nemesis};
 use crate::report;
 use crate::rng::Rng;
 use crate::workload::{self, Ctx, Resource, TakeoverCfg, Via, Worker};
+use crate::workload_run::{self, clients_needed, RunCfg};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,12 +19,14 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 /// Workload names; `takeover` is both takeover drivers, `all` is every one.
-pub const WORKLOADS: [&str; 5] = [
+pub const WORKLOADS: [&str; 7] = [
     "mutex",
     "set",
     "set-unfenced",
     "takeover-http",
     "takeover-client",
+    "run",
+    "run-unlocked",
 ];
 pub const UNFENCED_KEY: &str = "jepsen/set-unfenced";
 
@@ -40,6 +44,8 @@ pub struct TestOpts {
     pub interval_s: (u64, u64),
     pub duration_s: (u64, u64),
     pub process_ttl_ms: u64,
+    /// The `locker` CLI binary (the `run` workload).
+    pub locker_bin: Option<PathBuf>,
 }
 
 pub fn parse_workloads(s: &str) -> Result<Vec<String>, String> {
@@ -78,6 +84,11 @@ pub fn run_test(o: TestOpts) -> Result<Results, String> {
         eprintln!("[setup] namespaces {}-*", hosts.prefix);
     }
     hosts.setup(o.nodes + extra)?;
+    let clients = Arc::new(ClientHosts::new(&hosts, clients_needed(&o.workloads)));
+    if let Err(e) = clients.setup() {
+        hosts.teardown();
+        return Err(e);
+    }
     let h2 = hosts.clone();
     let joined = std::thread::Builder::new()
         .name("harness".into())
@@ -90,7 +101,7 @@ pub fn run_test(o: TestOpts) -> Result<Results, String> {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("runtime: {e}"))?;
-            rt.block_on(run_async(o, h2, rng))
+            rt.block_on(run_async(o, h2, rng, clients))
         })
         .map_err(|e| format!("spawn harness thread: {e}"))
         .and_then(|h| h.join().map_err(|_| "the harness panicked".to_string()));
@@ -119,7 +130,12 @@ async fn wait_ready(api: &Api, c: &Cluster, limit: Duration) -> Result<(), Strin
     Err(format!("cluster not ready after {limit:?}: {last}"))
 }
 
-async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, String> {
+async fn run_async(
+    o: TestOpts,
+    hosts: Hosts,
+    mut rng: Rng,
+    clients: Arc<ClientHosts>,
+) -> Result<Results, String> {
     let rec = Arc::new(Recorder::new(Some(&o.out.join("history.jsonl")))?);
     let secret = format!("jepsen-{}", rng.next_u64());
     let mut cluster = Cluster::new(
@@ -160,11 +176,13 @@ async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, S
         stall_requests: AtomicU64::new(0),
         kill_holder: tokio::sync::Notify::new(),
         run_tag,
+        clients: clients.clone(),
     });
     let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
     let mut tasks = tokio::task::JoinSet::new();
     let mut next_id = 1u64;
     let mut resources: Vec<Arc<Resource>> = Vec::new();
+    let mut run_cfg: Option<Result<Arc<RunCfg>, String>> = None;
     for w in &o.workloads {
         match w.as_str() {
             "mutex" => {
@@ -203,6 +221,20 @@ async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, S
                 let holder = 5_000 + next_id;
                 next_id += 1;
                 tasks.spawn(workload::takeover_worker(wk, holder, key.into(), cfg));
+            }
+            "run" | "run-unlocked" => {
+                let cfg = run_cfg.get_or_insert_with(|| {
+                    let bin = o.locker_bin.clone().unwrap_or_default();
+                    RunCfg::new(&o.out, exe.clone(), bin, o.process_ttl_ms, clients.clone())
+                        .map(Arc::new)
+                });
+                workload_run::spawn(
+                    &mut tasks,
+                    w == "run-unlocked",
+                    &ctx,
+                    cfg.as_ref()?,
+                    &mut rng,
+                );
             }
             _ => {}
         }
@@ -265,6 +297,12 @@ async fn run_async(o: TestOpts, hosts: Hosts, mut rng: Rng) -> Result<Results, S
         workload::final_read(&rec, 9_000 + i as u64, r);
     }
     cluster.stop_all().await;
+    if let Some(Ok(cfg)) = &run_cfg {
+        match workload_run::collect(&rec, &cfg.record) {
+            Ok(n) => eprintln!("[run] {n} jobs recorded"),
+            Err(e) => eprintln!("[run] {e}"),
+        }
+    }
     rec.flush();
 
     let ops = rec.snapshot();

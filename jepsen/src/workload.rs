@@ -27,6 +27,8 @@ pub struct Ctx {
     /// Ask the takeover workload to kill its current holder now.
     pub kill_holder: tokio::sync::Notify,
     pub run_tag: String,
+    /// Client hosts (namespaces) of the `run` workload and their faults.
+    pub clients: Arc<crate::client_hosts::ClientHosts>,
 }
 
 impl Ctx {

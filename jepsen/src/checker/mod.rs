@@ -5,6 +5,7 @@ pub mod fencing;
 pub mod lease;
 pub mod linearizable;
 pub mod liveness;
+pub mod run;
 pub mod set;
 
 use crate::history::{Op, Pair};
@@ -115,14 +116,17 @@ pub fn check_all(ops: &[Op], opts: &CheckOptions) -> Results {
     let (fenced, unfenced) = set::check_split(&pairs, opts);
     checkers.push(fenced);
     checkers.push(liveness::check(&pairs, &windows, opts));
+    let (run_verdict, run_control) = run::check(ops, &windows, opts).unzip();
+    checkers.extend(run_verdict);
     let mut valid = Validity::Valid;
     for c in &checkers {
         valid = valid.and(c.valid);
     }
-    let negative_control_failed = unfenced.as_ref().map(|v| v.valid == Validity::Invalid);
-    if let Some(u) = unfenced {
-        checkers.push(u);
-    }
+    // Every negative control present (unfenced set, unlocked runs) must fail.
+    let controls: Vec<Verdict> = unfenced.into_iter().chain(run_control.flatten()).collect();
+    let negative_control_failed =
+        (!controls.is_empty()).then(|| controls.iter().all(|v| v.valid == Validity::Invalid));
+    checkers.extend(controls);
     let bad: Vec<String> = checkers
         .iter()
         .filter(|c| c.valid != Validity::Valid && !c.checker.ends_with("(negative control)"))
