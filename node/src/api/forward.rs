@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, LeaderElsewhere};
-use super::input::MAX_BODY_BYTES;
+use super::input::{MAX_BODY_BYTES, MAX_WAIT_MS};
 use crate::node::{LeaderHint, Node};
 
 /// Marks a request a follower forwarded, so it is never forwarded twice.
@@ -109,11 +109,19 @@ async fn forward(
 ) -> Result<Response, String> {
     node.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Raw, unvalidated input: the leader refuses a wait over the maximum, so
+    // cap it here and add without overflow (u64::MAX used to panic).
     let wait_ms = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("wait_ms").and_then(|w| w.as_u64()))
-        .unwrap_or(0);
-    let budget = node.cfg.leader_wait_ms + node.cfg.write_timeout_ms + wait_ms + 1000;
+        .unwrap_or(0)
+        .min(MAX_WAIT_MS);
+    let budget = node
+        .cfg
+        .leader_wait_ms
+        .saturating_add(node.cfg.write_timeout_ms)
+        .saturating_add(wait_ms)
+        .saturating_add(1000);
     let mut rb = node
         .http
         .request(parts.method.clone(), format!("http://{client_addr}{path}"))
