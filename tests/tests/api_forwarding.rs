@@ -1,7 +1,7 @@
 //! What a follower does with requests it hands to the leader: input that
 //! would break the forwarding itself, and headers only peers may set.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use locker_tests::{api, enc, post_raw, Cluster};
 use serde_json::json;
@@ -27,4 +27,51 @@ fn a_huge_wait_ms_sent_to_a_follower_is_refused_as_bad_input() {
         api::read(&c.url(f), "fwd/huge-wait").body["locked"],
         json!(false)
     );
+}
+
+#[test]
+fn stale_reads_mean_the_same_to_the_router_and_the_handler() {
+    let c = Cluster::start(3);
+    let leader = c.leader().expect("leader");
+    let f = c.followers()[0];
+    let held = api::acquire(&c.url(leader), "fwd/stale", json!({"ttl_ms": 60_000}));
+    assert_eq!(held.status(), "SUCCESS");
+    let owner = held.body["lock"]["owner_hash"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    for id in [leader, f] {
+        let base = c.url(id);
+        // `1` and `true` both ask for a stale read, on the leader and a follower.
+        for flag in ["true", "1"] {
+            let url = format!("{base}/v1/locks/{}?stale={flag}", enc("fwd/stale"));
+            locker_tests::eventually(Duration::from_secs(5), "the stale read", || {
+                let r = locker_tests::get(&url);
+                assert_eq!(r.code, 200, "node {id} {url}: {:?}", r.body);
+                (r.body["locked"] == json!(true)).then_some(())
+            });
+            let list = locker_tests::get(&format!("{base}/v1/locks?prefix=fwd%2F&stale={flag}"));
+            assert_eq!(
+                list.code, 200,
+                "node {id} list stale={flag}: {:?}",
+                list.body
+            );
+            let own = locker_tests::get(&format!("{base}/v1/owners/{}?stale={flag}", enc(&owner)));
+            assert_eq!(
+                own.code, 200,
+                "node {id} owner stale={flag}: {:?}",
+                own.body
+            );
+        }
+        // Anything else is refused the same way on every node.
+        for bad in ["yes", "2", ""] {
+            let r = locker_tests::get(&format!("{base}/v1/locks/{}?stale={bad}", enc("fwd/stale")));
+            assert_eq!(
+                (r.code, r.error_code()),
+                (400, "INVALID_QUERY"),
+                "node {id} stale={bad}: {:?}",
+                r.body
+            );
+        }
+    }
 }

@@ -28,11 +28,7 @@ fn needs_leader(req: &Request) -> bool {
         return false;
     }
     if req.method() == Method::GET {
-        let stale = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "stale=true" || kv == "stale=1"));
-        return !stale;
+        return !super::input::is_stale_read(req.uri());
     }
     true
 }

@@ -5,7 +5,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use serde::de::DeserializeOwned;
+use axum::http::Uri;
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
+use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::core::{parse_owner_hash, valid_process_hash};
@@ -159,4 +161,34 @@ pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result
             format!("invalid query string: {}", e.body_text()),
         )
     })
+}
+
+/// The `stale` query flag: `true`/`1` or `false`/`0`. The one parse shared by
+/// the router (which serves stale reads locally) and the read handlers, so
+/// they cannot disagree about what is a stale read.
+pub fn stale_flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None => Ok(None),
+        Some("true" | "1") => Ok(Some(true)),
+        Some("false" | "0") => Ok(Some(false)),
+        Some(other) => Err(D::Error::custom(format!(
+            "stale must be true, false, 1 or 0, not {other:?}"
+        ))),
+    }
+}
+
+/// Only the `stale` flag of a query; other parameters are the handler's.
+#[derive(Debug, Default, Deserialize)]
+struct StaleOnly {
+    #[serde(default, deserialize_with = "stale_flag")]
+    stale: Option<bool>,
+}
+
+/// Whether a GET asks for a stale read. A query the handler would refuse is
+/// not stale, so it goes to the leader and is refused there the same way.
+pub fn is_stale_read(uri: &Uri) -> bool {
+    Query::<StaleOnly>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.stale)
+        .unwrap_or(false)
 }

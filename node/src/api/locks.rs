@@ -46,6 +46,8 @@ pub struct ReleaseBody {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
+    /// `true` (or `1`): answer from this node's replica, without the leader.
+    #[serde(default, deserialize_with = "input::stale_flag")]
     pub stale: Option<bool>,
 }
 
@@ -54,6 +56,8 @@ pub struct ReadQuery {
 pub struct ListQuery {
     pub prefix: Option<String>,
     pub limit: Option<usize>,
+    /// `true` (or `1`): answer from this node's replica, without the leader.
+    #[serde(default, deserialize_with = "input::stale_flag")]
     pub stale: Option<bool>,
 }
 
