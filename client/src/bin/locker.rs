@@ -6,9 +6,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use locker_client::{
-    make_owner_hash, new_process_hash, parse_endpoints, AcquireOptions, AcquireRequest,
-    AcquireResult, Client, ClientOptions, Error, LockData, LockResponse, LockStatus, Locker,
-    LockerOptions, DEFAULT_ENDPOINT,
+    make_owner_hash, new_process_hash, parse_endpoints, safety_margin_ms, AcquireOptions,
+    AcquireRequest, AcquireResult, Client, ClientOptions, Error, LockData, LockResponse,
+    LockStatus, Locker, LockerOptions, DEFAULT_ENDPOINT,
 };
 use serde_json::json;
 use std::process::ExitCode;
@@ -40,6 +40,28 @@ Examples:
   locker --endpoints http://10.0.0.1:7070,http://10.0.0.2:7070 run --wait-ms 60000 db-migrate -- make migrate
   OWNER=$(locker acquire --ttl-ms 60000 deploy) && ... && locker release deploy \"$OWNER\"
   locker --json show nightly-report";
+
+const RUN_AFTER_HELP: &str = "\
+Timing (all on this machine's monotonic clock; margin = --safety-margin-ms,
+default a tenth of each ttl, at most 5000):
+  process deadline = send time of the last confirmed keep-alive
+                     + --report-ttl-ms - margin
+  lock deadline    = send time of the last confirmed acquire/extend
+                     + --ttl-ms - margin
+  deadline         = the earlier of the two
+  The cluster counts each ttl from when it applied the request, which is
+  after it was sent, so it cannot free the lock before the deadline + margin.
+  When nothing is confirmed (the cluster unreachable, every packet lost),
+  locker sends SIGTERM at deadline - --grace-ms and SIGKILL at the deadline,
+  and reaps the command: it is dead a margin before the lock can be freed.
+  No wait (network call, grace) runs past the deadline. With the defaults
+  (process ttl 10000, write every 2000, grace 5000, margin 1000) a cut-off
+  command gets SIGTERM 4 s and SIGKILL 9 s after the last keep-alive that
+  got through was sent; the lock is free for others 10 s after it.
+  Refused (exit 2), for each ttl and its margin:
+    grace + margin >= ttl               (the stop would start before the start)
+    write/extend interval + grace + margin >= ttl
+                                        (each renewal would come too late)";
 
 /// Command-line client of a Locker cluster: run a command under a
 /// cluster-wide lock, or inspect and change locks.
@@ -77,6 +99,7 @@ enum Command {
     /// lost the command gets SIGTERM, then SIGKILL after --grace-ms, and
     /// locker exits with 5. If locker itself dies (even by SIGKILL) the
     /// command is killed too (parent-death signal).
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Acquire KEY without binding it to a process (it lives by its ttl
     /// alone): prints the owner hash, which extend and release need.
@@ -135,9 +158,16 @@ struct RunArgs {
     /// exiting with code 3 at once.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     wait_ms: u64,
-    /// After SIGTERM on a lost lock, wait this long before SIGKILL.
+    /// Stop sequence: SIGTERM, then SIGKILL after this long. On a cut-off
+    /// (no keep-alive or extend confirmed) SIGTERM goes out this long before
+    /// the local deadline, so SIGKILL lands at it (see "Timing" below).
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     grace_ms: u64,
+    /// Subtracted from both ttls for the local deadlines (default: a tenth of
+    /// the ttl, at most 5000): room for SIGKILL delivery, reaping and clock
+    /// rate differences before the cluster could free the lock.
+    #[arg(long, value_name = "MS")]
+    safety_margin_ms: Option<u64>,
     /// Recheck the lock at least this often (default: min(5000, extend)).
     #[arg(long, value_name = "MS")]
     recheck_ms: Option<u64>,
@@ -473,9 +503,49 @@ async fn cmd_acquire(client: &Client, a: AcquireArgs, json: bool) -> Result<u8, 
     Ok(report_lock_op("acquire", &a.key, &r, json))
 }
 
+/// Refuses timings under which the stop sequence cannot end before the
+/// cluster may free the lock (see RUN_AFTER_HELP).
+fn check_run_timings(args: &RunArgs, extend_ms: u64) -> Result<(), String> {
+    for (what, ttl_flag, ttl, renew_flag, renew) in [
+        (
+            "process",
+            "--report-ttl-ms",
+            args.report_ttl_ms,
+            "--report-write-ms",
+            args.report_write_ms,
+        ),
+        ("lock", "--ttl-ms", args.ttl_ms, "--extend-ms", extend_ms),
+    ] {
+        if ttl == 0 || renew == 0 {
+            return Err(format!("{ttl_flag} and {renew_flag} must be positive"));
+        }
+        let margin = safety_margin_ms(ttl, args.safety_margin_ms);
+        let g = args.grace_ms;
+        if g.saturating_add(margin) >= ttl {
+            return Err(format!(
+                "unsafe timing: --grace-ms ({g}) + safety margin ({margin}) must be below \
+                 {ttl_flag} ({ttl}): the {what} deadline would pass before the command could \
+                 be stopped"
+            ));
+        }
+        if renew.saturating_add(g).saturating_add(margin) >= ttl {
+            return Err(format!(
+                "unsafe timing: {renew_flag} ({renew}) + --grace-ms ({g}) + safety margin \
+                 ({margin}) must be below {ttl_flag} ({ttl}): every {what} renewal would come \
+                 after the command had to start stopping"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     let extend_ms = args.extend_ms.unwrap_or((args.ttl_ms / 3).clamp(1, 60_000));
     let recheck_ms = args.recheck_ms.unwrap_or(extend_ms.min(5_000));
+    if let Err(e) = check_run_timings(&args, extend_ms) {
+        eprintln!("locker: {e} (see `locker run --help`, \"Timing\")");
+        return 2;
+    }
     let locker = match Locker::new(LockerOptions {
         endpoints,
         report_write_ms: args.report_write_ms,
@@ -483,6 +553,10 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
         lock_ttl_ms: args.ttl_ms,
         lock_extend_ms: extend_ms,
         lock_recheck_ms: recheck_ms,
+        safety_margin_ms: args.safety_margin_ms,
+        // The library reports the loss a grace period before the local
+        // deadline, so SIGKILL can land at the deadline at the latest.
+        stop_grace_ms: args.grace_ms,
         failover_timeout_ms: timeout_ms,
         process_info: Some(json!({
             "tool": "locker run",
@@ -571,13 +645,20 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     // command has exited and the lock is released.
     let _sigint = signal(SignalKind::interrupt());
 
+    // keep_alive() extends and rechecks; lost() fires at the local deadline
+    // minus the grace even while a network call is still hanging.
     let keep = hb.keep_alive();
     tokio::pin!(keep);
+    let lost = hb.lost();
+    tokio::pin!(lost);
     let status = loop {
         tokio::select! {
             st = child.wait() => break st,
             err = &mut keep => {
                 return stop_after_loss(&args, child, err, &locker, acq).await;
+            }
+            e = &mut lost => {
+                return stop_after_loss(&args, child, Error::Lost(e), &locker, acq).await;
             }
             Some(n) = sig_rx.recv() => {
                 if let Some(pid) = child_pid {
@@ -611,22 +692,22 @@ async fn stop_after_loss(
     locker: &Locker,
     acq: locker_client::Acquired,
 ) -> u8 {
+    // SIGKILL lands at the local deadline at the latest, even when the loss
+    // was noticed late (the grace is then shorter).
+    let grace = acq
+        .heartbeater()
+        .time_left_ms()
+        .map_or(args.grace_ms, |left| left.min(args.grace_ms));
     // `err` is a LockError naming the key, our owner hash and the new holder.
-    eprintln!(
-        "locker: {err}; stopping the command (SIGTERM, SIGKILL after {} ms)",
-        args.grace_ms
-    );
+    eprintln!("locker: {err}; stopping the command (SIGTERM, SIGKILL after {grace} ms)");
     if let Some(pid) = child.id() {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     }
-    match tokio::time::timeout(Duration::from_millis(args.grace_ms), child.wait()).await {
+    match tokio::time::timeout(Duration::from_millis(grace), child.wait()).await {
         Ok(_) => {}
         Err(_) => {
-            eprintln!(
-                "locker: the command did not stop within {} ms; sending SIGKILL",
-                args.grace_ms
-            );
+            eprintln!("locker: the command did not stop within {grace} ms; sending SIGKILL");
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
