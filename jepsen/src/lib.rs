@@ -11,6 +11,7 @@ pub mod history;
 pub mod job_beat;
 pub mod nemesis;
 pub mod report;
+pub mod report_run;
 pub mod rng;
 pub mod runner;
 pub mod workload;
