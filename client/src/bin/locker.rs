@@ -61,7 +61,27 @@ default a tenth of each ttl, at most 5000):
   Refused (exit 2), for each ttl and its margin:
     grace + margin >= ttl               (the stop would start before the start)
     write/extend interval + grace + margin >= ttl
-                                        (each renewal would come too late)";
+                                        (each renewal would come too late)
+
+Processes:
+  locker -> guard (`locker __guard`, internal) -> CMD. CMD leads its own
+  process group; the guard is a child subreaper, so processes of the job
+  whose parent dies are reparented to the guard, not to init.
+  Signals to locker: TERM and INT go to the whole group, and SIGKILL follows
+  after --grace-ms if it is still running; HUP, QUIT, USR1, USR2 go to the
+  group. The lock is released only once the group is dead.
+  When CMD exits, whatever it left running (background children) is
+  SIGKILLed before the lock is released; locker exits with CMD's code.
+  If locker dies, even by SIGKILL, the guard SIGKILLs the group (control
+  pipe closed, parent-death signal) long before the process ttl frees the
+  lock. A process that leaves the group with setsid (own session and group)
+  is still the guard's once its parent dies: on every stop the guard kills
+  the group, then every process reparented to it, until none is left.
+  Not covered: processes the job has others start for it (systemd-run, a
+  container engine, ssh: not its descendants), and a guard killed directly
+  with SIGKILL (the main command dies with it, its children may not).
+  On a terminal, CMD's group becomes the foreground group, so Ctrl-C and
+  terminal input reach it directly.";
 
 /// Command-line client of a Locker cluster: run a command under a
 /// cluster-wide lock, or inspect and change locks.
@@ -97,8 +117,9 @@ enum Command {
     /// `locker` process (keep-alives every --report-write-ms), is released
     /// when the command exits (passing on its exit code), and if the lock is
     /// lost the command gets SIGTERM, then SIGKILL after --grace-ms, and
-    /// locker exits with 5. If locker itself dies (even by SIGKILL) the
-    /// command is killed too (parent-death signal).
+    /// locker exits with 5. The command runs as its own process group under
+    /// a guard process; every signal goes to the whole group, and nothing of
+    /// the job outlives locker (see "Processes" below).
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Acquire KEY without binding it to a process (it lives by its ttl
@@ -209,7 +230,17 @@ struct AcquireArgs {
     trace: Option<String>,
 }
 
+// Not src/bin/guard.rs: cargo would take that for a second binary.
+#[path = "locker/guard.rs"]
+mod guard;
+
 fn main() -> ExitCode {
+    // `locker run` re-executes itself as the guard between it and the
+    // command: plain, synchronous code, no runtime, no argument parser.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == guard::SUBCOMMAND) {
+        return ExitCode::from(guard::main(&argv[2..]));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -599,51 +630,16 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     let hb = acq.heartbeater();
     tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
 
-    let mut child = match spawn_child(&args.command, &acq.lock_data) {
+    let (mut child, ctl) = match spawn_guard(&args.command, &acq.lock_data) {
         Ok(c) => c,
         Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => 127,
-                _ => 126,
-            };
-            eprintln!("locker: cannot run {:?}: {e}", args.command[0]);
+            eprintln!("locker: cannot start the command's guard: {e}");
             let _ = acq.release().await;
             locker.terminate().await;
-            return code;
+            return EXIT_ERROR;
         }
     };
-    let child_pid = child.id();
-
-    use tokio::signal::unix::{signal, SignalKind};
-    // Signals sent to locker are passed on to the command; locker keeps
-    // holding the lock until the command exits. SIGINT is not forwarded:
-    // a terminal's Ctrl-C already reaches the command (same process group)
-    // and a second SIGINT often means "force quit".
-    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
-    for kind in [
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-        SignalKind::quit(),
-        SignalKind::user_defined1(),
-        SignalKind::user_defined2(),
-    ] {
-        match signal(kind) {
-            Ok(mut s) => {
-                let tx = sig_tx.clone();
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if tx.send(kind.as_raw_value()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            Err(e) => eprintln!("locker: cannot watch signal {}: {e}", kind.as_raw_value()),
-        }
-    }
-    // Registering SIGINT keeps Ctrl-C from killing locker itself before the
-    // command has exited and the lock is released.
-    let _sigint = signal(SignalKind::interrupt());
+    let mut sig_rx = watch_signals();
 
     // keep_alive() extends and rechecks; lost() fires at the local deadline
     // minus the grace even while a network call is still hanging.
@@ -651,20 +647,36 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     tokio::pin!(keep);
     let lost = hb.lost();
     tokio::pin!(lost);
+    // After SIGTERM/SIGINT to locker the group gets SIGKILL after the grace.
+    let mut kill_at: Option<tokio::time::Instant> = None;
     let status = loop {
+        let escalate = async {
+            match kill_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             st = child.wait() => break st,
             err = &mut keep => {
-                return stop_after_loss(&args, child, err, &locker, acq).await;
+                return stop_after_loss(&args, child, &ctl, err, &locker, acq).await;
             }
             e = &mut lost => {
-                return stop_after_loss(&args, child, Error::Lost(e), &locker, acq).await;
+                return stop_after_loss(&args, child, &ctl, Error::Lost(e), &locker, acq).await;
             }
             Some(n) = sig_rx.recv() => {
-                if let Some(pid) = child_pid {
-                    // SAFETY: plain kill(2) on our own child's pid.
-                    unsafe { libc::kill(pid as libc::pid_t, n) };
+                ctl.signal(n);
+                if (n == libc::SIGTERM || n == libc::SIGINT) && kill_at.is_none() {
+                    kill_at = Some(tokio::time::Instant::now() + Duration::from_millis(args.grace_ms));
                 }
+            }
+            _ = escalate => {
+                eprintln!(
+                    "locker: the command did not stop within {} ms of the signal; sending SIGKILL",
+                    args.grace_ms
+                );
+                ctl.signal(libc::SIGKILL);
+                kill_at = None;
             }
         }
     };
@@ -685,9 +697,41 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     code
 }
 
+/// Signals sent to locker, to pass on to the command's process group.
+/// Locker keeps holding the lock until the group is dead; registering them
+/// (SIGINT included) keeps them from killing locker first.
+fn watch_signals() -> tokio::sync::mpsc::UnboundedReceiver<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (sig_tx, sig_rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+    ] {
+        match signal(kind) {
+            Ok(mut s) => {
+                let tx = sig_tx.clone();
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(kind.as_raw_value()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => eprintln!("locker: cannot watch signal {}: {e}", kind.as_raw_value()),
+        }
+    }
+    sig_rx
+}
+
 async fn stop_after_loss(
     args: &RunArgs,
     mut child: tokio::process::Child,
+    ctl: &GuardCtl,
     err: Error,
     locker: &Locker,
     acq: locker_client::Acquired,
@@ -700,15 +744,14 @@ async fn stop_after_loss(
         .map_or(args.grace_ms, |left| left.min(args.grace_ms));
     // `err` is a LockError naming the key, our owner hash and the new holder.
     eprintln!("locker: {err}; stopping the command (SIGTERM, SIGKILL after {grace} ms)");
-    if let Some(pid) = child.id() {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    }
+    ctl.signal(libc::SIGTERM);
     match tokio::time::timeout(Duration::from_millis(grace), child.wait()).await {
         Ok(_) => {}
         Err(_) => {
             eprintln!("locker: the command did not stop within {grace} ms; sending SIGKILL");
-            let _ = child.start_kill();
+            // The guard SIGKILLs the group and every process that left it,
+            // reaps them all, then exits.
+            ctl.signal(libc::SIGKILL);
             let _ = child.wait().await;
         }
     }
@@ -730,26 +773,57 @@ fn exit_code_of(st: std::process::ExitStatus) -> u8 {
     }
 }
 
-fn spawn_child(command: &[String], lock: &LockData) -> std::io::Result<tokio::process::Child> {
-    let (prog, rest) = command
-        .split_first()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command"))?;
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(rest)
+/// The write end of the guard's control pipe: one byte per signal for the
+/// command's process group. Dropping it (or locker dying) tells the guard to
+/// kill everything.
+struct GuardCtl {
+    pipe: std::fs::File,
+}
+
+impl GuardCtl {
+    fn signal(&self, sig: i32) {
+        use std::io::Write;
+        // A guard that is gone has nothing left to signal (EPIPE: Rust
+        // ignores SIGPIPE, so this is an error, not a death).
+        let _ = (&self.pipe).write_all(&[sig as u8]);
+    }
+}
+
+/// Starts `locker __guard FD -- CMD...` (this very binary): it runs the
+/// command as its own process group, as a child subreaper, and dies with us.
+fn spawn_guard(
+    command: &[String],
+    lock: &LockData,
+) -> std::io::Result<(tokio::process::Child, GuardCtl)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills two descriptors, both close-on-exec.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors from pipe2, owned from here on.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let read_fd = read.as_raw_fd();
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.arg0("locker")
+        .arg(guard::SUBCOMMAND)
+        .arg(read_fd.to_string())
+        .arg("--")
+        .args(command)
         .env("LOCKER_KEY", &lock.key)
         .env("LOCKER_OWNER_HASH", &lock.owner_hash)
         .env("LOCKER_FENCING_TOKEN", lock.fencing_token.to_string())
         .kill_on_drop(false);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only calls
-    // async-signal-safe functions (prctl, getppid, _exit).
+    // async-signal-safe functions (prctl, getppid, fcntl, _exit).
     unsafe {
         cmd.pre_exec(move || {
-            // If locker dies, even by SIGKILL, the kernel kills the command:
-            // no orphan may keep working once the lock is freed for others.
+            // If locker dies, even by SIGKILL, the guard gets SIGTERM and
+            // kills the job (it also sees the control pipe close).
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
+                libc::SIGTERM as libc::c_ulong,
                 0,
                 0,
                 0,
@@ -761,8 +835,19 @@ fn spawn_child(command: &[String], lock: &LockData) -> std::io::Result<tokio::pr
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
+            // The read end (only) survives exec into the guard.
+            if libc::fcntl(read_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    drop(read);
+    Ok((
+        child,
+        GuardCtl {
+            pipe: std::fs::File::from(write),
+        },
+    ))
 }
