@@ -228,6 +228,31 @@ impl Api {
         }
     }
 
+    /// An acquire that queues on the leader for up to `wait_ms` (FIFO
+    /// waiters), classified like [`Api::exec`]'s acquire.
+    pub async fn acquire_waiting(
+        &self,
+        base: &str,
+        key: &str,
+        call: &Call,
+        wait_ms: u64,
+    ) -> Answer {
+        let Call::Acquire { owner, ttl_ms, .. } = call else {
+            return self.exec(base, key, call).await;
+        };
+        let body = json!({"owner_hash": owner, "ttl_ms": ttl_ms, "wait_ms": wait_ms});
+        let url = format!("{base}/v1/locks/{}/acquire", enc(key));
+        match self.send(reqwest::Method::POST, &url, Some(body)).await {
+            Err((not_sent, e)) => Answer {
+                kind: if not_sent { OpType::Fail } else { OpType::Info },
+                fields: Fields::default(),
+                http: None,
+                error: Some(e),
+            },
+            Ok((code, v)) => classify(call, code, &v, OpType::Info),
+        }
+    }
+
     /// GET a JSON document (cluster status, readiness); `None` on any error.
     pub async fn get_json(&self, url: &str) -> Option<(u16, Value)> {
         self.send(reqwest::Method::GET, url, None).await.ok()

@@ -7,6 +7,7 @@ use locker_jepsen::client_api;
 use locker_jepsen::cluster::{cleanup_prefix, HostKind};
 use locker_jepsen::history::read_history;
 use locker_jepsen::job_beat::{job_beat_main, BeatArgs, OnTerm};
+use locker_jepsen::mutations;
 use locker_jepsen::nemesis::parse_list;
 use locker_jepsen::report;
 use locker_jepsen::runner::{parse_workloads, run_test, TestOpts, UNFENCED_KEY};
@@ -102,6 +103,30 @@ enum Cmd {
         /// Clock-rate allowance (default: the run's, else 0.1).
         #[arg(long)]
         drift: Option<f64>,
+    },
+    /// Mutation runs: each test-only node mutation (node built with
+    /// --features locker-node/mutations) must be judged invalid by the checker
+    /// meant to catch it, and the unfenced twin must fail. Exit 0 only if
+    /// every run did; summary in OUT/mutations.json.
+    Mutations {
+        /// Short runs (30-40 s each), as CI uses.
+        #[arg(long)]
+        short: bool,
+        /// Comma-separated cases (no-takeover-shift, early-lease,
+        /// token-not-index, ack-before-fsync, unfenced-twin); default all.
+        #[arg(long, default_value = "")]
+        only: String,
+        /// Also run each case on the unmutated node, which must be valid.
+        #[arg(long)]
+        baseline: bool,
+        #[arg(long, default_value = "jepsen-mutations")]
+        out: PathBuf,
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+        #[arg(long, default_value = "netns")]
+        hosts: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Remove namespaces (and their processes) left by a killed run.
     Cleanup {
@@ -377,6 +402,42 @@ fn real_main() -> Result<ExitCode, String> {
             report::write_all(&dir, &ops, &r, &meta)?;
             println!("{}", report::terminal_summary(&r));
             Ok(exit_for(r.valid))
+        }
+        Cmd::Mutations {
+            short,
+            only,
+            baseline,
+            out,
+            node_bin: nb,
+            hosts,
+            seed,
+        } => {
+            hosts_kind(&hosts)?;
+            let opts = mutations::MutationOpts {
+                exe: std::env::current_exe().map_err(|e| format!("current exe: {e}"))?,
+                node_bin: node_bin(nb)?,
+                hosts,
+                out: out.clone(),
+                short,
+                only: only
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                baseline,
+                seed,
+            };
+            let (summary, ok) = mutations::run_all(&opts)?;
+            for r in summary["runs"].as_array().into_iter().flatten() {
+                println!("{}", mutations::line(r));
+            }
+            println!("summary: {}", out.join("mutations.json").display());
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Cleanup { prefix } => {
             if !prefix.starts_with("lkj") {

@@ -2,8 +2,11 @@
 //! `start`/`stop` pair for each in the history (process `"nemesis"`), and
 //! heals everything at the end.
 
+use crate::admin::Admin;
 use crate::api::Api;
+use crate::clock_leader::Skew;
 use crate::cluster::{pick, Cluster, NodeFlags};
+use crate::crash_point::exited;
 use crate::history::{Op, OpType, Process, Recorder};
 use crate::rng::Rng;
 use crate::workload::Ctx;
@@ -35,11 +38,15 @@ pub enum Fault {
     ClientCut,
     ClientLoss,
     HungEndpoint,
+    ClockLeaderAhead,
+    ClockLeaderBehind,
+    ClockLeaderDrift,
+    CrashPoint,
 }
 
 use Fault::*;
 
-pub const ALL: [Fault; 20] = [
+pub const ALL: [Fault; 24] = [
     KillOne,
     KillLeader,
     KillMinority,
@@ -60,6 +67,10 @@ pub const ALL: [Fault; 20] = [
     ClientCut,
     ClientLoss,
     HungEndpoint,
+    ClockLeaderAhead,
+    ClockLeaderBehind,
+    ClockLeaderDrift,
+    CrashPoint,
 ];
 
 impl Fault {
@@ -85,6 +96,10 @@ impl Fault {
             ClientCut => "client-cut",
             ClientLoss => "client-loss",
             HungEndpoint => "hung-endpoint",
+            ClockLeaderAhead => "clock-leader-ahead",
+            ClockLeaderBehind => "clock-leader-behind",
+            ClockLeaderDrift => "clock-leader-drift",
+            CrashPoint => "crash-point",
         }
     }
 
@@ -120,7 +135,15 @@ pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
                 PartitionRing,
                 PartitionOneWay,
             ],
-            "clock" => vec![ClockSkew, ClockRate],
+            "clock" => vec![
+                ClockSkew,
+                ClockRate,
+                ClockLeaderAhead,
+                ClockLeaderBehind,
+                ClockLeaderDrift,
+            ],
+            "clock-leader" => vec![ClockLeaderAhead, ClockLeaderBehind, ClockLeaderDrift],
+            "crash" => vec![CrashPoint],
             "membership" => vec![Member],
             "client" => vec![ClientCut, ClientLoss, HungEndpoint],
             other => match ALL.iter().find(|f| f.name() == other) {
@@ -138,7 +161,7 @@ pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
 }
 
 /// How to undo the active fault.
-enum Undo {
+pub(crate) enum Undo {
     Restart(Vec<u64>),
     Resume(Vec<u64>),
     Heal,
@@ -146,7 +169,22 @@ enum Undo {
     RestartPlain(Vec<u64>),
     RemoveMember(u64),
     HealClient(u64),
+    /// Clock-in-charge: finish the witness, restart the node plain.
+    ClockLeader(u64, Box<crate::clock_leader::Witness>),
+    /// Crash point armed on a node: restart it, or disarm the point.
+    CrashPoint(u64, String),
     Nothing,
+}
+
+/// State some faults keep between occurrences.
+#[derive(Default)]
+pub struct State {
+    /// Admin client (cluster secret), made on first use.
+    pub admin: Option<Admin>,
+    /// The crash points the node build offers, listed on first use.
+    pub failpoints: Vec<String>,
+    /// Numbers the clock witness's client ids.
+    pub seq: u64,
 }
 
 pub struct Nemesis {
@@ -159,6 +197,7 @@ pub struct Nemesis {
     pub interval_s: (u64, u64),
     pub duration_s: (u64, u64),
     pub log: Vec<String>,
+    pub state: State,
 }
 
 impl Nemesis {
@@ -166,7 +205,7 @@ impl Nemesis {
         self.rec.record(Op::new(Process::Nemesis, kind, f, None, v));
     }
 
-    fn say(&mut self, s: String) {
+    pub(crate) fn say(&mut self, s: String) {
         eprintln!("[nemesis] {s}");
         self.log.push(s);
     }
@@ -217,7 +256,18 @@ impl Nemesis {
         self.record(OpType::Ok, "stop", json!({"fault": "final-heal"}));
     }
 
-    async fn leader(&self, cluster: &Cluster) -> Option<u64> {
+    pub(crate) fn admin(&mut self, c: &Cluster) -> Result<Admin, String> {
+        if self.state.admin.is_none() {
+            // Longer than the node's leader transfer wait (503 on timeout).
+            self.state.admin = Some(Admin::new(&c.secret, Duration::from_secs(10))?);
+        }
+        self.state
+            .admin
+            .clone()
+            .ok_or_else(|| "no admin client".into())
+    }
+
+    pub(crate) async fn leader(&self, cluster: &Cluster) -> Option<u64> {
         for &id in &cluster.members {
             if !cluster.is_running(id) {
                 continue;
@@ -370,6 +420,18 @@ impl Nemesis {
                     json!({"node": v, "offset_ms": flags.clock_offset_ms, "rate": flags.clock_rate}),
                 ))
             }
+            ClockLeaderAhead | ClockLeaderBehind | ClockLeaderDrift => {
+                let skew = match f {
+                    ClockLeaderAhead => Skew::Ahead,
+                    ClockLeaderBehind => Skew::Behind,
+                    _ => Skew::Drift,
+                };
+                self.clock_in_charge(c, skew, self.duration_s.1).await
+            }
+            CrashPoint => {
+                let wait = Duration::from_secs(self.duration_s.1.max(5));
+                self.crash_point(c, wait).await
+            }
             ClientKill => {
                 self.ctx.kill_holder.notify_waiters();
                 Ok((Undo::Nothing, json!({})))
@@ -511,6 +573,11 @@ impl Nemesis {
                 r?;
             }
             Undo::HealClient(i) => self.ctx.clients.heal(i)?,
+            Undo::ClockLeader(id, witness) => {
+                witness.finish().await;
+                c.restart(id, NodeFlags::default()).await?;
+            }
+            Undo::CrashPoint(id, name) => self.undo_crash_point(c, id, &name).await?,
             Undo::Nothing => {}
         }
         Ok(())
@@ -521,6 +588,8 @@ impl Nemesis {
         let ids: Vec<u64> = c.nodes.keys().copied().collect();
         for id in &ids {
             c.resume(*id);
+            // A node that aborted (a crash point) counts as not running.
+            exited(c, *id);
         }
         if c.hosts.supports_network_faults() {
             for &m in &c.members.clone() {

@@ -249,6 +249,7 @@ async fn run_async(
         interval_s: o.interval_s,
         duration_s: o.duration_s,
         log: Vec::new(),
+        state: Default::default(),
     };
     let nemesis_until = start + Duration::from_secs(o.time_limit_s);
     let mut interrupted = false;
@@ -295,6 +296,13 @@ async fn run_async(
     }
     for (i, r) in resources.iter().enumerate() {
         workload::final_read(&rec, 9_000 + i as u64, r);
+    }
+    if !interrupted {
+        // Checker 6's input, once the workers are quiet (see replicas.rs).
+        let admin = crate::admin::Admin::new(&cluster.secret, Duration::from_secs(3))?;
+        let limit = Duration::from_secs(20);
+        let got = crate::replicas::collect(&admin, &cluster, &rec, limit).await;
+        eprintln!("[replicas] {got}");
     }
     cluster.stop_all().await;
     if let Some(Ok(cfg)) = &run_cfg {

@@ -4,7 +4,6 @@
 //! The binary is `$LOCKER_NODE_BIN`, or `target/debug/locker-node` (built by
 //! `cargo build -p locker-node`, which the test script runs first).
 
-pub mod procs;
 pub mod proxy;
 
 use std::net::TcpListener;

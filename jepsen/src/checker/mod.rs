@@ -1,6 +1,7 @@
 //! Checkers: pure functions from a history to a verdict. None of them looks
 //! at the cluster; they judge only what clients saw, as Jepsen does.
 
+pub mod digest;
 pub mod fencing;
 pub mod lease;
 pub mod linearizable;
@@ -118,6 +119,7 @@ pub fn check_all(ops: &[Op], opts: &CheckOptions) -> Results {
     checkers.push(liveness::check(&pairs, &windows, opts));
     let (run_verdict, run_control) = run::check(ops, &windows, opts).unzip();
     checkers.extend(run_verdict);
+    checkers.push(digest::check(ops));
     let mut valid = Validity::Valid;
     for c in &checkers {
         valid = valid.and(c.valid);

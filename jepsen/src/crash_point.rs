@@ -1,0 +1,134 @@
+//! The `crash-point` nemesis: arms a random crash point (a `fail` crate
+//! failpoint at a durable step: flush, purge, truncate, snapshot build or
+//! install, vote, state-machine batch) on a random node through the peer
+//! port's `PUT /internal/failpoints/{name}`, waits for the node to abort
+//! there, and restarts it without failpoints; if traffic never reached the
+//! point, it is disarmed again. Needs a node built with
+//! `--features locker-node/failpoints`; the run must stay valid (a crash at
+//! any step must leave a store that opens, loses nothing acknowledged, and
+//! agrees with the other replicas).
+
+use crate::cluster::{pick, Cluster};
+use crate::nemesis::{Nemesis, Undo};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// Actions in the fail crate's syntax; `return` aborts the node when reached.
+const ACTIONS: [&str; 4] = ["return", "1*off->return", "3*off->return", "25%return"];
+
+/// Whether node `id`'s process has exited (and reaps it if so).
+pub fn exited(c: &mut Cluster, id: u64) -> bool {
+    let Some(n) = c.nodes.get_mut(&id) else {
+        return false;
+    };
+    match n.child.as_mut().map(|ch| ch.try_wait()) {
+        Some(Ok(Some(_))) | Some(Err(_)) => {
+            n.child = None;
+            true
+        }
+        _ => false,
+    }
+}
+
+impl Nemesis {
+    /// Arms a crash point and waits up to `wait` for the abort.
+    pub(crate) async fn crash_point(
+        &mut self,
+        c: &mut Cluster,
+        wait: Duration,
+    ) -> Result<(Undo, Value), String> {
+        let admin = self.admin(c)?;
+        let running: Vec<u64> = c
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| c.is_running(m))
+            .collect();
+        let node = pick(&mut self.rng, &running, 1)
+            .first()
+            .copied()
+            .ok_or("no running member")?;
+        let peer = format!("http://{}", c.hosts.peer_addr(node));
+        if self.state.failpoints.is_empty() {
+            self.state.failpoints = admin.failpoints(&peer).await.map_err(|e| {
+                format!("{e} (is the node built with --features locker-node/failpoints?)")
+            })?;
+        }
+        let name = pick(&mut self.rng, &self.state.failpoints, 1)
+            .first()
+            .cloned()
+            .ok_or("the node lists no failpoints")?;
+        let action = ACTIONS[self.rng.below(ACTIONS.len() as u64) as usize];
+        no_core_dumps(c, node);
+        admin
+            .set_failpoint(&peer, &name, action)
+            .await
+            .map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let mut crashed = false;
+        while t0.elapsed() < wait {
+            if exited(c, node) {
+                crashed = true;
+                break;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        let detail = json!({
+            "node": node, "failpoint": name, "action": action, "crashed": crashed,
+            "after_ms": crashed.then(|| t0.elapsed().as_millis() as u64),
+        });
+        Ok((Undo::CrashPoint(node, name), detail))
+    }
+
+    /// Restarts the node if it crashed; else disarms the point (restarting
+    /// the node if that fails, so nothing stays armed).
+    pub(crate) async fn undo_crash_point(
+        &mut self,
+        c: &mut Cluster,
+        node: u64,
+        name: &str,
+    ) -> Result<(), String> {
+        if !exited(c, node) && c.is_running(node) {
+            let peer = format!("http://{}", c.hosts.peer_addr(node));
+            let admin = self.admin(c)?;
+            match admin.set_failpoint(&peer, name, "off").await {
+                Ok(()) => {
+                    // It may have aborted between our check and the disarm.
+                    sleep(Duration::from_millis(100)).await;
+                    if !exited(c, node) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => self.say(format!("disarm {name} on node {node}: {e}; restarting it")),
+            }
+        }
+        let flags = c
+            .nodes
+            .get(&node)
+            .map(|n| n.flags.clone())
+            .unwrap_or_default();
+        c.restart(node, flags).await
+    }
+}
+
+/// An aborting node must not leave core files behind (they can be large).
+fn no_core_dumps(c: &Cluster, node: u64) {
+    let Some(pid) = c.nodes.get(&node).map(|n| n.pid).filter(|&p| p > 0) else {
+        return;
+    };
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit on a pid we spawned, with a valid rlimit struct and no
+    // old-value pointer.
+    unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_CORE,
+            &zero,
+            std::ptr::null_mut(),
+        );
+    }
+}
