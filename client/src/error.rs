@@ -54,7 +54,7 @@ impl fmt::Display for LockError {
             ),
             (LostReason::ProcessLapsed, None) => write!(
                 f,
-                "process keep-alives failed for longer than the process ttl (self-fencing)"
+                "no keep-alive confirmed in time: the process deadline (last keep-alive sent + process ttl - margin, minus the stop grace) passed (self-fencing)"
             ),
             (LostReason::Released, None) => write!(f, "the lock was released"),
         }

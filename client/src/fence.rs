@@ -88,7 +88,13 @@ pub(crate) fn default_clock() -> Arc<dyn Clock> {
 /// the ttl, at most 5 s, unless configured. It absorbs clock-rate differences
 /// between this machine and the leader; the send time (not the answer time)
 /// already makes the deadline earlier than the cluster's.
-pub(crate) fn safety_margin_ms(ttl_ms: u64, configured: Option<u64>) -> u64 {
+///
+/// ```
+/// assert_eq!(locker_client::safety_margin_ms(10_000, None), 1_000);
+/// assert_eq!(locker_client::safety_margin_ms(300_000, None), 5_000);
+/// assert_eq!(locker_client::safety_margin_ms(10_000, Some(250)), 250);
+/// ```
+pub fn safety_margin_ms(ttl_ms: u64, configured: Option<u64>) -> u64 {
     configured.unwrap_or((ttl_ms / 10).min(5_000))
 }
 

@@ -135,15 +135,38 @@ impl LockState {
         if let Some(e) = self.lost_error() {
             return Err(Error::Lost(e));
         }
-        let now = self.now();
-        let reason = {
-            let view = self.view.borrow();
-            self_fence_check(now, self.lease_deadline(), self.incarnation, &view)
-        };
-        if let Some(r) = reason {
+        if let Some(r) = self.fence_verdict(self.now()) {
             return Err(Error::Lost(self.mark_lost(r, None)));
         }
         Ok(())
+    }
+
+    /// The self-fencing verdict at `now`, judged `stop_grace_ms` early: the
+    /// job is told while it still has its grace period left before the
+    /// local deadline.
+    fn fence_verdict(&self, now: u64) -> Option<LostReason> {
+        let judged_at = now.saturating_add(self.locker.opts.stop_grace_ms);
+        let view = self.view.borrow();
+        self_fence_check(judged_at, self.lease_deadline(), self.incarnation, &view)
+    }
+
+    /// The earliest local deadline: the lock's lease, or this process's
+    /// record (send time of the last successful keep-alive + process ttl -
+    /// margin). 0 once the process incarnation the lock lives with is gone.
+    pub fn local_deadline(&self) -> u64 {
+        let view = self.view.borrow();
+        if view.incarnation != self.incarnation || view.terminated {
+            return 0;
+        }
+        let process = view.alive_deadline.unwrap_or(0);
+        self.lease_deadline().min(process)
+    }
+
+    /// When the lock will be reported lost unless a keep-alive or an extend
+    /// succeeds first: the local deadline minus the stop grace.
+    pub fn report_loss_at(&self) -> u64 {
+        self.local_deadline()
+            .saturating_sub(self.locker.opts.stop_grace_ms)
     }
 
     fn net_due(&self, now: u64) -> bool {
@@ -168,14 +191,15 @@ impl LockState {
         let net = recheck
             .min(extend)
             .max(self.next_attempt.load(Ordering::SeqCst));
-        let process = self.view.borrow().alive_deadline.unwrap_or(0);
-        net.min(self.lease_deadline()).min(process)
+        net.min(self.report_loss_at())
     }
 
     fn op_budget(&self, now: u64) -> Duration {
-        // No point waiting for an answer past our own lease deadline: by then
-        // the lock is self-fenced anyway.
-        let left = self.lease_deadline().saturating_sub(now).max(100);
+        // No point waiting for an answer past the moment the loss must be
+        // reported (the earliest local deadline, lock or process, minus the
+        // stop grace): by then the job must be told to stop, whatever the
+        // network does.
+        let left = self.report_loss_at().saturating_sub(now).max(50);
         Duration::from_millis(left.min(self.locker.opts.failover_timeout_ms))
     }
 
@@ -423,15 +447,10 @@ impl Heartbeater {
                 return e;
             }
             let now = s.now();
-            let reason = {
-                let v = s.view.borrow();
-                self_fence_check(now, s.lease_deadline(), s.incarnation, &v)
-            };
-            if let Some(r) = reason {
+            if let Some(r) = s.fence_verdict(now) {
                 return s.mark_lost(r, None);
             }
-            let process = s.view.borrow().alive_deadline.unwrap_or(now);
-            let wake = s.lease_deadline().min(process);
+            let wake = s.report_loss_at();
             let wait = Duration::from_millis(wake.saturating_sub(now).clamp(1, 1_000));
             tokio::select! {
                 _ = notify.changed() => {}
@@ -476,6 +495,20 @@ impl Heartbeater {
                 }
                 HbInner::Noop(_) => tokio::time::sleep(wait).await,
             }
+        }
+    }
+
+    /// Milliseconds left until the earliest local deadline (the lock's
+    /// lease or this process's record, each counted from the *send* time of
+    /// its last successful request: ttl - safety margin), after which the
+    /// cluster may free the lock at any moment (from one margin later). `0`
+    /// once past it or once the process record was replaced; `None` for a
+    /// noop heartbeater. A lost lock keeps its last deadline: a job that is
+    /// told late can still see how long it has to stop.
+    pub fn time_left_ms(&self) -> Option<u64> {
+        match &self.inner {
+            HbInner::Lock(s) => Some(s.local_deadline().saturating_sub(s.now())),
+            HbInner::Noop(_) => None,
         }
     }
 

@@ -73,7 +73,7 @@ mod testutil;
 
 pub use client::{parse_endpoints, AcquireRequest, Client, ClientOptions, DEFAULT_ENDPOINT};
 pub use error::{DrainingSignal, Error, ErrorKind, LockError, LockerEvent, LostReason, MutexError};
-pub use fence::{Clock, ManualClock, MonotonicClock};
+pub use fence::{safety_margin_ms, Clock, ManualClock, MonotonicClock};
 pub use hash::{
     hostname, is_valid_process_hash, make_owner_hash, new_process_hash, parse_owner_hash,
     OwnerHashParts,

@@ -62,6 +62,13 @@ pub struct LockerOptions {
     /// Subtracted from ttls for local self-fencing deadlines; default a tenth
     /// of the ttl, at most 5 s.
     pub safety_margin_ms: Option<u64>,
+    /// Report a lock lost this long *before* its local deadline (the
+    /// earlier of the lock's and this process's, see
+    /// [`Heartbeater::time_left_ms`]), so the job has this long to stop
+    /// before the cluster could free the lock. Default 0: lost at the local
+    /// deadline. `locker run` sets it to its `--grace-ms`. Must be below
+    /// both ttls minus their safety margins.
+    pub stop_grace_ms: u64,
     /// What a lost lock does beyond failing the heartbeat.
     pub on_lost_lock: LostLockPolicy,
     /// Timeout of one HTTP attempt against one node.
@@ -85,6 +92,7 @@ impl Default for LockerOptions {
             lock_extend_ms: 60_000,
             lock_ttl_ms: 300_000,
             safety_margin_ms: None,
+            stop_grace_ms: 0,
             on_lost_lock: LostLockPolicy::FailHeartbeat,
             request_timeout_ms: 5_000,
             failover_timeout_ms: 10_000,
@@ -118,6 +126,20 @@ impl LockerOptions {
         ] {
             if v == 0 {
                 return Err(Error::Config(format!("{name} must be positive")));
+            }
+        }
+        // The job must be told to stop (grace before the local deadline)
+        // after the lease starts, or it could never run safely.
+        for (name, ttl) in [
+            ("report_ttl_ms", self.report_ttl_ms),
+            ("lock_ttl_ms", self.lock_ttl_ms),
+        ] {
+            let margin = safety_margin_ms(ttl, self.safety_margin_ms);
+            if self.stop_grace_ms.saturating_add(margin) >= ttl {
+                return Err(Error::Config(format!(
+                    "stop_grace_ms ({}) + safety margin ({margin}) must be below {name} ({ttl})",
+                    self.stop_grace_ms
+                )));
             }
         }
         Ok(())
@@ -426,7 +448,10 @@ impl Locker {
             if v.terminated {
                 return Err(Error::Terminated);
             }
-            if v.is_alive_at(self.inner.clock.now_ms()) {
+            // Alive with the stop grace to spare: otherwise a lock taken now
+            // would be reported lost at once.
+            let now = self.inner.clock.now_ms();
+            if v.is_alive_at(now.saturating_add(self.inner.opts.stop_grace_ms)) {
                 return Ok((rep, v));
             }
             if !woke {

@@ -16,6 +16,7 @@ pub mod mutations;
 pub mod nemesis;
 pub mod replicas;
 pub mod report;
+pub mod report_run;
 pub mod rng;
 pub mod runner;
 pub mod workload;

@@ -444,6 +444,10 @@ pub fn render(ops: &[Op], results: &Results, meta: &Value) -> String {
     b.push_str("</table>");
     b.push_str("<h2>Holders per key</h2><p>Bars: from a grant's answer to the owner's release, the next grant, or the lease end; label = fencing token; hover for owner. Red: fault windows.</p>");
     b.push_str(&timeline_svg(ops, results.options.default_ttl_ms));
+    if let Some(svg) = crate::report_run::jobs_svg(ops) {
+        b.push_str("<h2>Jobs per key (run workload)</h2><p>Bars: a job from its first to its last heartbeat; red: alive while another job of the key was; grey: unlocked twin; &#x2715;: holder killed with SIGKILL.</p>");
+        b.push_str(&svg);
+    }
     b.push_str("<h2>Latency</h2>");
     b.push_str(&latency_svg(ops));
     b.push_str("<h2>Throughput (completions per second)</h2>");

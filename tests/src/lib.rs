@@ -4,6 +4,7 @@
 //! The binary is `$LOCKER_NODE_BIN`, or `target/debug/locker-node` (built by
 //! `cargo build -p locker-node`, which the test script runs first).
 
+pub mod procs;
 pub mod proxy;
 
 use std::net::TcpListener;

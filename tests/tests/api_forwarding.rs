@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use locker_tests::{api, enc, post_raw, Cluster};
+use locker_tests::{api, enc, http, post_raw, Cluster};
 use serde_json::json;
 
 #[test]
@@ -73,5 +73,36 @@ fn stale_reads_mean_the_same_to_the_router_and_the_handler() {
                 r.body
             );
         }
+    }
+}
+
+#[test]
+fn a_client_cannot_mark_its_request_as_forwarded() {
+    let c = Cluster::start_with(3, &["--leader-wait-ms", "2000"]);
+    let f = c.followers()[0];
+    let leader = c.leader().expect("leader");
+    let forgeries = [leader.to_string(), format!("{leader}:00"), "x".to_string()];
+    for (i, forged) in forgeries.iter().enumerate() {
+        let key = format!("fwd/forged-{i}");
+        let r = http()
+            .post(format!("{}/v1/locks/{}/acquire", c.url(f), enc(&key)))
+            .header("x-locker-forwarded-by", forged)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .expect("send");
+        let code = r.status().as_u16();
+        let body: serde_json::Value = r.json().unwrap_or_default();
+        assert_eq!(
+            (code, body["status"].as_str()),
+            (200, Some("SUCCESS")),
+            "a forged forwarding header {forged:?} changed the answer: {body}"
+        );
+        let read = http()
+            .get(format!("{}/v1/locks/{}", c.url(f), enc(&key)))
+            .header("x-locker-forwarded-by", forged)
+            .send()
+            .expect("send");
+        assert_eq!(read.status().as_u16(), 200, "forged header on a read");
     }
 }

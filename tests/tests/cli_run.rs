@@ -224,6 +224,9 @@ fn sigkill_of_locker_kills_the_command_and_frees_the_lock_within_the_process_ttl
             &PROCESS_TTL_MS.to_string(),
             "--report-write-ms",
             "300",
+            // The default 5 s grace cannot fit in a 2 s process ttl: refused.
+            "--grace-ms",
+            "500",
             &k,
             "--",
             "sh",

@@ -6,9 +6,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use locker_client::{
-    make_owner_hash, new_process_hash, parse_endpoints, AcquireOptions, AcquireRequest,
-    AcquireResult, Client, ClientOptions, Error, LockData, LockResponse, LockStatus, Locker,
-    LockerOptions, DEFAULT_ENDPOINT,
+    make_owner_hash, new_process_hash, parse_endpoints, safety_margin_ms, AcquireOptions,
+    AcquireRequest, AcquireResult, Client, ClientOptions, Error, LockData, LockResponse,
+    LockStatus, Locker, LockerOptions, DEFAULT_ENDPOINT,
 };
 use serde_json::json;
 use std::process::ExitCode;
@@ -40,6 +40,48 @@ Examples:
   locker --endpoints http://10.0.0.1:7070,http://10.0.0.2:7070 run --wait-ms 60000 db-migrate -- make migrate
   OWNER=$(locker acquire --ttl-ms 60000 deploy) && ... && locker release deploy \"$OWNER\"
   locker --json show nightly-report";
+
+const RUN_AFTER_HELP: &str = "\
+Timing (all on this machine's monotonic clock; margin = --safety-margin-ms,
+default a tenth of each ttl, at most 5000):
+  process deadline = send time of the last confirmed keep-alive
+                     + --report-ttl-ms - margin
+  lock deadline    = send time of the last confirmed acquire/extend
+                     + --ttl-ms - margin
+  deadline         = the earlier of the two
+  The cluster counts each ttl from when it applied the request, which is
+  after it was sent, so it cannot free the lock before the deadline + margin.
+  When nothing is confirmed (the cluster unreachable, every packet lost),
+  locker sends SIGTERM at deadline - --grace-ms and SIGKILL at the deadline,
+  and reaps the command: it is dead a margin before the lock can be freed.
+  No wait (network call, grace) runs past the deadline. With the defaults
+  (process ttl 10000, write every 2000, grace 5000, margin 1000) a cut-off
+  command gets SIGTERM 4 s and SIGKILL 9 s after the last keep-alive that
+  got through was sent; the lock is free for others 10 s after it.
+  Refused (exit 2), for each ttl and its margin:
+    grace + margin >= ttl               (the stop would start before the start)
+    write/extend interval + grace + margin >= ttl
+                                        (each renewal would come too late)
+
+Processes:
+  locker -> guard (`locker __guard`, internal) -> CMD. CMD leads its own
+  process group; the guard is a child subreaper, so processes of the job
+  whose parent dies are reparented to the guard, not to init.
+  Signals to locker: TERM and INT go to the whole group, and SIGKILL follows
+  after --grace-ms if it is still running; HUP, QUIT, USR1, USR2 go to the
+  group. The lock is released only once the group is dead.
+  When CMD exits, whatever it left running (background children) is
+  SIGKILLed before the lock is released; locker exits with CMD's code.
+  If locker dies, even by SIGKILL, the guard SIGKILLs the group (control
+  pipe closed, parent-death signal) long before the process ttl frees the
+  lock. A process that leaves the group with setsid (own session and group)
+  is still the guard's once its parent dies: on every stop the guard kills
+  the group, then every process reparented to it, until none is left.
+  Not covered: processes the job has others start for it (systemd-run, a
+  container engine, ssh: not its descendants), and a guard killed directly
+  with SIGKILL (the main command dies with it, its children may not).
+  On a terminal, CMD's group becomes the foreground group, so Ctrl-C and
+  terminal input reach it directly.";
 
 /// Command-line client of a Locker cluster: run a command under a
 /// cluster-wide lock, or inspect and change locks.
@@ -75,8 +117,10 @@ enum Command {
     /// `locker` process (keep-alives every --report-write-ms), is released
     /// when the command exits (passing on its exit code), and if the lock is
     /// lost the command gets SIGTERM, then SIGKILL after --grace-ms, and
-    /// locker exits with 5. If locker itself dies (even by SIGKILL) the
-    /// command is killed too (parent-death signal).
+    /// locker exits with 5. The command runs as its own process group under
+    /// a guard process; every signal goes to the whole group, and nothing of
+    /// the job outlives locker (see "Processes" below).
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Acquire KEY without binding it to a process (it lives by its ttl
     /// alone): prints the owner hash, which extend and release need.
@@ -135,9 +179,16 @@ struct RunArgs {
     /// exiting with code 3 at once.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     wait_ms: u64,
-    /// After SIGTERM on a lost lock, wait this long before SIGKILL.
+    /// Stop sequence: SIGTERM, then SIGKILL after this long. On a cut-off
+    /// (no keep-alive or extend confirmed) SIGTERM goes out this long before
+    /// the local deadline, so SIGKILL lands at it (see "Timing" below).
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     grace_ms: u64,
+    /// Subtracted from both ttls for the local deadlines (default: a tenth of
+    /// the ttl, at most 5000): room for SIGKILL delivery, reaping and clock
+    /// rate differences before the cluster could free the lock.
+    #[arg(long, value_name = "MS")]
+    safety_margin_ms: Option<u64>,
     /// Recheck the lock at least this often (default: min(5000, extend)).
     #[arg(long, value_name = "MS")]
     recheck_ms: Option<u64>,
@@ -179,7 +230,17 @@ struct AcquireArgs {
     trace: Option<String>,
 }
 
+// Not src/bin/guard.rs: cargo would take that for a second binary.
+#[path = "locker/guard.rs"]
+mod guard;
+
 fn main() -> ExitCode {
+    // `locker run` re-executes itself as the guard between it and the
+    // command: plain, synchronous code, no runtime, no argument parser.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == guard::SUBCOMMAND) {
+        return ExitCode::from(guard::main(&argv[2..]));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -473,9 +534,49 @@ async fn cmd_acquire(client: &Client, a: AcquireArgs, json: bool) -> Result<u8, 
     Ok(report_lock_op("acquire", &a.key, &r, json))
 }
 
+/// Refuses timings under which the stop sequence cannot end before the
+/// cluster may free the lock (see RUN_AFTER_HELP).
+fn check_run_timings(args: &RunArgs, extend_ms: u64) -> Result<(), String> {
+    for (what, ttl_flag, ttl, renew_flag, renew) in [
+        (
+            "process",
+            "--report-ttl-ms",
+            args.report_ttl_ms,
+            "--report-write-ms",
+            args.report_write_ms,
+        ),
+        ("lock", "--ttl-ms", args.ttl_ms, "--extend-ms", extend_ms),
+    ] {
+        if ttl == 0 || renew == 0 {
+            return Err(format!("{ttl_flag} and {renew_flag} must be positive"));
+        }
+        let margin = safety_margin_ms(ttl, args.safety_margin_ms);
+        let g = args.grace_ms;
+        if g.saturating_add(margin) >= ttl {
+            return Err(format!(
+                "unsafe timing: --grace-ms ({g}) + safety margin ({margin}) must be below \
+                 {ttl_flag} ({ttl}): the {what} deadline would pass before the command could \
+                 be stopped"
+            ));
+        }
+        if renew.saturating_add(g).saturating_add(margin) >= ttl {
+            return Err(format!(
+                "unsafe timing: {renew_flag} ({renew}) + --grace-ms ({g}) + safety margin \
+                 ({margin}) must be below {ttl_flag} ({ttl}): every {what} renewal would come \
+                 after the command had to start stopping"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     let extend_ms = args.extend_ms.unwrap_or((args.ttl_ms / 3).clamp(1, 60_000));
     let recheck_ms = args.recheck_ms.unwrap_or(extend_ms.min(5_000));
+    if let Err(e) = check_run_timings(&args, extend_ms) {
+        eprintln!("locker: {e} (see `locker run --help`, \"Timing\")");
+        return 2;
+    }
     let locker = match Locker::new(LockerOptions {
         endpoints,
         report_write_ms: args.report_write_ms,
@@ -483,6 +584,10 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
         lock_ttl_ms: args.ttl_ms,
         lock_extend_ms: extend_ms,
         lock_recheck_ms: recheck_ms,
+        safety_margin_ms: args.safety_margin_ms,
+        // The library reports the loss a grace period before the local
+        // deadline, so SIGKILL can land at the deadline at the latest.
+        stop_grace_ms: args.grace_ms,
         failover_timeout_ms: timeout_ms,
         process_info: Some(json!({
             "tool": "locker run",
@@ -525,65 +630,53 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     let hb = acq.heartbeater();
     tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
 
-    let mut child = match spawn_child(&args.command, &acq.lock_data) {
+    let (mut child, ctl) = match spawn_guard(&args.command, &acq.lock_data) {
         Ok(c) => c,
         Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => 127,
-                _ => 126,
-            };
-            eprintln!("locker: cannot run {:?}: {e}", args.command[0]);
+            eprintln!("locker: cannot start the command's guard: {e}");
             let _ = acq.release().await;
             locker.terminate().await;
-            return code;
+            return EXIT_ERROR;
         }
     };
-    let child_pid = child.id();
+    let mut sig_rx = watch_signals();
 
-    use tokio::signal::unix::{signal, SignalKind};
-    // Signals sent to locker are passed on to the command; locker keeps
-    // holding the lock until the command exits. SIGINT is not forwarded:
-    // a terminal's Ctrl-C already reaches the command (same process group)
-    // and a second SIGINT often means "force quit".
-    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
-    for kind in [
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-        SignalKind::quit(),
-        SignalKind::user_defined1(),
-        SignalKind::user_defined2(),
-    ] {
-        match signal(kind) {
-            Ok(mut s) => {
-                let tx = sig_tx.clone();
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if tx.send(kind.as_raw_value()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            Err(e) => eprintln!("locker: cannot watch signal {}: {e}", kind.as_raw_value()),
-        }
-    }
-    // Registering SIGINT keeps Ctrl-C from killing locker itself before the
-    // command has exited and the lock is released.
-    let _sigint = signal(SignalKind::interrupt());
-
+    // keep_alive() extends and rechecks; lost() fires at the local deadline
+    // minus the grace even while a network call is still hanging.
     let keep = hb.keep_alive();
     tokio::pin!(keep);
+    let lost = hb.lost();
+    tokio::pin!(lost);
+    // After SIGTERM/SIGINT to locker the group gets SIGKILL after the grace.
+    let mut kill_at: Option<tokio::time::Instant> = None;
     let status = loop {
+        let escalate = async {
+            match kill_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             st = child.wait() => break st,
             err = &mut keep => {
-                return stop_after_loss(&args, child, err, &locker, acq).await;
+                return stop_after_loss(&args, child, &ctl, err, &locker, acq).await;
+            }
+            e = &mut lost => {
+                return stop_after_loss(&args, child, &ctl, Error::Lost(e), &locker, acq).await;
             }
             Some(n) = sig_rx.recv() => {
-                if let Some(pid) = child_pid {
-                    // SAFETY: plain kill(2) on our own child's pid.
-                    unsafe { libc::kill(pid as libc::pid_t, n) };
+                ctl.signal(n);
+                if (n == libc::SIGTERM || n == libc::SIGINT) && kill_at.is_none() {
+                    kill_at = Some(tokio::time::Instant::now() + Duration::from_millis(args.grace_ms));
                 }
+            }
+            _ = escalate => {
+                eprintln!(
+                    "locker: the command did not stop within {} ms of the signal; sending SIGKILL",
+                    args.grace_ms
+                );
+                ctl.signal(libc::SIGKILL);
+                kill_at = None;
             }
         }
     };
@@ -604,30 +697,61 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     code
 }
 
+/// Signals sent to locker, to pass on to the command's process group.
+/// Locker keeps holding the lock until the group is dead; registering them
+/// (SIGINT included) keeps them from killing locker first.
+fn watch_signals() -> tokio::sync::mpsc::UnboundedReceiver<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (sig_tx, sig_rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+    ] {
+        match signal(kind) {
+            Ok(mut s) => {
+                let tx = sig_tx.clone();
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(kind.as_raw_value()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => eprintln!("locker: cannot watch signal {}: {e}", kind.as_raw_value()),
+        }
+    }
+    sig_rx
+}
+
 async fn stop_after_loss(
     args: &RunArgs,
     mut child: tokio::process::Child,
+    ctl: &GuardCtl,
     err: Error,
     locker: &Locker,
     acq: locker_client::Acquired,
 ) -> u8 {
+    // SIGKILL lands at the local deadline at the latest, even when the loss
+    // was noticed late (the grace is then shorter).
+    let grace = acq
+        .heartbeater()
+        .time_left_ms()
+        .map_or(args.grace_ms, |left| left.min(args.grace_ms));
     // `err` is a LockError naming the key, our owner hash and the new holder.
-    eprintln!(
-        "locker: {err}; stopping the command (SIGTERM, SIGKILL after {} ms)",
-        args.grace_ms
-    );
-    if let Some(pid) = child.id() {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    }
-    match tokio::time::timeout(Duration::from_millis(args.grace_ms), child.wait()).await {
+    eprintln!("locker: {err}; stopping the command (SIGTERM, SIGKILL after {grace} ms)");
+    ctl.signal(libc::SIGTERM);
+    match tokio::time::timeout(Duration::from_millis(grace), child.wait()).await {
         Ok(_) => {}
         Err(_) => {
-            eprintln!(
-                "locker: the command did not stop within {} ms; sending SIGKILL",
-                args.grace_ms
-            );
-            let _ = child.start_kill();
+            eprintln!("locker: the command did not stop within {grace} ms; sending SIGKILL");
+            // The guard SIGKILLs the group and every process that left it,
+            // reaps them all, then exits.
+            ctl.signal(libc::SIGKILL);
             let _ = child.wait().await;
         }
     }
@@ -649,26 +773,57 @@ fn exit_code_of(st: std::process::ExitStatus) -> u8 {
     }
 }
 
-fn spawn_child(command: &[String], lock: &LockData) -> std::io::Result<tokio::process::Child> {
-    let (prog, rest) = command
-        .split_first()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command"))?;
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(rest)
+/// The write end of the guard's control pipe: one byte per signal for the
+/// command's process group. Dropping it (or locker dying) tells the guard to
+/// kill everything.
+struct GuardCtl {
+    pipe: std::fs::File,
+}
+
+impl GuardCtl {
+    fn signal(&self, sig: i32) {
+        use std::io::Write;
+        // A guard that is gone has nothing left to signal (EPIPE: Rust
+        // ignores SIGPIPE, so this is an error, not a death).
+        let _ = (&self.pipe).write_all(&[sig as u8]);
+    }
+}
+
+/// Starts `locker __guard FD -- CMD...` (this very binary): it runs the
+/// command as its own process group, as a child subreaper, and dies with us.
+fn spawn_guard(
+    command: &[String],
+    lock: &LockData,
+) -> std::io::Result<(tokio::process::Child, GuardCtl)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills two descriptors, both close-on-exec.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors from pipe2, owned from here on.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let read_fd = read.as_raw_fd();
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.arg0("locker")
+        .arg(guard::SUBCOMMAND)
+        .arg(read_fd.to_string())
+        .arg("--")
+        .args(command)
         .env("LOCKER_KEY", &lock.key)
         .env("LOCKER_OWNER_HASH", &lock.owner_hash)
         .env("LOCKER_FENCING_TOKEN", lock.fencing_token.to_string())
         .kill_on_drop(false);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only calls
-    // async-signal-safe functions (prctl, getppid, _exit).
+    // async-signal-safe functions (prctl, getppid, fcntl, _exit).
     unsafe {
         cmd.pre_exec(move || {
-            // If locker dies, even by SIGKILL, the kernel kills the command:
-            // no orphan may keep working once the lock is freed for others.
+            // If locker dies, even by SIGKILL, the guard gets SIGTERM and
+            // kills the job (it also sees the control pipe close).
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
+                libc::SIGTERM as libc::c_ulong,
                 0,
                 0,
                 0,
@@ -680,8 +835,19 @@ fn spawn_child(command: &[String], lock: &LockData) -> std::io::Result<tokio::pr
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
+            // The read end (only) survives exec into the guard.
+            if libc::fcntl(read_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    drop(read);
+    Ok((
+        child,
+        GuardCtl {
+            pipe: std::fs::File::from(write),
+        },
+    ))
 }

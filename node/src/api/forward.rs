@@ -9,16 +9,57 @@ use std::time::Duration;
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, LeaderElsewhere};
 use super::input::{MAX_BODY_BYTES, MAX_WAIT_MS};
+use crate::network::same_secret;
 use crate::node::{LeaderHint, Node};
+use crate::types::NodeId;
+use sha2::{Digest, Sha256};
 
 /// Marks a request a follower forwarded, so it is never forwarded twice.
+/// Its value is `{node id}:{proof}` (see [`forward_proof`]): a client cannot
+/// forge it, so it cannot turn its own request into a 503 this way.
 pub const FORWARDED_HEADER: &str = "x-locker-forwarded-by";
+
+/// Hex SHA-256 over a domain tag, the cluster secret and the forwarding
+/// node's id: proves the sender holds the secret without sending it.
+fn forward_proof(secret: &str, from: NodeId) -> String {
+    let mut h = Sha256::new();
+    h.update(b"locker-forwarded-by\0");
+    h.update(secret.as_bytes());
+    h.update(b"\0");
+    h.update(from.to_be_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn forwarded_header_value(node: &Node) -> String {
+    format!(
+        "{}:{}",
+        node.id,
+        forward_proof(&node.cfg.cluster_secret, node.id)
+    )
+}
+
+/// Whether a peer holding the cluster secret forwarded this request. A
+/// header without a valid proof (a client's) is ignored.
+fn forwarded_by_peer(node: &Node, headers: &HeaderMap) -> bool {
+    let Some((from, proof)) = headers
+        .get(FORWARDED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(':'))
+    else {
+        return false;
+    };
+    let Ok(from) = from.parse::<NodeId>() else {
+        return false;
+    };
+    let expected = forward_proof(&node.cfg.cluster_secret, from);
+    same_secret(proof.as_bytes(), expected.as_bytes())
+}
 
 fn needs_leader(req: &Request) -> bool {
     let path = req.uri().path();
@@ -38,7 +79,7 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
         return next.run(req).await;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(node.cfg.leader_wait_ms);
-    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    let forwarded = forwarded_by_peer(&node, req.headers());
     let (parts, body) = req.into_parts();
     // Buffered once so it can be retried against a new leader.
     let body = match to_bytes(body, MAX_BODY_BYTES).await {
@@ -121,7 +162,7 @@ async fn forward(
     let mut rb = node
         .http
         .request(parts.method.clone(), format!("http://{client_addr}{path}"))
-        .header(FORWARDED_HEADER, node.id.to_string())
+        .header(FORWARDED_HEADER, forwarded_header_value(node))
         .timeout(Duration::from_millis(budget))
         .body(body);
     for name in [

@@ -1,0 +1,299 @@
+//! The guard: `locker __guard FD -- CMD ARGS...`, re-executed by `locker run`
+//! between itself and the command, so that no process of the job outlives
+//! the lock.
+//!
+//! * The command runs as the leader of its own process group; every signal
+//!   goes to the whole group.
+//! * The guard is a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphans of the
+//!   job, even ones that left the group with `setsid`, are reparented to it
+//!   instead of init, so it can find (by parent pid) and kill them.
+//! * It dies with `locker`: `locker` holds the write end of the control pipe
+//!   `FD`; end of file (locker gone, even by SIGKILL) or SIGTERM (the guard's
+//!   parent-death signal) makes the guard SIGKILL the group and every process
+//!   reparented to it, reap them, and exit.
+//! * Control messages are single bytes: a signal number to send to the group.
+//!   SIGKILL means "stop everything now" (group and escapees).
+//! * When the main command exits, whatever it left behind is SIGKILLed too;
+//!   the guard exits with the command's code (128+N for signal N).
+//!
+//! If the guard itself is SIGKILLed, the main command dies with it
+//! (parent-death signal) but its other processes are not found any more.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The hidden subcommand `locker run` re-executes itself with.
+pub const SUBCOMMAND: &str = "__guard";
+
+/// Set by SIGTERM (our parent-death signal): kill everything, exit.
+static DIE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    DIE.store(true, Ordering::SeqCst);
+}
+
+/// Only interrupts `poll` (SIGCHLD: a child changed state; SIGINT, SIGQUIT,
+/// SIGHUP from a terminal: `locker` forwards what the job should get).
+extern "C" fn on_wake(_: libc::c_int) {}
+
+fn install_handlers() {
+    for (sig, handler) in [
+        (libc::SIGTERM, on_term as extern "C" fn(libc::c_int)),
+        (libc::SIGCHLD, on_wake),
+        (libc::SIGINT, on_wake),
+        (libc::SIGQUIT, on_wake),
+        (libc::SIGHUP, on_wake),
+    ] {
+        // SAFETY: plain sigaction with a handler that only touches an atomic;
+        // no SA_RESTART so poll(2) returns on every signal. Handlers (unlike
+        // ignored signals) are reset to the default by exec, so the command
+        // starts with default dispositions.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = handler as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Runs the guard; returns its exit code. `args` follow the subcommand.
+pub fn main(args: &[OsString]) -> u8 {
+    let (ctl_fd, command) = match parse(args) {
+        Some(p) => p,
+        None => {
+            eprintln!("locker: usage: locker {SUBCOMMAND} FD -- CMD [ARGS...] (internal)");
+            return 2;
+        }
+    };
+    install_handlers();
+    // SAFETY: prctl/fcntl on our own process and descriptor.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // The command must not hold the control pipe open.
+        libc::fcntl(ctl_fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let main_pid = match spawn(&command) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("locker: cannot run {:?}: {e}", command[0]);
+            return match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+        }
+    };
+    let tty = Terminal::hand_to(main_pid);
+    let code = supervise(ctl_fd, main_pid);
+    tty.take_back();
+    code
+}
+
+fn parse(args: &[OsString]) -> Option<(libc::c_int, Vec<OsString>)> {
+    let fd = args.first()?.to_str()?.parse().ok()?;
+    if args.get(1)?.to_str()? != "--" || args.len() < 3 {
+        return None;
+    }
+    Some((fd, args[2..].to_vec()))
+}
+
+fn spawn(command: &[OsString]) -> std::io::Result<libc::pid_t> {
+    let guard = std::process::id() as libc::pid_t;
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: between fork and exec only async-signal-safe calls (setpgid,
+    // prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Its own process group, so the group can be signalled as one.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // If the guard dies, even by SIGKILL, the main command dies too.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != guard {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    // Also from this side, so no signal can reach a group that does not exist
+    // yet (EACCES once the child has exec'ed: it did it itself).
+    // SAFETY: setpgid on our own child.
+    unsafe { libc::setpgid(pid, pid) };
+    // The Child is dropped without waiting: we reap with waitpid(-1) below.
+    drop(child);
+    Ok(pid)
+}
+
+/// Waits for the main command, passing control bytes on to its group;
+/// returns its exit code once it and everything it left are dead.
+fn supervise(ctl_fd: libc::c_int, main_pid: libc::pid_t) -> u8 {
+    let mut main_status: Option<u8> = None;
+    loop {
+        if DIE.load(Ordering::SeqCst) {
+            kill_all(main_pid, &mut main_status);
+            return 128 + libc::SIGTERM as u8;
+        }
+        reap(main_pid, &mut main_status);
+        if let Some(code) = main_status {
+            // Nothing of the job may run on once the lock is released.
+            kill_all(main_pid, &mut main_status);
+            return code;
+        }
+        let mut pfd = libc::pollfd {
+            fd: ctl_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if n <= 0 {
+            continue; // timeout or EINTR (a signal): look again
+        }
+        let mut buf = [0u8; 16];
+        // SAFETY: read into a local buffer of the given length.
+        let got = unsafe { libc::read(ctl_fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if got == 0 || (got < 0 && !interrupted()) {
+            // locker is gone: so must the job be, before its lock is freed.
+            kill_all(main_pid, &mut main_status);
+            return 128 + libc::SIGKILL as u8;
+        }
+        for &sig in buf.iter().take(got.max(0) as usize) {
+            if i32::from(sig) == libc::SIGKILL {
+                kill_all(main_pid, &mut main_status);
+            } else {
+                // SAFETY: kill(2) of our command's process group.
+                unsafe { libc::kill(-main_pid, i32::from(sig)) };
+            }
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+}
+
+/// Reaps every child that has exited, recording the main command's code.
+/// Returns false once there is no child left at all.
+fn reap(main_pid: libc::pid_t, main_status: &mut Option<u8>) -> bool {
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid on any child of ours, non-blocking.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if pid == 0 {
+            return true;
+        }
+        if pid < 0 {
+            return !matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ECHILD)
+            );
+        }
+        if pid == main_pid {
+            *main_status = Some(code_of(st));
+        }
+    }
+}
+
+fn code_of(st: libc::c_int) -> u8 {
+    if libc::WIFEXITED(st) {
+        (libc::WEXITSTATUS(st) & 0xff) as u8
+    } else if libc::WIFSIGNALED(st) {
+        (128 + libc::WTERMSIG(st)).clamp(0, 255) as u8
+    } else {
+        1
+    }
+}
+
+/// SIGKILLs the command's group and every process reparented to us (job
+/// processes that left the group, e.g. with `setsid`), again and again as
+/// killing a parent hands its orphans to us, until we have no child left;
+/// all of them reaped.
+fn kill_all(main_pid: libc::pid_t, main_status: &mut Option<u8>) {
+    loop {
+        // SAFETY: kill(2) of the command's group and of our own children.
+        unsafe { libc::kill(-main_pid, libc::SIGKILL) };
+        for pid in children_of(std::process::id() as libc::pid_t) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if !reap(main_pid, main_status) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Pids whose parent is `parent`, from /proc.
+fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may contain anything, so split after
+    // the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The controlling terminal on stdin, when we were in its foreground: the
+/// command's new group takes the foreground (so it can read the terminal
+/// and gets Ctrl-C directly), and gets it back when it ends.
+struct Terminal {
+    ours: Option<libc::pid_t>,
+}
+
+impl Terminal {
+    fn hand_to(group: libc::pid_t) -> Terminal {
+        // SAFETY: isatty/tcgetpgrp/getpgrp/tcsetpgrp/kill on fd 0 and our
+        // own child's group.
+        unsafe {
+            let ours = libc::getpgrp();
+            if libc::isatty(0) != 1 || libc::tcgetpgrp(0) != ours {
+                return Terminal { ours: None };
+            }
+            if libc::tcsetpgrp(0, group) != 0 {
+                return Terminal { ours: None };
+            }
+            // It may have touched the terminal before it was its foreground
+            // and been stopped for it.
+            libc::kill(-group, libc::SIGCONT);
+            Terminal { ours: Some(ours) }
+        }
+    }
+
+    fn take_back(self) {
+        let Some(ours) = self.ours else { return };
+        // SAFETY: a background group's tcsetpgrp raises SIGTTOU unless it is
+        // blocked; block it around the call.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTTOU);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+            libc::tcsetpgrp(0, ours);
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Looking at processes through /proc (Linux), for tests that must prove a
+//! job's processes are gone.
+
+/// 'R', 'S', 'Z'... from /proc, or `None` once the process is gone (reaped).
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesized command name.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+}
+
+/// Gone from /proc: dead and reaped.
+pub fn is_gone(pid: i32) -> bool {
+    state(pid).is_none()
+}
+
+/// Dead: reaped, or a zombie nobody reaped yet.
+pub fn is_dead(pid: i32) -> bool {
+    matches!(state(pid), None | Some('Z') | Some('X'))
+}
+
+/// Live (not zombie) processes whose argv is exactly `argv`.
+pub fn find_by_argv(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0u8])).collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want) && !is_dead(*pid)
+        })
+        .collect()
+}
+
+/// Nanoseconds of CLOCK_REALTIME, the clock `date +%s%N` prints: the one
+/// clock jobs and tests on this machine share for their records.
+pub fn wall_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}

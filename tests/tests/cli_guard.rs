@@ -1,0 +1,175 @@
+//! Issue 9, bug 3: the job's own children must not outlive `locker run`.
+//! `sh -c 'sleep N; true'` forks `sleep`; after `kill -9` of locker, after
+//! SIGTERM to locker, and after the main command exits, no process of the
+//! job may survive, and the lock is freed only once they are all dead. A job
+//! that escapes into its own session with `setsid` is found and killed too.
+//!
+//! Each test uses a unique sleep duration to find its processes in /proc.
+//!
+//! Needs `locker-node` and `locker` built (`cargo build --bins`).
+
+use locker_tests::{api, bin, eventually, procs, Cluster};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROCESS_TTL_MS: u64 = 3_000;
+
+fn key(name: &str) -> String {
+    format!("cli/{name}/{}", procs::wall_ns())
+}
+
+/// A sleep duration no other process on the machine uses.
+fn unique_sleep() -> String {
+    format!(
+        "{}.{}",
+        4_000 + std::process::id() % 1_000,
+        procs::wall_ns() % 1_000_000_000
+    )
+}
+
+fn sleepers(secs: &str) -> Vec<i32> {
+    procs::find_by_argv(&["sleep", secs])
+}
+
+/// Kills whatever a failing test left behind.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            for pid in sleepers(s) {
+                // SAFETY: kill(2) of a stray test process found by its argv.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn spawn_run(url: &str, k: &str, script: &str) -> Child {
+    Command::new(bin("locker"))
+        .env_remove("LOCKER_ENDPOINTS")
+        .arg("--endpoints")
+        .arg(url)
+        .args([
+            "run",
+            "--report-ttl-ms",
+            &PROCESS_TTL_MS.to_string(),
+            "--report-write-ms",
+            "300",
+            "--grace-ms",
+            "1000",
+            k,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn locker run")
+}
+
+fn is_locked(url: &str, k: &str) -> bool {
+    api::read(url, k).body["locked"] == json!(true)
+}
+
+/// Polls until the lock is free; returns (when every process of `sleeps`
+/// was first seen gone, when the lock was first seen free), both measured
+/// from `t0`. Panics if the lock is seen free while one still runs.
+fn watch_until_free(url: &str, k: &str, sleeps: &[String], t0: Instant) -> (Duration, Duration) {
+    let mut gone_at = None;
+    loop {
+        let alive: Vec<i32> = sleeps.iter().flat_map(|s| sleepers(s)).collect();
+        if alive.is_empty() && gone_at.is_none() {
+            gone_at = Some(t0.elapsed());
+        }
+        if !is_locked(url, k) {
+            let freed = t0.elapsed();
+            let still: Vec<i32> = sleeps.iter().flat_map(|s| sleepers(s)).collect();
+            assert!(
+                still.is_empty() && gone_at.is_some(),
+                "the lock was free after {freed:?} while the job's processes {still:?} still ran"
+            );
+            return (gone_at.unwrap_or(freed), freed);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the lock was never freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_9_of_locker_kills_the_whole_job_before_the_lock_is_freed() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-kill9");
+    let (inner, escaper) = (unique_sleep(), unique_sleep() + "1");
+    let _cleanup = Cleanup(vec![inner.clone(), escaper.clone()]);
+    // A plain child, and one that escapes into its own session.
+    let script = format!("setsid sleep {escaper} & sleep {inner}; true");
+    let mut locker = spawn_run(&url, &k, &script);
+    eventually(Duration::from_secs(15), "the job's sleeps", || {
+        (sleepers(&inner).len() == 1 && sleepers(&escaper).len() == 1).then_some(())
+    });
+    assert!(is_locked(&url, &k));
+
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(locker.id() as i32, libc::SIGKILL) };
+    let t0 = Instant::now();
+    let _ = locker.wait();
+    let (gone, freed) = watch_until_free(&url, &k, &[inner, escaper], t0);
+    eprintln!("FIGURES kill -9: job gone after {gone:?}, lock free after {freed:?}");
+    assert!(
+        gone < Duration::from_secs(2),
+        "job gone only after {gone:?}"
+    );
+}
+
+#[test]
+fn sigterm_to_locker_stops_the_whole_job_before_the_lock_is_freed() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-term");
+    let inner = unique_sleep();
+    let _cleanup = Cleanup(vec![inner.clone()]);
+    let mut locker = spawn_run(&url, &k, &format!("sleep {inner}; true"));
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(locker.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let (gone, freed) = watch_until_free(&url, &k, std::slice::from_ref(&inner), t0);
+    eprintln!("FIGURES SIGTERM: job gone after {gone:?}, lock free after {freed:?}");
+    assert!(
+        gone < Duration::from_secs(3),
+        "job gone only after {gone:?}"
+    );
+    let st = eventually(Duration::from_secs(10), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    // sh died of the SIGTERM: 128 + 15.
+    assert_eq!(st.code(), Some(143));
+}
+
+#[test]
+fn background_children_left_by_the_main_command_are_killed_when_it_exits() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-leftover");
+    let (bg, escaper) = (unique_sleep(), unique_sleep() + "2");
+    let _cleanup = Cleanup(vec![bg.clone(), escaper.clone()]);
+    let script = format!("sleep {bg} & setsid sleep {escaper} & sleep 0.5; exit 3");
+    let mut locker = spawn_run(&url, &k, &script);
+    let st = eventually(Duration::from_secs(20), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    assert_eq!(st.code(), Some(3), "the main command's exit code");
+    assert!(sleepers(&bg).is_empty(), "a background child survived");
+    assert!(sleepers(&escaper).is_empty(), "a setsid child survived");
+    assert!(!is_locked(&url, &k));
+}
