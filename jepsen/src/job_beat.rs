@@ -84,7 +84,13 @@ fn install(on_term: OnTerm) -> Result<(), String> {
 
 /// One record line, written with a single `write` so lines of concurrent
 /// jobs never interleave (O_APPEND makes each write land at the end).
-fn line(f: &mut std::fs::File, key: &str, job: &str, ev: &str, extra: &str) -> Result<(), String> {
+pub(crate) fn beat_line(
+    f: &mut std::fs::File,
+    key: &str,
+    job: &str,
+    ev: &str,
+    extra: &str,
+) -> Result<(), String> {
     let l = format!(
         "{{\"k\":{},\"j\":{},\"t\":{},\"e\":\"{ev}\"{extra}}}\n",
         serde_json::Value::from(key),
@@ -104,7 +110,7 @@ pub fn job_beat_main(a: BeatArgs) -> Result<(), String> {
         .map_err(|e| format!("open {}: {e}", a.file.display()))?;
     // SAFETY: getpid/getpgid(0) only read our own ids.
     let (pid, pgid) = unsafe { (libc::getpid(), libc::getpgid(0)) };
-    line(
+    beat_line(
         &mut f,
         &a.key,
         &a.job,
@@ -123,19 +129,19 @@ pub fn job_beat_main(a: BeatArgs) -> Result<(), String> {
         let now = std::time::Instant::now();
         if TERM.load(Ordering::SeqCst) && term_seen.is_none() {
             term_seen = Some(now);
-            line(&mut f, &a.key, &a.job, "t", "")?;
+            beat_line(&mut f, &a.key, &a.job, "t", "")?;
         }
         if let (Some(t), OnTerm::Linger(ms)) = (term_seen, a.on_term) {
             if now >= t + Duration::from_millis(ms) {
-                line(&mut f, &a.key, &a.job, "x", ",\"after_term\":true")?;
+                beat_line(&mut f, &a.key, &a.job, "x", ",\"after_term\":true")?;
                 return Ok(());
             }
         }
         if now >= end {
-            line(&mut f, &a.key, &a.job, "x", "")?;
+            beat_line(&mut f, &a.key, &a.job, "x", "")?;
             return Ok(());
         }
-        line(&mut f, &a.key, &a.job, "b", "")?;
+        beat_line(&mut f, &a.key, &a.job, "b", "")?;
     }
 }
 

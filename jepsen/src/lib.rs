@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod crash_point;
 pub mod history;
 pub mod job_beat;
+pub mod lib_job;
 pub mod mutations;
 pub mod nemesis;
 pub mod replicas;

@@ -7,6 +7,7 @@ use locker_jepsen::client_api;
 use locker_jepsen::cluster::{cleanup_prefix, HostKind};
 use locker_jepsen::history::read_history;
 use locker_jepsen::job_beat::{job_beat_main, BeatArgs, OnTerm};
+use locker_jepsen::lib_job::{lib_job_main, LibJobArgs};
 use locker_jepsen::mutations;
 use locker_jepsen::nemesis::parse_list;
 use locker_jepsen::report;
@@ -39,7 +40,8 @@ enum Cmd {
         nemesis: String,
         /// mutex, set, set-unfenced, takeover-http, takeover-client,
         /// takeover (both takeover drivers), run (`locker run` jobs),
-        /// run-unlocked (the same without a lock: a negative control), all.
+        /// run-unlocked (the same without a lock: a negative control),
+        /// run-lib (jobs holding the lock through the client library), all.
         #[arg(long, default_value = "mutex,set,takeover")]
         workload: String,
         #[arg(long, default_value_t = 60)]
@@ -150,6 +152,27 @@ enum Cmd {
         /// exit, ignore or linger:MS
         #[arg(long, default_value = "exit")]
         on_term: String,
+    },
+    /// Internal: the job of the run-lib workload: takes KEY through the
+    /// client library and beats while its heartbeat says the lock is held.
+    #[command(hide = true)]
+    LibJob {
+        #[arg(long)]
+        urls: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        job: String,
+        #[arg(long, default_value_t = 1_000)]
+        run_ms: u64,
+        #[arg(long, default_value_t = 30)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 5_000)]
+        wait_ms: u64,
+        #[arg(long, default_value_t = 2_000)]
+        process_ttl_ms: u64,
     },
     /// Internal: the lock-holding helper process of the takeover workload.
     #[command(hide = true)]
@@ -468,6 +491,33 @@ fn real_main() -> Result<ExitCode, String> {
                 on_term: OnTerm::parse(&on_term)?,
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::LibJob {
+            urls,
+            file,
+            key,
+            job,
+            run_ms,
+            interval_ms,
+            wait_ms,
+            process_ttl_ms,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("runtime: {e}"))?;
+            let code = rt.block_on(lib_job_main(LibJobArgs {
+                urls: urls.split(',').map(str::to_string).collect(),
+                file,
+                key,
+                job,
+                run_ms: run_ms.min(600_000),
+                interval_ms,
+                wait_ms: wait_ms.min(600_000),
+                process_ttl_ms,
+            }))?;
+            Ok(ExitCode::from(code))
         }
         Cmd::Holder {
             urls,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 /// Workload names; `takeover` is both takeover drivers, `all` is every one.
-pub const WORKLOADS: [&str; 7] = [
+pub const WORKLOADS: [&str; 8] = [
     "mutex",
     "set",
     "set-unfenced",
@@ -27,6 +27,7 @@ pub const WORKLOADS: [&str; 7] = [
     "takeover-client",
     "run",
     "run-unlocked",
+    "run-lib",
 ];
 pub const UNFENCED_KEY: &str = "jepsen/set-unfenced";
 
@@ -222,19 +223,13 @@ async fn run_async(
                 next_id += 1;
                 tasks.spawn(workload::takeover_worker(wk, holder, key.into(), cfg));
             }
-            "run" | "run-unlocked" => {
+            "run" | "run-unlocked" | "run-lib" => {
                 let cfg = run_cfg.get_or_insert_with(|| {
                     let bin = o.locker_bin.clone().unwrap_or_default();
                     RunCfg::new(&o.out, exe.clone(), bin, o.process_ttl_ms, clients.clone())
                         .map(Arc::new)
                 });
-                workload_run::spawn(
-                    &mut tasks,
-                    w == "run-unlocked",
-                    &ctx,
-                    cfg.as_ref()?,
-                    &mut rng,
-                );
+                workload_run::spawn(&mut tasks, w, &ctx, cfg.as_ref()?, &mut rng);
             }
             _ => {}
         }

@@ -19,6 +19,10 @@
 //!
 //! `run-unlocked` is the twin without a lock (the job is started directly),
 //! the negative control: its jobs overlap, and the checker must say so.
+//!
+//! `run-lib` is the same through the Rust client library: 3 runners on
+//! client hosts 10..12 loop `locker-jepsen lib-job` (see `lib_job`), which
+//! beats only while `Heartbeater::heartbeat()` says the lock is still held.
 
 use crate::checker::run::spans_from_record;
 use crate::client_hosts::ClientHosts;
@@ -38,6 +42,19 @@ pub const RUN_KEYS: u64 = 3;
 pub const RUNNERS_PER_KEY: u64 = 3;
 pub const UNLOCKED_RUNNERS: u64 = 2;
 pub const UNLOCKED_KEY: &str = "jepsen/run-unlocked";
+pub const LIB_KEY: &str = "jepsen/run-lib";
+pub const LIB_RUNNERS: u64 = 3;
+
+/// How a runner starts its jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `locker run KEY -- job-beat ...`
+    Locker,
+    /// `lib-job`: the client library holds the lock inside the job.
+    Lib,
+    /// `job-beat` with no lock at all (negative control).
+    Unlocked,
+}
 /// History process of runner `i` (its `run` operations)...
 const RUN_PROCESS: u64 = 700;
 /// ...and of its events (`job`, `kill-run`), which have no invocation.
@@ -125,7 +142,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn draw(rng: &mut Rng, job: String, grace_ms: u64, unlocked: bool) -> Plan {
+    fn draw(rng: &mut Rng, job: String, grace_ms: u64, kind: Kind) -> Plan {
         let run_ms = if rng.chance(0.7) {
             rng.range(200, 1_500)
         } else {
@@ -136,8 +153,14 @@ impl Plan {
             5..=7 => OnTerm::Linger(rng.range(20, (grace_ms * 2 / 3).max(21))),
             _ => OnTerm::Ignore,
         };
-        let kill = (!unlocked && rng.chance(0.15)).then(|| {
-            let mode = if rng.chance(0.5) { "locker" } else { "group" };
+        let kill = (kind != Kind::Unlocked && rng.chance(0.15)).then(|| {
+            let mode = if kind == Kind::Lib {
+                "process"
+            } else if rng.chance(0.5) {
+                "locker"
+            } else {
+                "group"
+            };
             (rng.range(100, 1_500), mode)
         });
         Plan {
@@ -148,6 +171,32 @@ impl Plan {
             nested: rng.chance(0.3),
             kill,
         }
+    }
+
+    /// `lib-job` arguments (the nesting and SIGTERM behaviour do not apply).
+    fn lib_args(&self, cfg: &RunCfg, urls: &[String], key: &str) -> Vec<String> {
+        [
+            "lib-job",
+            "--urls",
+            &urls.join(","),
+            "--file",
+            &cfg.record.display().to_string(),
+            "--key",
+            key,
+            "--job",
+            &self.job,
+            "--run-ms",
+            &self.run_ms.to_string(),
+            "--interval-ms",
+            &self.interval_ms.to_string(),
+            "--wait-ms",
+            &cfg.wait_ms.to_string(),
+            "--process-ttl-ms",
+            &cfg.process_ttl_ms.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     fn job_args(&self, cfg: &RunCfg, key: &str) -> Vec<String> {
@@ -177,42 +226,47 @@ impl Plan {
     }
 }
 
-/// Spawns the runners of `run` (or of the unlocked twin) into `tasks`.
+/// Spawns the runners of workload `name` (run, run-lib, run-unlocked).
 pub fn spawn(
     tasks: &mut tokio::task::JoinSet<()>,
-    unlocked: bool,
+    name: &str,
     ctx: &Arc<Ctx>,
     cfg: &Arc<RunCfg>,
     rng: &mut Rng,
 ) {
-    if unlocked {
-        for r in 0..UNLOCKED_RUNNERS {
-            let id = 90 + r;
-            let rn = Runner::new(id, 0, UNLOCKED_KEY.into(), true, ctx, cfg, rng);
-            tasks.spawn(rn.run());
+    let mut add = |id: u64, host: u64, key: String, kind: Kind| {
+        let rn = Runner::new(id, host, key, kind, ctx, cfg, rng);
+        tasks.spawn(rn.run());
+    };
+    match name {
+        "run-unlocked" => {
+            for r in 0..UNLOCKED_RUNNERS {
+                add(90 + r, 0, UNLOCKED_KEY.into(), Kind::Unlocked);
+            }
         }
-        return;
-    }
-    for k in 0..RUN_KEYS {
-        for r in 0..RUNNERS_PER_KEY {
-            let client = 1 + k * RUNNERS_PER_KEY + r;
-            let rn = Runner::new(
-                client,
-                client,
-                format!("jepsen/run/{k}"),
-                false,
-                ctx,
-                cfg,
-                rng,
-            );
-            tasks.spawn(rn.run());
+        "run-lib" => {
+            // Client hosts after the run workload's.
+            for r in 0..LIB_RUNNERS {
+                let host = RUN_KEYS * RUNNERS_PER_KEY + 1 + r;
+                add(host, host, LIB_KEY.into(), Kind::Lib);
+            }
+        }
+        _ => {
+            for k in 0..RUN_KEYS {
+                for r in 0..RUNNERS_PER_KEY {
+                    let client = 1 + k * RUNNERS_PER_KEY + r;
+                    add(client, client, format!("jepsen/run/{k}"), Kind::Locker);
+                }
+            }
         }
     }
 }
 
-/// Client hosts the `run` workload needs.
+/// Client hosts the run workloads need (run: 1..=9, run-lib: 10..=12).
 pub fn clients_needed(workloads: &[String]) -> u64 {
-    if workloads.iter().any(|w| w == "run") {
+    if workloads.iter().any(|w| w == "run-lib") {
+        RUN_KEYS * RUNNERS_PER_KEY + LIB_RUNNERS
+    } else if workloads.iter().any(|w| w == "run") {
         RUN_KEYS * RUNNERS_PER_KEY
     } else {
         0
@@ -224,7 +278,7 @@ struct Runner {
     /// Client host (0: the harness's own network).
     host: u64,
     key: String,
-    unlocked: bool,
+    kind: Kind,
     ctx: Arc<Ctx>,
     cfg: Arc<RunCfg>,
     rng: Rng,
@@ -244,7 +298,7 @@ impl Runner {
         id: u64,
         host: u64,
         key: String,
-        unlocked: bool,
+        kind: Kind,
         ctx: &Arc<Ctx>,
         cfg: &Arc<RunCfg>,
         rng: &mut Rng,
@@ -253,7 +307,7 @@ impl Runner {
             id,
             host,
             key,
-            unlocked,
+            kind,
             ctx: ctx.clone(),
             cfg: cfg.clone(),
             rng: rng.fork(500 + id),
@@ -272,12 +326,17 @@ impl Runner {
 
     fn command(&self, plan: &Plan) -> tokio::process::Command {
         let job = plan.job_args(&self.cfg, &self.key);
-        let (prog, args): (PathBuf, Vec<String>) = if self.unlocked {
-            (PathBuf::from(&job[0]), job[1..].to_vec())
-        } else {
-            let mut a = self.cfg.locker_args(&self.ctx.urls, &self.key);
-            a.extend(job);
-            (self.cfg.locker_bin.clone(), a)
+        let (prog, args): (PathBuf, Vec<String>) = match self.kind {
+            Kind::Unlocked => (PathBuf::from(&job[0]), job[1..].to_vec()),
+            Kind::Locker => {
+                let mut a = self.cfg.locker_args(&self.ctx.urls, &self.key);
+                a.extend(job);
+                (self.cfg.locker_bin.clone(), a)
+            }
+            Kind::Lib => (
+                self.cfg.exe.clone(),
+                plan.lib_args(&self.cfg, &self.ctx.urls, &self.key),
+            ),
         };
         let mut c = self.cfg.clients.command(self.host, &prog);
         c.args(args);
@@ -289,13 +348,15 @@ impl Runner {
         while !self.ctx.done() && n < MAX_JOBS {
             n += 1;
             let job = format!("c{}-{n}", self.id);
-            let plan = Plan::draw(&mut self.rng, job, self.cfg.grace_ms, self.unlocked);
+            let plan = Plan::draw(&mut self.rng, job, self.cfg.grace_ms, self.kind);
+            let unlocked = self.kind == Kind::Unlocked;
             self.record(
                 RUN_PROCESS + self.id,
                 OpType::Invoke,
                 "run",
                 json!({"job": plan.job, "client": self.host, "run_ms": plan.run_ms,
-                    "on_term": plan.on_term.arg(), "nested": plan.nested, "unlocked": self.unlocked,
+                    "on_term": plan.on_term.arg(), "nested": plan.nested, "unlocked": unlocked,
+                    "via": format!("{:?}", self.kind).to_lowercase(),
                     "process_ttl_ms": self.cfg.process_ttl_ms}),
             );
             let (kind, v) = match self.one(&plan).await {
@@ -304,7 +365,7 @@ impl Runner {
             };
             self.record(RUN_PROCESS + self.id, kind, "run", v);
             self.cfg.clients.set_running(self.host, false);
-            let pause = if kind == OpType::Fail && !self.unlocked {
+            let pause = if kind == OpType::Fail && !unlocked {
                 200
             } else {
                 self.rng.range(0, 50)
