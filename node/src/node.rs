@@ -400,8 +400,11 @@ impl Node {
         }
     }
 
-    /// Runs for the node's life: the leader proposes a sweep when something expired.
+    /// Runs for the node's life: the leader's own proposals. A sweep when
+    /// something expired, and a clock tick when the log time lags the leader's
+    /// clock by a second (see [`Node::tick_loop`]).
     pub async fn sweep_loop(self: Arc<Self>) {
+        tokio::spawn(self.clone().tick_loop());
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.sweep_ms.max(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -416,7 +419,44 @@ impl Node {
             }
         }
     }
+
+    /// Keeps the log time within about [`TICK_IDLE_MS`] of the leader's clock.
+    ///
+    /// Log time moves only with entries. A takeover marker shifts live
+    /// deadlines by the gap between the log time before it and its own time
+    /// (SPEC section 3), so without ticks an idle spell before a failover would
+    /// be granted to every lease again. The leader commits a [`Op::Tick`] when
+    /// the log lags its clock by a second and some lease is live at the log
+    /// time: one tiny entry per idle second, none while traffic flows (every
+    /// write stamps the leader's time) or while nothing is live.
+    async fn tick_loop(self: Arc<Self>) {
+        let mut check = tokio::time::interval(Duration::from_millis(TICK_CHECK_MS));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            check.tick().await;
+            let Some(now) = self.leader_now() else {
+                continue;
+            };
+            let due = {
+                let r = self.replica.read();
+                let log_now = r.table.now();
+                // With nothing live at the log time a marker shifts nothing,
+                // so an empty idle cluster writes nothing at all.
+                now.saturating_sub(log_now) >= TICK_IDLE_MS && r.table.has_live(log_now)
+            };
+            if due {
+                if let Err(e) = self.propose(Op::Tick).await {
+                    tracing::debug!(error = %e, "clock tick not committed");
+                }
+            }
+        }
+    }
 }
+
+/// An idle leader ticks when the log time lags its clock by this much.
+const TICK_IDLE_MS: u64 = 1_000;
+/// How often the leader looks whether a tick is due.
+const TICK_CHECK_MS: u64 = 200;
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

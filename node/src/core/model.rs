@@ -91,9 +91,16 @@ pub enum Op {
     },
     /// Drops records whose own TTL has ended. Correctness never depends on it.
     Sweep,
-    /// The first command of every leader term: extends every live lease so a
-    /// new leader whose clock runs ahead never ends one early.
+    /// The first command of every leader term: shifts every live deadline by
+    /// the gap between the log time before it and its own time, so a new
+    /// leader whose clock runs ahead never ends a lease early, and a leader
+    /// change grants no more than that gap.
     LeaderTakeover,
+    /// An idle leader's clock tick: moves the log time only, so the log never
+    /// lags the leader's clock by much and a takeover's gap measures the time
+    /// without a leader, not the time without traffic. Appended last so logs
+    /// written before it existed still decode (bincode numbers variants).
+    Tick,
 }
 
 /// A log entry's payload: an operation and the leader's time when it was proposed.
@@ -118,6 +125,7 @@ impl fmt::Display for Command {
             Op::Release { key, owner_hash } => write!(f, "release({key:?}, {owner_hash:?})"),
             Op::Sweep => f.write_str("sweep"),
             Op::LeaderTakeover => f.write_str("leader_takeover"),
+            Op::Tick => f.write_str("tick"),
         }?;
         write!(f, "@{}", self.time_ms)
     }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hashes::parse_owner_hash;
 use super::model::{Change, Command, Lock, Op, Outcome, Process, Status};
+use crate::mutation::Mutation;
 
 /// Processes and locks at a log time.
 ///
@@ -20,6 +21,50 @@ pub struct LockTable {
     /// Derived index: process hash -> keys of the locks bound to it. Rebuilt on
     /// load, never persisted, so it cannot disagree with `locks` on disk.
     by_process: BTreeMap<String, BTreeSet<String>>,
+    /// The test mutation this table applies: none unless the `mutations`
+    /// feature is built in (see [`Switch`]).
+    mutation: Switch,
+}
+
+/// Which test mutation ([`crate::mutation`]) a table applies.
+///
+/// Taken from the process-wide choice when the table is made, so every table
+/// of a node (and every replica started alike) applies the same rules; the
+/// core's own tests set it per table, as the process-wide choice is read once
+/// per process. Without the `mutations` feature it holds nothing and
+/// [`Switch::on`] is the constant `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Switch {
+    #[cfg(feature = "mutations")]
+    chosen: Option<Mutation>,
+}
+
+// Derivable only when the feature is off and the struct is empty.
+#[allow(clippy::derivable_impls)]
+impl Default for Switch {
+    fn default() -> Self {
+        Switch {
+            #[cfg(feature = "mutations")]
+            chosen: Mutation::ALL
+                .into_iter()
+                .find(|m| crate::mutation::active(*m)),
+        }
+    }
+}
+
+impl Switch {
+    #[inline]
+    fn on(self, m: Mutation) -> bool {
+        #[cfg(feature = "mutations")]
+        {
+            self.chosen == Some(m)
+        }
+        #[cfg(not(feature = "mutations"))]
+        {
+            let _ = m;
+            false
+        }
+    }
 }
 
 /// The persisted form of a table, in key order, for snapshots.
@@ -41,6 +86,14 @@ pub struct OwnerStatus {
 impl LockTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// TEST ONLY: this table applies mutation `m` (or none), whatever the
+    /// process-wide choice, so one test binary can exercise every mutation.
+    #[cfg(feature = "mutations")]
+    pub fn with_mutation(mut self, m: Option<Mutation>) -> Self {
+        self.mutation = Switch { chosen: m };
+        self
     }
 
     /// Rebuilds a table from records read back from storage or a snapshot.
@@ -130,6 +183,8 @@ impl LockTable {
             Op::Release { key, owner_hash } => tx.release(key, owner_hash),
             Op::Sweep => tx.sweep(),
             Op::LeaderTakeover => tx.leader_takeover(before),
+            // The log time moved above; nothing else changes.
+            Op::Tick => Outcome::status_only(Status::Success),
         };
         let changes = tx.changes;
         #[cfg(debug_assertions)]
@@ -154,8 +209,19 @@ impl LockTable {
         }
     }
 
+    /// When `lock`'s own ttl runs out: its `expires_at`, except under the
+    /// `EarlyLease` test mutation, which judges every lease a quarter of its
+    /// ttl early.
+    fn lock_end(&self, lock: &Lock) -> u64 {
+        if self.mutation.on(Mutation::EarlyLease) {
+            lock.expires_at.saturating_sub(lock.ttl_ms / 4)
+        } else {
+            lock.expires_at
+        }
+    }
+
     fn is_live(&self, lock: &Lock, at: u64) -> bool {
-        at < lock.expires_at && self.process_alive_for(lock, at)
+        at < self.lock_end(lock) && self.process_alive_for(lock, at)
     }
 
     /// The live lock on `key` at `at`, if any.
@@ -200,7 +266,7 @@ impl LockTable {
             };
         };
         let key = Some(parts.key.to_string());
-        let Some(lock) = self.locks.get(parts.key).filter(|l| at < l.expires_at) else {
+        let Some(lock) = self.locks.get(parts.key).filter(|l| at < self.lock_end(l)) else {
             return OwnerStatus {
                 status: Status::NoKey,
                 key,
@@ -227,7 +293,7 @@ impl LockTable {
     /// first get that time into the log (see the API's read path).
     fn lock_changes_between(&self, lock: &Lock, from: u64, to: u64) -> bool {
         let within = |deadline: u64| from < deadline && deadline <= to;
-        within(lock.expires_at)
+        within(self.lock_end(lock))
             || lock
                 .process_hash
                 .as_deref()
@@ -253,6 +319,13 @@ impl LockTable {
             .any(|(_, l)| self.lock_changes_between(l, from, to))
     }
 
+    /// Whether any lock or process is live at `at`: what a takeover marker
+    /// judging at `at` would shift.
+    pub fn has_live(&self, at: u64) -> bool {
+        self.locks.values().any(|l| self.is_live(l, at))
+            || self.processes.values().any(|p| at < p.alive_until)
+    }
+
     /// Whether a sweep at `at` would remove anything.
     pub fn has_expired(&self, at: u64) -> bool {
         self.locks.values().any(|l| l.expires_at <= at)
@@ -268,7 +341,7 @@ impl LockTable {
             .as_deref()
             .and_then(|p| self.processes.get(p))
             .map_or(u64::MAX, |p| p.alive_until);
-        Some(lock.expires_at.min(process_end))
+        Some(self.lock_end(lock).min(process_end))
     }
 
     fn index_lock(&mut self, lock: &Lock) {
@@ -440,10 +513,22 @@ impl Tx<'_> {
             extended_at: now,
             expires_at: now.saturating_add(ttl_ms),
             ttl_ms,
-            fencing_token: index,
+            fencing_token: self.token(index),
         };
         self.put_lock(lock.clone());
         Outcome::with_lock(Status::Success, &lock)
+    }
+
+    /// The fencing token of a grant at `index`: the index itself. The
+    /// `TokenNotIndex` test mutation takes one plus the number of lock records
+    /// instead: deterministic (replicas agree), but it repeats as soon as a
+    /// released key is granted again, and across leaders.
+    fn token(&self, index: u64) -> u64 {
+        if self.table.mutation.on(Mutation::TokenNotIndex) {
+            self.table.locks.len() as u64 + 1
+        } else {
+            index
+        }
     }
 
     /// The live lock on `key` if `owner_hash` holds it, else the refusal
@@ -514,11 +599,26 @@ impl Tx<'_> {
         Outcome::status_only(Status::Success)
     }
 
-    /// Liveness is judged at the log time *before* this entry, so a new
-    /// leader whose clock is ahead cannot make a lease look expired; every
-    /// lease live then now runs to at least the new time plus its ttl.
+    /// The takeover marker (SPEC section 3). Liveness is judged at the log
+    /// time *before* it, and every lock and process live then has its deadline
+    /// shifted by the gap between that time and the marker's: the time
+    /// without a leader plus any difference of clocks. So exactly the leases
+    /// live before the marker are live after it (a new leader whose clock runs
+    /// ahead ends none early), each keeps the remaining time it had, and a
+    /// leader change grants no more than the gap (not a fresh ttl).
+    ///
+    /// Shifting keeps the incarnation rule: `since` and `acquired_at` are not
+    /// moved, so a lock of an earlier incarnation stays dead, and a process
+    /// dead before the marker is not shifted and comes back, if ever, as a new
+    /// incarnation.
     fn leader_takeover(&mut self, before: u64) -> Outcome {
-        let now = self.now();
+        // `now = max(before, marker time)`, so the gap is never negative: a
+        // new leader whose clock is behind shifts nothing.
+        let gap = self.now() - before;
+        if gap == 0 || self.table.mutation.on(Mutation::NoTakeoverShift) {
+            return Outcome::status_only(Status::Success);
+        }
+        // Both lists are judged before anything moves.
         let live_processes: Vec<Process> = self
             .table
             .processes
@@ -534,18 +634,12 @@ impl Tx<'_> {
             .cloned()
             .collect();
         for mut p in live_processes {
-            let floor = now.saturating_add(p.ttl_ms);
-            if p.alive_until < floor {
-                p.alive_until = floor;
-                self.put_process(p);
-            }
+            p.alive_until = p.alive_until.saturating_add(gap);
+            self.put_process(p);
         }
         for mut l in live_locks {
-            let floor = now.saturating_add(l.ttl_ms);
-            if l.expires_at < floor {
-                l.expires_at = floor;
-                self.put_lock(l);
-            }
+            l.expires_at = l.expires_at.saturating_add(gap);
+            self.put_lock(l);
         }
         Outcome::status_only(Status::Success)
     }
