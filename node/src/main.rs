@@ -20,6 +20,14 @@ fn main() -> std::process::ExitCode {
     }
     init_tracing(&cli.node.log_format);
     locker_node::mutation::announce();
+    #[cfg(feature = "failpoints")]
+    let _crash_points = match locker_node::store::crash::setup() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("locker-node: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod crash;
 pub mod replicas;
 
 pub const SECRET: &str = "test-cluster-secret";

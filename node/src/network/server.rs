@@ -32,7 +32,16 @@ pub struct PeerInfo {
 }
 
 pub fn peer_router(state: Arc<PeerState>) -> Router {
-    Router::new()
+    let router = Router::new();
+    // Test builds only: arm crash points at runtime (see `store::crash`).
+    #[cfg(feature = "failpoints")]
+    let router = router
+        .route("/internal/failpoints", get(failpoints::list))
+        .route(
+            "/internal/failpoints/{name}",
+            axum::routing::put(failpoints::arm),
+        );
+    router
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/pre-vote", post(pre_vote))
@@ -123,4 +132,30 @@ async fn snapshot(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
 
 async fn info(State(st): State<Arc<PeerState>>) -> Json<PeerInfo> {
     Json(st.info.clone())
+}
+
+#[cfg(feature = "failpoints")]
+mod failpoints {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::Json;
+
+    use crate::store::crash;
+
+    /// `GET /internal/failpoints`: every crash point's name.
+    pub async fn list() -> Json<serde_json::Value> {
+        Json(serde_json::json!({ "failpoints": crash::CRASH_POINTS }))
+    }
+
+    /// `PUT /internal/failpoints/{name}` with a `fail` action as text body
+    /// (`return`, `1*off->return`, `20%return`, `off`).
+    pub async fn arm(Path(name): Path<String>, body: String) -> (StatusCode, String) {
+        match crash::arm(&name, &body) {
+            Ok(()) => {
+                tracing::warn!(crash_point = %name, action = %body.trim(), "crash point armed");
+                (StatusCode::OK, format!("{name}={}\n", body.trim()))
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        }
+    }
 }

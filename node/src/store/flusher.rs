@@ -74,7 +74,9 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Job>, stats: Arc<FlushStats>) {
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
         let started = std::time::Instant::now();
+        super::crash::hit("store::flush::before");
         let result = db.flush();
+        super::crash::hit("store::flush::after");
         stats
             .fsync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -83,12 +85,9 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Job>, stats: Arc<FlushStats>) {
         stats.entries.fetch_add(entries, Ordering::Relaxed);
         match result {
             Ok(_) => jobs.into_iter().for_each(|j| (j.done)(Ok(()))),
-            Err(e) => {
-                tracing::error!(error = %e, "flush failed");
-                let msg = e.to_string();
-                jobs.into_iter()
-                    .for_each(|j| (j.done)(Err(io::Error::other(msg.clone()))));
-            }
+            // Nothing waiting here may be acknowledged, and Raft cannot go
+            // on without durable writes: stop the process (exit code 74).
+            Err(e) => super::disk_failed("flush to disk (fsync)", &e),
         }
     }
 }

@@ -7,7 +7,9 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use super::{decode, encode, to_io, Flusher};
+use super::crash::hit;
+use super::{decode, encode, must_write, to_io, Flusher};
+use crate::mutation::{active, Mutation};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
@@ -23,12 +25,69 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// Opens the log and reconciles what a crash can leave behind (see
+    /// [`LogStore::reconcile`]); refuses a log that contradicts itself.
     pub fn open(db: &sled::Db, flusher: Flusher) -> io::Result<LogStore> {
-        Ok(LogStore {
+        let store = LogStore {
             log: db.open_tree("raft_log").map_err(to_io)?,
             meta: db.open_tree("raft_meta").map_err(to_io)?,
             flusher,
-        })
+        };
+        store.reconcile()?;
+        Ok(store)
+    }
+
+    /// A crash inside `purge` can leave the purge mark on disk without some
+    /// of the deletions it announced (the mark is flushed first on purpose:
+    /// the other order could leave a gap nothing explains). Such entries are
+    /// dead: drop them and flush before anyone reads the log state. Then
+    /// check what must hold whatever the crash: entries contiguous, each
+    /// stored under its own index, terms never decreasing, the first one
+    /// right after the purge mark.
+    fn reconcile(&self) -> io::Result<()> {
+        let purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
+        if let Some(p) = &purged {
+            let mut batch = sled::Batch::default();
+            let mut stale = 0u64;
+            for k in self.log.range(..=p.index.to_be_bytes()).keys() {
+                batch.remove(k.map_err(to_io)?);
+                stale += 1;
+            }
+            if stale > 0 {
+                tracing::warn!(stale, last_purged = %p, "dropping log entries a crash left behind the purge mark");
+                self.log.apply_batch(batch).map_err(to_io)?;
+                self.log.flush().map_err(to_io)?;
+            }
+        }
+        self.check_log(purged)
+    }
+
+    fn check_log(&self, purged: Option<LogId>) -> io::Result<()> {
+        let corrupt = |msg: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the Raft log on disk is inconsistent: {msg}; refusing to start (restore this node's data dir or wipe it and re-add the node)"),
+            )
+        };
+        let mut prev: Option<LogId> = purged;
+        for kv in self.log.iter() {
+            let (k, v) = kv.map_err(to_io)?;
+            let entry: Entry = decode(&v)?;
+            let id = entry.log_id;
+            if k.as_ref() != id.index.to_be_bytes() {
+                return Err(corrupt(format!("entry {id} stored under another index")));
+            }
+            if let Some(p) = &prev {
+                if id.index != p.index + 1 {
+                    return Err(corrupt(format!("entry {id} follows {p}: a gap")));
+                }
+                if id.leader_id.term < p.leader_id.term {
+                    return Err(corrupt(format!("entry {id} has a lower term than {p}")));
+                }
+            }
+            prev = Some(id);
+        }
+        Ok(())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -39,7 +98,7 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
-        self.meta.insert(key, encode(v)?).map_err(to_io)?;
+        must_write("write Raft metadata", self.meta.insert(key, encode(v)?));
         Ok(())
     }
 
@@ -89,7 +148,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last = self.last_entry_log_id()?.or(last_purged);
+        // An entry at or below the purge mark is dead (a crash cut a purge
+        // short): it never counts as the last entry.
+        let last = self
+            .last_entry_log_id()?
+            .filter(|l| last_purged.is_none_or(|p| l.index > p.index))
+            .or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -102,13 +166,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.put_meta(VOTE, vote)?;
+        hit("store::vote::after_write");
         // A vote must be on disk before we answer it, or a restart could vote twice.
-        self.flusher.flush().await
+        self.flusher.flush().await?;
+        hit("store::vote::after_flush");
+        Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not flushed: losing it only means re-learning the commit index from the leader.
-        self.put_meta(COMMITTED, &committed)
+        // Not flushed: losing it only means re-learning the commit index from
+        // the leader. It is written after the entries it covers, so any
+        // surviving prefix of writes that holds it holds them too.
+        self.put_meta(COMMITTED, &committed)?;
+        hit("store::committed::after_write");
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -130,7 +201,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&entry.log_id.index.to_be_bytes(), encode(&entry)?);
             n += 1;
         }
-        self.log.apply_batch(batch).map_err(to_io)?;
+        must_write("append to the Raft log", self.log.apply_batch(batch));
+        hit("store::append::after_write");
+        if active(Mutation::AckBeforeFsync) {
+            // Test-only mutation: acknowledged before it is durable.
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
         // Acknowledged only when durable: the flusher calls back after fsync.
         self.flusher
             .after_flush(n, move |r| callback.io_completed(r));
@@ -143,21 +220,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for kv in self.log.range(from.to_be_bytes()..) {
             batch.remove(kv.map_err(to_io)?.0);
         }
-        self.log.apply_batch(batch).map_err(to_io)?;
-        // Flushed so conflicting entries cannot reappear after a crash.
-        self.flusher.flush().await
+        must_write("truncate the Raft log", self.log.apply_batch(batch));
+        hit("store::truncate::after_write");
+        // Flushed so conflicting entries cannot reappear after a crash. Until
+        // then a crash brings them back whole (one atomic batch), as if the
+        // truncation never began: nothing was acknowledged on top of it.
+        self.flusher.flush().await?;
+        hit("store::truncate::after_flush");
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point first: a crash in between leaves extra
-        // entries, never a gap that `get_log_state` cannot explain.
+        // entries, never a gap that `get_log_state` cannot explain. The
+        // extras are ignored by `get_log_state` and dropped by `open`.
         self.put_meta(LAST_PURGED, &log_id)?;
+        hit("store::purge::after_mark");
         self.flusher.flush().await?;
+        hit("store::purge::after_mark_flush");
         let mut batch = sled::Batch::default();
         for kv in self.log.range(..=log_id.index.to_be_bytes()) {
             batch.remove(kv.map_err(to_io)?.0);
         }
-        self.log.apply_batch(batch).map_err(to_io)?;
+        must_write("purge the Raft log", self.log.apply_batch(batch));
+        hit("store::purge::after_delete");
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! log entries and the state-machine records written before it durable, in
 //! order. Keep every tree of a node in this one `Db`.
 
+pub mod crash;
 mod flusher;
 mod log_store;
 mod state_machine;
@@ -34,6 +35,28 @@ pub fn open(
     let sm = StateMachine::open(&db, flusher.clone())?;
     let replica = sm.replica();
     Ok((log, sm, replica, flusher))
+}
+
+/// Exit code after a failed disk write or fsync (BSD `EX_IOERR`).
+pub const EXIT_DISK_FAILED: i32 = 74;
+
+/// A write or fsync that failed (a full disk, an IO error) leaves Raft
+/// unable to go on, and a node that lingers answers 503 forever while
+/// looking healthy. Stop the process at once, without flushing anything
+/// more, so a supervisor restarts it once the disk is fixed; what was
+/// acknowledged is already on disk.
+pub(crate) fn disk_failed(what: &str, e: &dyn std::fmt::Display) -> ! {
+    tracing::error!(error = %e, "cannot {what}: the disk failed; exiting so a supervisor restarts this node");
+    eprintln!("locker-node: FATAL: cannot {what}: {e}; exiting (code {EXIT_DISK_FAILED})");
+    std::process::exit(EXIT_DISK_FAILED)
+}
+
+/// Unwraps a sled write, stopping the process on failure (see [`disk_failed`]).
+pub(crate) fn must_write<T>(what: &str, r: sled::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => disk_failed(what, &e),
+    }
 }
 
 pub(crate) fn to_io(e: sled::Error) -> io::Error {

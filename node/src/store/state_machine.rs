@@ -11,7 +11,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{decode, encode, to_io, Flusher};
+use super::crash::hit;
+use super::{decode, encode, must_write, to_io, Flusher};
 use crate::core::{Change, Lock, LockTable, Outcome, Process, Status, TableImage};
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -68,6 +69,9 @@ pub struct StateMachine {
     snapshots: sled::Tree,
     flusher: Flusher,
     replica: SharedReplica,
+    /// Applied indexes must be contiguous (always, except under openraft's
+    /// generic conformance suite, which applies synthetic entries with holes).
+    contiguous: bool,
 }
 
 fn record_key(prefix: u8, id: &str) -> Vec<u8> {
@@ -103,11 +107,13 @@ impl StateMachine {
         let sm = db.open_tree("state_machine").map_err(to_io)?;
         let snapshots = db.open_tree("snapshots").map_err(to_io)?;
         let replica = load(&sm)?;
+        check_table(&replica, "loading the state machine")?;
         let applied = replica.last_applied.as_ref().map_or(0, |l| l.index);
         Ok(StateMachine {
             sm,
             snapshots,
             flusher,
+            contiguous: true,
             replica: Arc::new(ReplicaCell {
                 state: RwLock::new(replica),
                 applied: watch::channel(applied).0,
@@ -118,6 +124,41 @@ impl StateMachine {
     pub fn replica(&self) -> SharedReplica {
         self.replica.clone()
     }
+
+    /// For openraft's conformance suite only: its synthetic entries skip
+    /// indexes, which a real Raft never does. Indexes must still increase.
+    pub fn allow_index_gaps_for_conformance_suite(&mut self) {
+        self.contiguous = false;
+    }
+}
+
+/// The table's structural invariants at the disk boundary (after loading,
+/// after installing a snapshot): a violation means the bytes on disk or in
+/// a snapshot are wrong, and serving them would be serving a lie.
+fn check_table(r: &Replica, when: &str) -> io::Result<()> {
+    let last = r.last_applied.as_ref().map_or(0, |l| l.index);
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.table.check_invariants(last)
+    }));
+    checked.map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("lock table invariant broken after {when} (applied index {last}): {why}"),
+        )
+    })
+}
+
+/// A broken invariant while running: stop the node with a clear message
+/// rather than serve (or persist) a state that contradicts the log.
+fn invariant_broken(msg: String) -> ! {
+    tracing::error!(%msg, "storage invariant broken: stopping");
+    eprintln!("locker-node: FATAL: storage invariant broken: {msg}");
+    std::process::exit(70)
 }
 
 fn load(sm: &sled::Tree) -> io::Result<Replica> {
@@ -170,8 +211,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::with_capacity(entries.len());
         let applied_index = {
             let mut r = self.replica.write();
+            let time_before = r.table.now();
             for (entry, responder) in entries {
                 let index = entry.log_id.index;
+                // Applied indexes are contiguous: a hole or a replay would
+                // make replicas diverge silently.
+                if let Some(prev) = &r.last_applied {
+                    let next = prev.index + 1;
+                    if index < next || (self.contiguous && index != next) {
+                        invariant_broken(format!(
+                            "apply of entry {} right after {prev}",
+                            entry.log_id
+                        ));
+                    }
+                }
                 let outcome = match entry.payload {
                     EntryPayload::Blank => Outcome::status_only(Status::Success),
                     EntryPayload::Normal(cmd) => {
@@ -189,9 +242,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push((responder, outcome));
                 }
             }
+            if r.table.now() < time_before {
+                invariant_broken(format!(
+                    "log time went back from {time_before} to {} at {:?}",
+                    r.table.now(),
+                    r.last_applied
+                ));
+            }
             put_meta(&mut batch, &r)?;
-            // Under the lock so a reader never sees memory and disk disagree on order.
-            self.sm.apply_batch(batch).map_err(to_io)?;
+            hit("store::apply::before_batch");
+            // Under the lock so a reader never sees memory and disk disagree
+            // on order. One atomic batch: a crash keeps all of it or none,
+            // and the log (flushed before) can replay it.
+            must_write("persist the state machine", self.sm.apply_batch(batch));
+            hit("store::apply::after_batch");
             r.last_applied.as_ref().map_or(0, |l| l.index)
         };
         self.replica.applied.send_replace(applied_index);
@@ -221,6 +285,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        // Refuse a snapshot that breaks the table's invariants before any
+        // of it reaches the disk.
+        check_table(&installed, "installing a snapshot")?;
         // Replace the whole state-machine tree in one atomic batch.
         let mut batch = sled::Batch::default();
         for k in self.sm.iter().keys() {
@@ -234,19 +301,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(record_key(PROCESS_PREFIX, &p.process_hash), encode(p)?);
         }
         put_meta(&mut batch, &installed)?;
-        let stored = StoredSnapshot {
+        let stored = encode(&StoredSnapshot {
             meta: meta.clone(),
             data: snapshot,
-        };
+        })?;
         {
+            // The write lock also keeps a concurrent snapshot build from
+            // storing its older state between our record and our state.
             let mut r = self.replica.write();
-            self.sm.apply_batch(batch).map_err(to_io)?;
+            // The snapshot record first: if a crash keeps only it, start-up
+            // sees a snapshot newer than the state and installs it again
+            // (openraft's restore); the other order could leave a state
+            // with no snapshot record to serve or purge against.
+            must_write(
+                "store the snapshot",
+                self.snapshots.insert(SNAPSHOT, stored),
+            );
+            hit("store::snapshot_install::after_record");
+            must_write("install the snapshot state", self.sm.apply_batch(batch));
+            hit("store::snapshot_install::after_state");
             *r = installed;
         }
-        self.snapshots
-            .insert(SNAPSHOT, encode(&stored)?)
-            .map_err(to_io)?;
         self.flusher.flush().await?;
+        hit("store::snapshot_install::after_flush");
         let applied = meta.last_log_id.as_ref().map_or(0, |l| l.index);
         self.replica.applied.send_replace(applied);
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
@@ -277,29 +354,52 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (image, last_applied, membership) = {
+        let (meta, data) = {
+            // Held until the record is stored: an install (write lock) cannot
+            // land between reading this state and storing its snapshot, so
+            // an older build never overwrites a newer installed snapshot.
             let r = self.replica.read();
-            (r.table.to_image(), r.last_applied, r.membership.clone())
+            let meta = SnapshotMeta {
+                last_log_id: r.last_applied,
+                last_membership: r.membership.clone(),
+            };
+            let stored = StoredSnapshot {
+                meta: meta.clone(),
+                data: encode(&r.table.to_image())?,
+            };
+            hit("store::snapshot_build::before_record");
+            if stored_meta(&self.snapshots)?.is_some_and(|m| m.last_log_id > meta.last_log_id) {
+                tracing::info!(last_log_id = ?meta.last_log_id, "a newer snapshot is stored: not replacing it");
+            } else {
+                must_write(
+                    "store the snapshot",
+                    self.snapshots.insert(SNAPSHOT, encode(&stored)?),
+                );
+            }
+            hit("store::snapshot_build::after_record");
+            (meta, stored.data)
         };
-        let data = encode(&image)?;
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.snapshots
-            .insert(SNAPSHOT, encode(&stored)?)
-            .map_err(to_io)?;
         // Durable before openraft may purge the log entries it covers; this
         // flush also persists the state-machine records applied so far.
         self.flusher.flush().await?;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = stored.data.len(), "built snapshot");
+        hit("store::snapshot_build::after_flush");
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: stored.data,
+            snapshot: data,
         })
+    }
+}
+
+/// The stored snapshot's meta, without its data (bincode reads the leading
+/// `meta` field and ignores the rest).
+fn stored_meta(snapshots: &sled::Tree) -> io::Result<Option<SnapshotMeta>> {
+    #[derive(Deserialize)]
+    struct MetaOnly {
+        meta: SnapshotMeta,
+    }
+    match snapshots.get(SNAPSHOT).map_err(to_io)? {
+        Some(b) => Ok(Some(decode::<MetaOnly>(&b)?.meta)),
+        None => Ok(None),
     }
 }

@@ -1,0 +1,236 @@
+//! One crash-and-restart test per crash point (node built with
+//! `--features locker-node/failpoints`): real 3-node clusters, the point
+//! armed on one node, the traffic that reaches it, the node's abort, a
+//! restart without the point, then: it opens, every acknowledged write is
+//! there, and replicas agree.
+//!
+//! How each point is reached:
+//! * most: armed at runtime on a running node, then plain writes (small
+//!   `--snapshot-every` / `--keep-logs`, so snapshots and purges happen);
+//! * purge and snapshot install: a follower stopped while the leader
+//!   snapshots and purges past its log, restarted with `FAILPOINTS`, so it
+//!   catches up by snapshot and crashes in the install or the purge after it
+//!   (issue 9, bug 1: this used to brick the follower);
+//! * truncation: an old leader with uncommitted entries rejoins a newer
+//!   leader and must truncate them;
+//! * vote: armed on a follower, then the leader is killed.
+
+use std::time::{Duration, Instant};
+
+use locker_tests::crash::{self, Acked};
+use locker_tests::{api, Cluster};
+
+const FLAGS: &[&str] = &["--snapshot-every", "20", "--keep-logs", "5"];
+const CRASH_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy)]
+enum Target {
+    Leader,
+    Follower,
+}
+
+fn cluster() -> (Cluster, Acked) {
+    let c = Cluster::start_with(3, FLAGS);
+    let mut acked = Acked::default();
+    for _ in 0..3 {
+        acked.write_one(&c, "before");
+    }
+    (c, acked)
+}
+
+fn pick(c: &Cluster, t: Target) -> u64 {
+    match t {
+        Target::Leader => c.leader().expect("a leader"),
+        Target::Follower => c.followers()[0],
+    }
+}
+
+/// Asserts node `id` died by abort at `point`.
+fn assert_crashed_at(c: &mut Cluster, id: u64, point: &str, st: Option<std::process::ExitStatus>) {
+    let log = c.node(id).log_text();
+    let st = st.unwrap_or_else(|| panic!("node {id} never reached crash point {point}"));
+    assert!(
+        crash::aborted(&st),
+        "node {id} ended with {st:?}, not an abort"
+    );
+    assert!(
+        log.contains(&format!("CRASH POINT {point} reached")),
+        "node {id} aborted, but not at {point}"
+    );
+}
+
+/// Restarts `id` without crash points; it must open and serve, every
+/// acknowledged write must be there, replicas must agree.
+fn restart_and_check(c: &mut Cluster, id: u64, acked: &mut Acked) {
+    let before = c.node(id).log_text().len();
+    c.node_mut(id).start();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Some(st) = c.node_mut(id).exited() {
+            let log = c.node(id).log_text();
+            panic!(
+                "node {id} did not reopen after the crash ({st:?}):\n{}",
+                &log[before..]
+            );
+        }
+        if locker_tests::get(&format!("{}/healthz", c.url(id))).code == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    crash::wait_healthy(c.node(id), Duration::from_secs(5));
+    // More writes after the restart, through every node.
+    c.wait_ready(Duration::from_secs(60));
+    for _ in 0..3 {
+        acked.write_one(c, "after");
+    }
+    crash::assert_acked_and_agreeing(c, acked);
+}
+
+/// Armed at runtime on one node, reached by writes.
+fn runtime(point: &str, target: Target) {
+    let (mut c, mut acked) = cluster();
+    let id = pick(&c, target);
+    let a = crash::arm(c.node(id), point, "return");
+    assert_eq!(a.code, 200, "arming {point}: {:?}", a.body);
+    let deadline = Instant::now() + CRASH_WAIT;
+    let st = loop {
+        if let Some(st) = c.node_mut(id).exited() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        acked.write_one(&c, "during");
+    };
+    assert_crashed_at(&mut c, id, point, st);
+    restart_and_check(&mut c, id, &mut acked);
+}
+
+/// A follower catching up by snapshot, started with the point armed.
+fn catch_up(point: &str) {
+    let (mut c, mut acked) = cluster();
+    let id = pick(&c, Target::Follower);
+    c.kill(id);
+    // Enough for several snapshots and purges past the follower's log.
+    let leader = c.leader().expect("a leader");
+    while acked.keys.len() < 60 {
+        acked.write_one(&c, "behind");
+    }
+    locker_tests::eventually(Duration::from_secs(20), "the leader to purge", || {
+        let b = api::cluster(&c.url(leader)).body;
+        (b["purged_index"].as_u64()? > 20).then_some(())
+    });
+    let spec = format!("{point}=return");
+    c.node_mut(id).start_with_env(&[("FAILPOINTS", &spec)]);
+    let st = c.node_mut(id).wait_exit(CRASH_WAIT);
+    assert_crashed_at(&mut c, id, point, st);
+    restart_and_check(&mut c, id, &mut acked);
+}
+
+/// An old leader with uncommitted entries rejoins and truncates them.
+fn truncate(point: &str) {
+    let (mut c, mut acked) = cluster();
+    let old = c.leader().expect("a leader");
+    let others = c.followers();
+    for &f in &others {
+        c.kill(f);
+    }
+    // Proposals the lone leader appends but can never commit (not acknowledged).
+    let url = c.url(old);
+    let pending = std::thread::spawn(move || {
+        for i in 0..3 {
+            let key = format!("doomed/{i}");
+            crash::try_acquire(&url, &key, &crash::owner_of(&key));
+        }
+    });
+    locker_tests::eventually(Duration::from_secs(10), "uncommitted entries", || {
+        let b = api::cluster(&c.url(old)).body;
+        (b["last_log_index"].as_u64()? > b["committed_index"].as_u64()?).then_some(())
+    });
+    c.kill(old);
+    let _ = pending.join();
+    for &f in &others {
+        c.node_mut(f).start();
+    }
+    c.wait_ready(Duration::from_secs(60));
+    for _ in 0..3 {
+        acked.write_one(&c, "newer");
+    }
+    let spec = format!("{point}=return");
+    c.node_mut(old).start_with_env(&[("FAILPOINTS", &spec)]);
+    let st = c.node_mut(old).wait_exit(CRASH_WAIT);
+    assert_crashed_at(&mut c, old, point, st);
+    restart_and_check(&mut c, old, &mut acked);
+}
+
+/// Armed on a follower; killing the leader makes it vote.
+fn vote(point: &str) {
+    let (mut c, mut acked) = cluster();
+    let leader = c.leader().expect("a leader");
+    let id = pick(&c, Target::Follower);
+    let a = crash::arm(c.node(id), point, "return");
+    assert_eq!(a.code, 200, "arming {point}: {:?}", a.body);
+    c.kill(leader);
+    let st = c.node_mut(id).wait_exit(CRASH_WAIT);
+    assert_crashed_at(&mut c, id, point, st);
+    c.node_mut(leader).start();
+    restart_and_check(&mut c, id, &mut acked);
+}
+
+macro_rules! crash_tests {
+    ($($test:ident: $point:literal => $how:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                let run: &dyn Fn(&str) = &$how;
+                run($point);
+            }
+        )*
+        const TESTED: &[&str] = &[$($point),*];
+    };
+}
+
+crash_tests! {
+    flush_before: "store::flush::before" => |p| runtime(p, Target::Leader);
+    flush_after: "store::flush::after" => |p| runtime(p, Target::Follower);
+    append_after_write: "store::append::after_write" => |p| runtime(p, Target::Leader);
+    vote_after_write: "store::vote::after_write" => vote;
+    vote_after_flush: "store::vote::after_flush" => vote;
+    committed_after_write: "store::committed::after_write" => |p| runtime(p, Target::Leader);
+    truncate_after_write: "store::truncate::after_write" => truncate;
+    truncate_after_flush: "store::truncate::after_flush" => truncate;
+    purge_after_mark: "store::purge::after_mark" => catch_up;
+    purge_after_mark_flush: "store::purge::after_mark_flush" => catch_up;
+    purge_after_delete: "store::purge::after_delete" => catch_up;
+    apply_before_batch: "store::apply::before_batch" => |p| runtime(p, Target::Leader);
+    apply_after_batch: "store::apply::after_batch" => |p| runtime(p, Target::Follower);
+    snapshot_build_before_record: "store::snapshot_build::before_record" => |p| runtime(p, Target::Follower);
+    snapshot_build_after_record: "store::snapshot_build::after_record" => |p| runtime(p, Target::Leader);
+    snapshot_build_after_flush: "store::snapshot_build::after_flush" => |p| runtime(p, Target::Follower);
+    snapshot_install_after_record: "store::snapshot_install::after_record" => catch_up;
+    snapshot_install_after_state: "store::snapshot_install::after_state" => catch_up;
+    snapshot_install_after_flush: "store::snapshot_install::after_flush" => catch_up;
+}
+
+/// Every crash point the node lists has a test above, and the arming route
+/// refuses unknown names and malformed actions.
+#[test]
+fn every_crash_point_has_a_test_and_arming_is_validated() {
+    let c = Cluster::start(1);
+    let n = c.node(1);
+    let mut listed = crash::crash_points(n);
+    let mut tested: Vec<String> = TESTED.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    tested.sort();
+    assert_eq!(
+        listed, tested,
+        "crash points without a test (or tests without a point)"
+    );
+    assert_eq!(crash::arm(n, "store::no::such", "return").code, 400);
+    assert_eq!(crash::arm(n, "store::flush::before", "bogus(").code, 400);
+    assert_eq!(crash::arm(n, "store::flush::before", "off").code, 200);
+    // Without the secret: refused like every peer route.
+    let a = locker_tests::get(&format!("http://{}/internal/failpoints", n.peer_addr));
+    assert_eq!(a.code, 401);
+}
