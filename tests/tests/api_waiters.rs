@@ -144,3 +144,46 @@ fn a_waiter_that_disconnects_leaves_the_queue() {
         .unwrap_or_default();
     assert!(m.contains("locker_waiters 0"), "waiters left behind:\n{m}");
 }
+
+#[test]
+fn a_waiter_giving_up_never_takes_the_lock_from_the_head_of_the_queue() {
+    // The leader's clock runs at twice real speed, so the head of the queue,
+    // which sleeps until the holder's lease ends, wakes well after it ended
+    // (no sweeps to wake it earlier). The second waiter's deadline falls in
+    // between: the key is free then, but it is the head's turn.
+    let c = Cluster::start_with(1, &["--test-clock-rate", "2", "--sweep-ms", "3600000"]);
+    let url = c.url(1);
+    let key = "cut";
+    let holder = api::acquire(
+        &url,
+        key,
+        json!({"owner_hash": "cut@h/1.1.0", "ttl_ms": 2000}),
+    );
+    assert_eq!(holder.status(), "SUCCESS");
+    let granted = Instant::now();
+    let head_url = url.clone();
+    let head = std::thread::spawn(move || {
+        api::acquire(
+            &head_url,
+            key,
+            json!({"owner_hash": "cut@h/1.1.1", "wait_ms": 10_000}),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    // Ends about 1100 ms (real) after the grant: 2200 ms of leader time.
+    let wait_ms = 1100u64.saturating_sub(granted.elapsed().as_millis() as u64);
+    let second = api::acquire(
+        &url,
+        key,
+        json!({"owner_hash": "cut@h/1.1.2", "wait_ms": wait_ms}),
+    );
+    let head = head.join().expect("head thread");
+    assert_eq!(
+        (head.status(), second.status()),
+        ("SUCCESS", "SOMEONE_ELSE_HOLDS_LOCK"),
+        "the waiter behind cut ahead of the head: head {:?}, second {:?}",
+        head.body,
+        second.body
+    );
+    assert_eq!(second.body["lock"]["owner_hash"], json!("cut@h/1.1.1"));
+}

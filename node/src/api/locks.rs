@@ -183,21 +183,53 @@ async fn acquire_waiting(
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
-    if let Some(o) = last {
-        return Ok(o);
+    match last {
+        Some(o) => Ok(o),
+        None => give_up_behind(node, key, &ticket, op).await,
     }
-    // Never got to try (always behind others): answer with the current holder.
-    let now = node
-        .leader_now()
-        .unwrap_or_else(|| node.replica.read().table.now());
-    let holder = node.replica.read().table.live_lock(key, now).cloned();
-    match holder {
-        Some(l) => Ok(Outcome {
-            status: Status::SomeoneElseHoldsLock,
-            lock: Some(l),
-            alive_until: None,
-        }),
-        None => Ok(node.propose(op).await?),
+}
+
+/// The answer of a waiter whose time ran out while others were ahead of it.
+///
+/// It never tried, so it answers with the holder. If the key looks free, the
+/// head of the queue is taking it right now: proposing here would cut ahead
+/// of it. Wait (bounded) for the head's grant to land, or for this waiter to
+/// become the head, whose turn it then is.
+async fn give_up_behind(
+    node: &Node,
+    key: &str,
+    ticket: &crate::waiters::Ticket<'_>,
+    op: Op,
+) -> Result<Outcome, ApiError> {
+    let until = tokio::time::Instant::now() + Duration::from_millis(node.cfg.write_timeout_ms);
+    let mut applied = node.replica.subscribe();
+    loop {
+        let queue_changed = node.waiters.changed();
+        if ticket.is_head() {
+            return Ok(node.propose(op).await?);
+        }
+        let holder = {
+            let r = node.replica.read();
+            let now = node.leader_now().unwrap_or_else(|| r.table.now());
+            r.table.live_lock(key, now).cloned()
+        };
+        if let Some(l) = holder {
+            return Ok(Outcome {
+                status: Status::SomeoneElseHoldsLock,
+                lock: Some(l),
+                alive_until: None,
+            });
+        }
+        if tokio::time::Instant::now() >= until {
+            // The head never took it (stuck without a leader): the write
+            // decides, and answers 503 itself if there is still none.
+            return Ok(node.propose(op).await?);
+        }
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = queue_changed => {}
+            _ = tokio::time::sleep_until(until) => {}
+        }
     }
 }
 
