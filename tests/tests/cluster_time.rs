@@ -6,9 +6,13 @@
 //! with its clock (tick entries), so the time without traffic before the
 //! failover is not granted again either.
 //!
-//! Every node of the test runs on this machine's clock, so log times (ms since
-//! the epoch, stamped by the leader) can be compared with the test's own wall
-//! clock within a few hundred milliseconds.
+//! A leader whose clock is ahead or behind (moved there by a leadership
+//! transfer) must neither end a lease early nor grant it more than the
+//! handover took.
+//!
+//! Nodes run on this machine's clock (one with a test offset), so log times
+//! (ms since the epoch, stamped by the leader) can be compared with the
+//! test's own wall clock within a few hundred milliseconds.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -157,4 +161,100 @@ fn a_failover_keeps_the_remaining_lease_time() {
          alive until {alive_until}, its lock ended at {free_at} (+{} ms)",
         free_at - alive_until
     );
+}
+
+fn transfer_leadership(c: &Cluster, via: u64, to: u64) {
+    let r = locker_tests::http()
+        .post(format!("{}/v1/cluster/leader", c.url(via)))
+        .header("content-type", "application/json")
+        .header("x-locker-cluster-secret", locker_tests::SECRET)
+        .body(json!({ "id": to }).to_string())
+        .send()
+        .expect("transfer request");
+    assert_eq!(r.status().as_u16(), 200, "transfer to {to}: {:?}", r.text());
+}
+
+/// A lease taken under a leader on the real clock, then leadership moved to
+/// a node whose clock is `offset_ms` off: the lease must neither end before
+/// its holder's deadline nor outlive it by more than the handover took.
+fn lease_survives_a_skewed_leader(offset_ms: i64) {
+    let mut c = Cluster::start(3);
+    let skewed = c.followers()[0];
+    let offset = offset_ms.to_string();
+    c.node_mut(skewed)
+        .set_flag("--test-clock-offset-ms", Some(&offset));
+    c.restart(skewed);
+    let mut leader = c.wait_ready(Duration::from_secs(30));
+    if leader == skewed {
+        let other = c.followers()[0];
+        transfer_leadership(&c, leader, other);
+        leader = c.wait_ready(Duration::from_secs(30));
+    }
+
+    let sent = wall_ms();
+    let a = api::acquire(
+        &c.url(leader),
+        "skew/ttl",
+        json!({"owner_hash": format!("skew/ttl@{PROCESS}.1"), "ttl_ms": 20_000}),
+    );
+    assert_eq!(a.status(), "SUCCESS", "{:?}", a.body);
+    let e0 = expires_at(&a);
+    // Idle a while: a takeover that granted a fresh ttl would show clearly.
+    std::thread::sleep(Duration::from_secs(8));
+
+    let moving = wall_ms();
+    transfer_leadership(&c, leader, skewed);
+    assert_eq!(c.wait_ready(Duration::from_secs(30)), skewed);
+    let handover = wall_ms() - moving;
+
+    let r = api::read(&c.url(skewed), "skew/ttl");
+    assert_eq!(r.body["locked"], json!(true), "{:?}", r.body);
+    let e1 = expires_at(&r);
+    eprintln!(
+        "clock {offset_ms:+} ms: handover {handover} ms, expires_at moved by {} ms",
+        e1 as i64 - e0 as i64
+    );
+    // A clock ahead is covered by the shift; one behind starts at the log
+    // time (LeaderClock's floor) and needs none.
+    let skew = offset_ms.max(0) as u64;
+    assert!(
+        e1 + 500 >= e0 + skew,
+        "a leader {offset_ms} ms off did not shift the lease by its skew: {e0} -> {e1}"
+    );
+    assert!(
+        e1 <= e0 + skew + handover + SLACK_MS,
+        "a leader {offset_ms} ms off granted more than its skew and the handover \
+         ({handover} ms): {e0} -> {e1}"
+    );
+
+    // In real time, the lease ends at its own deadline plus at most the
+    // handover, whatever the new leader's clock says.
+    let free_at = eventually(Duration::from_secs(60), "the lease to end", || {
+        let r = api::read(&c.url(skewed), "skew/ttl");
+        (r.code == 200 && r.body["locked"] == json!(false)).then(wall_ms)
+    });
+    eprintln!(
+        "clock {offset_ms:+} ms: the lease ended {} ms after its holder's deadline",
+        free_at as i64 - (sent + 20_000) as i64
+    );
+    assert!(
+        free_at >= sent + 20_000,
+        "a leader {offset_ms} ms off ended the lease {} ms early",
+        sent + 20_000 - free_at
+    );
+    assert!(
+        free_at <= e0 + handover + SLACK_MS,
+        "a leader {offset_ms} ms off let the lease outlive its deadline by {} ms",
+        free_at - e0
+    );
+}
+
+#[test]
+fn a_new_leader_with_a_clock_ahead_ends_no_lease_early_and_grants_no_fresh_ttl() {
+    lease_survives_a_skewed_leader(30_000);
+}
+
+#[test]
+fn a_new_leader_with_a_clock_behind_keeps_the_lease_to_its_end() {
+    lease_survives_a_skewed_leader(-30_000);
 }
