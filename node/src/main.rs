@@ -111,6 +111,7 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
 
     tokio::spawn(node.clone().watch_leadership());
     tokio::spawn(node.clone().sweep_loop());
+    tokio::spawn(node.clone().wake_waiters());
     let boot = node.clone();
     tokio::spawn(async move {
         if let Err(e) = boot.bootstrap().await {

@@ -61,6 +61,8 @@ pub struct Metrics {
     commit: Mutex<Histogram>,
     pub leader_changes: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Times a blocking acquire woke up to look at its key again.
+    pub waiter_wakeups: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -108,6 +110,11 @@ impl Metrics {
                 "locker_forwarded_requests_total",
                 "Requests this node forwarded to the leader.",
                 &self.forwarded,
+            ),
+            (
+                "locker_waiter_wakeups_total",
+                "Times a blocking acquire woke up to look at its key again.",
+                &self.waiter_wakeups,
             ),
         ];
         for (name, help, v) in counters {

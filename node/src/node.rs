@@ -3,7 +3,7 @@
 //! operations the HTTP layer needs (propose a command, serve a read).
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -389,6 +389,40 @@ impl Node {
             .as_ref()
             .filter(|t| t.ready)
             .map(|t| t.clock.now_ms())
+    }
+
+    /// Runs for the node's life: after applies, wakes the waiters of each
+    /// key whose live lock changed, or that is free (the head's turn), and
+    /// no others: a write to one key does not wake every waiter. A lease
+    /// that ends by time alone wakes the head through its own timer.
+    pub async fn wake_waiters(self: Arc<Self>) {
+        type Seen = Option<(String, u64, u64)>;
+        let mut applied = self.replica.subscribe();
+        let mut seen: HashMap<String, Seen> = HashMap::new();
+        while applied.changed().await.is_ok() {
+            let keys = self.waiters.keys();
+            let states: Vec<(String, Seen)> = {
+                let r = self.replica.read();
+                let now = self.leader_now().unwrap_or_else(|| r.table.now());
+                keys.into_iter()
+                    .map(|k| {
+                        let st = r
+                            .table
+                            .live_lock(&k, now)
+                            .map(|l| (l.owner_hash.clone(), l.fencing_token, l.expires_at));
+                        (k, st)
+                    })
+                    .collect()
+            };
+            let mut next = HashMap::with_capacity(states.len());
+            for (key, st) in states {
+                if st.is_none() || seen.get(&key) != Some(&st) {
+                    self.waiters.wake(&key);
+                }
+                next.insert(key, st);
+            }
+            seen = next;
+        }
     }
 
     /// A fresh owner hash in the seed's format for a request that brought none.

@@ -187,3 +187,61 @@ fn a_waiter_giving_up_never_takes_the_lock_from_the_head_of_the_queue() {
     );
     assert_eq!(second.body["lock"]["owner_hash"], json!("cut@h/1.1.1"));
 }
+
+#[test]
+fn writes_to_other_keys_do_not_wake_the_waiters_of_a_key() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let metric = |name: &str| -> u64 {
+        let text = locker_tests::http()
+            .get(format!("{url}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    };
+    let key = "busy";
+    assert_eq!(
+        api::acquire(
+            &url,
+            key,
+            json!({"owner_hash": "busy@h/1.1.0", "ttl_ms": 60_000})
+        )
+        .status(),
+        "SUCCESS"
+    );
+    let waiters: Vec<_> = (1..=10)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let me = format!("busy@h/1.1.{i}");
+                let r = api::acquire(&url, key, json!({"owner_hash": me, "wait_ms": 60_000}));
+                if r.status() == "SUCCESS" {
+                    api::release(&url, key, &me);
+                }
+                r
+            })
+        })
+        .collect();
+    locker_tests::eventually(Duration::from_secs(10), "10 queued waiters", || {
+        (metric("locker_waiters ") == 10).then_some(())
+    });
+    let before = metric("locker_waiter_wakeups_total ");
+    for i in 0..30 {
+        let other = format!("other/{i}");
+        assert_eq!(api::acquire(&url, &other, json!({})).status(), "SUCCESS");
+    }
+    let woken = metric("locker_waiter_wakeups_total ") - before;
+    // Release and let the queue drain, so the threads end.
+    assert_eq!(api::release(&url, key, "busy@h/1.1.0").status(), "SUCCESS");
+    for (i, w) in waiters.into_iter().enumerate() {
+        let r = w.join().expect("waiter");
+        assert_eq!(r.status(), "SUCCESS", "waiter {i}: {:?}", r.body);
+    }
+    assert!(
+        woken < 10,
+        "30 writes to other keys woke the 10 waiters of {key:?} {woken} times"
+    );
+}

@@ -1,6 +1,7 @@
 //! Lock routes: acquire (optionally waiting), extend, release, read, list,
 //! and the owner-hash status query.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,10 +144,10 @@ async fn acquire_waiting(
 ) -> Result<Outcome, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let ticket = node.waiters.enqueue(key);
-    let mut applied = node.replica.subscribe();
     let mut last = None;
     loop {
-        let queue_changed = node.waiters.changed();
+        // Before looking, so a change in between still wakes us.
+        let key_changed = ticket.changed();
         if ticket.is_head() {
             let free = match node.leader_now() {
                 Some(now) => node.replica.read().table.live_lock(key, now).is_none(),
@@ -163,8 +164,8 @@ async fn acquire_waiting(
         if tokio::time::Instant::now() >= deadline {
             break;
         }
-        // Wake when something is applied, the queue moves, the holder's lease
-        // would run out on the leader's clock, or we give up.
+        // Wake when this key's lock changes or its queue moves, the holder's
+        // lease would run out on the leader's clock, or we give up.
         let holder_end = match (node.leader_now(), ticket.is_head()) {
             (Some(now), true) => node
                 .replica
@@ -178,10 +179,10 @@ async fn acquire_waiting(
             .map(|d| (tokio::time::Instant::now() + d).min(deadline))
             .unwrap_or(deadline);
         tokio::select! {
-            _ = applied.changed() => {}
-            _ = queue_changed => {}
+            _ = key_changed => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
+        node.metrics.waiter_wakeups.fetch_add(1, Ordering::Relaxed);
     }
     match last {
         Some(o) => Ok(o),
@@ -202,9 +203,8 @@ async fn give_up_behind(
     op: Op,
 ) -> Result<Outcome, ApiError> {
     let until = tokio::time::Instant::now() + Duration::from_millis(node.cfg.write_timeout_ms);
-    let mut applied = node.replica.subscribe();
     loop {
-        let queue_changed = node.waiters.changed();
+        let key_changed = ticket.changed();
         if ticket.is_head() {
             return Ok(node.propose(op).await?);
         }
@@ -226,10 +226,10 @@ async fn give_up_behind(
             return Ok(node.propose(op).await?);
         }
         tokio::select! {
-            _ = applied.changed() => {}
-            _ = queue_changed => {}
+            _ = key_changed => {}
             _ = tokio::time::sleep_until(until) => {}
         }
+        node.metrics.waiter_wakeups.fetch_add(1, Ordering::Relaxed);
     }
 }
 
