@@ -209,3 +209,43 @@ pub fn wait_healthy(node: &NodeProc, timeout: Duration) {
         (get(&url).code == 200).then_some(())
     });
 }
+
+/// A single-node cluster (no `--initial-cluster`) on `data_dir`, started
+/// and serving; for tests that need the data dir somewhere special.
+pub fn single_node(data_dir: std::path::PathBuf, extra: &[&str]) -> NodeProc {
+    let client_addr = format!("127.0.0.1:{}", super::free_port());
+    let peer_addr = format!("127.0.0.1:{}", super::free_port());
+    let mut args = vec![
+        "--id".to_string(),
+        "1".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--client-addr".into(),
+        client_addr.clone(),
+        "--peer-addr".into(),
+        peer_addr.clone(),
+        "--cluster-secret".into(),
+        SECRET.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut n = NodeProc {
+        id: 1,
+        client_addr,
+        peer_addr,
+        data_dir,
+        args,
+        child: None,
+    };
+    n.start();
+    wait_serving(&n, Duration::from_secs(30));
+    n
+}
+
+/// Waits until a single node leads and answers reads.
+pub fn wait_serving(n: &NodeProc, timeout: Duration) {
+    eventually(timeout, "the node to serve", || {
+        (get(&format!("{}/readyz", n.url())).code == 200
+            && api::read(&n.url(), "__ready_probe").code == 200)
+            .then_some(())
+    });
+}
