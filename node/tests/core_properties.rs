@@ -414,6 +414,46 @@ fn a_process_that_comes_back_does_not_revive_old_locks() {
 }
 
 #[test]
+fn a_takeover_keeps_the_incarnation_rule() {
+    let p = "h/1.2".to_string();
+    let at = |time_ms, op| Command { time_ms, op };
+    let ka = |ttl_ms| Op::Keepalive {
+        process_hash: p.clone(),
+        ttl_ms,
+        info: None,
+    };
+    let acquire = Op::Acquire {
+        key: "k".into(),
+        owner_hash: "k@h/1.2.0".into(),
+        process_hash: Some(p.clone()),
+        trace: None,
+        ttl_ms: 60_000,
+    };
+    // Live at the log time before the marker: both deadlines shift by 190.
+    let mut t = LockTable::new();
+    t.apply(1, &at(1000, ka(100)));
+    t.apply(2, &at(1010, acquire.clone()));
+    t.apply(3, &at(1200, Op::LeaderTakeover));
+    assert_eq!(t.live_process(&p, 1200).map(|p| p.alive_until), Some(1290));
+    assert_eq!(t.live_lock("k", 1289).map(|l| l.expires_at), Some(61_200));
+    // It lapses at 1290 and comes back: a new incarnation, the lock stays dead.
+    t.apply(4, &at(1400, ka(100)));
+    assert!(t.live_lock("k", t.now()).is_none());
+
+    // Lapsed before the marker: nothing shifts, nothing comes back.
+    let mut t = LockTable::new();
+    t.apply(1, &at(1000, ka(100)));
+    t.apply(2, &at(1010, acquire));
+    t.apply(3, &at(1150, Op::Tick));
+    t.apply(4, &at(5000, Op::LeaderTakeover));
+    assert!(t.live_process(&p, t.now()).is_none());
+    t.apply(5, &at(5001, ka(100)));
+    assert!(t.live_lock("k", t.now()).is_none());
+    let st = t.owner_status("k@h/1.2.0", t.now());
+    assert_eq!(st.status, Status::NoRunningProcess);
+}
+
+#[test]
 fn changes_between_sees_ttl_and_process_deadlines() {
     let mut t = LockTable::new();
     let p = "h/1.2".to_string();
