@@ -14,12 +14,17 @@
 //! Rules are removed one by one (`-D`), so a client heal never touches the
 //! rules of other faults. With `--hosts local` there are no client hosts:
 //! clients run in the harness's network and these faults are skipped.
+//!
+//! `run-pause` needs no namespace: it SIGSTOPs the client process of a
+//! running job (`locker run` itself, not its guard or job; for `run-lib` the
+//! library-driven job process) for the fault's duration, then SIGCONTs it.
 
 use crate::cluster::{Cluster, HostKind, Hosts};
 use crate::rng::Rng;
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Per-packet drop probability of `client-loss`.
 pub const LOSS_PROBABILITY: &str = "0.4";
@@ -27,12 +32,21 @@ pub const LOSS_PROBABILITY: &str = "0.4";
 /// The node every client lists first, and the one `hung-endpoint` pauses.
 pub const FIRST_NODE: u64 = 1;
 
+/// Faults prefer clients whose job runs at least this much longer.
+const LONG_JOB: Duration = Duration::from_millis(3_000);
+
 #[derive(Clone, Debug, Default)]
 struct ClientState {
     /// A job of this client is running (its `STARTED` line was seen).
     running: bool,
     /// Rules currently installed for this client: (node, rule args).
     rules: Vec<(Option<u64>, Vec<String>)>,
+    /// The client process while a job runs (`locker run` or `lib-job`).
+    pid: u32,
+    /// When that job will finish by itself.
+    job_end: Option<std::time::Instant>,
+    /// The pid this client's `run-pause` stopped.
+    paused: Option<u32>,
 }
 
 pub struct ClientHosts {
@@ -44,15 +58,16 @@ pub struct ClientHosts {
 
 impl ClientHosts {
     pub fn new(hosts: &Hosts, count: u64) -> ClientHosts {
-        let count = if hosts.kind == HostKind::Netns {
-            count.min(100)
-        } else {
-            0
-        };
+        let clients = count.min(100);
         ClientHosts {
             hosts: hosts.clone(),
-            count,
-            state: Mutex::new(vec![ClientState::default(); count as usize]),
+            // Namespaces only with netns hosts; pauses work everywhere.
+            count: if hosts.kind == HostKind::Netns {
+                clients
+            } else {
+                0
+            },
+            state: Mutex::new(vec![ClientState::default(); clients as usize]),
         }
     }
 
@@ -106,10 +121,47 @@ impl ClientHosts {
         c
     }
 
-    pub fn set_running(&self, i: u64, running: bool) {
+    /// Marks client `i` as running a job in process `pid` for `run_ms`
+    /// more (`None`: idle).
+    pub fn set_running(&self, i: u64, pid: Option<(u32, u64)>) {
         if let Some(s) = self.lock().get_mut((i as usize).wrapping_sub(1)) {
-            s.running = running;
+            s.running = pid.is_some();
+            s.pid = pid.map_or(0, |p| p.0);
+            s.job_end = pid.map(|p| std::time::Instant::now() + Duration::from_millis(p.1));
         }
+    }
+
+    /// Of `cands`, those whose job still has more than `LONG_JOB` to run (a
+    /// fault there outlasts the lock), if any; else all of them.
+    fn prefer_long(g: &[ClientState], cands: Vec<usize>) -> Vec<usize> {
+        let soon = std::time::Instant::now() + LONG_JOB;
+        let long: Vec<usize> = cands
+            .iter()
+            .copied()
+            .filter(|&k| g[k].job_end.is_some_and(|e| e > soon))
+            .collect();
+        if long.is_empty() {
+            cands
+        } else {
+            long
+        }
+    }
+
+    /// `run-pause`: SIGSTOPs the process of a client whose job is running.
+    pub fn pause_running(&self, rng: &mut Rng) -> Option<(u64, u32)> {
+        let mut g = self.lock();
+        let cands: Vec<usize> = (0..g.len())
+            .filter(|&k| g[k].running && g[k].pid > 0 && g[k].paused.is_none())
+            .collect();
+        let cands = Self::prefer_long(&g, cands);
+        if cands.is_empty() {
+            return None;
+        }
+        let k = cands[rng.below(cands.len() as u64) as usize];
+        let pid = g[k].pid;
+        crate::cluster::signal(pid, libc::SIGSTOP);
+        g[k].paused = Some(pid);
+        Some((k as u64 + 1, pid))
     }
 
     /// A client to fault: one running a job if any (that is where a cut
@@ -119,10 +171,14 @@ impl ClientHosts {
         let free: Vec<u64> = (1..=self.count)
             .filter(|&i| g[i as usize - 1].rules.is_empty())
             .collect();
-        let running: Vec<u64> = free
+        let running: Vec<usize> = free
             .iter()
-            .copied()
-            .filter(|&i| g[i as usize - 1].running)
+            .map(|&i| i as usize - 1)
+            .filter(|&k| g[k].running)
+            .collect();
+        let running: Vec<u64> = Self::prefer_long(&g, running)
+            .into_iter()
+            .map(|k| k as u64 + 1)
             .collect();
         let from = if running.is_empty() { &free } else { &running };
         if from.is_empty() {
@@ -186,7 +242,12 @@ impl ClientHosts {
     /// node heal is not an error worth keeping).
     pub fn heal(&self, i: u64) -> Result<(), String> {
         let rules = match self.lock().get_mut((i as usize).wrapping_sub(1)) {
-            Some(s) => std::mem::take(&mut s.rules),
+            Some(s) => {
+                if let Some(pid) = s.paused.take() {
+                    crate::cluster::signal(pid, libc::SIGCONT);
+                }
+                std::mem::take(&mut s.rules)
+            }
             None => return Ok(()),
         };
         let mut first_err = None;
@@ -203,7 +264,8 @@ impl ClientHosts {
     }
 
     pub fn heal_all(&self) {
-        for i in 1..=self.count {
+        let n = self.lock().len() as u64;
+        for i in 1..=n {
             let _ = self.heal(i);
         }
     }

@@ -38,6 +38,7 @@ pub enum Fault {
     ClientCut,
     ClientLoss,
     HungEndpoint,
+    RunPause,
     ClockLeaderAhead,
     ClockLeaderBehind,
     ClockLeaderDrift,
@@ -46,7 +47,7 @@ pub enum Fault {
 
 use Fault::*;
 
-pub const ALL: [Fault; 24] = [
+pub const ALL: [Fault; 25] = [
     KillOne,
     KillLeader,
     KillMinority,
@@ -67,6 +68,7 @@ pub const ALL: [Fault; 24] = [
     ClientCut,
     ClientLoss,
     HungEndpoint,
+    RunPause,
     ClockLeaderAhead,
     ClockLeaderBehind,
     ClockLeaderDrift,
@@ -96,6 +98,7 @@ impl Fault {
             ClientCut => "client-cut",
             ClientLoss => "client-loss",
             HungEndpoint => "hung-endpoint",
+            RunPause => "run-pause",
             ClockLeaderAhead => "clock-leader-ahead",
             ClockLeaderBehind => "clock-leader-behind",
             ClockLeaderDrift => "clock-leader-drift",
@@ -145,7 +148,7 @@ pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
             "clock-leader" => vec![ClockLeaderAhead, ClockLeaderBehind, ClockLeaderDrift],
             "crash" => vec![CrashPoint],
             "membership" => vec![Member],
-            "client" => vec![ClientCut, ClientLoss, HungEndpoint],
+            "client" => vec![ClientCut, ClientLoss, HungEndpoint, RunPause],
             other => match ALL.iter().find(|f| f.name() == other) {
                 Some(f) => vec![*f],
                 None => return Err(format!("unknown nemesis {other:?}")),
@@ -443,6 +446,14 @@ impl Nemesis {
                     .ok_or("no client hosts (the run workload, --hosts netns)")?;
                 let detail = cl.fault(c, i, f == ClientLoss)?;
                 Ok((Undo::HealClient(i), detail))
+            }
+            RunPause => {
+                let (i, pid) = self
+                    .ctx
+                    .clients
+                    .pause_running(&mut self.rng)
+                    .ok_or("no run-workload job running")?;
+                Ok((Undo::HealClient(i), json!({"client": i, "pid": pid})))
             }
             HungEndpoint => {
                 // Every client lists this node first; paused, it accepts

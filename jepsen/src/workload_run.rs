@@ -364,7 +364,7 @@ impl Runner {
                 Err(e) => (OpType::Fail, json!({"job": plan.job, "error": e})),
             };
             self.record(RUN_PROCESS + self.id, kind, "run", v);
-            self.cfg.clients.set_running(self.host, false);
+            self.cfg.clients.set_running(self.host, None);
             let pause = if kind == OpType::Fail && !unlocked {
                 200
             } else {
@@ -428,7 +428,9 @@ impl Runner {
                     if r.is_err() { continue; }
                     o.started = true;
                     job_pgid = (*started.borrow()).unwrap_or(0);
-                    self.cfg.clients.set_running(self.host, true);
+                    self.cfg
+                        .clients
+                        .set_running(self.host, Some((pid, plan.run_ms)));
                     kill_at = plan.kill.map(|(ms, _)| Instant::now() + Duration::from_millis(ms));
                 }
                 _ = sleep(Duration::from_millis(50)) => {}

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 /// Faults on the clients' side: the cluster stays healthy, so they excuse
 /// neither a slow takeover nor a stall.
-pub const CLIENT_FAULTS: [&str; 3] = ["client-cut", "client-loss", "hung-endpoint"];
+pub const CLIENT_FAULTS: [&str; 4] = ["client-cut", "client-loss", "hung-endpoint", "run-pause"];
 
 /// One job's life as its heartbeats saw it.
 #[derive(Clone, Debug, PartialEq)]
