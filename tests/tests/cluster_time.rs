@@ -63,6 +63,7 @@ fn an_idle_leader_commits_clock_ticks_while_a_lease_is_live() {
     let from = applied_index(&c, leader);
     std::thread::sleep(idle);
     let to = applied_index(&c, leader);
+    eprintln!("idle with a live lease: {} entries in {idle:?}", to - from);
     // About one tick a second; a third of that is plenty on a busy machine,
     // and zero (the behaviour before ticks) is far below it.
     assert!(
