@@ -255,6 +255,8 @@ pub struct NodeFlags {
     pub clock_offset_ms: i64,
     pub clock_rate: f64,
     pub join: bool,
+    /// Extra environment (e.g. `FAILPOINTS` to arm crash points at start).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct NodeProc {
@@ -355,6 +357,7 @@ impl Cluster {
             HostKind::Local => Command::new(&self.node_bin),
         };
         cmd.args(&args)
+            .envs(flags.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))

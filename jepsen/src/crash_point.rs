@@ -55,10 +55,22 @@ impl Nemesis {
                 format!("{e} (is the node built with --features locker-node/failpoints?)")
             })?;
         }
-        let name = pick(&mut self.rng, &self.state.failpoints, 1)
+        // JEPSEN_CRASH_POINTS=substring narrows the choice (by hand).
+        let only = std::env::var("JEPSEN_CRASH_POINTS").unwrap_or_default();
+        let pool: Vec<String> = self
+            .state
+            .failpoints
+            .iter()
+            .filter(|f| f.contains(only.as_str()))
+            .cloned()
+            .collect();
+        let name = pick(&mut self.rng, &pool, 1)
             .first()
             .cloned()
             .ok_or("the node lists no failpoints")?;
+        if name.contains("snapshot_install") {
+            return self.crash_on_install(c, node, name, wait).await;
+        }
         let action = ACTIONS[self.rng.below(ACTIONS.len() as u64) as usize];
         no_core_dumps(c, node);
         admin
@@ -81,15 +93,60 @@ impl Nemesis {
         Ok((Undo::CrashPoint(node, name), detail))
     }
 
+    /// A snapshot is installed only by a node that fell behind the leader's
+    /// purged log, so arming it on a running node rarely bites: stop the node
+    /// (kill -9) for a few seconds while the others go on (crash-point runs
+    /// snapshot every few hundred entries, see [`small_snapshots`]), then
+    /// start it with the point armed through `FAILPOINTS`: it installs the
+    /// leader's snapshot and aborts at that step (issue 9's bug 1 scenario).
+    async fn crash_on_install(
+        &mut self,
+        c: &mut Cluster,
+        node: u64,
+        name: String,
+        wait: Duration,
+    ) -> Result<(Undo, Value), String> {
+        c.kill(node).await;
+        sleep(Duration::from_secs(4)).await;
+        let mut flags = c
+            .nodes
+            .get(&node)
+            .map(|n| n.flags.clone())
+            .unwrap_or_default();
+        flags.env = vec![("FAILPOINTS".into(), format!("{name}=return"))];
+        c.start(node, flags)?;
+        let t0 = Instant::now();
+        let mut crashed = false;
+        while t0.elapsed() < wait {
+            if exited(c, node) {
+                crashed = true;
+                break;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        let detail = json!({
+            "node": node, "failpoint": name, "action": "return", "armed": "at start, after 4 s down",
+            "crashed": crashed, "after_ms": crashed.then(|| t0.elapsed().as_millis() as u64),
+        });
+        Ok((Undo::CrashPoint(node, name), detail))
+    }
+
     /// Restarts the node if it crashed; else disarms the point (restarting
-    /// the node if that fails, so nothing stays armed).
+    /// the node if that fails, so nothing stays armed). A node armed at
+    /// start is always restarted without `FAILPOINTS`.
     pub(crate) async fn undo_crash_point(
         &mut self,
         c: &mut Cluster,
         node: u64,
         name: &str,
     ) -> Result<(), String> {
-        if !exited(c, node) && c.is_running(node) {
+        let mut flags = c
+            .nodes
+            .get(&node)
+            .map(|n| n.flags.clone())
+            .unwrap_or_default();
+        let armed_at_start = !flags.env.is_empty();
+        if !exited(c, node) && c.is_running(node) && !armed_at_start {
             let peer = format!("http://{}", c.hosts.peer_addr(node));
             let admin = self.admin(c)?;
             match admin.set_failpoint(&peer, name, "off").await {
@@ -103,11 +160,7 @@ impl Nemesis {
                 Err(e) => self.say(format!("disarm {name} on node {node}: {e}; restarting it")),
             }
         }
-        let flags = c
-            .nodes
-            .get(&node)
-            .map(|n| n.flags.clone())
-            .unwrap_or_default();
+        flags.env.clear();
         c.restart(node, flags).await
     }
 }
@@ -130,5 +183,18 @@ fn no_core_dumps(c: &Cluster, node: u64) {
             &zero,
             std::ptr::null_mut(),
         );
+    }
+}
+
+/// Crash-point runs make the nodes snapshot every 200 entries and keep 50
+/// behind (`LOCKER_SNAPSHOT_EVERY`, `LOCKER_KEEP_LOGS`, unless already set),
+/// so snapshot build, purge and install happen within seconds and their
+/// crash points can be reached. Call before any thread starts: it sets the
+/// process environment, which every node inherits.
+pub fn small_snapshots() {
+    for (k, v) in [("LOCKER_SNAPSHOT_EVERY", "200"), ("LOCKER_KEEP_LOGS", "50")] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
     }
 }

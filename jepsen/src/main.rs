@@ -9,7 +9,7 @@ use locker_jepsen::history::read_history;
 use locker_jepsen::job_beat::{job_beat_main, BeatArgs, OnTerm};
 use locker_jepsen::lib_job::{lib_job_main, LibJobArgs};
 use locker_jepsen::mutations;
-use locker_jepsen::nemesis::parse_list;
+use locker_jepsen::nemesis::{parse_list, Fault};
 use locker_jepsen::report;
 use locker_jepsen::runner::{parse_workloads, run_test, TestOpts, UNFENCED_KEY};
 use locker_jepsen::workload::{holder_main, HolderArgs};
@@ -297,6 +297,9 @@ fn real_main() -> Result<ExitCode, String> {
         } => {
             let hosts = hosts_kind(&hosts)?;
             let mut faults = parse_list(&nemesis)?;
+            if faults.contains(&Fault::CrashPoint) {
+                locker_jepsen::crash_point::small_snapshots();
+            }
             if hosts == HostKind::Local {
                 let dropped: Vec<&str> = faults
                     .iter()
