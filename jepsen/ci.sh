@@ -10,7 +10,10 @@
 #  (c) `locker run` jobs (workload run) with a client cut off from the
 #      cluster (client-cut) and holders killed with SIGKILL: no two jobs of
 #      a key alive at once, takeovers in bound; it must be valid, and its
-#      unlocked twin (run-unlocked) must be judged invalid.
+#      unlocked twin (run-unlocked) must be judged invalid;
+#  (d) crash points armed on random nodes: valid, with at least one crash;
+#  (e) one mutation run (no-takeover-shift under clock-leader-ahead): the
+#      lease checker must judge it invalid.
 #
 # Usage: jepsen/ci.sh [NODE_BIN [JEPSEN_BIN [LOCKER_BIN]]]
 #   defaults: target/debug/locker-node target/debug/locker-jepsen
@@ -147,6 +150,45 @@ if [ "$rc" -eq 0 ]; then
   say "(c) VALID: never two jobs of a key at once, takeovers in bound; the unlocked twin overlapped"
 else
   say "(c) FAILED (exit $rc): see $runs/results.json (one-job-at-a-time) and $runs/jobs/"
+  failed=1
+fi
+
+# (d) crash points (node built with --features locker-node/failpoints): a
+# random failpoint armed on a random node aborts it at a durable step, and it
+# restarts without failpoints; the run must stay valid (replicas agree too),
+# and at least one node must actually have crashed, else the fault did not bite.
+crash="$out_base/crash"
+rm -rf "$crash"
+say "(d) crash points: 3 nodes, nemesis crash-point, workloads mutex,set, 40 s + 5 s recovery"
+rc=0
+run "$crash" --nodes 3 --nemesis crash-point --workload mutex,set \
+  --time-limit 40 --recovery 5 --interval 1,2 --fault-duration 3,4 --seed 11 || rc=$?
+verdicts "$crash"
+crashes=0
+if [ -f "$crash/results.json" ]; then
+  crashes=$(grep -c 'start crash-point .*\\"crashed\\":true' "$crash/results.json" || true)
+fi
+if [ "$rc" -eq 0 ] && [ "$crashes" -gt 0 ]; then
+  say "(d) VALID with $crashes node crash(es) at crash points"
+else
+  say "(d) FAILED (exit $rc, $crashes crashes; 0 crashes: node built without failpoints?); see $crash/run.log"
+  failed=1
+fi
+
+# (e) a mutation run (node built with --features locker-node/mutations): the
+# node without the takeover marker's deadline shift, with a clock well ahead
+# put in charge, must be judged invalid by the lease checker.
+mut="$out_base/mutations"
+rm -rf "$mut"
+say "(e) mutation no-takeover-shift: nemesis clock-leader-ahead, 35 s + 5 s recovery; must be INVALID"
+rc=0
+timeout -s INT -k 30 300 "$jepsen_bin" mutations --short --only no-takeover-shift \
+  --node-bin "$node_bin" --hosts "$hosts" --out "$mut" >"$mut.log" 2>&1 || rc=$?
+sed 's/^/    /' "$mut.log"
+if [ "$rc" -eq 0 ]; then
+  say "(e) the mutated node was caught by the lease checker"
+else
+  say "(e) FAILED (exit $rc): see $mut/mutations.json and $mut/no-takeover-shift/"
   failed=1
 fi
 

@@ -78,6 +78,13 @@ impl Nemesis {
             .await
             .map_err(|e| e.to_string())?;
         let t0 = Instant::now();
+        if name.contains("::vote::") {
+            // A vote is written only in an election: start one by moving
+            // leadership (to this node, or away from it if it leads); either
+            // way it records a new term's vote. Failure is not interesting:
+            // the point is then disarmed later like any unreached one.
+            self.trigger_election(c, node).await;
+        }
         let mut crashed = false;
         while t0.elapsed() < wait {
             if exited(c, node) {
@@ -91,6 +98,20 @@ impl Nemesis {
             "after_ms": crashed.then(|| t0.elapsed().as_millis() as u64),
         });
         Ok((Undo::CrashPoint(node, name), detail))
+    }
+
+    async fn trigger_election(&mut self, c: &Cluster, node: u64) {
+        let Ok(admin) = self.admin(c) else { return };
+        let to = match self.leader(c).await {
+            Some(l) if l == node => c.members.iter().copied().find(|&m| m != node),
+            _ => Some(node),
+        };
+        if let Some(to) = to {
+            let r = admin.transfer_leader(&c.hosts.url(to), to).await;
+            if let Err(e) = r {
+                self.say(format!("crash-point: election to reach a vote point: {e}"));
+            }
+        }
     }
 
     /// A snapshot is installed only by a node that fell behind the leader's
