@@ -1,5 +1,6 @@
 //! `locker-node`: one node of a Locker cluster.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,9 +122,23 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
 
     let app = locker_node::api::router(node.clone());
     tracing::info!(addr = %cfg.client_addr, "serving the client API");
-    axum::serve(client_listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let signalled = node.clone();
+    let server = axum::serve(client_listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Blocked acquires answer 503 now instead of waiting out wait_ms.
+        signalled.begin_shutdown();
+    });
+    // In-flight requests get a bounded grace: a write's timeout and a second.
+    let grace = Duration::from_millis(cfg.write_timeout_ms + 1000);
+    let mut stopping = node.stopping();
+    let bounded = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server.into_future() => served?,
+        _ = bounded => tracing::warn!(?grace, "requests still in flight; stopping without them"),
+    }
 
     tracing::info!("shutting down: stopping Raft and flushing");
     peer_server.abort();

@@ -60,6 +60,8 @@ pub struct Node {
     /// owner hashes the server builds for requests that bring none.
     pub own_process_hash: String,
     owner_seq: AtomicU64,
+    /// Set once on SIGTERM: long waits (blocking acquires) give up at once.
+    stopping: watch::Sender<bool>,
 }
 
 /// Where the leader is, from this node's point of view.
@@ -110,6 +112,7 @@ impl Node {
             metrics: Metrics::default(),
             waiters: Waiters::default(),
             owner_seq: AtomicU64::new(0),
+            stopping: watch::channel(false).0,
         });
         Ok(node)
     }
@@ -280,6 +283,17 @@ impl Node {
             }
         });
         true
+    }
+
+    /// Starts a graceful shutdown: see [`Node::stopping`].
+    pub fn begin_shutdown(&self) {
+        tracing::info!("shutting down: answering blocked requests 503");
+        self.stopping.send_replace(true);
+    }
+
+    /// Becomes `true` when the node starts shutting down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Where to send a request that needs the leader.

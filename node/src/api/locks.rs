@@ -143,6 +143,7 @@ async fn acquire_waiting(
     wait: Duration,
 ) -> Result<Outcome, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
+    let mut stopping = node.stopping();
     let ticket = node.waiters.enqueue(key);
     let mut last = None;
     loop {
@@ -181,6 +182,7 @@ async fn acquire_waiting(
         tokio::select! {
             _ = key_changed => {}
             _ = tokio::time::sleep_until(wake) => {}
+            _ = stopping.wait_for(|s| *s) => return Err(shutting_down()),
         }
         node.metrics.waiter_wakeups.fetch_add(1, Ordering::Relaxed);
     }
@@ -188,6 +190,16 @@ async fn acquire_waiting(
         Some(o) => Ok(o),
         None => give_up_behind(node, key, &ticket, op).await,
     }
+}
+
+/// A waiter's answer when the node shuts down: nothing of its was granted
+/// (it was not inside a write), so NO_LEADER: retry on another node.
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NO_LEADER",
+        "this node is shutting down; retry on another node",
+    )
 }
 
 /// The answer of a waiter whose time ran out while others were ahead of it.
