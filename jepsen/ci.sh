@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CI form of the fault-injection suite (issue 5), about 2.5 minutes:
+# The CI form of the fault-injection suite (issues 5 and 9), about 5.5 minutes:
 #
 #  (a) a short real run: 3 nodes, kill + pause + partition, workloads
 #      mutex,set,takeover (HTTP and Rust client); it must be valid;
