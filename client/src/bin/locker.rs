@@ -74,7 +74,10 @@ Processes:
   SIGKILLed before the lock is released; locker exits with CMD's code.
   If locker dies, even by SIGKILL, the guard SIGKILLs the group (control
   pipe closed, parent-death signal) long before the process ttl frees the
-  lock. A process that leaves the group with setsid (own session and group)
+  lock. The guard keeps the deadline itself: if locker is paused
+  (SIGSTOP) or stuck, the guard sends SIGTERM at deadline - grace and
+  SIGKILLs everything at the deadline; locker then exits with 5.
+  A process that leaves the group with setsid (own session and group)
   is still the guard's once its parent dies: on every stop the guard kills
   the group, then every process reparented to it, until none is left.
   Not covered: processes the job has others start for it (systemd-run, a
@@ -630,7 +633,7 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     let hb = acq.heartbeater();
     tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
 
-    let (mut child, ctl) = match spawn_guard(&args.command, &acq.lock_data) {
+    let (mut child, ctl) = match spawn_guard(&args, &acq.lock_data, guard_deadline(&hb)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("locker: cannot start the command's guard: {e}");
@@ -649,6 +652,11 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     tokio::pin!(lost);
     // After SIGTERM/SIGINT to locker the group gets SIGKILL after the grace.
     let mut kill_at: Option<tokio::time::Instant> = None;
+    // The guard enforces the deadline on its own (locker may be paused), so
+    // it must hear at once when a keep-alive or extend moves it.
+    let mut sent_deadline = guard_deadline(&hb);
+    let mut tick = tokio::time::interval(Duration::from_millis(GUARD_UPDATE_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let status = loop {
         let escalate = async {
             match kill_at {
@@ -670,6 +678,13 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
                     kill_at = Some(tokio::time::Instant::now() + Duration::from_millis(args.grace_ms));
                 }
             }
+            _ = tick.tick() => {
+                let d = guard_deadline(&hb);
+                if d != sent_deadline {
+                    ctl.deadline(d);
+                    sent_deadline = d;
+                }
+            }
             _ = escalate => {
                 eprintln!(
                     "locker: the command did not stop within {} ms of the signal; sending SIGKILL",
@@ -680,6 +695,18 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
             }
         }
     };
+    if hb.time_left_ms() == Some(0) {
+        // The guard's watchdog stopped the job at the deadline (locker was
+        // paused or stuck), or it ended just then: the lock may be gone.
+        eprintln!(
+            "locker: the local deadline of \"{}\" passed before the command ended; \
+             it was stopped (was locker paused?)",
+            args.key
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), acq.release()).await;
+        locker.terminate().await;
+        return EXIT_LOST;
+    }
     let code = match status {
         Ok(st) => exit_code_of(st),
         Err(e) => {
@@ -773,27 +800,49 @@ fn exit_code_of(st: std::process::ExitStatus) -> u8 {
     }
 }
 
-/// The write end of the guard's control pipe: one byte per signal for the
-/// command's process group. Dropping it (or locker dying) tells the guard to
-/// kill everything.
+/// How often `locker` tells the guard the current deadline (if it moved).
+const GUARD_UPDATE_MS: u64 = 50;
+
+/// The local deadline on the guard's clock. The clock is read before the
+/// time left, so the result is never later than the true deadline.
+fn guard_deadline(hb: &locker_client::Heartbeater) -> u64 {
+    let now = guard::mono_now_ms();
+    now.saturating_add(hb.time_left_ms().unwrap_or(0))
+}
+
+/// The write end of the guard's control pipe (see guard.rs for the
+/// messages). Dropping it (or locker dying) tells the guard to kill
+/// everything.
 struct GuardCtl {
     pipe: std::fs::File,
 }
 
 impl GuardCtl {
     fn signal(&self, sig: i32) {
+        self.send(guard::TAG_SIGNAL, sig.max(0) as u64);
+    }
+
+    fn deadline(&self, mono_ms: u64) {
+        self.send(guard::TAG_DEADLINE, mono_ms);
+    }
+
+    fn send(&self, tag: u8, value: u64) {
         use std::io::Write;
         // A guard that is gone has nothing left to signal (EPIPE: Rust
-        // ignores SIGPIPE, so this is an error, not a death).
-        let _ = (&self.pipe).write_all(&[sig as u8]);
+        // ignores SIGPIPE, so this is an error, not a death). The pipe is
+        // non-blocking: a stopped guard must not block locker; a message
+        // (< PIPE_BUF, so all or nothing) lost to a full pipe only makes the
+        // guard's deadline earlier.
+        let _ = (&self.pipe).write_all(&guard::encode(tag, value));
     }
 }
 
-/// Starts `locker __guard FD -- CMD...` (this very binary): it runs the
+/// Starts `locker __guard FD GRACE_MS DEADLINE_MS -- CMD...` (this very binary): it runs the
 /// command as its own process group, as a child subreaper, and dies with us.
 fn spawn_guard(
-    command: &[String],
+    args: &RunArgs,
     lock: &LockData,
+    deadline_ms: u64,
 ) -> std::io::Result<(tokio::process::Child, GuardCtl)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let mut fds = [0 as libc::c_int; 2];
@@ -808,8 +857,10 @@ fn spawn_guard(
     cmd.arg0("locker")
         .arg(guard::SUBCOMMAND)
         .arg(read_fd.to_string())
+        .arg(args.grace_ms.to_string())
+        .arg(deadline_ms.to_string())
         .arg("--")
-        .args(command)
+        .args(&args.command)
         .env("LOCKER_KEY", &lock.key)
         .env("LOCKER_OWNER_HASH", &lock.owner_hash)
         .env("LOCKER_FENCING_TOKEN", lock.fencing_token.to_string())
@@ -844,6 +895,11 @@ fn spawn_guard(
     }
     let child = cmd.spawn()?;
     drop(read);
+    // SAFETY: fcntl on our own descriptor.
+    unsafe {
+        let fl = libc::fcntl(write.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(write.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
     Ok((
         child,
         GuardCtl {

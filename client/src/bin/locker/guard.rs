@@ -11,8 +11,14 @@
 //!   `FD`; end of file (locker gone, even by SIGKILL) or SIGTERM (the guard's
 //!   parent-death signal) makes the guard SIGKILL the group and every process
 //!   reparented to it, reap them, and exit.
-//! * Control messages are single bytes: a signal number to send to the group.
-//!   SIGKILL means "stop everything now" (group and escapees).
+//! * Control messages are [`MSG_LEN`] bytes: a tag and a little-endian u64.
+//!   [`TAG_SIGNAL`]: a signal number to send to the group (SIGKILL means
+//!   "stop everything now", group and escapees). [`TAG_DEADLINE`]: the local
+//!   deadline, in [`mono_now_ms`] milliseconds.
+//! * The guard keeps the deadline itself (watchdog): SIGTERM to the group at
+//!   deadline - grace, everything SIGKILLed at the deadline, even if `locker`
+//!   never says so. `locker` paused (SIGSTOP, a stall) or stuck must not
+//!   keep the job running past the point the cluster may free the lock.
 //! * When the main command exits, whatever it left behind is SIGKILLed too;
 //!   the guard exits with the command's code (128+N for signal N).
 //!
@@ -26,6 +32,35 @@ use std::time::Duration;
 
 /// The hidden subcommand `locker run` re-executes itself with.
 pub const SUBCOMMAND: &str = "__guard";
+
+/// Length of one control message: a tag byte and a little-endian u64.
+pub const MSG_LEN: usize = 9;
+/// Control message: send the signal in the value to the command's group.
+pub const TAG_SIGNAL: u8 = 1;
+/// Control message: the local deadline moved to the value ([`mono_now_ms`]).
+pub const TAG_DEADLINE: u8 = 2;
+
+/// CLOCK_MONOTONIC in milliseconds: one clock for `locker` and the guard
+/// (a per-machine clock; `Instant` reads the same one on Linux).
+pub fn mono_now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec.max(0) as u64)
+        .saturating_mul(1_000)
+        .saturating_add(ts.tv_nsec.max(0) as u64 / 1_000_000)
+}
+
+/// One control message.
+pub fn encode(tag: u8, value: u64) -> [u8; MSG_LEN] {
+    let mut m = [0u8; MSG_LEN];
+    m[0] = tag;
+    m[1..].copy_from_slice(&value.to_le_bytes());
+    m
+}
 
 /// Set by SIGTERM (our parent-death signal): kill everything, exit.
 static DIE: AtomicBool = AtomicBool::new(false);
@@ -61,10 +96,13 @@ fn install_handlers() {
 
 /// Runs the guard; returns its exit code. `args` follow the subcommand.
 pub fn main(args: &[OsString]) -> u8 {
-    let (ctl_fd, command) = match parse(args) {
+    let (ctl, command) = match parse(args) {
         Some(p) => p,
         None => {
-            eprintln!("locker: usage: locker {SUBCOMMAND} FD -- CMD [ARGS...] (internal)");
+            eprintln!(
+                "locker: usage: locker {SUBCOMMAND} FD GRACE_MS DEADLINE_MS -- CMD [ARGS...] \
+                 (internal)"
+            );
             return 2;
         }
     };
@@ -73,7 +111,7 @@ pub fn main(args: &[OsString]) -> u8 {
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         // The command must not hold the control pipe open.
-        libc::fcntl(ctl_fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(ctl.fd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     let main_pid = match spawn(&command) {
         Ok(pid) => pid,
@@ -86,17 +124,31 @@ pub fn main(args: &[OsString]) -> u8 {
         }
     };
     let tty = Terminal::hand_to(main_pid);
-    let code = supervise(ctl_fd, main_pid);
+    let code = Supervisor::new(ctl, main_pid).run();
     tty.take_back();
     code
 }
 
-fn parse(args: &[OsString]) -> Option<(libc::c_int, Vec<OsString>)> {
-    let fd = args.first()?.to_str()?.parse().ok()?;
-    if args.get(1)?.to_str()? != "--" || args.len() < 3 {
+/// What `locker` passes on the command line.
+struct Ctl {
+    /// Read end of the control pipe.
+    fd: libc::c_int,
+    grace_ms: u64,
+    /// Initial local deadline ([`mono_now_ms`]).
+    deadline_ms: u64,
+}
+
+fn parse(args: &[OsString]) -> Option<(Ctl, Vec<OsString>)> {
+    let num = |i: usize| args.get(i)?.to_str()?.parse::<u64>().ok();
+    let ctl = Ctl {
+        fd: args.first()?.to_str()?.parse().ok()?,
+        grace_ms: num(1)?,
+        deadline_ms: num(2)?,
+    };
+    if args.get(3)?.to_str()? != "--" || args.len() < 5 {
         return None;
     }
-    Some((fd, args[2..].to_vec()))
+    Some((ctl, args[4..].to_vec()))
 }
 
 fn spawn(command: &[OsString]) -> std::io::Result<libc::pid_t> {
@@ -139,46 +191,146 @@ fn spawn(command: &[OsString]) -> std::io::Result<libc::pid_t> {
     Ok(pid)
 }
 
-/// Waits for the main command, passing control bytes on to its group;
-/// returns its exit code once it and everything it left are dead.
-fn supervise(ctl_fd: libc::c_int, main_pid: libc::pid_t) -> u8 {
-    let mut main_status: Option<u8> = None;
-    loop {
-        if DIE.load(Ordering::SeqCst) {
-            kill_all(main_pid, &mut main_status);
-            return 128 + libc::SIGTERM as u8;
+/// Waits for the main command, passing control messages on to its group
+/// and enforcing the local deadline; returns the command's exit code once
+/// it and everything it left are dead.
+struct Supervisor {
+    ctl: Ctl,
+    main_pid: libc::pid_t,
+    main_status: Option<u8>,
+    /// Bytes of a control message not read in full yet.
+    pending: Vec<u8>,
+    /// When a SIGTERM last went to the group (watchdog or `locker`).
+    term_sent_at: Option<u64>,
+    /// Whether the watchdog sent its own SIGTERM.
+    watchdog_termed: bool,
+}
+
+impl Supervisor {
+    fn new(ctl: Ctl, main_pid: libc::pid_t) -> Supervisor {
+        Supervisor {
+            ctl,
+            main_pid,
+            main_status: None,
+            pending: Vec::new(),
+            term_sent_at: None,
+            watchdog_termed: false,
         }
-        reap(main_pid, &mut main_status);
-        if let Some(code) = main_status {
-            // Nothing of the job may run on once the lock is released.
-            kill_all(main_pid, &mut main_status);
-            return code;
+    }
+
+    fn run(mut self) -> u8 {
+        loop {
+            if DIE.load(Ordering::SeqCst) {
+                kill_all(self.main_pid, &mut self.main_status);
+                return 128 + libc::SIGTERM as u8;
+            }
+            if self.watchdog() {
+                eprintln!(
+                    "locker: guard: the lock's local deadline passed without word from \
+                     locker (paused or stuck?); the job was killed"
+                );
+                kill_all(self.main_pid, &mut self.main_status);
+                return 128 + libc::SIGKILL as u8;
+            }
+            reap(self.main_pid, &mut self.main_status);
+            if let Some(code) = self.main_status {
+                // Nothing of the job may run on once the lock is released.
+                kill_all(self.main_pid, &mut self.main_status);
+                return code;
+            }
+            if !self.read_control() {
+                // locker is gone: so must the job be, before its lock is freed.
+                kill_all(self.main_pid, &mut self.main_status);
+                return 128 + libc::SIGKILL as u8;
+            }
         }
+    }
+
+    /// SIGTERM at deadline - grace (once), true at the deadline.
+    fn watchdog(&mut self) -> bool {
+        let now = mono_now_ms();
+        if now >= self.ctl.deadline_ms {
+            return true;
+        }
+        let term_at = self.ctl.deadline_ms.saturating_sub(self.ctl.grace_ms);
+        if now >= term_at && !self.watchdog_termed {
+            self.watchdog_termed = true;
+            // `locker` (if it runs) sends its own SIGTERM at the same moment:
+            // one is enough.
+            if self.term_sent_at.is_none() {
+                self.term_group(now);
+            }
+        }
+        false
+    }
+
+    fn term_group(&mut self, now: u64) {
+        self.term_sent_at = Some(now);
+        // SAFETY: kill(2) of our command's process group.
+        unsafe { libc::kill(-self.main_pid, libc::SIGTERM) };
+    }
+
+    /// Waits (bounded by the next watchdog moment) for control messages and
+    /// acts on them; false once `locker` is gone.
+    fn read_control(&mut self) -> bool {
+        let now = mono_now_ms();
+        let next = if self.watchdog_termed {
+            self.ctl.deadline_ms
+        } else {
+            self.ctl.deadline_ms.saturating_sub(self.ctl.grace_ms)
+        };
+        let timeout = next.saturating_sub(now).clamp(1, 200) as libc::c_int;
         let mut pfd = libc::pollfd {
-            fd: ctl_fd,
+            fd: self.ctl.fd,
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: poll on one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
         if n <= 0 {
-            continue; // timeout or EINTR (a signal): look again
+            return true; // timeout or EINTR (a signal): look again
         }
-        let mut buf = [0u8; 16];
+        let mut buf = [0u8; 16 * MSG_LEN];
         // SAFETY: read into a local buffer of the given length.
-        let got = unsafe { libc::read(ctl_fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let got = unsafe { libc::read(self.ctl.fd, buf.as_mut_ptr().cast(), buf.len()) };
         if got == 0 || (got < 0 && !interrupted()) {
-            // locker is gone: so must the job be, before its lock is freed.
-            kill_all(main_pid, &mut main_status);
-            return 128 + libc::SIGKILL as u8;
+            return false;
         }
-        for &sig in buf.iter().take(got.max(0) as usize) {
-            if i32::from(sig) == libc::SIGKILL {
-                kill_all(main_pid, &mut main_status);
-            } else {
-                // SAFETY: kill(2) of our command's process group.
-                unsafe { libc::kill(-main_pid, i32::from(sig)) };
+        self.pending.extend_from_slice(&buf[..got.max(0) as usize]);
+        let whole = self.pending.len() / MSG_LEN * MSG_LEN;
+        let msgs: Vec<u8> = self.pending.drain(..whole).collect();
+        for m in msgs.chunks_exact(MSG_LEN) {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&m[1..]);
+            self.apply(m[0], u64::from_le_bytes(v));
+        }
+        true
+    }
+
+    fn apply(&mut self, tag: u8, value: u64) {
+        match tag {
+            TAG_DEADLINE => self.ctl.deadline_ms = value,
+            TAG_SIGNAL => {
+                let sig = i32::try_from(value).unwrap_or(libc::SIGKILL);
+                let now = mono_now_ms();
+                if sig == libc::SIGKILL {
+                    kill_all(self.main_pid, &mut self.main_status);
+                } else if sig == libc::SIGTERM {
+                    // The watchdog's SIGTERM already went out for this stop.
+                    let recent = self.watchdog_termed
+                        && self
+                            .term_sent_at
+                            .is_some_and(|t| now.saturating_sub(t) < self.ctl.grace_ms);
+                    if !recent {
+                        self.term_group(now);
+                    }
+                } else {
+                    // SAFETY: kill(2) of our command's process group.
+                    unsafe { libc::kill(-self.main_pid, sig) };
+                }
             }
+            // Unknown: a newer locker? Not ours (same binary), ignore.
+            _ => {}
         }
     }
 }

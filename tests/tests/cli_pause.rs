@@ -1,0 +1,114 @@
+//! A paused `locker` (SIGSTOP, a VM freeze, a long GC-like stall) must not
+//! leave its job running past the lock: the cluster frees the lock a process
+//! ttl after the last keep-alive, whatever locker is doing, so the guard
+//! (which is not paused with locker) must kill the job at the local deadline
+//! on its own. On SIGCONT locker must notice its deadline passed and exit 5.
+//!
+//! Needs `locker-node` and `locker` built (`cargo build --bins`).
+
+use locker_tests::{api, bin, eventually, procs, Cluster};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROCESS_TTL_MS: u64 = 3_000;
+
+fn unique_sleep() -> String {
+    format!(
+        "{}.{}",
+        5_000 + std::process::id() % 1_000,
+        procs::wall_ns() % 1_000_000_000
+    )
+}
+
+fn sleepers(secs: &str) -> Vec<i32> {
+    procs::find_by_argv(&["sleep", secs])
+}
+
+/// Resumes locker and kills whatever a failing test left behind.
+struct Cleanup(i32, String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of our own child and of stray test sleeps.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+        for pid in sleepers(&self.1) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn spawn_run(url: &str, k: &str, script: &str) -> Child {
+    Command::new(bin("locker"))
+        .env_remove("LOCKER_ENDPOINTS")
+        .arg("--endpoints")
+        .arg(url)
+        .args([
+            "run",
+            "--report-ttl-ms",
+            &PROCESS_TTL_MS.to_string(),
+            "--report-write-ms",
+            "300",
+            "--grace-ms",
+            "1000",
+            k,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn locker run")
+}
+
+fn is_locked(url: &str, k: &str) -> bool {
+    api::read(url, k).body["locked"] == json!(true)
+}
+
+#[test]
+fn a_paused_locker_does_not_keep_its_job_alive_past_the_lock() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = format!("cli/pause/{}", procs::wall_ns());
+    let inner = unique_sleep();
+    let mut locker = spawn_run(&url, &k, &format!("sleep {inner}; true"));
+    let _cleanup = Cleanup(locker.id() as i32, inner.clone());
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+    assert!(is_locked(&url, &k));
+
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(locker.id() as i32, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    let mut gone_at = None;
+    let freed = loop {
+        if gone_at.is_none() && sleepers(&inner).is_empty() {
+            gone_at = Some(t0.elapsed());
+        }
+        if !is_locked(&url, &k) {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let still = sleepers(&inner);
+    eprintln!("FIGURES paused locker: job gone after {gone_at:?}, lock free after {freed:?}");
+    assert!(
+        still.is_empty() && gone_at.is_some(),
+        "locker paused: the lock was free after {freed:?} while its job {still:?} still ran"
+    );
+
+    // SAFETY: as above.
+    unsafe { libc::kill(locker.id() as i32, libc::SIGCONT) };
+    let resumed = Instant::now();
+    let st = eventually(Duration::from_secs(15), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    eprintln!(
+        "FIGURES paused locker: exited {:?} after SIGCONT",
+        resumed.elapsed()
+    );
+    assert_eq!(st.code(), Some(5), "a lock lost while paused is exit 5");
+}
