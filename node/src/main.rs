@@ -113,10 +113,12 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(node.clone().watch_leadership());
     tokio::spawn(node.clone().sweep_loop());
     tokio::spawn(node.clone().wake_waiters());
+    // A node that cannot safely form or join the cluster stops (non-zero).
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let boot = node.clone();
     tokio::spawn(async move {
         if let Err(e) = boot.bootstrap().await {
-            tracing::error!(error = %format!("{e:#}"), "cannot form the cluster");
+            let _ = refused_tx.send(e);
         }
     });
 
@@ -138,6 +140,11 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     tokio::select! {
         served = server.into_future() => served?,
         _ = bounded => tracing::warn!(?grace, "requests still in flight; stopping without them"),
+        Ok(e) = refused_rx => {
+            peer_server.abort();
+            let _ = node.raft.shutdown().await;
+            return Err(e.context("cannot form the cluster"));
+        }
     }
 
     tracing::info!("shutting down: stopping Raft and flushing");

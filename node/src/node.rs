@@ -122,6 +122,7 @@ impl Node {
             node_id: self.id,
             peer_addr: self.cfg.advertised_peer_addr(),
             client_addr: self.cfg.advertised_client_addr(),
+            initialized: false,
         }
     }
 
@@ -187,6 +188,15 @@ impl Node {
                 match crate::network::fetch_peer_info(&self.http, addr, &self.cfg.cluster_secret)
                     .await
                 {
+                    // Our data directory is empty but the cluster exists: a
+                    // lost volume. A second cluster would split the first.
+                    Ok(info) if info.node_id == id && info.initialized => anyhow::bail!(
+                        "node {id} at {addr} says the cluster is already initialized, but this \
+                         node's data directory {} holds none: refusing to form a second cluster. \
+                         Restore this node's data directory, or remove this node from the \
+                         cluster and add it back with a new id and --join",
+                        self.cfg.data_dir.display()
+                    ),
                     Ok(info) if info.node_id == id => {
                         members.insert(
                             id,

@@ -29,6 +29,9 @@ pub struct PeerInfo {
     pub node_id: NodeId,
     pub peer_addr: String,
     pub client_addr: String,
+    /// Whether this node belongs to a formed cluster (answered live).
+    #[serde(default)]
+    pub initialized: bool,
 }
 
 pub fn peer_router(state: Arc<PeerState>) -> Router {
@@ -131,7 +134,9 @@ async fn snapshot(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
 }
 
 async fn info(State(st): State<Arc<PeerState>>) -> Json<PeerInfo> {
-    Json(st.info.clone())
+    let mut info = st.info.clone();
+    info.initialized = st.raft.is_initialized().await.unwrap_or(false);
+    Json(info)
 }
 
 #[cfg(feature = "failpoints")]
