@@ -47,6 +47,8 @@ struct ClientState {
     job_end: Option<std::time::Instant>,
     /// The pid this client's `run-pause` stopped.
     paused: Option<u32>,
+    /// A process was started on this host (faults pick only such hosts).
+    used: bool,
 }
 
 pub struct ClientHosts {
@@ -116,6 +118,9 @@ impl ClientHosts {
         if i == 0 || i > self.count {
             return tokio::process::Command::new(program);
         }
+        if let Some(s) = self.lock().get_mut(i as usize - 1) {
+            s.used = true;
+        }
         let mut c = tokio::process::Command::new("ip");
         c.arg("netns").arg("exec").arg(self.ns(i)).arg(program);
         c
@@ -169,7 +174,7 @@ impl ClientHosts {
     pub fn pick_target(&self, rng: &mut Rng) -> Option<u64> {
         let g = self.lock();
         let free: Vec<u64> = (1..=self.count)
-            .filter(|&i| g[i as usize - 1].rules.is_empty())
+            .filter(|&i| g[i as usize - 1].used && g[i as usize - 1].rules.is_empty())
             .collect();
         let running: Vec<usize> = free
             .iter()

@@ -217,6 +217,7 @@ async fn run_async(
                     process_ttl_ms: o.process_ttl_ms,
                     keepalive_ms: (o.process_ttl_ms / 4).max(100),
                     via,
+                    host: workload_run::takeover_host(via),
                 });
                 let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
                 let holder = 5_000 + next_id;

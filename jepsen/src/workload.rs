@@ -348,6 +348,8 @@ pub struct TakeoverCfg {
     pub process_ttl_ms: u64,
     pub keepalive_ms: u64,
     pub via: Via,
+    /// The client host the holder runs on (see `client_hosts`; 0: none).
+    pub host: u64,
 }
 
 /// How the takeover workload talks to the cluster.
@@ -517,7 +519,9 @@ fn spawn_holder(
     owner: &str,
     ph: &str,
 ) -> Result<tokio::process::Child, String> {
-    tokio::process::Command::new(&cfg.exe)
+    w.ctx
+        .clients
+        .command(cfg.host, &cfg.exe)
         .arg("holder")
         .arg("--urls")
         .arg(w.ctx.urls.join(","))

@@ -262,9 +262,22 @@ pub fn spawn(
     }
 }
 
-/// Client hosts the run workloads need (run: 1..=9, run-lib: 10..=12).
+/// The client host of a takeover workload's holder processes: 13 (HTTP),
+/// 14 (client library), after the run workloads' hosts.
+pub fn takeover_host(via: crate::workload::Via) -> u64 {
+    let base = RUN_KEYS * RUNNERS_PER_KEY + LIB_RUNNERS;
+    match via {
+        crate::workload::Via::Http => base + 1,
+        crate::workload::Via::Client => base + 2,
+    }
+}
+
+/// Client hosts the workloads need (run: 1..=9, run-lib: 10..=12, takeover
+/// holders: 13, 14).
 pub fn clients_needed(workloads: &[String]) -> u64 {
-    if workloads.iter().any(|w| w == "run-lib") {
+    if workloads.iter().any(|w| w.starts_with("takeover")) {
+        RUN_KEYS * RUNNERS_PER_KEY + LIB_RUNNERS + 2
+    } else if workloads.iter().any(|w| w == "run-lib") {
         RUN_KEYS * RUNNERS_PER_KEY + LIB_RUNNERS
     } else if workloads.iter().any(|w| w == "run") {
         RUN_KEYS * RUNNERS_PER_KEY
