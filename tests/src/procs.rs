@@ -40,3 +40,22 @@ pub fn wall_ns() -> u128 {
         .map(|d| d.as_nanos())
         .unwrap_or(0)
 }
+
+/// Live (not zombie) children of `parent`, from /proc.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) == Some(parent)
+                && !is_dead(*pid)
+        })
+        .collect()
+}

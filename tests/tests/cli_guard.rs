@@ -173,3 +173,30 @@ fn background_children_left_by_the_main_command_are_killed_when_it_exits() {
     assert!(sleepers(&escaper).is_empty(), "a setsid child survived");
     assert!(!is_locked(&url, &k));
 }
+
+#[test]
+fn kill_9_of_the_guard_leaves_no_process_of_the_job_behind_the_released_lock() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-killed");
+    let inner = unique_sleep();
+    let _cleanup = Cleanup(vec![inner.clone()]);
+    // `pkill -9 -f CMD` matches the guard too: its argv holds the command.
+    let mut locker = spawn_run(&url, &k, &format!("sleep {inner}; true"));
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+    let guard = eventually(Duration::from_secs(5), "the guard", || {
+        procs::children_of(locker.id() as i32).first().copied()
+    });
+
+    // SAFETY: kill(2) of the guard, a child of our child.
+    unsafe { libc::kill(guard, libc::SIGKILL) };
+    let t0 = Instant::now();
+    let (gone, freed) = watch_until_free(&url, &k, std::slice::from_ref(&inner), t0);
+    eprintln!("FIGURES guard killed: job gone after {gone:?}, lock free after {freed:?}");
+    let st = eventually(Duration::from_secs(10), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    assert_ne!(st.code(), Some(0), "a killed guard is not a success");
+}

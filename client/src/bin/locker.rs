@@ -80,9 +80,10 @@ Processes:
   A process that leaves the group with setsid (own session and group)
   is still the guard's once its parent dies: on every stop the guard kills
   the group, then every process reparented to it, until none is left.
+  If the guard itself is SIGKILLed, the main command dies with it and
+  locker (a child subreaper too) kills what is left before releasing.
   Not covered: processes the job has others start for it (systemd-run, a
-  container engine, ssh: not its descendants), and a guard killed directly
-  with SIGKILL (the main command dies with it, its children may not).
+  container engine, ssh: not its descendants).
   On a terminal, CMD's group becomes the foreground group, so Ctrl-C and
   terminal input reach it directly.";
 
@@ -631,6 +632,11 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
         }
     };
     let hb = acq.heartbeater();
+    // If the guard itself is killed (SIGKILL: `pkill -9 -f CMD` matches its
+    // argv too), the job's processes come to us instead of init, and are
+    // killed before the lock is released (guard::kill_orphans).
+    // SAFETY: prctl on our own process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
 
     let (mut child, ctl) = match spawn_guard(&args, &acq.lock_data, guard_deadline(&hb)) {
@@ -695,6 +701,12 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
             }
         }
     };
+    // Normally nothing: the guard kills and reaps the whole job before it
+    // exits. A guard that was killed leaves its job to us.
+    if matches!(&status, Ok(st) if guard_was_killed(*st)) {
+        eprintln!("locker: the guard was killed; killing what is left of the command");
+    }
+    guard::kill_orphans();
     if hb.time_left_ms() == Some(0) {
         // The guard's watchdog stopped the job at the deadline (locker was
         // paused or stuck), or it ended just then: the lock may be gone.
@@ -782,11 +794,19 @@ async fn stop_after_loss(
             let _ = child.wait().await;
         }
     }
+    guard::kill_orphans();
     // Frees the lock if the cluster still has it under our name (e.g. when
     // we self-fenced while it was unreachable); skipped when taken over.
     let _ = tokio::time::timeout(Duration::from_secs(5), acq.release()).await;
     locker.terminate().await;
     EXIT_LOST
+}
+
+/// The guard exits with a code (the command's); only a signal it did not
+/// catch (SIGKILL) ends it by a signal.
+fn guard_was_killed(st: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    st.signal().is_some()
 }
 
 fn exit_code_of(st: std::process::ExitStatus) -> u8 {

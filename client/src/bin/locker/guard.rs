@@ -390,6 +390,33 @@ fn kill_all(main_pid: libc::pid_t, main_status: &mut Option<u8>) {
     }
 }
 
+/// For `locker` itself (a child subreaper too) once the guard is gone: if
+/// the guard was killed (SIGKILL), the job's processes are reparented to
+/// `locker`; SIGKILL them all, again as their orphans come to us, and reap
+/// them, until no child is left.
+pub fn kill_orphans() {
+    let me = std::process::id() as libc::pid_t;
+    loop {
+        for pid in children_of(me) {
+            // SAFETY: kill(2) of our own (reparented) children.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // Reap what died; 0 means children are left, -1 (ECHILD) none.
+        let left = loop {
+            let mut st = 0;
+            // SAFETY: waitpid on any child of ours, non-blocking.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                break pid == 0;
+            }
+        };
+        if !left {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Pids whose parent is `parent`, from /proc.
 fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
