@@ -181,12 +181,15 @@ impl Nemesis {
         let sent = wall_ms();
         let a = w.call(call, None).await;
         let got = wall_ms();
-        let url = format!(
-            "{}/v1/locks/{}",
-            c.hosts.url(c.members[0]),
-            crate::api::enc(WITNESS_KEY)
-        );
-        let lock = admin.get_json(&url).await.ok();
+        // Any node that answers (one may be down from an earlier fault).
+        let mut lock = None;
+        for base in &self.ctx.urls {
+            let url = format!("{base}/v1/locks/{}", crate::api::enc(WITNESS_KEY));
+            if let Ok(v) = admin.get_json(&url).await {
+                lock = Some(v);
+                break;
+            }
+        }
         if a.kind != OpType::Fail {
             w.call(
                 Call::Release {
