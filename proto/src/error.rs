@@ -1,0 +1,125 @@
+//! The one error body of the client API: `{"error":{"code","message"}}`,
+//! answered with a 4xx or 5xx HTTP status. Lock statuses are not errors: they
+//! come in a [`LockAnswer`](crate::LockAnswer) body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire_enum::wire_enum;
+
+wire_enum! {
+    /// Every error code a node answers with. Each has exactly one HTTP status
+    /// ([`ErrorCode::http_status`]).
+    pub enum ErrorCode {
+        /// 400: empty, too long, or not percent-encoded UTF-8 key or prefix.
+        InvalidKey = "INVALID_KEY",
+        /// 400: an owner hash that does not parse, or names another key.
+        InvalidOwnerHash = "INVALID_OWNER_HASH",
+        /// 400: a process hash that is not `{hostname}/{pid}.{nanoseconds}`.
+        InvalidProcessHash = "INVALID_PROCESS_HASH",
+        /// 400: a `ttl_ms` out of range.
+        InvalidTtl = "INVALID_TTL",
+        /// 400: a `wait_ms` out of range.
+        InvalidWait = "INVALID_WAIT",
+        /// 400: a list `limit` out of range.
+        InvalidLimit = "INVALID_LIMIT",
+        /// 400: a trace over 1024 bytes.
+        InvalidTrace = "INVALID_TRACE",
+        /// 400: a keep-alive `info` over 16 KiB.
+        InvalidInfo = "INVALID_INFO",
+        /// 400: a bad or unknown query parameter.
+        InvalidQuery = "INVALID_QUERY",
+        /// 400: malformed JSON, wrong types, unknown or missing fields.
+        InvalidJson = "INVALID_JSON",
+        /// 400: membership: node id 0, an unreachable or mismatched node, a
+        /// learner asked to lead.
+        InvalidNode = "INVALID_NODE",
+        /// 401: an operator route without the cluster secret.
+        Unauthorized = "UNAUTHORIZED",
+        /// 404: leadership transfer to a node that is not a member.
+        UnknownNode = "UNKNOWN_NODE",
+        /// 404: no such route.
+        NotFound = "NOT_FOUND",
+        /// 405: the route does not take that method.
+        MethodNotAllowed = "METHOD_NOT_ALLOWED",
+        /// 413: a body over 64 KiB.
+        PayloadTooLarge = "PAYLOAD_TOO_LARGE",
+        /// 500: a bug or a storage failure.
+        Internal = "INTERNAL",
+        /// 503: no leader could serve; nothing was proposed (a definite failure).
+        NoLeader = "NO_LEADER",
+        /// 503: the write was proposed but not seen committed in time: it may
+        /// or may not have been applied.
+        Timeout = "TIMEOUT",
+        /// 503: a membership change or leadership transfer failed.
+        MembershipChangeFailed = "MEMBERSHIP_CHANGE_FAILED",
+    }
+}
+
+impl ErrorCode {
+    /// The HTTP status a node answers this code with.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidKey | InvalidOwnerHash | InvalidProcessHash | InvalidTtl | InvalidWait
+            | InvalidLimit | InvalidTrace | InvalidInfo | InvalidQuery | InvalidJson
+            | InvalidNode => 400,
+            Unauthorized => 401,
+            UnknownNode | NotFound => 404,
+            MethodNotAllowed => 405,
+            PayloadTooLarge => 413,
+            Internal => 500,
+            NoLeader | Timeout | MembershipChangeFailed => 503,
+        }
+    }
+
+    /// Whether the same request may succeed later (every 503, which also
+    /// carries `Retry-After`).
+    pub fn is_retryable(self) -> bool {
+        self.http_status() == 503
+    }
+
+    /// Whether the request certainly changed nothing: every 4xx, and
+    /// `NO_LEADER`. `TIMEOUT`, `INTERNAL` and `MEMBERSHIP_CHANGE_FAILED` may
+    /// come after something was proposed, so their outcome is unknown.
+    pub fn nothing_was_done(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::Timeout | ErrorCode::Internal | ErrorCode::MembershipChangeFailed
+        )
+    }
+}
+
+/// The body of every refusal that is not a lock status.
+///
+/// ```
+/// let body = r#"{"error":{"code":"NO_LEADER","message":"no leader"}}"#;
+/// let e: locker_proto::ErrorAnswer = serde_json::from_str(body).unwrap();
+/// assert_eq!(e.error.code, locker_proto::ErrorCode::NoLeader);
+/// assert_eq!(e.error.code.http_status(), 503);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The code and human text of an [`ErrorAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable.
+    pub code: ErrorCode,
+    /// For humans; its wording is not part of the contract.
+    pub message: String,
+}
+
+impl ErrorAnswer {
+    /// An error body with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorAnswer {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}

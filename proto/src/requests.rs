@@ -1,0 +1,135 @@
+//! The JSON bodies and query strings the node accepts. Bodies refuse unknown
+//! fields (`400 INVALID_JSON`); an optional field may be omitted or `null`.
+//! Serialising omits absent optional fields, so clients send short bodies.
+
+use serde::de::{Deserializer, Error as _};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/locks/{key}/acquire`. Every field is optional; an empty body
+/// takes the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    /// Who asks; must parse and name the path's key. Absent: the node builds
+    /// one and answers it in `lock.owner_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_hash: Option<String>,
+    /// The process the lock lives with; absent: it lives by its TTL alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_hash: Option<String>,
+    /// Free text kept with the lock (at most 1024 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// The lock's TTL ([`crate::limits::LOCK_TTL_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// How long to wait in line when the key is held ([`crate::limits::WAIT_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `POST /v1/locks/{key}/extend`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// The holder.
+    pub owner_hash: String,
+    /// The new TTL, counted from now ([`crate::limits::LOCK_TTL_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `POST /v1/locks/{key}/release`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The holder.
+    pub owner_hash: String,
+}
+
+/// `PUT /v1/processes/{process_hash}`. Both fields optional; an empty body
+/// takes the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveRequest {
+    /// The process TTL ([`crate::limits::PROCESS_TTL_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// Any JSON about the process (host, version...), at most 16 KiB as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+}
+
+/// `POST /v1/cluster/members` (operator route, needs the cluster secret).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    /// The new node's id (not 0, never one of a wiped node).
+    pub id: u64,
+    /// Its peer address, where it was started with `--join`.
+    pub peer_addr: String,
+}
+
+/// `POST /v1/cluster/leader` (operator route, needs the cluster secret).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderRequest {
+    /// The voter that should lead.
+    pub id: u64,
+}
+
+/// The query of `GET /v1/locks/{key}` and `GET /v1/owners/{owner_hash}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// `true` (or `1`): answer from the asked node's replica, maybe behind.
+    #[serde(
+        default,
+        deserialize_with = "stale_flag",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stale: Option<bool>,
+}
+
+/// The query of `GET /v1/locks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only keys starting with this (at most 1024 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// At most this many locks ([`crate::limits::LIST_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// `true` (or `1`): answer from the asked node's replica, maybe behind.
+    #[serde(
+        default,
+        deserialize_with = "stale_flag",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stale: Option<bool>,
+}
+
+/// A flag as a query string carries it (text), or as JSON does (a bool).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Flag {
+    Bool(bool),
+    Text(String),
+}
+
+/// The `stale` query flag: `true`/`1` or `false`/`0`; anything else is
+/// refused (`400 INVALID_QUERY`). One parse for every reader of the flag.
+pub fn stale_flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Flag>::deserialize(d)? {
+        None => Ok(None),
+        Some(Flag::Bool(b)) => Ok(Some(b)),
+        Some(Flag::Text(t)) => match t.as_str() {
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" => Ok(Some(false)),
+            other => Err(D::Error::custom(format!(
+                "stale must be true, false, 1 or 0, not {other:?}"
+            ))),
+        },
+    }
+}
