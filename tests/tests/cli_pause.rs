@@ -6,7 +6,7 @@
 //!
 //! Needs `locker-node` and `locker` built (`cargo build --bins`).
 
-use locker_tests::{api, bin, eventually, procs, Cluster};
+use locker_tests::{api, bin, eventually, procs, proxy::Proxy, Cluster};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,4 +111,57 @@ fn a_paused_locker_does_not_keep_its_job_alive_past_the_lock() {
         resumed.elapsed()
     );
     assert_eq!(st.code(), Some(5), "a lock lost while paused is exit 5");
+}
+
+/// `pkill -STOP -f CMD` matches the guard as well (its argv holds the
+/// command): a stopped guard cannot act on locker's SIGKILL, so locker must
+/// not rely on it when the lock is running out.
+#[test]
+fn a_stopped_guard_does_not_keep_the_job_alive_past_the_lock() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let proxy = Proxy::start(&c.node(1).client_addr);
+    let k = format!("cli/guard-stopped/{}", procs::wall_ns());
+    let inner = unique_sleep();
+    let mut locker = spawn_run(&proxy.url(), &k, &format!("sleep {inner}; true"));
+    let _cleanup = Cleanup(locker.id() as i32, inner.clone());
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+    let guard = eventually(Duration::from_secs(5), "the guard", || {
+        procs::children_of(locker.id() as i32).first().copied()
+    });
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) of the guard we stopped.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let _resume = Resume(guard);
+    // SAFETY: kill(2) of the guard, a child of our child.
+    unsafe { libc::kill(guard, libc::SIGSTOP) };
+    proxy.black_hole();
+    let t0 = Instant::now();
+    let mut gone_at = None;
+    let freed = loop {
+        if gone_at.is_none() && sleepers(&inner).is_empty() {
+            gone_at = Some(t0.elapsed());
+        }
+        if !is_locked(&url, &k) {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let still = sleepers(&inner);
+    eprintln!("FIGURES stopped guard: job gone after {gone_at:?}, lock free after {freed:?}");
+    assert!(
+        still.is_empty() && gone_at.is_some(),
+        "guard stopped: the lock was free after {freed:?} while the job {still:?} still ran"
+    );
+    let st = eventually(Duration::from_secs(15), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    assert_eq!(st.code(), Some(5), "a lost lock is exit 5");
 }

@@ -696,8 +696,7 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
                     "locker: the command did not stop within {} ms of the signal; sending SIGKILL",
                     args.grace_ms
                 );
-                ctl.signal(libc::SIGKILL);
-                kill_at = None;
+                break kill_now(&mut child, &ctl).await;
             }
         }
     };
@@ -788,10 +787,7 @@ async fn stop_after_loss(
         Ok(_) => {}
         Err(_) => {
             eprintln!("locker: the command did not stop within {grace} ms; sending SIGKILL");
-            // The guard SIGKILLs the group and every process that left it,
-            // reaps them all, then exits.
-            ctl.signal(libc::SIGKILL);
-            let _ = child.wait().await;
+            let _ = kill_now(&mut child, ctl).await;
         }
     }
     guard::kill_orphans();
@@ -800,6 +796,32 @@ async fn stop_after_loss(
     let _ = tokio::time::timeout(Duration::from_secs(5), acq.release()).await;
     locker.terminate().await;
     EXIT_LOST
+}
+
+/// How long the guard may take to kill the job once told to, before locker
+/// kills the guard itself: well within the smallest safety margin.
+const GUARD_KILL_WAIT_MS: u64 = 50;
+
+/// SIGKILL for the whole job, now. The guard does it (group first, then
+/// escapees) when told; a guard that does not act at once (stopped with
+/// SIGSTOP: `pkill -STOP -f CMD` matches it too) is SIGKILLed itself: the
+/// main command dies with it (parent-death signal) and the rest of the job
+/// is reparented to locker, for guard::kill_orphans.
+async fn kill_now(
+    child: &mut tokio::process::Child,
+    ctl: &GuardCtl,
+) -> std::io::Result<std::process::ExitStatus> {
+    ctl.signal(libc::SIGKILL);
+    let wait = Duration::from_millis(GUARD_KILL_WAIT_MS);
+    if let Ok(st) = tokio::time::timeout(wait, child.wait()).await {
+        return st;
+    }
+    eprintln!("locker: the guard did not act on SIGKILL; killing it");
+    // SIGKILL works on a stopped process.
+    let _ = child.start_kill();
+    let st = child.wait().await;
+    guard::kill_orphans();
+    st
 }
 
 /// The guard exits with a code (the command's); only a signal it did not

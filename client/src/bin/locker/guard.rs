@@ -225,11 +225,12 @@ impl Supervisor {
                 return 128 + libc::SIGTERM as u8;
             }
             if self.watchdog() {
+                // Kill first: stderr may be a full pipe nobody reads.
+                kill_all(self.main_pid, &mut self.main_status);
                 eprintln!(
                     "locker: guard: the lock's local deadline passed without word from \
                      locker (paused or stuck?); the job was killed"
                 );
-                kill_all(self.main_pid, &mut self.main_status);
                 return 128 + libc::SIGKILL as u8;
             }
             reap(self.main_pid, &mut self.main_status);
