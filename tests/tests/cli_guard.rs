@@ -200,3 +200,49 @@ fn kill_9_of_the_guard_leaves_no_process_of_the_job_behind_the_released_lock() {
     });
     assert_ne!(st.code(), Some(0), "a killed guard is not a success");
 }
+
+/// systemd's default stop (KillMode=control-group) and `kill -TERM -PGID`
+/// send SIGTERM to locker and the guard at once: the job must get its
+/// SIGTERM and grace period, not an immediate SIGKILL from the guard.
+#[test]
+fn sigterm_to_locker_and_guard_together_gives_the_job_its_grace() {
+    use std::os::unix::process::CommandExt;
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-term-both");
+    let inner = unique_sleep();
+    let _cleanup = Cleanup(vec![inner.clone()]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let marker = dir.path().join("term");
+    let script = format!(
+        "trap 'echo term > {}; exit 0' TERM; sleep {inner} & wait",
+        marker.display()
+    );
+    let mut locker = Command::new(bin("locker"))
+        .env_remove("LOCKER_ENDPOINTS")
+        .arg("--endpoints")
+        .arg(&url)
+        .args(["run", "--report-ttl-ms", "3000", "--report-write-ms", "300"])
+        .args(["--grace-ms", "1000", &k, "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn locker run");
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+    // SAFETY: kill(2) of the process group of our child (locker, guard).
+    unsafe { libc::kill(-(locker.id() as i32), libc::SIGTERM) };
+    let st = eventually(Duration::from_secs(10), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    assert!(
+        marker.exists(),
+        "the job was killed without its SIGTERM (locker exited {st:?})"
+    );
+    assert_eq!(st.code(), Some(0), "the job's trap exits 0");
+    eventually(Duration::from_secs(5), "the sleep to go", || {
+        sleepers(&inner).is_empty().then_some(())
+    });
+    assert!(!is_locked(&url, &k));
+}

@@ -69,7 +69,8 @@ Processes:
   whose parent dies are reparented to the guard, not to init.
   Signals to locker: TERM and INT go to the whole group, and SIGKILL follows
   after --grace-ms if it is still running; HUP, QUIT, USR1, USR2 go to the
-  group. The lock is released only once the group is dead.
+  group. A SIGTERM to locker's whole group (systemd's stop) reaches the
+  guard too, which passes it on (once) instead of killing the job. The lock is released only once the group is dead.
   When CMD exits, whatever it left running (background children) is
   SIGKILLed before the lock is released; locker exits with CMD's code.
   If locker dies, even by SIGKILL, the guard SIGKILLs the group (control

@@ -62,7 +62,13 @@ pub fn encode(tag: u8, value: u64) -> [u8; MSG_LEN] {
     m
 }
 
-/// Set by SIGTERM (our parent-death signal): kill everything, exit.
+/// A SIGTERM this soon after the last one to the group is the same stop.
+const DUP_TERM_MS: u64 = 200;
+
+/// Set by SIGTERM: our parent-death signal (locker died: kill everything,
+/// exit), or a SIGTERM sent to locker's whole group (systemd's stop,
+/// `kill -TERM -PGID`) while locker lives: then it is passed on like one
+/// from locker, so the job gets its grace period.
 static DIE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_term(_: libc::c_int) {
@@ -106,6 +112,9 @@ pub fn main(args: &[OsString]) -> u8 {
             return 2;
         }
     };
+    // SAFETY: getppid cannot fail. locker checked before exec that it is
+    // our parent; if it died since, the control pipe is closed already.
+    let locker_pid = unsafe { libc::getppid() };
     install_handlers();
     // SAFETY: prctl/fcntl on our own process and descriptor.
     unsafe {
@@ -124,7 +133,7 @@ pub fn main(args: &[OsString]) -> u8 {
         }
     };
     let tty = Terminal::hand_to(main_pid);
-    let code = Supervisor::new(ctl, main_pid).run();
+    let code = Supervisor::new(ctl, main_pid, locker_pid).run();
     tty.take_back();
     code
 }
@@ -204,10 +213,12 @@ struct Supervisor {
     term_sent_at: Option<u64>,
     /// Whether the watchdog sent its own SIGTERM.
     watchdog_termed: bool,
+    /// Our parent; once it is not, locker is gone (reparented to a reaper).
+    locker_pid: libc::pid_t,
 }
 
 impl Supervisor {
-    fn new(ctl: Ctl, main_pid: libc::pid_t) -> Supervisor {
+    fn new(ctl: Ctl, main_pid: libc::pid_t, locker_pid: libc::pid_t) -> Supervisor {
         Supervisor {
             ctl,
             main_pid,
@@ -215,14 +226,19 @@ impl Supervisor {
             pending: Vec::new(),
             term_sent_at: None,
             watchdog_termed: false,
+            locker_pid,
         }
     }
 
     fn run(mut self) -> u8 {
         loop {
-            if DIE.load(Ordering::SeqCst) {
-                kill_all(self.main_pid, &mut self.main_status);
-                return 128 + libc::SIGTERM as u8;
+            if DIE.swap(false, Ordering::SeqCst) {
+                // SAFETY: getppid cannot fail.
+                if unsafe { libc::getppid() } != self.locker_pid {
+                    kill_all(self.main_pid, &mut self.main_status);
+                    return 128 + libc::SIGTERM as u8;
+                }
+                self.apply(TAG_SIGNAL, libc::SIGTERM as u64);
             }
             if self.watchdog() {
                 // Kill first: stderr may be a full pipe nobody reads.
@@ -317,11 +333,16 @@ impl Supervisor {
                 if sig == libc::SIGKILL {
                     kill_all(self.main_pid, &mut self.main_status);
                 } else if sig == libc::SIGTERM {
-                    // The watchdog's SIGTERM already went out for this stop.
-                    let recent = self.watchdog_termed
-                        && self
-                            .term_sent_at
-                            .is_some_and(|t| now.saturating_sub(t) < self.ctl.grace_ms);
+                    // The same stop from two sides (the watchdog and locker,
+                    // or a group SIGTERM to locker and us): one SIGTERM.
+                    let window = if self.watchdog_termed {
+                        self.ctl.grace_ms.max(DUP_TERM_MS)
+                    } else {
+                        DUP_TERM_MS
+                    };
+                    let recent = self
+                        .term_sent_at
+                        .is_some_and(|t| now.saturating_sub(t) < window);
                     if !recent {
                         self.term_group(now);
                     }
