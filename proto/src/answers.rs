@@ -11,6 +11,7 @@ use crate::{Lock, LockOpStatus, OwnerStatus, ProcessStatus, RaftState};
 
 /// Answer to acquire, extend and release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockAnswer {
     /// What happened; its HTTP status is [`LockOpStatus::http_status`].
     pub status: LockOpStatus,
@@ -21,6 +22,7 @@ pub struct LockAnswer {
 
 /// Answer to `GET /v1/locks/{key}`: `{"locked":false}` when free.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadAnswer {
     /// Whether a live lock holds the key.
     pub locked: bool,
@@ -31,6 +33,7 @@ pub struct ReadAnswer {
 
 /// Answer to `GET /v1/locks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListAnswer {
     /// Live locks in key order.
     pub locks: Vec<Lock>,
@@ -38,6 +41,7 @@ pub struct ListAnswer {
 
 /// Answer to `GET /v1/owners/{owner_hash}` (always HTTP 200).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OwnerAnswer {
     /// The owner's status.
     pub status: OwnerStatus,
@@ -50,6 +54,7 @@ pub struct OwnerAnswer {
 
 /// Answer to `PUT /v1/processes/{process_hash}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeepaliveAnswer {
     /// Always `SUCCESS`.
     pub status: ProcessStatus,
@@ -59,6 +64,7 @@ pub struct KeepaliveAnswer {
 
 /// Answer to `DELETE /v1/processes/{process_hash}`: 200 `SUCCESS`, 404 `NO_KEY`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusAnswer {
     /// What happened.
     pub status: ProcessStatus,
@@ -66,6 +72,7 @@ pub struct StatusAnswer {
 
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// Node id.
     pub id: u64,
@@ -80,6 +87,7 @@ pub struct Member {
 /// Answer to `GET /v1/cluster` and to the membership routes: the view of the
 /// node asked (never forwarded). Indexes are `null` before there is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterAnswer {
     /// The node that answered.
     pub node_id: u64,
@@ -105,6 +113,7 @@ pub struct ClusterAnswer {
 
 /// Answer to `GET /readyz` (200 when ready, else 503).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadyAnswer {
     /// A leader is known and this node applied what it knows committed.
     pub ready: bool,
@@ -118,6 +127,7 @@ pub struct ReadyAnswer {
 
 /// Answer to `GET /healthz`: `{"status":"ok"}` while the process runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthAnswer {
     /// Always `ok`.
     pub status: String,
@@ -126,6 +136,7 @@ pub struct HealthAnswer {
 /// Answer to `GET /v1/digest`: this replica's table at its applied index.
 /// Replicas at equal `applied_index` must give equal digests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DigestAnswer {
     /// The node that answered.
     pub node_id: u64,
@@ -141,6 +152,7 @@ pub struct DigestAnswer {
 
 /// Answer to `POST /v1/cluster/leader`: the node that now leads and serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaderAnswer {
     /// The new leader.
     pub leader_id: u64,

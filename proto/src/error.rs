@@ -98,6 +98,7 @@ impl ErrorCode {
 /// assert_eq!(e.error.code.http_status(), 503);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorAnswer {
     /// What went wrong.
     pub error: ErrorDetail,
@@ -105,6 +106,7 @@ pub struct ErrorAnswer {
 
 /// The code and human text of an [`ErrorAnswer`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Machine-readable.
     pub code: ErrorCode,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(lock.trace, None);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lock {
     /// The lock's key.
     pub key: String,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// `POST /v1/locks/{key}/acquire`. Every field is optional; an empty body
 /// takes the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     /// Who asks; must parse and name the path's key. Absent: the node builds
@@ -30,6 +31,7 @@ pub struct AcquireRequest {
 
 /// `POST /v1/locks/{key}/extend`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     /// The holder.
@@ -41,6 +43,7 @@ pub struct ExtendRequest {
 
 /// `POST /v1/locks/{key}/release`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// The holder.
@@ -50,6 +53,7 @@ pub struct ReleaseRequest {
 /// `PUT /v1/processes/{process_hash}`. Both fields optional; an empty body
 /// takes the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveRequest {
     /// The process TTL ([`crate::limits::PROCESS_TTL_MS`]).
@@ -57,11 +61,13 @@ pub struct KeepaliveRequest {
     pub ttl_ms: Option<u64>,
     /// Any JSON about the process (host, version...), at most 16 KiB as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub info: Option<serde_json::Value>,
 }
 
 /// `POST /v1/cluster/members` (operator route, needs the cluster secret).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
     /// The new node's id (not 0, never one of a wiped node).
@@ -72,6 +78,7 @@ pub struct AddMemberRequest {
 
 /// `POST /v1/cluster/leader` (operator route, needs the cluster secret).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TransferLeaderRequest {
     /// The voter that should lead.
@@ -80,6 +87,7 @@ pub struct TransferLeaderRequest {
 
 /// The query of `GET /v1/locks/{key}` and `GET /v1/owners/{owner_hash}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     /// `true` (or `1`): answer from the asked node's replica, maybe behind.
@@ -93,6 +101,7 @@ pub struct ReadQuery {
 
 /// The query of `GET /v1/locks`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only keys starting with this (at most 1024 bytes).
