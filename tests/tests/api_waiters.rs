@@ -245,3 +245,65 @@ fn writes_to_other_keys_do_not_wake_the_waiters_of_a_key() {
         "30 writes to other keys woke the 10 waiters of {key:?} {woken} times"
     );
 }
+
+#[test]
+fn a_waiter_moved_to_a_new_leader_is_not_answered_503() {
+    // Leadership moves after the waiter has waited longer than
+    // --leader-wait-ms: it used to get 503 NO_LEADER though a leader serves.
+    waiter_moved_to_a_new_leader(&[]);
+}
+
+#[test]
+fn a_waiter_moved_to_a_new_leader_keeps_its_deadline() {
+    // Leadership moves within --leader-wait-ms: the waiter was re-run on the
+    // new leader with a fresh wait_ms, answering after elapsed + wait_ms.
+    waiter_moved_to_a_new_leader(&["--leader-wait-ms", "10000"]);
+}
+
+/// A blocking acquire queued on the leader when leadership moves goes on to
+/// the new leader with what is left of its wait: it answers with the holder
+/// within its wait_ms (a client's timeout just above wait_ms must hold).
+fn waiter_moved_to_a_new_leader(flags: &[&str]) {
+    let c = Cluster::start_with(3, flags);
+    let leader = c.leader().expect("leader");
+    let target = c.followers()[0];
+    let url = c.url(leader);
+    let key = "moved";
+    let held = api::acquire(
+        &url,
+        key,
+        json!({"owner_hash": "moved@h/1.1.0", "ttl_ms": 600_000}),
+    );
+    assert_eq!(held.status(), "SUCCESS");
+    let wait_ms = 8_000u64;
+    let waiter_url = url.clone();
+    let started = Instant::now();
+    let waiter = std::thread::spawn(move || {
+        api::acquire(
+            &waiter_url,
+            key,
+            json!({"owner_hash": "moved@h/1.1.1", "wait_ms": wait_ms}),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(3_500));
+    let moved = locker_tests::http()
+        .post(format!("{url}/v1/cluster/leader"))
+        .header("x-locker-cluster-secret", locker_tests::SECRET)
+        .body(json!({ "id": target }).to_string())
+        .send()
+        .map(|r| r.status().as_u16());
+    assert_eq!(moved.ok(), Some(200), "leadership did not move");
+    let answer = waiter.join().expect("waiter thread");
+    let took = started.elapsed();
+    assert_eq!(
+        answer.status(),
+        "SOMEONE_ELSE_HOLDS_LOCK",
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(answer.body["lock"]["owner_hash"], json!("moved@h/1.1.0"));
+    assert!(
+        took < Duration::from_millis(wait_ms + 1_500),
+        "a wait of {wait_ms} ms answered after {took:?}: restarted on the new leader"
+    );
+}

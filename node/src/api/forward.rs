@@ -78,11 +78,12 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
     if !needs_leader(&req) {
         return next.run(req).await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(node.cfg.leader_wait_ms);
+    let started = tokio::time::Instant::now();
+    let mut deadline = started + Duration::from_millis(node.cfg.leader_wait_ms);
     let forwarded = forwarded_by_peer(&node, req.headers());
     let (parts, body) = req.into_parts();
     // Buffered once so it can be retried against a new leader.
-    let body = match to_bytes(body, MAX_BODY_BYTES).await {
+    let mut body = match to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
             return ApiError::new(
@@ -96,11 +97,21 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
     loop {
         match node.leader_hint() {
             LeaderHint::Me => {
+                let ran = tokio::time::Instant::now();
                 let resp = next.clone().run(rebuild(&parts, body.clone())).await;
                 // The handler found another node leading before doing
                 // anything: send the request there, within the same wait.
                 let moved = resp.extensions().get::<LeaderElsewhere>().is_some();
-                if !moved || forwarded || tokio::time::Instant::now() >= deadline {
+                if !moved || forwarded {
+                    return resp;
+                }
+                // A blocking acquire may have waited in line here for long:
+                // that was not time spent looking for a leader, but it is
+                // time of its wait_ms, which the next leader must not grant
+                // afresh (the client's timeout is set just above the wait).
+                deadline += ran.elapsed();
+                body = less_wait(body, started.elapsed());
+                if tokio::time::Instant::now() >= deadline {
                     return resp;
                 }
             }
@@ -122,6 +133,24 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
                 .into_response();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The body with its `wait_ms` (if it has one) reduced by `spent`, for a
+/// request served again after it already waited that long. Anything that is
+/// not a JSON object with a whole `wait_ms` is left to the handler to judge.
+fn less_wait(body: Bytes, spent: Duration) -> Bytes {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(&body) else {
+        return body;
+    };
+    let Some(wait) = fields.get("wait_ms").and_then(serde_json::Value::as_u64) else {
+        return body;
+    };
+    let spent = u64::try_from(spent.as_millis()).unwrap_or(u64::MAX);
+    fields.insert("wait_ms".into(), wait.saturating_sub(spent).into());
+    match serde_json::to_vec(&fields) {
+        Ok(v) => Bytes::from(v),
+        Err(_) => body,
     }
 }
 
