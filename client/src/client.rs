@@ -92,7 +92,8 @@ pub fn parse_endpoints(s: &str) -> Result<Vec<String>, Error> {
 /// The body of an acquire request.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AcquireRequest {
-    /// Our owner hash; the server makes one when absent.
+    /// Our owner hash. When absent, [`Client::acquire`] makes one for the
+    /// call (not the server: each retry would then get a new one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_hash: Option<String>,
     /// The process the lock lives with; absent: the lock lives by its TTL.
@@ -423,7 +424,20 @@ impl Client {
     /// `POST /v1/locks/{key}/acquire`.
     pub async fn acquire(&self, key: &str, req: &AcquireRequest) -> Result<LockResponse, Error> {
         let path = format!("/v1/locks/{}/acquire", encode_segment(key));
-        let body = serde_json::to_value(req).map_err(|e| Error::Config(e.to_string()))?;
+        // One owner hash for every try: a try whose answer was lost (a
+        // timeout, then failover) may have taken the lock, and the retry
+        // must be a re-acquire by the same owner, not a second owner that
+        // is refused while the first holds the lock for nobody.
+        let mut req = req.clone();
+        if req.owner_hash.is_none() {
+            req.owner_hash = Some(crate::hash::make_owner_hash(
+                key,
+                &crate::hash::new_process_hash(),
+                crate::hash::next_seq(),
+                req.trace.as_deref(),
+            ));
+        }
+        let body = serde_json::to_value(&req).map_err(|e| Error::Config(e.to_string()))?;
         let wait = req.wait_ms.unwrap_or(0);
         // A waiting acquire may legitimately take `wait_ms`: widen the budget
         // so failover does not give up on a request that is simply queued.

@@ -21,6 +21,9 @@ const POLL: Duration = Duration::from_millis(20);
 #[derive(Debug, Default)]
 struct Flags {
     black_hole: AtomicBool,
+    /// Forward requests, swallow answers: the request takes effect and the
+    /// client never learns it (a reply lost on the way back).
+    deaf: AtomicBool,
     shutdown: AtomicBool,
 }
 
@@ -73,6 +76,12 @@ impl Proxy {
         self.flags.black_hole.store(true, Ordering::SeqCst);
     }
 
+    /// From now on, forward what clients send but swallow every answer
+    /// (connections stay open): requests take effect, replies are lost.
+    pub fn deaf(&self) {
+        self.flags.deaf.store(true, Ordering::SeqCst);
+    }
+
     /// Forward again (connections held while black-holed stay dead).
     pub fn heal(&self) {
         self.flags.black_hole.store(false, Ordering::SeqCst);
@@ -114,8 +123,8 @@ fn serve(client: TcpStream, target: Option<String>, flags: Arc<Flags>) {
         return;
     };
     let f2 = flags.clone();
-    let back = thread::spawn(move || pump(u2, c2, f2));
-    pump(client, upstream, flags);
+    let back = thread::spawn(move || pump(u2, c2, f2, true));
+    pump(client, upstream, flags, false);
     let _ = back.join();
 }
 
@@ -127,8 +136,12 @@ fn hold(flags: &Flags) {
 }
 
 /// Copies `from` to `to` while forwarding; in black-hole mode reads are
-/// discarded and nothing is written or closed.
-fn pump(mut from: TcpStream, mut to: TcpStream, flags: Arc<Flags>) {
+/// discarded and nothing is written or closed; so are answers (`answers`:
+/// the node-to-client direction) in deaf mode.
+fn pump(mut from: TcpStream, mut to: TcpStream, flags: Arc<Flags>, answers: bool) {
+    let swallow = |f: &Flags| {
+        f.black_hole.load(Ordering::SeqCst) || (answers && f.deaf.load(Ordering::SeqCst))
+    };
     let _ = from.set_read_timeout(Some(POLL));
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -137,13 +150,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flags: Arc<Flags>) {
         }
         match from.read(&mut buf) {
             Ok(0) => {
-                if flags.black_hole.load(Ordering::SeqCst) {
+                if swallow(&flags) {
                     hold(&flags);
                 }
                 break;
             }
             Ok(n) => {
-                if flags.black_hole.load(Ordering::SeqCst) {
+                if swallow(&flags) {
                     continue;
                 }
                 if to.write_all(&buf[..n]).is_err() {
@@ -152,7 +165,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flags: Arc<Flags>) {
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => {
-                if flags.black_hole.load(Ordering::SeqCst) {
+                if swallow(&flags) {
                     hold(&flags);
                 }
                 break;
