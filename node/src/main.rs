@@ -110,6 +110,11 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let peer_server =
         tokio::spawn(async move { axum::serve(peer_listener, peer_router(peer_state)).await });
 
+    // Raft stopped by a storage error or a panic: exit, never linger.
+    tokio::spawn(locker_node::store::exit_when_raft_stops(
+        node.raft.clone(),
+        node.stopping(),
+    ));
     tokio::spawn(node.clone().watch_leadership());
     tokio::spawn(node.clone().sweep_loop());
     tokio::spawn(node.clone().wake_waiters());

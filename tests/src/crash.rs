@@ -108,6 +108,25 @@ pub fn crash_points(node: &NodeProc) -> Vec<String> {
         .collect()
 }
 
+/// Every error point the node knows (reads that fail when armed).
+pub fn error_points(node: &NodeProc) -> Vec<String> {
+    let a = answer(
+        http()
+            .get(format!("http://{}/internal/failpoints", node.peer_addr))
+            .header("x-locker-cluster-secret", SECRET)
+            .send(),
+    );
+    assert_eq!(a.code, 200, "failpoint list: {:?}", a.body);
+    a.body["error_points"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Acquires with a short client timeout: true only when the
 /// cluster acknowledged the write (200 SUCCESS).
 pub fn try_acquire(base: &str, key: &str, owner: &str) -> bool {

@@ -13,7 +13,12 @@
 //!   (issue 9, bug 1: this used to brick the follower);
 //! * truncation: an old leader with uncommitted entries rejoins a newer
 //!   leader and must truncate them;
-//! * vote: armed on a follower, then the leader is killed.
+//! * vote: armed on a follower, then the leader is killed;
+//! * purge on a leader purging after its own snapshot: armed at runtime on
+//!   the leader (the same points as the catch-up purge, other path).
+//!
+//! Error points (a read that fails instead of a crash) have their own test:
+//! the node must exit non-zero, not linger with its Raft core stopped.
 
 use std::time::{Duration, Instant};
 
@@ -203,6 +208,9 @@ crash_tests! {
     purge_after_mark: "store::purge::after_mark" => catch_up;
     purge_after_mark_flush: "store::purge::after_mark_flush" => catch_up;
     purge_after_delete: "store::purge::after_delete" => catch_up;
+    leader_purge_after_mark: "store::purge::after_mark" => |p| runtime(p, Target::Leader);
+    leader_purge_after_mark_flush: "store::purge::after_mark_flush" => |p| runtime(p, Target::Leader);
+    leader_purge_after_delete: "store::purge::after_delete" => |p| runtime(p, Target::Leader);
     apply_before_batch: "store::apply::before_batch" => |p| runtime(p, Target::Leader);
     apply_after_batch: "store::apply::after_batch" => |p| runtime(p, Target::Follower);
     snapshot_build_before_record: "store::snapshot_build::before_record" => |p| runtime(p, Target::Follower);
@@ -223,6 +231,7 @@ fn every_crash_point_has_a_test_and_arming_is_validated() {
     let mut tested: Vec<String> = TESTED.iter().map(|s| s.to_string()).collect();
     listed.sort();
     tested.sort();
+    tested.dedup();
     assert_eq!(
         listed, tested,
         "crash points without a test (or tests without a point)"
@@ -233,4 +242,40 @@ fn every_crash_point_has_a_test_and_arming_is_validated() {
     // Without the secret: refused like every peer route.
     let a = locker_tests::get(&format!("http://{}/internal/failpoints", n.peer_addr));
     assert_eq!(a.code, 401);
+}
+
+/// A read that fails stops openraft's core for good (issue 9, item 7: the
+/// node used to linger, Raft stopped, 503 to everything, /healthz ok). It
+/// must exit non-zero at once with a clear line, and reopen cleanly.
+#[test]
+fn a_failed_read_makes_the_node_exit() {
+    let (mut c, mut acked) = cluster();
+    let id = pick(&c, Target::Follower);
+    assert!(
+        crash::error_points(c.node(id)).contains(&"store::read::entries".to_string()),
+        "the node lists its error points"
+    );
+    let a = crash::arm(c.node(id), "store::read::entries", "return");
+    assert_eq!(a.code, 200, "arming: {:?}", a.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        if let Some(st) = c.node_mut(id).exited() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        acked.write_one(&c, "during");
+    };
+    let health = locker_tests::get(&format!("{}/healthz", c.url(id))).code;
+    let st = st.unwrap_or_else(|| {
+        panic!("node {id} still runs 30 s after its reads failed (its /healthz answers {health})")
+    });
+    assert_eq!(st.code(), Some(74), "node {id} ended with {st:?}");
+    let log = c.node(id).log_text();
+    assert!(
+        log.contains("FATAL: Raft stopped (storage error"),
+        "no clear log line on the way out"
+    );
+    restart_and_check(&mut c, id, &mut acked);
 }

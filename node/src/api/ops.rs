@@ -13,10 +13,15 @@ use serde_json::json;
 use super::answers::{DigestAnswer, ReadyAnswer};
 use crate::node::{LeaderHint, Node};
 
-/// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: 200 while the process runs and its Raft core has not stopped
+/// (a stopped core makes the node exit; 503 covers the moment before).
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive"), (status = 503, description = "Raft stopped: the node is exiting")))]
+pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
+    if node.raft.metrics().borrow_watched().running_state.is_err() {
+        let body = Json(json!({"status": "raft stopped"}));
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
 }
 
 /// Readiness: a leader is known and this node applied what it knows committed.

@@ -147,9 +147,13 @@ mod failpoints {
 
     use crate::store::crash;
 
-    /// `GET /internal/failpoints`: every crash point's name.
+    /// `GET /internal/failpoints`: every crash point's name, and apart
+    /// the error points (armed the same way; they fail a read instead).
     pub async fn list() -> Json<serde_json::Value> {
-        Json(serde_json::json!({ "failpoints": crash::CRASH_POINTS }))
+        Json(serde_json::json!({
+            "failpoints": crash::CRASH_POINTS,
+            "error_points": crash::ERROR_POINTS,
+        }))
     }
 
     /// `PUT /internal/failpoints/{name}` with a `fail` action as text body

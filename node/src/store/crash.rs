@@ -41,6 +41,15 @@ pub const CRASH_POINTS: &[&str] = &[
     "store::snapshot_install::after_flush",
 ];
 
+/// Error points: named reads that, when armed, fail with an IO error instead
+/// of crashing (a failing disk read, a corrupt page). openraft stops its core
+/// on such an error; the node must then exit, not linger (see
+/// `store::watchdog`). Listed apart so the crash tests stay one per crash point.
+pub const ERROR_POINTS: &[&str] = &[
+    // Every read of log entries (replication, apply, re-apply at start).
+    "store::read::entries",
+];
+
 /// Dies here if the crash point `name` is armed.
 #[cfg(feature = "failpoints")]
 #[inline]
@@ -58,10 +67,33 @@ pub fn hit(name: &'static str) {
 #[inline(always)]
 pub fn hit(_name: &'static str) {}
 
-/// Arms (or with `off` disarms) crash point `name` with a `fail` action.
+/// Fails with an IO error here if the error point `name` is armed.
+#[cfg(feature = "failpoints")]
+#[inline]
+pub fn read_error(name: &'static str) -> std::io::Result<()> {
+    debug_assert!(ERROR_POINTS.contains(&name), "unlisted error point {name}");
+    match fail::eval(name, |_| ()) {
+        Some(()) => Err(std::io::Error::other(format!("error point {name} armed"))),
+        None => Ok(()),
+    }
+}
+
+/// Error points are compiled out without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn read_error(_name: &'static str) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "failpoints")]
+fn known(name: &str) -> bool {
+    CRASH_POINTS.contains(&name) || ERROR_POINTS.contains(&name)
+}
+
+/// Arms (or with `off` disarms) crash or error point `name` with a `fail` action.
 #[cfg(feature = "failpoints")]
 pub fn arm(name: &str, action: &str) -> Result<(), String> {
-    if !CRASH_POINTS.contains(&name) {
+    if !known(name) {
         return Err(format!("unknown crash point {name:?}"));
     }
     let action = action.trim();
@@ -79,7 +111,7 @@ pub fn setup() -> Result<fail::FailScenario<'static>, String> {
     if let Ok(spec) = std::env::var("FAILPOINTS") {
         for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let name = part.split('=').next().unwrap_or_default().trim();
-            if !CRASH_POINTS.contains(&name) {
+            if !known(name) {
                 return Err(format!("FAILPOINTS names an unknown crash point {name:?}"));
             }
         }

@@ -8,6 +8,7 @@ pub mod crash;
 mod flusher;
 mod log_store;
 mod state_machine;
+mod watchdog;
 
 use std::io;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::path::Path;
 pub use flusher::{FlushStats, Flusher};
 pub use log_store::LogStore;
 pub use state_machine::{Replica, SharedReplica, StateMachine};
+pub use watchdog::{exit_when_raft_stops, EXIT_RAFT_STOPPED};
 
 /// Opens (or creates) a node's database and its two stores.
 pub fn open(
