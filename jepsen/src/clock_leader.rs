@@ -48,26 +48,29 @@ pub enum Skew {
 /// and the queued waiter.
 pub struct WitnessClient {
     id: u64,
+    key: &'static str,
     node: usize,
     seq: u64,
     ctx: Arc<Ctx>,
 }
 
 impl WitnessClient {
-    fn new(id: u64, ctx: Arc<Ctx>) -> WitnessClient {
+    fn new(id: u64, ctx: Arc<Ctx>, key: &'static str) -> WitnessClient {
         let node = id as usize % ctx.urls.len().max(1);
         WitnessClient {
             id,
+            key,
             node,
             seq: 0,
             ctx,
         }
     }
 
-    fn owner(&mut self) -> String {
+    pub(crate) fn owner(&mut self) -> String {
         self.seq += 1;
         format!(
-            "{WITNESS_KEY}@jc{}-{}/{}.{}.0",
+            "{}@jc{}-{}/{}.{}.0",
+            self.key,
             self.id,
             self.ctx.run_tag,
             std::process::id(),
@@ -76,7 +79,8 @@ impl WitnessClient {
     }
 
     /// One recorded call; `wait_ms` makes an acquire queue on the leader.
-    async fn call(&mut self, call: Call, wait_ms: Option<u64>) -> crate::api::Answer {
+    pub(crate) async fn call(&mut self, call: Call, wait_ms: Option<u64>) -> crate::api::Answer {
+        let key = self.key;
         let p = Process::Client(self.id);
         let mut req = call.request_fields().to_value();
         if let Some(w) = wait_ms {
@@ -84,16 +88,16 @@ impl WitnessClient {
         }
         let f = call.f();
         let rec = &self.ctx.rec;
-        rec.record(Op::new(p, OpType::Invoke, f, Some(WITNESS_KEY), req));
+        rec.record(Op::new(p, OpType::Invoke, f, Some(key), req));
         let base = self.ctx.urls.get(self.node).cloned().unwrap_or_default();
         let api = &self.ctx.api;
         let a = match wait_ms {
-            Some(w) => api.acquire_waiting(&base, WITNESS_KEY, &call, w).await,
-            None => api.exec(&base, WITNESS_KEY, &call).await,
+            Some(w) => api.acquire_waiting(&base, key, &call, w).await,
+            None => api.exec(&base, key, &call).await,
         };
         let mut v = a.value();
         v["node"] = json!(self.node + 1);
-        rec.record(Op::new(p, a.kind, f, Some(WITNESS_KEY), v));
+        rec.record(Op::new(p, a.kind, f, Some(key), v));
         if a.kind == OpType::Info {
             // Unknown outcome: continue as a new process, as workers do.
             self.id += WORKER_STRIDE;
@@ -162,9 +166,14 @@ fn wall_ms() -> i64 {
 
 impl Nemesis {
     fn witness_client(&mut self) -> WitnessClient {
+        self.client_for(WITNESS_KEY)
+    }
+
+    /// A recorded client of the nemesis's own on `key`.
+    pub(crate) fn client_for(&mut self, key: &'static str) -> WitnessClient {
         self.state.seq += 1;
         let id = WITNESS_ID_BASE + (self.state.seq % 1_000);
-        WitnessClient::new(id, self.ctx.clone())
+        WitnessClient::new(id, self.ctx.clone(), key)
     }
 
     /// How far log time runs ahead of this machine's wall clock (ms; may be

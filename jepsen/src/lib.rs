@@ -10,6 +10,7 @@ pub mod client_hosts;
 pub mod clock_leader;
 pub mod cluster;
 pub mod crash_point;
+pub mod durable_probe;
 pub mod history;
 pub mod job_beat;
 pub mod lib_job;

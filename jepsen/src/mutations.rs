@@ -70,7 +70,7 @@ pub const CASES: [Case; 5] = [
         nemesis: "kill-all",
         workload: "mutex,set",
         time_limit_s: (35, 90),
-        args: &["--interval", "2,4", "--fault-duration", "1,2"],
+        args: &["--interval", "1,2", "--fault-duration", "1,1"],
         // A lost grant looks to clients like an early expiry or a reused
         // token, which they see only by luck; the replicas that lost it and
         // the ones that did not disagree at the same applied index.

@@ -188,6 +188,8 @@ pub struct State {
     pub failpoints: Vec<String>,
     /// Numbers the clock witness's client ids.
     pub seq: u64,
+    /// The durability probe taken before a kill-all.
+    pub probe: Option<crate::durable_probe::Probe>,
 }
 
 pub struct Nemesis {
@@ -309,6 +311,10 @@ impl Nemesis {
                     KillMinority => pick(&mut self.rng, &members, (n - 1) / 2),
                     _ => members.clone(),
                 };
+                if f == KillAll {
+                    // Durability: a grant acknowledged now must survive.
+                    self.probe_before_kill().await;
+                }
                 for &v in &victims {
                     c.kill(v).await;
                 }
@@ -564,6 +570,7 @@ impl Nemesis {
                         .unwrap_or_default();
                     c.start(id, flags)?;
                 }
+                self.probe_after_restart(c).await;
             }
             Undo::Resume(ids) => ids.into_iter().for_each(|id| c.resume(id)),
             Undo::Heal => {
