@@ -59,3 +59,19 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Live processes whose command line (arguments joined by spaces) contains
+/// `part`, as `pkill -f` matches them.
+pub fn find_by_cmdline_part(part: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let line: Vec<u8> = c.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+                String::from_utf8_lossy(&line).contains(part)
+            }) && !is_dead(*pid)
+        })
+        .collect()
+}

@@ -181,7 +181,7 @@ fn kill_9_of_the_guard_leaves_no_process_of_the_job_behind_the_released_lock() {
     let k = key("guard-killed");
     let inner = unique_sleep();
     let _cleanup = Cleanup(vec![inner.clone()]);
-    // `pkill -9 -f CMD` matches the guard too: its argv holds the command.
+    // `kill -9` of the guard by mistake.
     let mut locker = spawn_run(&url, &k, &format!("sleep {inner}; true"));
     eventually(Duration::from_secs(15), "the job's sleep", || {
         (sleepers(&inner).len() == 1).then_some(())
@@ -245,4 +245,39 @@ fn sigterm_to_locker_and_guard_together_gives_the_job_its_grace() {
         sleepers(&inner).is_empty().then_some(())
     });
     assert!(!is_locked(&url, &k));
+}
+
+/// `pkill -9 -f PATTERN` kills every process whose command line matches:
+/// locker (its argv holds the command), the main command, and, while its
+/// argv held the command too, the guard: the job's children were left to
+/// init and the lock was freed a process ttl later with them still running.
+#[test]
+fn pkill_9_of_the_command_line_leaves_no_process_of_the_job_behind() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-pkill");
+    let inner = unique_sleep();
+    let _cleanup = Cleanup(vec![inner.clone()]);
+    let script = format!("sleep {inner}; true");
+    let mut locker = spawn_run(&url, &k, &script);
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+    let matching = procs::find_by_cmdline_part(&script);
+    assert!(
+        matching.contains(&(locker.id() as i32)),
+        "locker's command line holds the script: {matching:?}"
+    );
+    for pid in &matching {
+        // SAFETY: kill(2) of our child and the processes under it that a
+        // `pkill -9 -f SCRIPT` would hit.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let t0 = Instant::now();
+    let _ = locker.wait();
+    let (gone, freed) = watch_until_free(&url, &k, std::slice::from_ref(&inner), t0);
+    eprintln!(
+        "FIGURES pkill -9 -f ({} processes): job gone after {gone:?}, lock free after {freed:?}",
+        matching.len()
+    );
 }

@@ -113,8 +113,7 @@ fn a_paused_locker_does_not_keep_its_job_alive_past_the_lock() {
     assert_eq!(st.code(), Some(5), "a lock lost while paused is exit 5");
 }
 
-/// `pkill -STOP -f CMD` matches the guard as well (its argv holds the
-/// command): a stopped guard cannot act on locker's SIGKILL, so locker must
+/// A guard stopped by mistake (`kill -STOP` of the wrong pid): a stopped guard cannot act on locker's SIGKILL, so locker must
 /// not rely on it when the lock is running out.
 #[test]
 fn a_stopped_guard_does_not_keep_the_job_alive_past_the_lock() {

@@ -66,7 +66,9 @@ default a tenth of each ttl, at most 5000):
 Processes:
   locker -> guard (`locker __guard`, internal) -> CMD. CMD leads its own
   process group; the guard is a child subreaper, so processes of the job
-  whose parent dies are reparented to the guard, not to init.
+  whose parent dies are reparented to the guard, not to init. The guard's
+  own command line does not hold CMD, so `pkill -9 -f CMD` (which hits
+  locker and CMD) spares it, and it kills the rest of the job.
   Signals to locker: TERM and INT go to the whole group, and SIGKILL follows
   after --grace-ms if it is still running; HUP, QUIT, USR1, USR2 go to the
   group. A SIGTERM to locker's whole group (systemd's stop) reaches the
@@ -633,9 +635,9 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
         }
     };
     let hb = acq.heartbeater();
-    // If the guard itself is killed (SIGKILL: `pkill -9 -f CMD` matches its
-    // argv too), the job's processes come to us instead of init, and are
-    // killed before the lock is released (guard::kill_orphans).
+    // If the guard itself is killed (SIGKILL), the job's processes come to
+    // us instead of init, and are killed before the lock is released
+    // (guard::kill_orphans).
     // SAFETY: prctl on our own process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
@@ -805,7 +807,7 @@ const GUARD_KILL_WAIT_MS: u64 = 50;
 
 /// SIGKILL for the whole job, now. The guard does it (group first, then
 /// escapees) when told; a guard that does not act at once (stopped with
-/// SIGSTOP: `pkill -STOP -f CMD` matches it too) is SIGKILLed itself: the
+/// SIGSTOP by mistake) is SIGKILLed itself: the
 /// main command dies with it (parent-death signal) and the rest of the job
 /// is reparented to locker, for guard::kill_orphans.
 async fn kill_now(
@@ -880,7 +882,27 @@ impl GuardCtl {
     }
 }
 
-/// Starts `locker __guard FD GRACE_MS DEADLINE_MS -- CMD...` (this very binary): it runs the
+/// The command's arguments, each followed by a NUL byte, in an anonymous
+/// close-on-exec memory file (for the guard, see guard::read_command).
+fn command_file(command: &[String]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create with a NUL-terminated name; the descriptor is
+    // owned by the File from here on.
+    let fd = unsafe { libc::memfd_create(c"locker-guard-command".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor, owned by nobody else.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    for a in command {
+        f.write_all(a.as_bytes())?;
+        f.write_all(&[0])?;
+    }
+    Ok(f)
+}
+
+/// Starts `locker __guard FD GRACE_MS DEADLINE_MS CMD_FD` (this very binary): it runs the
 /// command as its own process group, as a child subreaper, and dies with us.
 fn spawn_guard(
     args: &RunArgs,
@@ -896,14 +918,18 @@ fn spawn_guard(
     // SAFETY: fresh descriptors from pipe2, owned from here on.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let read_fd = read.as_raw_fd();
+    // The command goes to the guard in a memfd, not its argv, so that
+    // `pkill -f CMD` (which hits locker and the command) spares the guard,
+    // which then kills the rest of the job.
+    let argv = command_file(&args.command)?;
+    let argv_fd = argv.as_raw_fd();
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
     cmd.arg0("locker")
         .arg(guard::SUBCOMMAND)
         .arg(read_fd.to_string())
         .arg(args.grace_ms.to_string())
         .arg(deadline_ms.to_string())
-        .arg("--")
-        .args(&args.command)
+        .arg(argv_fd.to_string())
         .env("LOCKER_KEY", &lock.key)
         .env("LOCKER_OWNER_HASH", &lock.owner_hash)
         .env("LOCKER_FENCING_TOKEN", lock.fencing_token.to_string())
@@ -929,15 +955,19 @@ fn spawn_guard(
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
-            // The read end (only) survives exec into the guard.
-            if libc::fcntl(read_fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
+            // The read end and the command file (only) survive exec into
+            // the guard.
+            for fd in [read_fd, argv_fd] {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
     let child = cmd.spawn()?;
     drop(read);
+    drop(argv);
     // SAFETY: fcntl on our own descriptor.
     unsafe {
         let fl = libc::fcntl(write.as_raw_fd(), libc::F_GETFL);

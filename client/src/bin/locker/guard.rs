@@ -1,4 +1,5 @@
-//! The guard: `locker __guard FD -- CMD ARGS...`, re-executed by `locker run`
+//! The guard: `locker __guard FD GRACE_MS DEADLINE_MS CMD_FD`, re-executed
+//! by `locker run` (the command comes in the file CMD_FD, see read_command)
 //! between itself and the command, so that no process of the job outlives
 //! the lock.
 //!
@@ -106,8 +107,7 @@ pub fn main(args: &[OsString]) -> u8 {
         Some(p) => p,
         None => {
             eprintln!(
-                "locker: usage: locker {SUBCOMMAND} FD GRACE_MS DEADLINE_MS -- CMD [ARGS...] \
-                 (internal)"
+                "locker: usage: locker {SUBCOMMAND} FD GRACE_MS DEADLINE_MS CMD_FD (internal)"
             );
             return 2;
         }
@@ -154,10 +154,36 @@ fn parse(args: &[OsString]) -> Option<(Ctl, Vec<OsString>)> {
         grace_ms: num(1)?,
         deadline_ms: num(2)?,
     };
-    if args.get(3)?.to_str()? != "--" || args.len() < 5 {
+    if args.len() != 4 {
         return None;
     }
-    Some((ctl, args[4..].to_vec()))
+    let command = read_command(args[3].to_str()?.parse().ok()?)?;
+    Some((ctl, command))
+}
+
+/// The command, from the file `locker` passes (NUL-terminated arguments):
+/// not on our own command line, so `pkill -f CMD` does not kill the guard
+/// with the command and leave the rest of the job to init. The file is
+/// closed here, so the command does not inherit it.
+fn read_command(fd: libc::c_int) -> Option<Vec<OsString>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStringExt;
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor locker left open for us, owned from here on.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    // The offset is shared with locker's write: read from the start.
+    f.seek(SeekFrom::Start(0)).ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    let body = bytes.strip_suffix(&[0])?;
+    let command: Vec<OsString> = body
+        .split(|b| *b == 0)
+        .map(|a| OsString::from_vec(a.to_vec()))
+        .collect();
+    Some(command)
 }
 
 fn spawn(command: &[OsString]) -> std::io::Result<libc::pid_t> {
