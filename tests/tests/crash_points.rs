@@ -236,6 +236,11 @@ fn every_crash_point_has_a_test_and_arming_is_validated() {
         listed, tested,
         "crash points without a test (or tests without a point)"
     );
+    assert_eq!(
+        crash::error_points(n),
+        vec!["store::read::entries".to_string()],
+        "error points (tested by a_failed_read_makes_the_node_exit)"
+    );
     assert_eq!(crash::arm(n, "store::no::such", "return").code, 400);
     assert_eq!(crash::arm(n, "store::flush::before", "bogus(").code, 400);
     assert_eq!(crash::arm(n, "store::flush::before", "off").code, 200);
@@ -244,18 +249,13 @@ fn every_crash_point_has_a_test_and_arming_is_validated() {
     assert_eq!(a.code, 401);
 }
 
-/// A read that fails stops openraft's core for good (issue 9, item 7: the
-/// node used to linger, Raft stopped, 503 to everything, /healthz ok). It
-/// must exit non-zero at once with a clear line, and reopen cleanly.
-#[test]
-fn a_failed_read_makes_the_node_exit() {
+/// Arms `point` with `action` on a follower, writes until it exits: it must
+/// exit with code `code` (not an abort) and the FATAL line, and reopen
+/// with every acknowledged write and agreeing replicas.
+fn raft_stop_exits(point: &str, action: &str, code: i32) {
     let (mut c, mut acked) = cluster();
     let id = pick(&c, Target::Follower);
-    assert!(
-        crash::error_points(c.node(id)).contains(&"store::read::entries".to_string()),
-        "the node lists its error points"
-    );
-    let a = crash::arm(c.node(id), "store::read::entries", "return");
+    let a = crash::arm(c.node(id), point, action);
     assert_eq!(a.code, 200, "arming: {:?}", a.body);
     let deadline = Instant::now() + Duration::from_secs(30);
     let st = loop {
@@ -269,13 +269,29 @@ fn a_failed_read_makes_the_node_exit() {
     };
     let health = locker_tests::get(&format!("{}/healthz", c.url(id))).code;
     let st = st.unwrap_or_else(|| {
-        panic!("node {id} still runs 30 s after its reads failed (its /healthz answers {health})")
+        panic!("node {id} still runs 30 s after {point}={action} (its /healthz answers {health})")
     });
-    assert_eq!(st.code(), Some(74), "node {id} ended with {st:?}");
+    assert_eq!(st.code(), Some(code), "node {id} ended with {st:?}");
     let log = c.node(id).log_text();
     assert!(
-        log.contains("FATAL: Raft stopped (storage error"),
+        log.contains("FATAL: Raft stopped ("),
         "no clear log line on the way out"
     );
     restart_and_check(&mut c, id, &mut acked);
+}
+
+/// A read that fails stops openraft's core for good (issue 9, item 7: the
+/// node used to linger, Raft stopped, 503 to everything, /healthz ok). It
+/// must exit non-zero at once with a clear line, and reopen cleanly.
+#[test]
+fn a_failed_read_makes_the_node_exit() {
+    raft_stop_exits("store::read::entries", "return", 74);
+}
+
+/// A panic inside apply (a bug in the lock table, say) kills openraft's
+/// state-machine worker; the core stops ("channel closed", a storage error
+/// to openraft) and the node must exit too rather than linger.
+#[test]
+fn a_panic_in_apply_makes_the_node_exit() {
+    raft_stop_exits("store::apply::before_batch", "panic", 74);
 }
