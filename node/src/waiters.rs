@@ -5,9 +5,13 @@
 //! writes each time it frees up. A waiter that gives up or disconnects leaves
 //! the queue when its [`Ticket`] drops.
 //!
-//! Each key has its own [`Notify`]: a waiter wakes only when its own key's
-//! queue moves or its key changes ([`Waiters::wake_changed`], driven by
-//! `Node::wake_waiters` after applies), never for writes to other keys.
+//! Each waiter has its own [`Notify`], and only the waiters that act on a
+//! change are woken: a change of the key ([`Waiters::wake`], driven by
+//! `Node::wake_waiters` after applies) wakes the head of its queue and the
+//! waiters whose own time ran out ([`Ticket::watch_key`]); a waiter leaving
+//! the head wakes the next one. The others sleep until their turn or their
+//! deadline, so draining a queue of n waiters costs O(n) wake-ups, not
+//! O(n * n), and a write to one key wakes nobody waiting on another.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +19,17 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+struct Entry {
+    id: u64,
+    notify: Arc<Notify>,
+    /// Out of time behind others: wants every change of the key, to answer
+    /// with the holder as soon as the head's grant lands.
+    watches_key: bool,
+}
+
 #[derive(Default)]
 struct Queue {
-    ids: VecDeque<u64>,
-    notify: Arc<Notify>,
+    entries: VecDeque<Entry>,
 }
 
 #[derive(Default)]
@@ -42,20 +53,27 @@ impl Waiters {
 
     pub fn enqueue(&self, key: &str) -> Ticket<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut queues = self.queues();
-        let q = queues.entry(key.to_string()).or_default();
-        q.ids.push_back(id);
+        let notify = Arc::new(Notify::new());
+        self.queues()
+            .entry(key.to_string())
+            .or_default()
+            .entries
+            .push_back(Entry {
+                id,
+                notify: notify.clone(),
+                watches_key: false,
+            });
         Ticket {
             waiters: self,
             key: key.to_string(),
             id,
-            notify: q.notify.clone(),
+            notify,
         }
     }
 
     /// Total waiters across keys, for metrics.
     pub fn len(&self) -> usize {
-        self.queues().values().map(|q| q.ids.len()).sum()
+        self.queues().values().map(|q| q.entries.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,10 +85,15 @@ impl Waiters {
         self.queues().keys().cloned().collect()
     }
 
-    /// Wakes the waiters of `key` (if any) to look at it again.
+    /// `key` changed: wakes the head of its queue and the waiters watching
+    /// the key (see [`Ticket::watch_key`]); the others cannot act on it.
     pub fn wake(&self, key: &str) {
         if let Some(q) = self.queues().get(key) {
-            q.notify.notify_waiters();
+            for (i, e) in q.entries.iter().enumerate() {
+                if i == 0 || e.watches_key {
+                    e.notify.notify_waiters();
+                }
+            }
         }
     }
 }
@@ -80,13 +103,24 @@ impl Ticket<'_> {
         self.waiters
             .queues()
             .get(&self.key)
-            .and_then(|q| q.ids.front())
-            == Some(&self.id)
+            .and_then(|q| q.entries.front())
+            .map(|e| e.id)
+            == Some(self.id)
     }
 
-    /// A future that completes at the next change of this key (its queue
-    /// moved, or something applied changed its lock). Create it before
-    /// looking at the state, so a change in between is not missed.
+    /// From now on, every change of the key wakes this waiter, not only
+    /// when it is the head (for a waiter whose time ran out behind others).
+    pub fn watch_key(&self) {
+        if let Some(q) = self.waiters.queues().get_mut(&self.key) {
+            if let Some(e) = q.entries.iter_mut().find(|e| e.id == self.id) {
+                e.watches_key = true;
+            }
+        }
+    }
+
+    /// A future that completes when this waiter should look again: it became
+    /// the head, or (as the head, or watching) its key changed. Create it
+    /// before looking at the state, so a change in between is not missed.
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
     }
@@ -96,13 +130,17 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         let mut queues = self.waiters.queues();
         if let Some(q) = queues.get_mut(&self.key) {
-            q.ids.retain(|id| *id != self.id);
-            if q.ids.is_empty() {
-                queues.remove(&self.key);
+            let was_head = q.entries.front().is_some_and(|e| e.id == self.id);
+            q.entries.retain(|e| e.id != self.id);
+            match q.entries.front() {
+                // The next in line: its turn now.
+                Some(next) if was_head => next.notify.notify_waiters(),
+                Some(_) => {}
+                None => {
+                    queues.remove(&self.key);
+                }
             }
         }
-        drop(queues);
-        self.notify.notify_waiters();
     }
 }
 
@@ -123,6 +161,39 @@ mod tests {
         drop(b);
         drop(other);
         assert!(w.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_the_head_and_watchers_and_a_move_wakes_the_next() {
+        let w = Waiters::default();
+        let (head, second, third) = (w.enqueue("k"), w.enqueue("k"), w.enqueue("k"));
+        third.watch_key();
+        let short = std::time::Duration::from_millis(50);
+        let (h, s, t) = (head.changed(), second.changed(), third.changed());
+        w.wake("k");
+        assert!(
+            tokio::time::timeout(short, h).await.is_ok(),
+            "head not woken"
+        );
+        assert!(
+            tokio::time::timeout(short, t).await.is_ok(),
+            "watcher not woken"
+        );
+        assert!(
+            tokio::time::timeout(short, s).await.is_err(),
+            "a waiter behind the head was woken by a change it cannot act on"
+        );
+        let (s, t) = (second.changed(), third.changed());
+        drop(head);
+        assert!(second.is_head());
+        assert!(
+            tokio::time::timeout(short, s).await.is_ok(),
+            "new head not woken"
+        );
+        assert!(
+            tokio::time::timeout(short, t).await.is_err(),
+            "third woken by a move"
+        );
     }
 
     #[tokio::test]

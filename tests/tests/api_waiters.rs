@@ -307,3 +307,60 @@ fn waiter_moved_to_a_new_leader(flags: &[&str]) {
         "a wait of {wait_ms} ms answered after {took:?}: restarted on the new leader"
     );
 }
+
+/// A counter or gauge from the node's /metrics text.
+fn metric(url: &str, name: &str) -> u64 {
+    let text = locker_tests::http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[test]
+fn draining_a_long_queue_wakes_each_waiter_a_few_times_not_once_per_grant() {
+    // Every grant, release and queue move used to wake every waiter of the
+    // key: draining n waiters cost about n * n wake-ups (a few thousand
+    // waiters on one key kept the leader's cores busy). Only the head acts
+    // on a change, so only it needs waking.
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let key = "herd";
+    let n = 60u64;
+    let first = format!("{key}@h/1.1.0");
+    assert_eq!(
+        api::acquire(&url, key, json!({"owner_hash": first, "ttl_ms": 60_000})).status(),
+        "SUCCESS"
+    );
+    let waiters: Vec<_> = (1..=n)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let me = format!("{key}@h/1.1.{i}");
+                let r = api::acquire(&url, key, json!({"owner_hash": me, "wait_ms": 120_000}));
+                if r.status() == "SUCCESS" {
+                    api::release(&url, key, &me);
+                }
+                r
+            })
+        })
+        .collect();
+    locker_tests::eventually(Duration::from_secs(20), "all waiters queued", || {
+        (metric(&url, "locker_waiters") == n).then_some(())
+    });
+    let before = metric(&url, "locker_waiter_wakeups_total");
+    assert_eq!(api::release(&url, key, &first).status(), "SUCCESS");
+    for (i, w) in waiters.into_iter().enumerate() {
+        let r = w.join().expect("waiter");
+        assert_eq!(r.status(), "SUCCESS", "waiter {i}: {:?}", r.body);
+    }
+    let woken = metric(&url, "locker_waiter_wakeups_total") - before;
+    println!("draining {n} waiters: {woken} wake-ups");
+    assert!(
+        woken <= 5 * n,
+        "draining {n} waiters took {woken} wake-ups (more than 5 per waiter)"
+    );
+}

@@ -215,6 +215,8 @@ async fn give_up_behind(
     op: Op,
 ) -> Result<Outcome, ApiError> {
     let until = tokio::time::Instant::now() + Duration::from_millis(node.cfg.write_timeout_ms);
+    // Not the head: only a waiter that watches its key hears of the grant.
+    ticket.watch_key();
     loop {
         let key_changed = ticket.changed();
         if ticket.is_head() {
