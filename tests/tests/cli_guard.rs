@@ -281,3 +281,45 @@ fn pkill_9_of_the_command_line_leaves_no_process_of_the_job_behind() {
         matching.len()
     );
 }
+
+/// A job stopped with SIGSTOP (or Ctrl-Z) cannot act on SIGTERM until it is
+/// continued: the stop sequence must continue it, or its grace period is
+/// wasted and it always ends by SIGKILL.
+#[test]
+fn a_stopped_job_gets_its_sigterm_and_grace_too() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-stopped-job");
+    let inner = unique_sleep();
+    let _cleanup = Cleanup(vec![inner.clone()]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let marker = dir.path().join("term");
+    let script = format!(
+        "trap 'echo term > {}; exit 0' TERM; sleep {inner} & wait",
+        marker.display()
+    );
+    let mut locker = spawn_run(&url, &k, &script);
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+    let guard = eventually(Duration::from_secs(5), "the guard", || {
+        procs::children_of(locker.id() as i32).first().copied()
+    });
+    let sh = eventually(Duration::from_secs(5), "the command", || {
+        procs::children_of(guard).first().copied()
+    });
+    // SAFETY: kill(2) of the job's process group (led by sh), then of
+    // locker, our child.
+    unsafe {
+        libc::kill(-sh, libc::SIGSTOP);
+        libc::kill(locker.id() as i32, libc::SIGTERM);
+    }
+    let st = eventually(Duration::from_secs(10), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    assert!(
+        marker.exists(),
+        "the stopped job never ran its SIGTERM trap (locker exited {st:?})"
+    );
+    assert_eq!(st.code(), Some(0), "the job's trap exits 0");
+}

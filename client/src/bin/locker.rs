@@ -72,7 +72,8 @@ Processes:
   Signals to locker: TERM and INT go to the whole group, and SIGKILL follows
   after --grace-ms if it is still running; HUP, QUIT, USR1, USR2 go to the
   group. A SIGTERM to locker's whole group (systemd's stop) reaches the
-  guard too, which passes it on (once) instead of killing the job. The lock is released only once the group is dead.
+  guard too, which passes it on (once) instead of killing the job. TERM and
+  INT are followed by CONT, so a stopped job acts on them in its grace. The lock is released only once the group is dead.
   When CMD exits, whatever it left running (background children) is
   SIGKILLed before the lock is released; locker exits with CMD's code.
   If locker dies, even by SIGKILL, the guard SIGKILLs the group (control

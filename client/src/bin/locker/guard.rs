@@ -311,6 +311,7 @@ impl Supervisor {
         self.term_sent_at = Some(now);
         // SAFETY: kill(2) of our command's process group.
         unsafe { libc::kill(-self.main_pid, libc::SIGTERM) };
+        continue_group(self.main_pid);
     }
 
     /// Waits (bounded by the next watchdog moment) for control messages and
@@ -375,12 +376,23 @@ impl Supervisor {
                 } else {
                     // SAFETY: kill(2) of our command's process group.
                     unsafe { libc::kill(-self.main_pid, sig) };
+                    if sig == libc::SIGINT {
+                        continue_group(self.main_pid);
+                    }
                 }
             }
             // Unknown: a newer locker? Not ours (same binary), ignore.
             _ => {}
         }
     }
+}
+
+/// After a stop request (SIGTERM, SIGINT): a stopped process (SIGSTOP,
+/// Ctrl-Z) acts on it only once continued, so it gets SIGCONT, as systemd
+/// does; otherwise its grace period would pass unused and SIGKILL end it.
+fn continue_group(main_pid: libc::pid_t) {
+    // SAFETY: kill(2) of our command's process group.
+    unsafe { libc::kill(-main_pid, libc::SIGCONT) };
 }
 
 fn interrupted() -> bool {
