@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     init_tracing(&cli.node.log_format);
+    raise_open_files_limit();
     locker_node::mutation::announce();
     #[cfg(feature = "failpoints")]
     let _crash_points = match locker_node::store::crash::setup() {
@@ -59,6 +60,44 @@ fn init_tracing(format: &str) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit.
+///
+/// Every client connection holds a descriptor, a blocking acquire for up to
+/// its `wait_ms`. Under the usual soft limit (1024 with systemd and recent
+/// container runtimes, whose hard limit is far higher) a few hundred waiters
+/// used up the node's descriptors: it accepted nothing more, peers included.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let before = lim.rlim_cur;
+    // An unlimited hard limit is not a valid soft one for open files.
+    let target = if lim.rlim_max == libc::RLIM_INFINITY {
+        1 << 20
+    } else {
+        lim.rlim_max
+    };
+    if before >= target {
+        return;
+    }
+    lim.rlim_cur = target;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        tracing::info!(from = before, to = target, "raised the open files limit");
+    } else {
+        tracing::warn!(
+            limit = before,
+            error = %std::io::Error::last_os_error(),
+            "cannot raise the open files limit; each waiting acquire holds one"
+        );
     }
 }
 

@@ -80,3 +80,94 @@ fn a_lone_follower_answers_503_within_the_bound() {
     );
     assert_eq!(a.status(), "SUCCESS", "{:?}", a.body);
 }
+
+/// A node process started with a low soft limit on open files (as systemd
+/// and recent container runtimes do: soft 1024, hard far above), killed on drop.
+struct LowFdNode(std::process::Child);
+
+impl Drop for LowFdNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_with_fd_limit(soft: u64, hard: u64, dir: &std::path::Path, client: &str) -> LowFdNode {
+    use std::os::unix::process::CommandExt;
+    let peer = format!("127.0.0.1:{}", locker_tests::free_port());
+    let mut cmd = std::process::Command::new(locker_tests::bin("locker-node"));
+    cmd.args(["--id", "1", "--data-dir"])
+        .arg(dir)
+        .args(["--client-addr", client, "--peer-addr", &peer])
+        .args(["--cluster-secret", locker_tests::SECRET])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    LowFdNode(cmd.spawn().expect("spawn locker-node"))
+}
+
+#[test]
+fn a_few_hundred_blocking_acquires_do_not_exhaust_the_nodes_open_files() {
+    // Each blocking acquire holds a connection, so a file descriptor, for
+    // up to wait_ms. Under the usual soft limit a few hundred waiters used
+    // to use up the node's descriptors: it could accept no other request
+    // (and, on a cluster, open no connection to its peers), while the hard
+    // limit would have allowed thousands.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = format!("127.0.0.1:{}", locker_tests::free_port());
+    let _node = start_with_fd_limit(128, 4096, dir.path(), &client);
+    let url = format!("http://{client}");
+    locker_tests::eventually(Duration::from_secs(30), "the node to serve", || {
+        (api::acquire(
+            &url,
+            "fd/held",
+            json!({"owner_hash": "fd/held@h/1.1.0", "ttl_ms": 600_000}),
+        )
+        .status()
+            == "SUCCESS")
+            .then_some(())
+    });
+    // 200 waiters, each its own connection, sent and left waiting.
+    let body = json!({"owner_hash": "fd/held@h/1.1.1", "wait_ms": 60_000}).to_string();
+    let request = format!(
+        "POST /v1/locks/fd%2Fheld/acquire HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let waiters: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(&client).ok()?;
+            s.write_all(request.as_bytes()).ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(waiters.len(), 200);
+    std::thread::sleep(Duration::from_millis(1_000));
+    let started = Instant::now();
+    let other = locker_tests::http()
+        .post(format!("{url}/v1/locks/fd%2Fother/acquire"))
+        .timeout(Duration::from_secs(5))
+        .body("{}")
+        .send()
+        .map(|r| r.status().as_u16());
+    assert_eq!(
+        other.as_ref().ok(),
+        Some(&200),
+        "with 200 waiters queued, another acquire got {other:?} after {:?}",
+        started.elapsed()
+    );
+    drop(waiters);
+}
