@@ -323,3 +323,45 @@ fn a_stopped_job_gets_its_sigterm_and_grace_too() {
     );
     assert_eq!(st.code(), Some(0), "the job's trap exits 0");
 }
+
+/// The guard is told the lock's local deadline when it starts. If that has
+/// passed already (locker paused or slow between the acquire and starting
+/// the guard), the command must not start at all: the lock may belong to
+/// someone else by now.
+#[test]
+fn the_guard_does_not_start_the_command_past_the_deadline() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().expect("tmp");
+    let marker = dir.path().join("ran");
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two descriptors (inherited by the guard, like
+    // locker's control pipe).
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let script = format!("echo ran > {}", marker.display());
+    let mut argv = Vec::new();
+    for a in ["sh", "-c", &script] {
+        argv.extend_from_slice(a.as_bytes());
+        argv.push(0);
+    }
+    let cmd_file = tempfile::tempfile().expect("tmp file");
+    std::fs::write(format!("/proc/self/fd/{}", cmd_file.as_raw_fd()), &argv).expect("write");
+    // SAFETY: clear close-on-exec on our own descriptor.
+    unsafe { libc::fcntl(cmd_file.as_raw_fd(), libc::F_SETFD, 0) };
+    // Deadline 1 ms after boot on CLOCK_MONOTONIC: long past.
+    let st = Command::new(bin("locker"))
+        .args(["__guard", &fds[0].to_string(), "500", "1"])
+        .arg(cmd_file.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .status()
+        .expect("run the guard");
+    // SAFETY: our own descriptors.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    assert!(
+        !marker.exists(),
+        "the command ran past its deadline ({st:?})"
+    );
+    assert_ne!(st.code(), Some(0));
+}

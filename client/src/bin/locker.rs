@@ -54,7 +54,9 @@ default a tenth of each ttl, at most 5000):
   When nothing is confirmed (the cluster unreachable, every packet lost),
   locker sends SIGTERM at deadline - --grace-ms and SIGKILL at the deadline,
   and reaps the command: it is dead a margin before the lock can be freed.
-  No wait (network call, grace) runs past the deadline. With the defaults
+  No wait (network call, grace) runs past the deadline. If less than the
+  grace is left when the command would start (a slow acquire, a pause),
+  it is not started (exit 5). With the defaults
   (process ttl 10000, write every 2000, grace 5000, margin 1000) a cut-off
   command gets SIGTERM 4 s and SIGKILL 9 s after the last keep-alive that
   got through was sent; the lock is free for others 10 s after it.
@@ -643,6 +645,18 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
 
+    // A slow acquire (or a pause) may have used up the time: do not start a
+    // command that would have to be stopped at once (the guard checks too).
+    if hb.is_lost() || hb.time_left_ms().unwrap_or(0) <= args.grace_ms {
+        eprintln!(
+            "locker: the local deadline of \"{}\" is (nearly) past already; not starting \
+             the command",
+            args.key
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), acq.release()).await;
+        locker.terminate().await;
+        return EXIT_LOST;
+    }
     let (mut child, ctl) = match spawn_guard(&args, &acq.lock_data, guard_deadline(&hb)) {
         Ok(c) => c,
         Err(e) => {

@@ -115,6 +115,12 @@ pub fn main(args: &[OsString]) -> u8 {
     // SAFETY: getppid cannot fail. locker checked before exec that it is
     // our parent; if it died since, the control pipe is closed already.
     let locker_pid = unsafe { libc::getppid() };
+    // The lock may have run out while locker was slow or paused between the
+    // acquire and starting us: then the command must not start at all.
+    if mono_now_ms() >= ctl.deadline_ms.saturating_sub(ctl.grace_ms) {
+        eprintln!("locker: guard: the lock's local deadline is (nearly) past; not starting");
+        return 1;
+    }
     install_handlers();
     // SAFETY: prctl/fcntl on our own process and descriptor.
     unsafe {
