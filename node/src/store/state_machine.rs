@@ -153,6 +153,26 @@ fn check_table(r: &Replica, when: &str) -> io::Result<()> {
     })
 }
 
+/// Log time only moves forward along the log (apply enforces it), so a
+/// snapshot further along the log cannot be earlier in log time: that would
+/// be a snapshot from another history or corrupt bytes. Refused before any
+/// of it reaches the disk.
+fn check_time_forward(current: &Replica, installed: &Replica) -> io::Result<()> {
+    if installed.table.now() >= current.table.now() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "snapshot at {:?} has log time {} behind this replica's {} at {:?}: log time never goes back; refusing it",
+            installed.last_applied,
+            installed.table.now(),
+            current.table.now(),
+            current.last_applied
+        ),
+    ))
+}
+
 /// A broken invariant while running: stop the node with a clear message
 /// rather than serve (or persist) a state that contradicts the log.
 fn invariant_broken(msg: String) -> ! {
@@ -288,6 +308,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Refuse a snapshot that breaks the table's invariants before any
         // of it reaches the disk.
         check_table(&installed, "installing a snapshot")?;
+        check_time_forward(&self.replica.read(), &installed)?;
         // Replace the whole state-machine tree in one atomic batch.
         let mut batch = sled::Batch::default();
         for k in self.sm.iter().keys() {
