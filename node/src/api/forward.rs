@@ -80,6 +80,14 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
     }
     let started = tokio::time::Instant::now();
     let mut deadline = started + Duration::from_millis(node.cfg.leader_wait_ms);
+    // However often leadership moves, no re-run starts later than the
+    // request's wait, a leader wait and a write after it arrived.
+    let latest = started
+        + Duration::from_millis(
+            node.cfg
+                .leader_wait_ms
+                .saturating_add(node.cfg.write_timeout_ms),
+        );
     let forwarded = forwarded_by_peer(&node, req.headers());
     let (parts, body) = req.into_parts();
     // Buffered once so it can be retried against a new leader.
@@ -94,6 +102,7 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
             .into_response()
         }
     };
+    let latest = latest + Duration::from_millis(body_wait_ms(&body));
     loop {
         match node.leader_hint() {
             LeaderHint::Me => {
@@ -109,7 +118,7 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
                 // that was not time spent looking for a leader, but it is
                 // time of its wait_ms, which the next leader must not grant
                 // afresh (the client's timeout is set just above the wait).
-                deadline += ran.elapsed();
+                deadline = (deadline + ran.elapsed()).min(latest);
                 body = less_wait(body, started.elapsed());
                 if tokio::time::Instant::now() >= deadline {
                     return resp;
@@ -134,6 +143,16 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The `wait_ms` of a raw, unvalidated body, capped at the maximum (the
+/// leader refuses more), 0 when there is none: sums with it cannot overflow.
+fn body_wait_ms(body: &Bytes) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("wait_ms").and_then(|w| w.as_u64()))
+        .unwrap_or(0)
+        .min(MAX_WAIT_MS)
 }
 
 /// The body with its `wait_ms` (if it has one) reduced by `spent`, for a
@@ -177,11 +196,7 @@ async fn forward(
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // Raw, unvalidated input: the leader refuses a wait over the maximum, so
     // cap it here and add without overflow (u64::MAX used to panic).
-    let wait_ms = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("wait_ms").and_then(|w| w.as_u64()))
-        .unwrap_or(0)
-        .min(MAX_WAIT_MS);
+    let wait_ms = body_wait_ms(&body);
     let budget = node
         .cfg
         .leader_wait_ms
