@@ -444,6 +444,15 @@ impl Client {
         let budget = (wait > 0).then(|| {
             Duration::from_millis(self.inner.opts.failover_timeout_ms.saturating_add(wait))
         });
+        if wait > 0 {
+            // A try that may wait `wait_ms` would give a hung node (accepts,
+            // never answers) the whole wait before the next node is tried:
+            // first find a node that answers (a read, failing over within
+            // the normal budget; it becomes the remembered endpoint, where
+            // the waiting try starts). A failed probe is no verdict: the
+            // acquire itself still fails over.
+            let _ = self.read_lock(key).await;
+        }
         self.lock_op(&path, &body, wait, budget).await
     }
 

@@ -83,3 +83,37 @@ fn run_works_with_a_hung_endpoint_first_in_the_list() {
         started.elapsed()
     );
 }
+
+/// A waiting acquire gave a hung endpoint its whole wait on top of its
+/// per-try share: `locker acquire --wait-ms 20000` with a hung node first
+/// got a lock freed after 3 s only after ~25 s. It must find a node that
+/// answers before it queues.
+#[test]
+fn a_waiting_acquire_queues_on_a_node_that_answers() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let hung = Proxy::hung();
+    let k = key("hung-wait");
+    let held = api::acquire(&url, &k, json!({"ttl_ms": 3_000}));
+    assert_eq!(held.body["status"], json!("SUCCESS"), "{:?}", held.body);
+    let started = Instant::now();
+    let out = Command::new(bin("locker"))
+        .env_remove("LOCKER_ENDPOINTS")
+        .arg("--endpoints")
+        .arg(format!("{},{}", hung.url(), url))
+        .args(["acquire", "--wait-ms", "20000", "--ttl-ms", "60000", &k])
+        .stdin(Stdio::null())
+        .output()
+        .expect("locker acquire");
+    let took = started.elapsed();
+    eprintln!("FIGURES waiting acquire behind a hung endpoint: {took:?}");
+    assert!(
+        out.status.success(),
+        "acquire failed after {took:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the lock was free after 3 s but the acquire took {took:?}"
+    );
+}
