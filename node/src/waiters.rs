@@ -30,6 +30,9 @@ struct Entry {
 #[derive(Default)]
 struct Queue {
     entries: VecDeque<Entry>,
+    /// How many entries watch the key: with none (the usual case) a change
+    /// wakes the head without walking the queue.
+    watching: usize,
 }
 
 #[derive(Default)]
@@ -88,11 +91,14 @@ impl Waiters {
     /// `key` changed: wakes the head of its queue and the waiters watching
     /// the key (see [`Ticket::watch_key`]); the others cannot act on it.
     pub fn wake(&self, key: &str) {
-        if let Some(q) = self.queues().get(key) {
-            for (i, e) in q.entries.iter().enumerate() {
-                if i == 0 || e.watches_key {
-                    e.notify.notify_waiters();
-                }
+        let queues = self.queues();
+        let Some(q) = queues.get(key) else { return };
+        if let Some(head) = q.entries.front() {
+            head.notify.notify_waiters();
+        }
+        if q.watching > 0 {
+            for e in q.entries.iter().skip(1).filter(|e| e.watches_key) {
+                e.notify.notify_waiters();
             }
         }
     }
@@ -113,7 +119,10 @@ impl Ticket<'_> {
     pub fn watch_key(&self) {
         if let Some(q) = self.waiters.queues().get_mut(&self.key) {
             if let Some(e) = q.entries.iter_mut().find(|e| e.id == self.id) {
-                e.watches_key = true;
+                if !e.watches_key {
+                    e.watches_key = true;
+                    q.watching += 1;
+                }
             }
         }
     }
@@ -131,7 +140,11 @@ impl Drop for Ticket<'_> {
         let mut queues = self.waiters.queues();
         if let Some(q) = queues.get_mut(&self.key) {
             let was_head = q.entries.front().is_some_and(|e| e.id == self.id);
-            q.entries.retain(|e| e.id != self.id);
+            if let Some(at) = q.entries.iter().position(|e| e.id == self.id) {
+                if q.entries.remove(at).is_some_and(|e| e.watches_key) {
+                    q.watching -= 1;
+                }
+            }
             match q.entries.front() {
                 // The next in line: its turn now.
                 Some(next) if was_head => next.notify.notify_waiters(),
