@@ -260,14 +260,31 @@ fn a_waiter_moved_to_a_new_leader_keeps_its_deadline() {
     waiter_moved_to_a_new_leader(&["--leader-wait-ms", "10000"]);
 }
 
+#[test]
+fn a_forwarded_waiter_moved_to_a_new_leader_is_forwarded_again() {
+    // Sent to a follower, which forwarded it to the leader: when leadership
+    // moved, the old leader answered 503 NO_LEADER ("nothing done") and the
+    // follower passed that on instead of forwarding to the new leader.
+    waiter_moved_to_a_new_leader_via(&[], true);
+}
+
+fn waiter_moved_to_a_new_leader(flags: &[&str]) {
+    waiter_moved_to_a_new_leader_via(flags, false);
+}
+
 /// A blocking acquire queued on the leader when leadership moves goes on to
 /// the new leader with what is left of its wait: it answers with the holder
 /// within its wait_ms (a client's timeout just above wait_ms must hold).
-fn waiter_moved_to_a_new_leader(flags: &[&str]) {
+fn waiter_moved_to_a_new_leader_via(flags: &[&str], via_follower: bool) {
     let c = Cluster::start_with(3, flags);
     let leader = c.leader().expect("leader");
     let target = c.followers()[0];
     let url = c.url(leader);
+    let entry = if via_follower {
+        c.url(c.followers()[1])
+    } else {
+        url.clone()
+    };
     let key = "moved";
     let held = api::acquire(
         &url,
@@ -276,7 +293,7 @@ fn waiter_moved_to_a_new_leader(flags: &[&str]) {
     );
     assert_eq!(held.status(), "SUCCESS");
     let wait_ms = 8_000u64;
-    let waiter_url = url.clone();
+    let waiter_url = entry;
     let started = Instant::now();
     let waiter = std::thread::spawn(move || {
         api::acquire(

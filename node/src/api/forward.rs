@@ -61,6 +61,15 @@ fn forwarded_by_peer(node: &Node, headers: &HeaderMap) -> bool {
     same_secret(proof.as_bytes(), expected.as_bytes())
 }
 
+/// Set by a leader on its answer to a forwarded request whose handler found
+/// another node leading before doing anything (see [`LeaderElsewhere`]).
+const MOVED_HEADER: &str = "x-locker-leader-moved";
+
+/// Whether nothing was done for this answer because another node leads.
+fn moved(resp: &Response) -> bool {
+    resp.extensions().get::<LeaderElsewhere>().is_some()
+}
+
 fn needs_leader(req: &Request) -> bool {
     let path = req.uri().path();
     // Status and digests describe the node asked, never the leader.
@@ -104,33 +113,44 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
     };
     let latest = latest + Duration::from_millis(body_wait_ms(&body));
     loop {
-        match node.leader_hint() {
+        let ran = tokio::time::Instant::now();
+        let served = match node.leader_hint() {
             LeaderHint::Me => {
-                let ran = tokio::time::Instant::now();
-                let resp = next.clone().run(rebuild(&parts, body.clone())).await;
-                // The handler found another node leading before doing
-                // anything: send the request there, within the same wait.
-                let moved = resp.extensions().get::<LeaderElsewhere>().is_some();
-                if !moved || forwarded {
-                    return resp;
+                let mut resp = next.clone().run(rebuild(&parts, body.clone())).await;
+                if forwarded && moved(&resp) {
+                    // Tell the follower that forwarded it: nothing was done
+                    // here, so it may send the request to the new leader.
+                    resp.headers_mut()
+                        .insert(MOVED_HEADER, header::HeaderValue::from_static("1"));
                 }
-                // A blocking acquire may have waited in line here for long:
-                // that was not time spent looking for a leader, but it is
-                // time of its wait_ms, which the next leader must not grant
-                // afresh (the client's timeout is set just above the wait).
-                deadline = (deadline + ran.elapsed()).min(latest);
-                body = less_wait(body, started.elapsed());
-                if tokio::time::Instant::now() >= deadline {
-                    return resp;
-                }
+                Some(resp)
             }
             LeaderHint::Other { id, client_addr } if !forwarded => {
                 match forward(&node, &parts, body.clone(), &client_addr).await {
-                    Ok(resp) => return resp,
-                    Err(e) => tracing::debug!(leader = id, error = %e, "forward failed; retrying"),
+                    Ok(resp) => Some(resp),
+                    Err(e) => {
+                        tracing::debug!(leader = id, error = %e, "forward failed; retrying");
+                        None
+                    }
                 }
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(resp) = served {
+            // The handler (here or at the leader) found another node leading
+            // before doing anything: send the request there.
+            if forwarded || !moved(&resp) {
+                return resp;
+            }
+            // A blocking acquire may have waited in line for long: that was
+            // not time spent looking for a leader, but it is time of its
+            // wait_ms, which the next leader must not grant afresh (the
+            // client's timeout is set just above the wait).
+            deadline = (deadline + ran.elapsed()).min(latest);
+            body = less_wait(body, started.elapsed());
+            if tokio::time::Instant::now() >= deadline {
+                return resp;
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             let why = if forwarded {
@@ -232,6 +252,9 @@ async fn forward(
         }
     };
     let status = resp.status();
+    // Only a peer we chose sees our forwarding mark, and only it answers here.
+    let resp_moved =
+        status == StatusCode::SERVICE_UNAVAILABLE && resp.headers().contains_key(MOVED_HEADER);
     let mut out = Response::builder().status(status);
     for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
         if let Some(v) = resp.headers().get(&name) {
@@ -249,5 +272,9 @@ async fn forward(
             .into_response())
         }
     };
-    out.body(Body::from(bytes)).map_err(|e| e.to_string())
+    let mut out = out.body(Body::from(bytes)).map_err(|e| e.to_string())?;
+    if resp_moved {
+        out.extensions_mut().insert(LeaderElsewhere);
+    }
+    Ok(out)
 }
