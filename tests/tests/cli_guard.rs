@@ -201,8 +201,8 @@ fn kill_9_of_the_guard_leaves_no_process_of_the_job_behind_the_released_lock() {
     assert_ne!(st.code(), Some(0), "a killed guard is not a success");
 }
 
-/// systemd's default stop (KillMode=control-group) and `kill -TERM -PGID`
-/// send SIGTERM to locker and the guard at once: the job must get its
+/// systemd's default stop (KillMode=control-group) sends SIGTERM to every
+/// process of the unit, locker and the guard at once: the job must get its
 /// SIGTERM and grace period, not an immediate SIGKILL from the guard.
 #[test]
 fn sigterm_to_locker_and_guard_together_gives_the_job_its_grace() {
@@ -231,8 +231,14 @@ fn sigterm_to_locker_and_guard_together_gives_the_job_its_grace() {
     eventually(Duration::from_secs(15), "the job's sleep", || {
         (sleepers(&inner).len() == 1).then_some(())
     });
-    // SAFETY: kill(2) of the process group of our child (locker, guard).
-    unsafe { libc::kill(-(locker.id() as i32), libc::SIGTERM) };
+    let guard = eventually(Duration::from_secs(5), "the guard", || {
+        procs::children_of(locker.id() as i32).first().copied()
+    });
+    // SAFETY: kill(2) of our child (locker) and its child (the guard).
+    unsafe {
+        libc::kill(locker.id() as i32, libc::SIGTERM);
+        libc::kill(guard, libc::SIGTERM);
+    }
     let st = eventually(Duration::from_secs(10), "locker to exit", || {
         locker.try_wait().expect("try_wait")
     });
@@ -364,4 +370,44 @@ fn the_guard_does_not_start_the_command_past_the_deadline() {
         "the command ran past its deadline ({st:?})"
     );
     assert_ne!(st.code(), Some(0));
+}
+
+/// On a terminal the command's group becomes the foreground group (Ctrl-C
+/// and terminal input reach it), though the guard leads a group of its own.
+/// `script` gives locker a pseudo-terminal.
+#[test]
+fn on_a_terminal_the_command_is_the_foreground_group() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` here: skipped");
+        return;
+    }
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = key("guard-tty");
+    let line = format!(
+        "{} --endpoints {url} run --report-ttl-ms 3000 --report-write-ms 300 --grace-ms 1000 \
+         {k} -- sh -c 'cat /proc/$$/stat'",
+        bin("locker").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("LOCKER_ENDPOINTS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // pid (sh) state ppid pgrp session tty_nr tpgid ...
+    let fields: Vec<&str> = text
+        .lines()
+        .find(|l| l.contains("(sh)"))
+        .unwrap_or_else(|| panic!("no stat line in {text:?}"))
+        .split_whitespace()
+        .collect();
+    assert!(fields.len() > 7, "{fields:?}");
+    assert_eq!(
+        fields[4], fields[7],
+        "the command's group {} is not the terminal's foreground group {}",
+        fields[4], fields[7]
+    );
+    assert!(out.status.success(), "{out:?}");
 }

@@ -164,3 +164,65 @@ fn a_stopped_guard_does_not_keep_the_job_alive_past_the_lock() {
     });
     assert_eq!(st.code(), Some(5), "a lost lock is exit 5");
 }
+
+/// `kill -STOP -PGID` of locker's process group stopped locker and the
+/// guard (which was in that group) but not the job (its own group): nobody
+/// was left to stop the job when the lock ran out.
+#[test]
+fn stopping_lockers_whole_group_does_not_keep_the_job_alive_past_the_lock() {
+    use std::os::unix::process::CommandExt;
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let k = format!("cli/group-stop/{}", procs::wall_ns());
+    let inner = unique_sleep();
+    let mut locker = Command::new(bin("locker"))
+        .env_remove("LOCKER_ENDPOINTS")
+        .arg("--endpoints")
+        .arg(&url)
+        .args(["run", "--report-ttl-ms", "3000", "--report-write-ms", "300"])
+        .args(["--grace-ms", "1000", &k, "--", "sh", "-c"])
+        .arg(format!("sleep {inner}; true"))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn locker run");
+    let pgid = locker.id() as i32;
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) of the process group we stopped.
+            unsafe { libc::kill(-self.0, libc::SIGCONT) };
+        }
+    }
+    let _cleanup = Cleanup(pgid, inner.clone());
+    let _resume = Resume(pgid);
+    eventually(Duration::from_secs(15), "the job's sleep", || {
+        (sleepers(&inner).len() == 1).then_some(())
+    });
+    // SAFETY: kill(2) of our child's process group.
+    unsafe { libc::kill(-pgid, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    let mut gone_at = None;
+    let freed = loop {
+        if gone_at.is_none() && sleepers(&inner).is_empty() {
+            gone_at = Some(t0.elapsed());
+        }
+        if !is_locked(&url, &k) {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let still = sleepers(&inner);
+    eprintln!("FIGURES group stop: job gone after {gone_at:?}, lock free after {freed:?}");
+    assert!(
+        still.is_empty() && gone_at.is_some(),
+        "locker's group stopped: the lock was free after {freed:?} while the job {still:?} ran"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(-pgid, libc::SIGCONT) };
+    let st = eventually(Duration::from_secs(15), "locker to exit", || {
+        locker.try_wait().expect("try_wait")
+    });
+    assert_eq!(st.code(), Some(5));
+}

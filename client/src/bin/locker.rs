@@ -73,8 +73,10 @@ Processes:
   locker and CMD) spares it, and it kills the rest of the job.
   Signals to locker: TERM and INT go to the whole group, and SIGKILL follows
   after --grace-ms if it is still running; HUP, QUIT, USR1, USR2 go to the
-  group. A SIGTERM to locker's whole group (systemd's stop) reaches the
-  guard too, which passes it on (once) instead of killing the job. TERM and
+  group. A SIGTERM to every process (systemd's stop) reaches the guard
+  too, which passes it on (once) instead of killing the job. The guard leads
+  its own process group, so signals to locker's group (kill -STOP -PGID)
+  do not reach it. TERM and
   INT are followed by CONT, so a stopped job acts on them in its grace. The lock is released only once the group is dead.
   When CMD exits, whatever it left running (background children) is
   SIGKILLed before the lock is released; locker exits with CMD's code.
@@ -969,6 +971,12 @@ fn spawn_guard(
             // The parent may have died before prctl took effect.
             if libc::getppid() != parent {
                 libc::_exit(1);
+            }
+            // A group of its own: a SIGSTOP (or any signal) to locker's
+            // group must not stop the guard too, or nobody is left to
+            // stop the job (in its own group) when the lock runs out.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             // The read end and the command file (only) survive exec into
             // the guard.

@@ -138,7 +138,9 @@ pub fn main(args: &[OsString]) -> u8 {
             };
         }
     };
-    let tty = Terminal::hand_to(main_pid);
+    // SAFETY: getpgid of our parent (locker); -1 if it is gone already.
+    let locker_group = unsafe { libc::getpgid(locker_pid) };
+    let tty = Terminal::hand_to(main_pid, locker_group);
     let code = Supervisor::new(ctl, main_pid, locker_pid).run();
     tty.take_back();
     code
@@ -509,15 +511,17 @@ struct Terminal {
 }
 
 impl Terminal {
-    fn hand_to(group: libc::pid_t) -> Terminal {
-        // SAFETY: isatty/tcgetpgrp/getpgrp/tcsetpgrp/kill on fd 0 and our
-        // own child's group.
+    /// `ours`: locker's group. The guard leads a group of its own (so a
+    /// stop of locker's group does not stop it), so it hands over the
+    /// terminal from the background, with SIGTTOU blocked.
+    fn hand_to(group: libc::pid_t, ours: libc::pid_t) -> Terminal {
+        // SAFETY: isatty/tcgetpgrp/tcsetpgrp/kill on fd 0 and our own
+        // child's group.
         unsafe {
-            let ours = libc::getpgrp();
             if libc::isatty(0) != 1 || libc::tcgetpgrp(0) != ours {
                 return Terminal { ours: None };
             }
-            if libc::tcsetpgrp(0, group) != 0 {
+            if !set_foreground(group) {
                 return Terminal { ours: None };
             }
             // It may have touched the terminal before it was its foreground
@@ -529,16 +533,22 @@ impl Terminal {
 
     fn take_back(self) {
         let Some(ours) = self.ours else { return };
-        // SAFETY: a background group's tcsetpgrp raises SIGTTOU unless it is
-        // blocked; block it around the call.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTTOU);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
-            libc::tcsetpgrp(0, ours);
-            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        }
+        set_foreground(ours);
+    }
+}
+
+/// tcsetpgrp on fd 0 from a background group: it raises SIGTTOU unless it
+/// is blocked, so block it around the call.
+fn set_foreground(group: libc::pid_t) -> bool {
+    // SAFETY: signal mask and tcsetpgrp calls on our own process and fd 0.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+        let ok = libc::tcsetpgrp(0, group) == 0;
+        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        ok
     }
 }
