@@ -301,6 +301,39 @@ impl Node {
         self.stopping.send_replace(true);
     }
 
+    /// On a clean stop: if this node leads, hands leadership to the voter
+    /// whose log matches the most of ours and waits (bounded by an election
+    /// timeout) until another node leads. Without it the others would serve
+    /// nothing until their election timeout ran out.
+    pub async fn hand_over_leadership(&self) {
+        if !self.raft.is_leader() {
+            return;
+        }
+        let to = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            m.replication.as_ref().and_then(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.id && voters.contains(id))
+                    .max_by_key(|(_, matched)| matched.as_ref().map(|l| l.index))
+                    .map(|(id, _)| *id)
+            })
+        };
+        let Some(to) = to else { return };
+        tracing::info!(to, "stopping: handing leadership over");
+        if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+            tracing::warn!(error = %e, "leadership hand-over not started");
+            return;
+        }
+        let mut metrics = self.raft.metrics();
+        let bound = Duration::from_millis(self.cfg.election_timeout_ms);
+        let moved = metrics.wait_until(|m| m.current_leader.is_some_and(|l| l != self.id));
+        if tokio::time::timeout(bound, moved).await.is_err() {
+            tracing::warn!(to, "leadership not handed over in time; stopping anyway");
+        }
+    }
+
     /// Becomes `true` when the node starts shutting down.
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
