@@ -85,6 +85,10 @@ impl Node {
             max_in_snapshot_log_to_keep: cfg.keep_logs,
             purge_batch_size: 32,
             max_payload_entries: 1000,
+            // Never resume leadership in the old term after a restart: a
+            // leader's unflushed entries may be committed on followers, and
+            // reusing their log ids diverges replicas (crash_points.rs).
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()?;

@@ -305,3 +305,34 @@ fn a_failed_read_makes_the_node_exit() {
 fn a_panic_in_apply_makes_the_node_exit() {
     raft_stop_exits("store::apply::before_batch", "panic", 74);
 }
+
+/// A leader replicates an entry before its own fsync, so the followers'
+/// fsyncs can commit an entry the leader never wrote to disk. If the leader
+/// then dies and comes back fast, openraft's default "leader restore" made
+/// it leader again in the SAME term with a log one entry shorter: its next
+/// entry reused the lost entry's log id (term, index), the followers took
+/// the ids as matching and kept their entry, and the replicas applied
+/// different commands at one index (digests differ at one applied index; a
+/// committed write missing on the leader). A restarted leader must win a
+/// new election in a higher term instead.
+///
+/// Forced here: the leader's flusher is held (`pause`), and the leader dies
+/// when it records the commit of the write (`committed::after_write`), i.e.
+/// after the followers' fsyncs committed it and before its own.
+#[test]
+fn a_leader_restarted_before_its_own_flush_never_reuses_log_ids() {
+    let (mut c, mut acked) = cluster();
+    let leader = c.leader().expect("a leader");
+    let a = crash::arm(c.node(leader), "store::flush::before", "pause");
+    assert_eq!(a.code, 200, "arming: {:?}", a.body);
+    let a = crash::arm(c.node(leader), "store::committed::after_write", "return");
+    assert_eq!(a.code, 200, "arming: {:?}", a.body);
+    let key = "committed-by-the-followers";
+    let url = c.url(leader);
+    // Not answered: the leader dies first.
+    let _ = crash::try_acquire(&url, key, &crash::owner_of(key));
+    let st = c.node_mut(leader).wait_exit(CRASH_WAIT);
+    assert_crashed_at(&mut c, leader, "store::committed::after_write", st);
+    // Back before the followers' election timeout.
+    restart_and_check(&mut c, leader, &mut acked);
+}
