@@ -60,7 +60,7 @@ default a tenth of each ttl, at most 5000):
   (process ttl 10000, write every 2000, grace 5000, margin 1000) a cut-off
   command gets SIGTERM 4 s and SIGKILL 9 s after the last keep-alive that
   got through was sent; the lock is free for others 10 s after it.
-  Refused (exit 2), for each ttl and its margin:
+  Refused (exit 2): --safety-margin-ms 0, and for each ttl and its margin:
     grace + margin >= ttl               (the stop would start before the start)
     write/extend interval + grace + margin >= ttl
                                         (each renewal would come too late)
@@ -549,6 +549,12 @@ async fn cmd_acquire(client: &Client, a: AcquireArgs, json: bool) -> Result<u8, 
 /// Refuses timings under which the stop sequence cannot end before the
 /// cluster may free the lock (see RUN_AFTER_HELP).
 fn check_run_timings(args: &RunArgs, extend_ms: u64) -> Result<(), String> {
+    if args.safety_margin_ms == Some(0) {
+        // SIGKILL would land exactly when the cluster may free the lock (if
+        // it applied our last renewal the instant we sent it): no room for
+        // its delivery, the reaping, or a leader clock running faster.
+        return Err("unsafe timing: --safety-margin-ms must be positive".to_string());
+    }
     for (what, ttl_flag, ttl, renew_flag, renew) in [
         (
             "process",
