@@ -128,7 +128,9 @@ pub fn main(args: &[OsString]) -> u8 {
         // The command must not hold the control pipe open.
         libc::fcntl(ctl.fd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
-    let main_pid = match spawn(&command) {
+    // SAFETY: getpgid of our parent (locker); -1 if it is gone already.
+    let locker_group = unsafe { libc::getpgid(locker_pid) };
+    let main_pid = match spawn(&command, Terminal::is_foreground(locker_group)) {
         Ok(pid) => pid,
         Err(e) => {
             eprintln!("locker: cannot run {:?}: {e}", command[0]);
@@ -138,8 +140,6 @@ pub fn main(args: &[OsString]) -> u8 {
             };
         }
     };
-    // SAFETY: getpgid of our parent (locker); -1 if it is gone already.
-    let locker_group = unsafe { libc::getpgid(locker_pid) };
     let tty = Terminal::hand_to(main_pid, locker_group);
     let code = Supervisor::new(ctl, main_pid, locker_pid).run();
     tty.take_back();
@@ -194,7 +194,10 @@ fn read_command(fd: libc::c_int) -> Option<Vec<OsString>> {
     Some(command)
 }
 
-fn spawn(command: &[OsString]) -> std::io::Result<libc::pid_t> {
+/// Starts the command as the leader of a new group; with `foreground` the
+/// child makes its group the terminal's foreground itself before exec (as
+/// shells do), so the command never runs a moment in the background.
+fn spawn(command: &[OsString], foreground: bool) -> std::io::Result<libc::pid_t> {
     let guard = std::process::id() as libc::pid_t;
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
@@ -205,6 +208,9 @@ fn spawn(command: &[OsString]) -> std::io::Result<libc::pid_t> {
             // Its own process group, so the group can be signalled as one.
             if libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if foreground {
+                set_foreground(libc::getpid());
             }
             // If the guard dies, even by SIGKILL, the main command dies too.
             if libc::prctl(
@@ -514,11 +520,19 @@ impl Terminal {
     /// `ours`: locker's group. The guard leads a group of its own (so a
     /// stop of locker's group does not stop it), so it hands over the
     /// terminal from the background, with SIGTTOU blocked.
+    /// Whether locker's group `ours` is the foreground of a terminal on fd 0.
+    fn is_foreground(ours: libc::pid_t) -> bool {
+        // SAFETY: isatty/tcgetpgrp on fd 0.
+        unsafe { ours > 0 && libc::isatty(0) == 1 && libc::tcgetpgrp(0) == ours }
+    }
+
     fn hand_to(group: libc::pid_t, ours: libc::pid_t) -> Terminal {
-        // SAFETY: isatty/tcgetpgrp/tcsetpgrp/kill on fd 0 and our own
-        // child's group.
+        // SAFETY: tcgetpgrp/kill on fd 0 and our own child's group.
         unsafe {
-            if libc::isatty(0) != 1 || libc::tcgetpgrp(0) != ours {
+            // The child took the foreground itself (see spawn); this covers
+            // a failure there, and remembers what to give back.
+            let theirs = libc::isatty(0) == 1 && libc::tcgetpgrp(0) == group;
+            if !theirs && !Terminal::is_foreground(ours) {
                 return Terminal { ours: None };
             }
             if !set_foreground(group) {
@@ -538,7 +552,9 @@ impl Terminal {
 }
 
 /// tcsetpgrp on fd 0 from a background group: it raises SIGTTOU unless it
-/// is blocked, so block it around the call.
+/// is blocked, so block it around the call (and restore the mask: it is
+/// inherited across exec). Async-signal-safe: also used between fork and
+/// exec.
 fn set_foreground(group: libc::pid_t) -> bool {
     // SAFETY: signal mask and tcsetpgrp calls on our own process and fd 0.
     unsafe {
