@@ -38,8 +38,33 @@ pub fn bin(name: &str) -> PathBuf {
     panic!("{name} is not built: run `cargo build --bins` first or set {var}");
 }
 
-/// A free loopback port (bound, then released for the node to take).
+/// A free loopback port (checked by binding it, then released for the node
+/// to take).
+///
+/// Not the kernel's pick (`bind(":0")`): that comes from the ephemeral range,
+/// which outgoing connections draw from too, and it may hand the same port to
+/// two clusters of one test binary started at the same time. Either way a
+/// node fails to bind, or, worse, a test talks to another test's node (seen
+/// as a read answering `locked:false` right after a SUCCESS). So ports come
+/// from below the ephemeral range (32768 on Linux), from a slice of 500 per
+/// test process, never the same one twice in a process.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 12_000;
+    const SLICE: u32 = 500;
+    const SLICES: u32 = 40; // BASE + SLICES * SLICE stays below 32768
+    let slice = std::process::id() % SLICES;
+    for _ in 0..SLICE {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % SLICE;
+        let Ok(port) = u16::try_from(BASE + slice * SLICE + n) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // Every port of the slice is busy: fall back to the kernel's pick.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -474,5 +499,22 @@ impl Cluster {
                 .json(&json!({"id": id, "peer_addr": peer_addr}))
                 .send(),
         )
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::free_port;
+
+    /// Ports outside the ephemeral range, never handed out twice by one test
+    /// process (the kernel's `:0` pick fails the first half of this).
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let p = free_port();
+            assert!(p < 32_768, "port {p} is in the ephemeral range");
+            assert!(seen.insert(p), "port {p} handed out twice");
+        }
     }
 }
