@@ -519,7 +519,7 @@ impl Node {
     ///
     /// Log time moves only with entries. A takeover marker shifts live
     /// deadlines by the gap between the log time before it and its own time
-    /// (SPEC section 3), so without ticks an idle spell before a failover would
+    /// (docs/protocol.md, "Time"), so without ticks an idle spell before a failover would
     /// be granted to every lease again. The leader commits a [`Op::Tick`] when
     /// the log lags its clock by a second and some lease is live at the log
     /// time: one tiny entry per idle second, none while traffic flows (every

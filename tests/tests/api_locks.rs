@@ -1,4 +1,4 @@
-//! Every lock and process route of SPEC section 5, through the leader and
+//! Every lock and process route of docs/protocol.md ("HTTP API"), through the leader and
 //! through a follower, with the seed's behaviours.
 
 use std::time::Duration;

@@ -1,9 +1,9 @@
-//! `/openapi.json` is generated from the code: every route of SPEC section 5
+//! `/openapi.json` is generated from the code: every route of docs/protocol.md ("HTTP API")
 //! is in it, and every documented operation is really routed.
 
 use locker_tests::{get, http, Cluster};
 
-const SPEC_ROUTES: [(&str, &str); 14] = [
+const CONTRACT_ROUTES: [(&str, &str); 14] = [
     ("put", "/v1/processes/{process_hash}"),
     ("delete", "/v1/processes/{process_hash}"),
     ("post", "/v1/locks/{key}/acquire"),
@@ -27,7 +27,7 @@ fn openapi_documents_every_route_and_only_real_ones() {
     let doc = get(&format!("{url}/openapi.json"));
     assert_eq!(doc.code, 200);
     let paths = doc.body["paths"].as_object().expect("paths").clone();
-    for (method, path) in SPEC_ROUTES {
+    for (method, path) in CONTRACT_ROUTES {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
             "{method} {path} is not documented"

@@ -1,4 +1,4 @@
-//! Log time across a failover, on a real 3-node cluster (SPEC section 3).
+//! Log time across a failover, on a real 3-node cluster (docs/protocol.md, "Time").
 //!
 //! A leader change must hand a lease no more than the time without a leader:
 //! a lock's (and a process's) remaining time survives the failover instead of

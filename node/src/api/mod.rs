@@ -1,4 +1,4 @@
-//! The HTTP/JSON client API (SPEC section 5): routes, validation, request
+//! The HTTP/JSON client API (docs/protocol.md, "HTTP API"): routes, validation, request
 //! logging and metrics, and forwarding to the leader.
 
 mod answers;

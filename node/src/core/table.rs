@@ -599,7 +599,7 @@ impl Tx<'_> {
         Outcome::status_only(Status::Success)
     }
 
-    /// The takeover marker (SPEC section 3). Liveness is judged at the log
+    /// The takeover marker (docs/protocol.md, "Time"). Liveness is judged at the log
     /// time *before* it, and every lock and process live then has its deadline
     /// shifted by the gap between that time and the marker's: the time
     /// without a leader plus any difference of clocks. So exactly the leases
