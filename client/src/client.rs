@@ -25,7 +25,7 @@ pub(crate) fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// The default endpoint, as in SPEC section 7.
+/// The default endpoint, as documented in docs/protocol.md ("The `locker` command").
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7070";
 
 /// Options of a [`Client`].

@@ -1,4 +1,4 @@
-//! Clocks and the self-fencing rules (SPEC 4.6), kept as pure functions of
+//! Clocks and the self-fencing rules (docs/protocol.md, "Self-fencing"), kept as pure functions of
 //! "now" so they can be tested with a [`ManualClock`].
 
 use std::fmt::Debug;

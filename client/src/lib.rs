@@ -11,7 +11,7 @@
 //!    process ttl (10 s) that a job died, because every lock dies with its
 //!    process.
 //! 3. "Seppuku": when a lock is taken over, the old owner's next heartbeat
-//!    fails. Beyond the seed, the client also fences itself (SPEC 4.6): it
+//!    fails. Beyond the seed, the client also fences itself (docs/protocol.md, "Self-fencing"): it
 //!    counts the lock lost once its own deadline passes without a successful
 //!    extend, or once its keep-alives have failed for longer than the process
 //!    ttl, even when it cannot reach the cluster.

@@ -293,7 +293,7 @@ pub(crate) struct LockerInner {
 ///   not lose them, but they are bound to this process's liveness, which a
 ///   dedicated OS thread reports every 2 s: when the process dies, the fleet
 ///   knows within the process ttl (10 s).
-/// * Seppuku: a job whose lock was taken over (or self-fenced, see SPEC 4.6)
+/// * Seppuku: a job whose lock was taken over (or self-fenced, see docs/protocol.md, "Self-fencing")
 ///   learns it from its next heartbeat.
 ///
 /// Cloning is cheap and shares everything (one reporter, one process hash).
