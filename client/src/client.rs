@@ -116,9 +116,14 @@ pub struct AcquireRequest {
 /// round sleeps briefly (honouring `Retry-After`, capped) before trying
 /// again, until `failover_timeout_ms` has passed.
 ///
-/// Writes are safe to retry because the client always sends the owner hash:
-/// a repeated acquire is a re-acquire (same fencing token), a repeated extend
-/// is an extend; a repeated release may answer `NO_KEY`.
+/// Writes are retried with the same owner hash: while the lock is held, a
+/// repeated acquire is a re-acquire (same fencing token) and a repeated
+/// extend is an extend; a repeated release may answer `NO_KEY`. KNOWN
+/// LIMIT: a copy of an acquire that a try gave up on can still reach the
+/// leader late; arriving after the owner released, it grants the key to that
+/// finished owner again, blocking it until the lock's ttl (seen by the fault
+/// suite under packet loss; see jepsen/runs/SUMMARY.md). Never two holders,
+/// but not yet exactly-once.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), locker_client::Error> {
