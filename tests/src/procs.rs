@@ -75,3 +75,55 @@ pub fn find_by_cmdline_part(part: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// `sleep` processes whose argument is `secs`: how the `locker run` tests find
+/// their jobs' grandchildren.
+pub fn sleepers(secs: &str) -> Vec<i32> {
+    find_by_argv(&["sleep", secs])
+}
+
+/// A sleep duration no other process on the machine uses; `base` (seconds)
+/// keeps test binaries apart.
+pub fn unique_sleep(base: u32) -> String {
+    format!(
+        "{}.{}",
+        base + std::process::id() % 1_000,
+        wall_ns() % 1_000_000_000
+    )
+}
+
+/// `locker run KEY -- sh -c SCRIPT` against `url` with the given process ttl,
+/// keep-alives every 300 ms and a 1 s grace.
+pub fn spawn_locker_run(
+    url: &str,
+    key: &str,
+    script: &str,
+    process_ttl_ms: u64,
+) -> std::process::Child {
+    std::process::Command::new(crate::bin("locker"))
+        .env_remove("LOCKER_ENDPOINTS")
+        .arg("--endpoints")
+        .arg(url)
+        .args([
+            "run",
+            "--report-ttl-ms",
+            &process_ttl_ms.to_string(),
+            "--report-write-ms",
+            "300",
+            "--grace-ms",
+            "1000",
+            key,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn locker run")
+}
+
+/// Whether a linearizable read of `key` through `url` says it is held.
+pub fn is_locked(url: &str, key: &str) -> bool {
+    crate::api::read(url, key).body["locked"] == serde_json::json!(true)
+}

@@ -8,9 +8,8 @@
 //!
 //! Needs `locker-node` and `locker` built (`cargo build --bins`).
 
-use locker_tests::{api, bin, eventually, procs, Cluster};
-use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use locker_tests::{bin, eventually, procs, Cluster};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PROCESS_TTL_MS: u64 = 3_000;
@@ -19,59 +18,18 @@ fn key(name: &str) -> String {
     format!("cli/{name}/{}", procs::wall_ns())
 }
 
-/// A sleep duration no other process on the machine uses.
-fn unique_sleep() -> String {
-    format!(
-        "{}.{}",
-        4_000 + std::process::id() % 1_000,
-        procs::wall_ns() % 1_000_000_000
-    )
-}
-
-fn sleepers(secs: &str) -> Vec<i32> {
-    procs::find_by_argv(&["sleep", secs])
-}
-
 /// Kills whatever a failing test left behind.
 struct Cleanup(Vec<String>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for s in &self.0 {
-            for pid in sleepers(s) {
+            for pid in procs::sleepers(s) {
                 // SAFETY: kill(2) of a stray test process found by its argv.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
     }
-}
-
-fn spawn_run(url: &str, k: &str, script: &str) -> Child {
-    Command::new(bin("locker"))
-        .env_remove("LOCKER_ENDPOINTS")
-        .arg("--endpoints")
-        .arg(url)
-        .args([
-            "run",
-            "--report-ttl-ms",
-            &PROCESS_TTL_MS.to_string(),
-            "--report-write-ms",
-            "300",
-            "--grace-ms",
-            "1000",
-            k,
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn locker run")
-}
-
-fn is_locked(url: &str, k: &str) -> bool {
-    api::read(url, k).body["locked"] == json!(true)
 }
 
 /// Polls until the lock is free; returns (when every process of `sleeps`
@@ -80,13 +38,13 @@ fn is_locked(url: &str, k: &str) -> bool {
 fn watch_until_free(url: &str, k: &str, sleeps: &[String], t0: Instant) -> (Duration, Duration) {
     let mut gone_at = None;
     loop {
-        let alive: Vec<i32> = sleeps.iter().flat_map(|s| sleepers(s)).collect();
+        let alive: Vec<i32> = sleeps.iter().flat_map(|s| procs::sleepers(s)).collect();
         if alive.is_empty() && gone_at.is_none() {
             gone_at = Some(t0.elapsed());
         }
-        if !is_locked(url, k) {
+        if !procs::is_locked(url, k) {
             let freed = t0.elapsed();
-            let still: Vec<i32> = sleeps.iter().flat_map(|s| sleepers(s)).collect();
+            let still: Vec<i32> = sleeps.iter().flat_map(|s| procs::sleepers(s)).collect();
             assert!(
                 still.is_empty() && gone_at.is_some(),
                 "the lock was free after {freed:?} while the job's processes {still:?} still ran"
@@ -106,15 +64,15 @@ fn kill_9_of_locker_kills_the_whole_job_before_the_lock_is_freed() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = key("guard-kill9");
-    let (inner, escaper) = (unique_sleep(), unique_sleep() + "1");
+    let (inner, escaper) = (procs::unique_sleep(4_000), procs::unique_sleep(4_000) + "1");
     let _cleanup = Cleanup(vec![inner.clone(), escaper.clone()]);
     // A plain child, and one that escapes into its own session.
     let script = format!("setsid sleep {escaper} & sleep {inner}; true");
-    let mut locker = spawn_run(&url, &k, &script);
+    let mut locker = procs::spawn_locker_run(&url, &k, &script, PROCESS_TTL_MS);
     eventually(Duration::from_secs(15), "the job's sleeps", || {
-        (sleepers(&inner).len() == 1 && sleepers(&escaper).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1 && procs::sleepers(&escaper).len() == 1).then_some(())
     });
-    assert!(is_locked(&url, &k));
+    assert!(procs::is_locked(&url, &k));
 
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe { libc::kill(locker.id() as i32, libc::SIGKILL) };
@@ -133,11 +91,12 @@ fn sigterm_to_locker_stops_the_whole_job_before_the_lock_is_freed() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = key("guard-term");
-    let inner = unique_sleep();
+    let inner = procs::unique_sleep(4_000);
     let _cleanup = Cleanup(vec![inner.clone()]);
-    let mut locker = spawn_run(&url, &k, &format!("sleep {inner}; true"));
+    let mut locker =
+        procs::spawn_locker_run(&url, &k, &format!("sleep {inner}; true"), PROCESS_TTL_MS);
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
 
     // SAFETY: kill(2) on a child we spawned and have not reaped.
@@ -161,17 +120,23 @@ fn background_children_left_by_the_main_command_are_killed_when_it_exits() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = key("guard-leftover");
-    let (bg, escaper) = (unique_sleep(), unique_sleep() + "2");
+    let (bg, escaper) = (procs::unique_sleep(4_000), procs::unique_sleep(4_000) + "2");
     let _cleanup = Cleanup(vec![bg.clone(), escaper.clone()]);
     let script = format!("sleep {bg} & setsid sleep {escaper} & sleep 0.5; exit 3");
-    let mut locker = spawn_run(&url, &k, &script);
+    let mut locker = procs::spawn_locker_run(&url, &k, &script, PROCESS_TTL_MS);
     let st = eventually(Duration::from_secs(20), "locker to exit", || {
         locker.try_wait().expect("try_wait")
     });
     assert_eq!(st.code(), Some(3), "the main command's exit code");
-    assert!(sleepers(&bg).is_empty(), "a background child survived");
-    assert!(sleepers(&escaper).is_empty(), "a setsid child survived");
-    assert!(!is_locked(&url, &k));
+    assert!(
+        procs::sleepers(&bg).is_empty(),
+        "a background child survived"
+    );
+    assert!(
+        procs::sleepers(&escaper).is_empty(),
+        "a setsid child survived"
+    );
+    assert!(!procs::is_locked(&url, &k));
 }
 
 #[test]
@@ -179,12 +144,13 @@ fn kill_9_of_the_guard_leaves_no_process_of_the_job_behind_the_released_lock() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = key("guard-killed");
-    let inner = unique_sleep();
+    let inner = procs::unique_sleep(4_000);
     let _cleanup = Cleanup(vec![inner.clone()]);
     // `kill -9` of the guard by mistake.
-    let mut locker = spawn_run(&url, &k, &format!("sleep {inner}; true"));
+    let mut locker =
+        procs::spawn_locker_run(&url, &k, &format!("sleep {inner}; true"), PROCESS_TTL_MS);
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
     let guard = eventually(Duration::from_secs(5), "the guard", || {
         procs::children_of(locker.id() as i32).first().copied()
@@ -210,7 +176,7 @@ fn sigterm_to_locker_and_guard_together_gives_the_job_its_grace() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = key("guard-term-both");
-    let inner = unique_sleep();
+    let inner = procs::unique_sleep(4_000);
     let _cleanup = Cleanup(vec![inner.clone()]);
     let dir = tempfile::tempdir().expect("tmp");
     let marker = dir.path().join("term");
@@ -229,7 +195,7 @@ fn sigterm_to_locker_and_guard_together_gives_the_job_its_grace() {
         .spawn()
         .expect("spawn locker run");
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
     let guard = eventually(Duration::from_secs(5), "the guard", || {
         procs::children_of(locker.id() as i32).first().copied()
@@ -248,9 +214,9 @@ fn sigterm_to_locker_and_guard_together_gives_the_job_its_grace() {
     );
     assert_eq!(st.code(), Some(0), "the job's trap exits 0");
     eventually(Duration::from_secs(5), "the sleep to go", || {
-        sleepers(&inner).is_empty().then_some(())
+        procs::sleepers(&inner).is_empty().then_some(())
     });
-    assert!(!is_locked(&url, &k));
+    assert!(!procs::is_locked(&url, &k));
 }
 
 /// `pkill -9 -f PATTERN` kills every process whose command line matches:
@@ -262,12 +228,12 @@ fn pkill_9_of_the_command_line_leaves_no_process_of_the_job_behind() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = key("guard-pkill");
-    let inner = unique_sleep();
+    let inner = procs::unique_sleep(4_000);
     let _cleanup = Cleanup(vec![inner.clone()]);
     let script = format!("sleep {inner}; true");
-    let mut locker = spawn_run(&url, &k, &script);
+    let mut locker = procs::spawn_locker_run(&url, &k, &script, PROCESS_TTL_MS);
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
     let matching = procs::find_by_cmdline_part(&script);
     assert!(
@@ -296,7 +262,7 @@ fn a_stopped_job_gets_its_sigterm_and_grace_too() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = key("guard-stopped-job");
-    let inner = unique_sleep();
+    let inner = procs::unique_sleep(4_000);
     let _cleanup = Cleanup(vec![inner.clone()]);
     let dir = tempfile::tempdir().expect("tmp");
     let marker = dir.path().join("term");
@@ -304,9 +270,9 @@ fn a_stopped_job_gets_its_sigterm_and_grace_too() {
         "trap 'echo term > {}; exit 0' TERM; sleep {inner} & wait",
         marker.display()
     );
-    let mut locker = spawn_run(&url, &k, &script);
+    let mut locker = procs::spawn_locker_run(&url, &k, &script, PROCESS_TTL_MS);
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
     let guard = eventually(Duration::from_secs(5), "the guard", || {
         procs::children_of(locker.id() as i32).first().copied()

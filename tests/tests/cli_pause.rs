@@ -6,24 +6,11 @@
 //!
 //! Needs `locker-node` and `locker` built (`cargo build --bins`).
 
-use locker_tests::{api, bin, eventually, procs, proxy::Proxy, Cluster};
-use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use locker_tests::{bin, eventually, procs, proxy::Proxy, Cluster};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PROCESS_TTL_MS: u64 = 3_000;
-
-fn unique_sleep() -> String {
-    format!(
-        "{}.{}",
-        5_000 + std::process::id() % 1_000,
-        procs::wall_ns() % 1_000_000_000
-    )
-}
-
-fn sleepers(secs: &str) -> Vec<i32> {
-    procs::find_by_argv(&["sleep", secs])
-}
 
 /// Resumes locker and kills whatever a failing test left behind.
 struct Cleanup(i32, String);
@@ -32,38 +19,10 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         // SAFETY: kill(2) of our own child and of stray test sleeps.
         unsafe { libc::kill(self.0, libc::SIGCONT) };
-        for pid in sleepers(&self.1) {
+        for pid in procs::sleepers(&self.1) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-}
-
-fn spawn_run(url: &str, k: &str, script: &str) -> Child {
-    Command::new(bin("locker"))
-        .env_remove("LOCKER_ENDPOINTS")
-        .arg("--endpoints")
-        .arg(url)
-        .args([
-            "run",
-            "--report-ttl-ms",
-            &PROCESS_TTL_MS.to_string(),
-            "--report-write-ms",
-            "300",
-            "--grace-ms",
-            "1000",
-            k,
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn locker run")
-}
-
-fn is_locked(url: &str, k: &str) -> bool {
-    api::read(url, k).body["locked"] == json!(true)
 }
 
 #[test]
@@ -71,29 +30,30 @@ fn a_paused_locker_does_not_keep_its_job_alive_past_the_lock() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = format!("cli/pause/{}", procs::wall_ns());
-    let inner = unique_sleep();
-    let mut locker = spawn_run(&url, &k, &format!("sleep {inner}; true"));
+    let inner = procs::unique_sleep(5_000);
+    let mut locker =
+        procs::spawn_locker_run(&url, &k, &format!("sleep {inner}; true"), PROCESS_TTL_MS);
     let _cleanup = Cleanup(locker.id() as i32, inner.clone());
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
-    assert!(is_locked(&url, &k));
+    assert!(procs::is_locked(&url, &k));
 
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe { libc::kill(locker.id() as i32, libc::SIGSTOP) };
     let t0 = Instant::now();
     let mut gone_at = None;
     let freed = loop {
-        if gone_at.is_none() && sleepers(&inner).is_empty() {
+        if gone_at.is_none() && procs::sleepers(&inner).is_empty() {
             gone_at = Some(t0.elapsed());
         }
-        if !is_locked(&url, &k) {
+        if !procs::is_locked(&url, &k) {
             break t0.elapsed();
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "never freed");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let still = sleepers(&inner);
+    let still = procs::sleepers(&inner);
     eprintln!("FIGURES paused locker: job gone after {gone_at:?}, lock free after {freed:?}");
     assert!(
         still.is_empty() && gone_at.is_some(),
@@ -121,11 +81,16 @@ fn a_stopped_guard_does_not_keep_the_job_alive_past_the_lock() {
     let url = c.url(1);
     let proxy = Proxy::start(&c.node(1).client_addr);
     let k = format!("cli/guard-stopped/{}", procs::wall_ns());
-    let inner = unique_sleep();
-    let mut locker = spawn_run(&proxy.url(), &k, &format!("sleep {inner}; true"));
+    let inner = procs::unique_sleep(5_000);
+    let mut locker = procs::spawn_locker_run(
+        &proxy.url(),
+        &k,
+        &format!("sleep {inner}; true"),
+        PROCESS_TTL_MS,
+    );
     let _cleanup = Cleanup(locker.id() as i32, inner.clone());
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
     let guard = eventually(Duration::from_secs(5), "the guard", || {
         procs::children_of(locker.id() as i32).first().copied()
@@ -144,16 +109,16 @@ fn a_stopped_guard_does_not_keep_the_job_alive_past_the_lock() {
     let t0 = Instant::now();
     let mut gone_at = None;
     let freed = loop {
-        if gone_at.is_none() && sleepers(&inner).is_empty() {
+        if gone_at.is_none() && procs::sleepers(&inner).is_empty() {
             gone_at = Some(t0.elapsed());
         }
-        if !is_locked(&url, &k) {
+        if !procs::is_locked(&url, &k) {
             break t0.elapsed();
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "never freed");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let still = sleepers(&inner);
+    let still = procs::sleepers(&inner);
     eprintln!("FIGURES stopped guard: job gone after {gone_at:?}, lock free after {freed:?}");
     assert!(
         still.is_empty() && gone_at.is_some(),
@@ -174,7 +139,7 @@ fn stopping_lockers_whole_group_does_not_keep_the_job_alive_past_the_lock() {
     let c = Cluster::start(1);
     let url = c.url(1);
     let k = format!("cli/group-stop/{}", procs::wall_ns());
-    let inner = unique_sleep();
+    let inner = procs::unique_sleep(5_000);
     let mut locker = Command::new(bin("locker"))
         .env_remove("LOCKER_ENDPOINTS")
         .arg("--endpoints")
@@ -197,23 +162,23 @@ fn stopping_lockers_whole_group_does_not_keep_the_job_alive_past_the_lock() {
     let _cleanup = Cleanup(pgid, inner.clone());
     let _resume = Resume(pgid);
     eventually(Duration::from_secs(15), "the job's sleep", || {
-        (sleepers(&inner).len() == 1).then_some(())
+        (procs::sleepers(&inner).len() == 1).then_some(())
     });
     // SAFETY: kill(2) of our child's process group.
     unsafe { libc::kill(-pgid, libc::SIGSTOP) };
     let t0 = Instant::now();
     let mut gone_at = None;
     let freed = loop {
-        if gone_at.is_none() && sleepers(&inner).is_empty() {
+        if gone_at.is_none() && procs::sleepers(&inner).is_empty() {
             gone_at = Some(t0.elapsed());
         }
-        if !is_locked(&url, &k) {
+        if !procs::is_locked(&url, &k) {
             break t0.elapsed();
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "never freed");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let still = sleepers(&inner);
+    let still = procs::sleepers(&inner);
     eprintln!("FIGURES group stop: job gone after {gone_at:?}, lock free after {freed:?}");
     assert!(
         still.is_empty() && gone_at.is_some(),
