@@ -10,7 +10,8 @@ wire_enum! {
     /// Every error code a node answers with. Each has exactly one HTTP status
     /// ([`ErrorCode::http_status`]).
     pub enum ErrorCode {
-        /// 400: empty, too long, or not percent-encoded UTF-8 key or prefix.
+        /// 400: empty, too long, or not percent-encoded UTF-8 key or prefix, or
+        /// a key with a line break (see [`crate::limits::key_problem`]).
         InvalidKey = "INVALID_KEY",
         /// 400: an owner hash that does not parse, or names another key.
         InvalidOwnerHash = "INVALID_OWNER_HASH",
@@ -22,7 +23,8 @@ wire_enum! {
         InvalidWait = "INVALID_WAIT",
         /// 400: a list `limit` out of range.
         InvalidLimit = "INVALID_LIMIT",
-        /// 400: a trace over 1024 bytes.
+        /// 400: a trace over 1024 bytes, with a line break, or one that would
+        /// make the owner hash the node builds ambiguous (`x@h/1.2.3`).
         InvalidTrace = "INVALID_TRACE",
         /// 400: a keep-alive `info` over 16 KiB.
         InvalidInfo = "INVALID_INFO",

@@ -5,6 +5,8 @@
 
 use std::ops::RangeInclusive;
 
+use crate::hashes::is_line_terminator;
+
 /// A key is 1 to this many bytes of UTF-8 (`INVALID_KEY`). A list prefix and
 /// a process hash may not be longer either.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -33,11 +35,16 @@ pub const LIST_LIMIT: RangeInclusive<usize> = 1..=10_000;
 /// The list `limit` when the query names none.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
-/// Why a key is refused, or `None` when it is a valid key (1..=1024 bytes).
+/// Why a key is refused, or `None` when it is a valid key: 1..=1024 bytes
+/// without a line break (`\n`, `\r`, U+2028, U+2029). A key with a line
+/// break has no owner hash that parses (see [`crate::hashes`]), so a lock on
+/// it could never be extended or released by its owner: it is refused up
+/// front, by every route that takes a key.
 ///
 /// ```
 /// assert!(locker_proto::limits::key_problem("jobs/report").is_none());
 /// assert!(locker_proto::limits::key_problem("").is_some());
+/// assert!(locker_proto::limits::key_problem("a\nb").is_some());
 /// ```
 pub fn key_problem(key: &str) -> Option<String> {
     if key.is_empty() {
@@ -47,6 +54,38 @@ pub fn key_problem(key: &str) -> Option<String> {
         return Some(format!(
             "the key is {} bytes; at most {MAX_KEY_BYTES} are allowed",
             key.len()
+        ));
+    }
+    if key.contains(is_line_terminator) {
+        return Some(format!(
+            "the key {key:?} contains a line break, which an owner hash cannot carry"
+        ));
+    }
+    None
+}
+
+/// Why a trace is refused (`INVALID_TRACE`), or `None`: at most 1024 bytes
+/// without a line break, for the same reason as [`key_problem`]: a trace
+/// travels at the end of an owner hash, where a line break does not parse.
+///
+/// A trace can still make an owner hash ambiguous (`x@h/1.2.3` looks like
+/// the end of one); [`crate::make_owner_hash`] refuses those, since whether
+/// it is ambiguous depends on the whole hash.
+///
+/// ```
+/// assert!(locker_proto::limits::trace_problem("req-9").is_none());
+/// assert!(locker_proto::limits::trace_problem("a\rb").is_some());
+/// ```
+pub fn trace_problem(trace: &str) -> Option<String> {
+    if trace.len() > MAX_TRACE_BYTES {
+        return Some(format!(
+            "the trace is {} bytes; at most {MAX_TRACE_BYTES} are allowed",
+            trace.len()
+        ));
+    }
+    if trace.contains(is_line_terminator) {
+        return Some(format!(
+            "the trace {trace:?} contains a line break, which an owner hash cannot carry"
         ));
     }
     None
@@ -74,5 +113,21 @@ mod tests {
         // Bytes, not chars: 512 two-byte chars fit, 513 do not.
         assert!(key_problem(&"é".repeat(512)).is_none());
         assert!(key_problem(&"é".repeat(513)).is_some());
+    }
+
+    #[test]
+    fn line_breaks_are_refused_in_keys_and_traces() {
+        for lt in ["\n", "\r", "\u{2028}", "\u{2029}"] {
+            assert!(key_problem(&format!("a{lt}b")).is_some(), "{lt:?}");
+            assert!(trace_problem(&format!("a{lt}b")).is_some(), "{lt:?}");
+        }
+        // What the owner-hash pattern's `.` matches stays allowed.
+        for ok in ["a b", "a\tb", "é", "a@b", "a#b", "a/b.c"] {
+            assert!(key_problem(ok).is_none(), "{ok:?}");
+            assert!(trace_problem(ok).is_none(), "{ok:?}");
+        }
+        assert!(trace_problem("").is_none());
+        assert!(trace_problem(&"t".repeat(MAX_TRACE_BYTES)).is_none());
+        assert!(trace_problem(&"t".repeat(MAX_TRACE_BYTES + 1)).is_some());
     }
 }
