@@ -10,9 +10,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing test dependencies"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # iproute2 + iptables: network namespaces and partitions for the fault tests;
-  # curl: the README walkthrough test; procps: pgrep/pkill.
+  # curl: the README walkthrough test; procps: pgrep/pkill; prometheus:
+  # `promtool check metrics` on a node's /metrics page (tests/api_metrics.rs).
   need=()
-  for pkg in iproute2 iptables curl procps; do
+  for pkg in iproute2 iptables curl procps prometheus; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -103,6 +103,7 @@ impl Node {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
+        let metrics = Metrics::new(&flusher.stats);
         let node = Arc::new(Node {
             id: cfg.id,
             own_process_hash: format!("{host}/{}.{nanos}", std::process::id()),
@@ -113,7 +114,7 @@ impl Node {
             wall,
             leader: watch::channel(None).0,
             http,
-            metrics: Metrics::default(),
+            metrics,
             waiters: Waiters::default(),
             owner_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
@@ -245,7 +246,7 @@ impl Node {
             } else if !is_leader && led_term.is_some() {
                 led_term = None;
                 self.leader.send_replace(None);
-                self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                self.metrics.leader_changes.inc();
                 tracing::info!(term, "no longer the leader");
             }
             if metrics.changed().await.is_err() {
@@ -265,7 +266,7 @@ impl Node {
             ready: false,
         };
         self.leader.send_replace(Some(lt.clone()));
-        self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.leader_changes.inc();
         tracing::info!(term, "became leader; committing the takeover marker");
         let node = self.clone();
         tokio::spawn(async move {

@@ -2,7 +2,6 @@
 //! leader (writes and linearizable reads) to it, and answers 503 within a
 //! bounded time when there is none.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -212,7 +211,7 @@ async fn forward(
     body: Bytes,
     client_addr: &str,
 ) -> Result<Response, String> {
-    node.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+    node.metrics.forwarded.inc();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // Raw, unvalidated input: the leader refuses a wait over the maximum, so
     // cap it here and add without overflow (u64::MAX used to panic).

@@ -1,7 +1,6 @@
 //! Lock routes: acquire (optionally waiting), extend, release, read, list,
 //! and the owner-hash status query.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,7 +183,7 @@ async fn acquire_waiting(
             _ = tokio::time::sleep_until(wake) => {}
             _ = stopping.wait_for(|s| *s) => return Err(shutting_down()),
         }
-        node.metrics.waiter_wakeups.fetch_add(1, Ordering::Relaxed);
+        node.metrics.waiter_wakeups.inc();
     }
     match last {
         Some(o) => Ok(o),
@@ -243,7 +242,7 @@ async fn give_up_behind(
             _ = key_changed => {}
             _ = tokio::time::sleep_until(until) => {}
         }
-        node.metrics.waiter_wakeups.fetch_add(1, Ordering::Relaxed);
+        node.metrics.waiter_wakeups.inc();
     }
 }
 

@@ -99,7 +99,7 @@ async fn observe(State(node): State<Arc<Node>>, mut req: Request, next: Next) ->
             id
         }
     };
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -1,7 +1,6 @@
 //! Operator routes: liveness, readiness, metrics.
 
 use openraft::async_runtime::WatchReceiver;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,6 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::answers::{DigestAnswer, ReadyAnswer};
+use crate::metrics::{RaftView, TableView};
 use crate::node::{LeaderHint, Node};
 
 /// Liveness: 200 while the process runs and its Raft core has not stopped
@@ -93,99 +93,76 @@ pub async fn digest(State(node): State<Arc<Node>>) -> Json<DigestAnswer> {
 /// Prometheus metrics in text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let m = node.raft.metrics().borrow_watched().clone();
-    let (live_locks, live_processes, lock_records, process_records) = {
-        let r = node.replica.read();
-        let at = node.leader_now().unwrap_or_else(|| r.table.now());
-        (
-            r.table.live_lock_count(at),
-            r.table.live_process_count(at),
-            r.table.lock_records(),
-            r.table.process_records(),
-        )
-    };
-    let fs = &node.flusher.stats;
-    let idx = |l: &Option<crate::types::LogId>| l.as_ref().map_or(0, |l| l.index) as f64;
-    let gauges = [
-        (
-            "locker_raft_term",
-            "Current Raft term.",
-            m.current_term as f64,
-        ),
-        (
-            "locker_raft_is_leader",
-            "1 if this node is the leader.",
-            f64::from(u8::from(m.current_leader == Some(node.id))),
-        ),
-        (
-            "locker_raft_leader_id",
-            "Id of the known leader (0 if none).",
-            m.current_leader.unwrap_or(0) as f64,
-        ),
-        (
-            "locker_raft_last_log_index",
-            "Last log index on this node.",
-            m.last_log_index.unwrap_or(0) as f64,
-        ),
-        (
-            "locker_raft_commit_index",
-            "Committed log index known to this node.",
-            idx(&m.local_committed),
-        ),
-        (
-            "locker_raft_applied_index",
-            "Last applied log index.",
-            idx(&m.last_applied),
-        ),
-        (
-            "locker_raft_snapshot_index",
-            "Index of the last snapshot.",
-            idx(&m.snapshot),
-        ),
-        (
-            "locker_live_locks",
-            "Live locks at the current time.",
-            live_locks as f64,
-        ),
-        (
-            "locker_live_processes",
-            "Live processes at the current time.",
-            live_processes as f64,
-        ),
-        (
-            "locker_lock_records",
-            "Lock records, including expired ones not yet swept.",
-            lock_records as f64,
-        ),
-        (
-            "locker_process_records",
-            "Process records, including dead ones not yet swept.",
-            process_records as f64,
-        ),
-        (
-            "locker_waiters",
-            "Blocking acquires waiting on this node.",
-            node.waiters.len() as f64,
-        ),
-        (
-            "locker_storage_fsyncs_total",
-            "fsyncs of the data directory.",
-            fs.fsyncs.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "locker_storage_entries_flushed_total",
-            "Log entries made durable.",
-            fs.entries.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "locker_storage_fsync_seconds_total",
-            "Time spent in fsync.",
-            fs.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        ),
-    ];
+    node.metrics.set_raft(raft_view(&node));
+    // The live counts scan the table: off the async workers, in slices.
+    let counting = node.clone();
+    match tokio::task::spawn_blocking(move || table_view(&counting)).await {
+        Ok(view) => node.metrics.set_table(view),
+        // Keep the previous values; the scan panicking is a bug to log.
+        Err(e) => tracing::error!(error = %e, "counting live records failed"),
+    }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(&gauges),
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        node.metrics.render(),
     )
         .into_response()
+}
+
+/// Raft's current view of this node.
+fn raft_view(node: &Node) -> RaftView {
+    let m = node.raft.metrics().borrow_watched().clone();
+    let idx = |l: &Option<crate::types::LogId>| l.as_ref().map_or(0, |l| l.index);
+    RaftView {
+        term: m.current_term,
+        is_leader: m.current_leader == Some(node.id),
+        leader_id: m.current_leader.unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        commit_index: idx(&m.local_committed),
+        applied_index: idx(&m.last_applied),
+        snapshot_index: idx(&m.snapshot),
+    }
+}
+
+/// Records looked at per hold of the table's read lock while counting:
+/// applying commands waits for the write lock, so no hold may be long.
+const COUNT_SLICE: usize = 4096;
+
+/// The table and waiter gauges. The live counts are a scan (liveness depends
+/// on the time asked), done in slices that each take the read lock afresh;
+/// records written between slices may be counted or not, as for any gauge.
+fn table_view(node: &Node) -> TableView {
+    let at = {
+        let r = node.replica.read();
+        node.leader_now().unwrap_or_else(|| r.table.now())
+    };
+    let live_locks = count_in_slices(|after| {
+        let r = node.replica.read();
+        r.table.live_locks_in_slice(after, COUNT_SLICE, at)
+    });
+    let live_processes = count_in_slices(|after| {
+        let r = node.replica.read();
+        r.table.live_processes_in_slice(after, COUNT_SLICE, at)
+    });
+    let r = node.replica.read();
+    TableView {
+        live_locks,
+        live_processes,
+        lock_records: r.table.lock_records() as u64,
+        process_records: r.table.process_records() as u64,
+        waiters: node.waiters.len() as u64,
+    }
+}
+
+/// Sums `slice` over the whole table, each call resuming after the last key.
+fn count_in_slices(mut slice: impl FnMut(Option<&str>) -> (usize, Option<String>)) -> u64 {
+    let mut total = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let (n, last) = slice(after.as_deref());
+        total += n as u64;
+        match last {
+            Some(k) => after = Some(k),
+            None => return total,
+        }
+    }
 }

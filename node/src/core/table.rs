@@ -243,17 +243,26 @@ impl LockTable {
             .collect()
     }
 
-    /// Number of live locks at `at` (a scan: for metrics, not hot paths).
-    pub fn live_lock_count(&self, at: u64) -> usize {
-        self.locks.values().filter(|l| self.is_live(l, at)).count()
+    /// Live locks at `at` among the next `budget` lock records after key
+    /// `after`, and the last key looked at (`None` at the end). Counting in
+    /// slices lets the metrics page release the table between them.
+    pub fn live_locks_in_slice(
+        &self,
+        after: Option<&str>,
+        budget: usize,
+        at: u64,
+    ) -> (usize, Option<String>) {
+        count_slice(&self.locks, after, budget, |l| self.is_live(l, at))
     }
 
-    /// Number of live processes at `at`.
-    pub fn live_process_count(&self, at: u64) -> usize {
-        self.processes
-            .values()
-            .filter(|p| at < p.alive_until)
-            .count()
+    /// Live processes at `at`, in slices as [`Self::live_locks_in_slice`].
+    pub fn live_processes_in_slice(
+        &self,
+        after: Option<&str>,
+        budget: usize,
+        at: u64,
+    ) -> (usize, Option<String>) {
+        count_slice(&self.processes, after, budget, |p| at < p.alive_until)
     }
 
     /// The seed's owner-hash status, judged at `at`.
@@ -642,5 +651,55 @@ impl Tx<'_> {
             self.put_lock(l);
         }
         Outcome::status_only(Status::Success)
+    }
+}
+
+/// How many of the next `budget` values after key `after` pass `live`, and
+/// the last key looked at (`None` once the map is exhausted).
+fn count_slice<V>(
+    map: &BTreeMap<String, V>,
+    after: Option<&str>,
+    budget: usize,
+    live: impl Fn(&V) -> bool,
+) -> (usize, Option<String>) {
+    let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+    let mut count = 0;
+    let mut last = None;
+    let range = map.range::<str, _>((start, std::ops::Bound::Unbounded));
+    for (seen, (k, v)) in range.enumerate() {
+        if seen == budget {
+            return (count, last.map(str::to_string));
+        }
+        count += usize::from(live(v));
+        last = Some(k.as_str());
+    }
+    (count, None)
+}
+
+#[cfg(test)]
+mod slice_tests {
+    use super::count_slice;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn slices_cover_every_record_once() {
+        let map: BTreeMap<String, u32> = (0..10).map(|i| (format!("k{i:02}"), i)).collect();
+        let mut after: Option<String> = None;
+        let (mut total, mut calls) = (0, 0);
+        loop {
+            let (n, last) = count_slice(&map, after.as_deref(), 3, |v| v % 2 == 0);
+            total += n;
+            calls += 1;
+            match last {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!((total, calls), (5, 4));
+        assert_eq!(count_slice(&map, None, 100, |_| true), (10, None));
+        assert_eq!(
+            count_slice(&BTreeMap::<String, u32>::new(), None, 3, |_| true),
+            (0, None)
+        );
     }
 }
