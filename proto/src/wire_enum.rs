@@ -19,8 +19,9 @@ macro_rules! wire_enum {
             /// Every variant, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            /// The wire spelling.
-            pub fn as_str(self) -> &'static str {
+            /// The wire spelling (`const`, so other crates can name it in
+            /// their own constants, e.g. a history file's status words).
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $( $name::$variant => $wire, )+
                 }
