@@ -1,13 +1,15 @@
 //! The raw HTTP API with endpoint failover.
 
 use crate::types::{
-    ApiErrorBody, ClusterInfo, KeepaliveResponse, LockData, LockListResponse, LockReadResponse,
-    LockResponse, LockStatus, OwnerStatusResponse,
+    ClusterInfo, ErrorAnswer, KeepaliveResponse, ListAnswer, LockData, LockResponse,
+    OwnerStatusResponse, ProcessStatus, ReadAnswer, StatusAnswer,
 };
 use crate::Error;
+use locker_proto::{AcquireRequest, ExtendRequest, KeepaliveRequest, ReleaseRequest};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -87,27 +89,6 @@ pub fn parse_endpoints(s: &str) -> Result<Vec<String>, Error> {
         return Err(Error::Config(format!("no endpoint in {s:?}")));
     }
     Ok(out)
-}
-
-/// The body of an acquire request.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct AcquireRequest {
-    /// Our owner hash. When absent, [`Client::acquire`] makes one for the
-    /// call (not the server: each retry would then get a new one).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner_hash: Option<String>,
-    /// The process the lock lives with; absent: the lock lives by its TTL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process_hash: Option<String>,
-    /// A trace to keep in the lock record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace: Option<String>,
-    /// The lock TTL (server default 300 000).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-    /// How long the server may queue us while someone else holds the lock.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait_ms: Option<u64>,
 }
 
 /// The HTTP API of a Locker cluster, one method per route, with failover: on
@@ -205,7 +186,10 @@ impl Client {
     }
 
     /// Sends one request with failover and returns the HTTP status and JSON
-    /// body of the first usable answer (2xx, 404 or 409 with a body).
+    /// body of the first usable answer: a 2xx, or a 4xx whose body is not
+    /// the error body (a lock status such as 404 `NO_KEY`, which the route's
+    /// decoder checks against the HTTP status). A 4xx with the error body is
+    /// [`Error::Api`]; a 5xx is retried.
     ///
     /// `extra_ms` lengthens each attempt's timeout (for `wait_ms`); `budget`
     /// overrides `failover_timeout_ms`.
@@ -321,7 +305,7 @@ impl Client {
             }
         };
         if status.is_server_error() {
-            let detail = serde_json::from_slice::<ApiErrorBody>(&bytes)
+            let detail = serde_json::from_slice::<ErrorAnswer>(&bytes)
                 .map(|b| format!("{} {}", b.error.code, b.error.message))
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
             return Attempt::Retry {
@@ -338,29 +322,26 @@ impl Client {
                 })
             }
         };
-        if status.is_success() || value.get("status").is_some() || value.get("locked").is_some() {
+        // An answer is told from a refusal by the HTTP status and the typed
+        // body, never by looking for fields: a 2xx is the route's answer; a
+        // 4xx carrying the error body is a refusal; any other 4xx goes to the
+        // route's decoder, which accepts it only as a status answer whose
+        // status belongs to that HTTP status (404 NO_KEY, 409 held).
+        if status.is_success() {
             return Attempt::Done(status.as_u16(), value);
         }
-        match serde_json::from_value::<ApiErrorBody>(value.clone()) {
+        match ErrorAnswer::deserialize(&value) {
             Ok(b) => Attempt::Fatal(Error::Api {
                 http_status: status.as_u16(),
                 code: b.error.code,
                 message: b.error.message,
             }),
-            Err(_) => Attempt::Fatal(Error::Protocol {
-                endpoint: endpoint.to_string(),
-                detail: format!("HTTP {} with unexpected body {value}", status.as_u16()),
-            }),
+            Err(_) => Attempt::Done(status.as_u16(), value),
         }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, path: &str, v: Value) -> Result<T, Error> {
-        serde_json::from_value(v.clone()).map_err(|e| Error::Protocol {
-            endpoint: path.to_string(),
-            detail: format!("cannot decode {v}: {e}"),
-        })
-    }
-
+    /// Sends a lock operation and decodes its answer, whose status must be
+    /// the one its HTTP status carries (200 SUCCESS, 404 NO_KEY, 409 held).
     async fn lock_op(
         &self,
         path: &str,
@@ -371,13 +352,11 @@ impl Client {
         let (status, v) = self
             .call(Method::POST, path, Some(body), extra_ms, budget)
             .await?;
-        if !(status == 200 || status == 404 || status == 409) {
-            return Err(Error::Protocol {
-                endpoint: path.to_string(),
-                detail: format!("unexpected HTTP {status}: {v}"),
-            });
+        let r: LockResponse = decode(path, &v)?;
+        if r.status.http_status() != status {
+            return Err(unexpected(path, status, &v));
         }
-        self.decode(path, v)
+        Ok(r)
     }
 
     /// `PUT /v1/processes/{process_hash}`: creates or refreshes a process.
@@ -399,19 +378,19 @@ impl Client {
         budget: Option<Duration>,
     ) -> Result<KeepaliveResponse, Error> {
         let path = format!("/v1/processes/{}", encode_segment(process_hash));
-        let mut body = serde_json::json!({ "ttl_ms": ttl_ms });
-        if let Some(i) = info {
-            body["info"] = i.clone();
-        }
-        let (_, v) = self
+        let body = to_body(&KeepaliveRequest {
+            ttl_ms: Some(ttl_ms),
+            info: info.cloned(),
+        })?;
+        let (status, v) = self
             .call(Method::PUT, &path, Some(&body), 0, budget)
             .await?;
-        self.decode(&path, v)
+        decode_ok(&path, status, &v)
     }
 
     /// `DELETE /v1/processes/{process_hash}`: ends a process and frees all its
     /// locks at once. `SUCCESS` or `NO_KEY`.
-    pub async fn end_process(&self, process_hash: &str) -> Result<LockStatus, Error> {
+    pub async fn end_process(&self, process_hash: &str) -> Result<ProcessStatus, Error> {
         self.end_process_within(process_hash, None).await
     }
 
@@ -419,14 +398,20 @@ impl Client {
         &self,
         process_hash: &str,
         budget: Option<Duration>,
-    ) -> Result<LockStatus, Error> {
+    ) -> Result<ProcessStatus, Error> {
         let path = format!("/v1/processes/{}", encode_segment(process_hash));
-        let (_, v) = self.call(Method::DELETE, &path, None, 0, budget).await?;
-        let r: LockResponse = self.decode(&path, v)?;
+        let (status, v) = self.call(Method::DELETE, &path, None, 0, budget).await?;
+        let r: StatusAnswer = decode(&path, &v)?;
+        if r.status.http_status() != status {
+            return Err(unexpected(&path, status, &v));
+        }
         Ok(r.status)
     }
 
-    /// `POST /v1/locks/{key}/acquire`.
+    /// `POST /v1/locks/{key}/acquire`. Without an owner hash in `req`, one
+    /// is made here for the call (not by the node: each retry would then
+    /// get a new one); a key or trace no owner hash can carry is refused
+    /// with [`Error::Config`] before anything is sent.
     pub async fn acquire(&self, key: &str, req: &AcquireRequest) -> Result<LockResponse, Error> {
         let path = format!("/v1/locks/{}/acquire", encode_segment(key));
         // One owner hash for every try: a try whose answer was lost (a
@@ -435,14 +420,16 @@ impl Client {
         // is refused while the first holds the lock for nobody.
         let mut req = req.clone();
         if req.owner_hash.is_none() {
-            req.owner_hash = Some(crate::hash::make_owner_hash(
+            let owner = crate::hash::make_owner_hash(
                 key,
                 &crate::hash::new_process_hash(),
                 crate::hash::next_seq(),
                 req.trace.as_deref(),
-            ));
+            )
+            .map_err(|e| Error::Config(e.to_string()))?;
+            req.owner_hash = Some(owner);
         }
-        let body = serde_json::to_value(&req).map_err(|e| Error::Config(e.to_string()))?;
+        let body = to_body(&req)?;
         let wait = req.wait_ms.unwrap_or(0);
         // A waiting acquire may legitimately take `wait_ms`: widen the budget
         // so failover does not give up on a request that is simply queued.
@@ -479,10 +466,10 @@ impl Client {
         budget: Option<Duration>,
     ) -> Result<LockResponse, Error> {
         let path = format!("/v1/locks/{}/extend", encode_segment(key));
-        let mut body = serde_json::json!({ "owner_hash": owner_hash });
-        if let Some(t) = ttl_ms {
-            body["ttl_ms"] = t.into();
-        }
+        let body = to_body(&ExtendRequest {
+            owner_hash: owner_hash.to_string(),
+            ttl_ms,
+        })?;
         self.lock_op(&path, &body, 0, budget).await
     }
 
@@ -498,7 +485,9 @@ impl Client {
         budget: Option<Duration>,
     ) -> Result<LockResponse, Error> {
         let path = format!("/v1/locks/{}/release", encode_segment(key));
-        let body = serde_json::json!({ "owner_hash": owner_hash });
+        let body = to_body(&ReleaseRequest {
+            owner_hash: owner_hash.to_string(),
+        })?;
         self.lock_op(&path, &body, 0, budget).await
     }
 
@@ -513,8 +502,8 @@ impl Client {
         budget: Option<Duration>,
     ) -> Result<Option<LockData>, Error> {
         let path = format!("/v1/locks/{}", encode_segment(key));
-        let (_, v) = self.call(Method::GET, &path, None, 0, budget).await?;
-        let r: LockReadResponse = self.decode(&path, v)?;
+        let (status, v) = self.call(Method::GET, &path, None, 0, budget).await?;
+        let r: ReadAnswer = decode_ok(&path, status, &v)?;
         Ok(if r.locked { r.lock } else { None })
     }
 
@@ -533,35 +522,66 @@ impl Client {
         if let Some(l) = limit {
             path.push_str(&format!("{sep}limit={l}"));
         }
-        let (_, v) = self.call(Method::GET, &path, None, 0, None).await?;
-        let r: LockListResponse = self.decode(&path, v)?;
+        let (status, v) = self.call(Method::GET, &path, None, 0, None).await?;
+        let r: ListAnswer = decode_ok(&path, status, &v)?;
         Ok(r.locks)
     }
 
     /// `GET /v1/owners/{owner_hash}`.
     pub async fn owner_status(&self, owner_hash: &str) -> Result<OwnerStatusResponse, Error> {
         let path = format!("/v1/owners/{}", encode_segment(owner_hash));
-        let (_, v) = self.call(Method::GET, &path, None, 0, None).await?;
-        self.decode(&path, v)
+        let (status, v) = self.call(Method::GET, &path, None, 0, None).await?;
+        decode_ok(&path, status, &v)
     }
 
     /// `GET /v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterInfo, Error> {
-        let v = self.get_json("/v1/cluster").await?;
-        self.decode("/v1/cluster", v)
+        let (status, v) = self.call(Method::GET, "/v1/cluster", None, 0, None).await?;
+        decode_ok("/v1/cluster", status, &v)
     }
 
     /// GET any path and return the JSON body as is (for tools).
     pub async fn get_json(&self, path: &str) -> Result<Value, Error> {
         let (status, v) = self.call(Method::GET, path, None, 0, None).await?;
-        if StatusCode::from_u16(status).is_ok_and(|s| s.is_success()) {
+        if is_success(status) {
             Ok(v)
         } else {
-            Err(Error::Protocol {
-                endpoint: path.to_string(),
-                detail: format!("unexpected HTTP {status}: {v}"),
-            })
+            Err(unexpected(path, status, &v))
         }
+    }
+}
+
+fn is_success(status: u16) -> bool {
+    StatusCode::from_u16(status).is_ok_and(|s| s.is_success())
+}
+
+/// A request body as JSON (the proto request types always serialise).
+fn to_body<T: Serialize>(req: &T) -> Result<Value, Error> {
+    serde_json::to_value(req).map_err(|e| Error::Config(format!("cannot encode the request: {e}")))
+}
+
+/// Decodes an answer body as the route's proto type: a body that does not
+/// fit (a missing fencing token, an unknown status) is a protocol error,
+/// never a default value.
+fn decode<T: DeserializeOwned>(path: &str, v: &Value) -> Result<T, Error> {
+    T::deserialize(v).map_err(|e| Error::Protocol {
+        endpoint: path.to_string(),
+        detail: format!("cannot decode {v}: {e}"),
+    })
+}
+
+/// Decodes the answer of a route whose only answer is a 2xx.
+fn decode_ok<T: DeserializeOwned>(path: &str, status: u16, v: &Value) -> Result<T, Error> {
+    if !is_success(status) {
+        return Err(unexpected(path, status, v));
+    }
+    decode(path, v)
+}
+
+fn unexpected(path: &str, status: u16, v: &Value) -> Error {
+    Error::Protocol {
+        endpoint: path.to_string(),
+        detail: format!("unexpected HTTP {status}: {v}"),
     }
 }
 
@@ -608,7 +628,29 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{FakeReply, FakeServer};
+    use crate::testutil::{refuse, reply, FakePeer};
+    use crate::types::{ErrorCode, LockStatus, ReadAnswer};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+
+    /// A peer whose every read answers "unlocked".
+    async fn unlocked_peer() -> FakePeer {
+        let free = ReadAnswer {
+            locked: false,
+            lock: None,
+        };
+        FakePeer::serve(Router::new().route(
+            "/v1/locks/{key}",
+            get(move || async move { reply(200, &free) }),
+        ))
+        .await
+    }
+
+    /// A peer that refuses every request with `code`.
+    async fn refusing_peer(code: ErrorCode) -> FakePeer {
+        FakePeer::serve(Router::new().fallback(move || async move { refuse(code, "scripted") }))
+            .await
+    }
 
     fn client(endpoints: Vec<String>, failover_ms: u64) -> Client {
         Client::new(ClientOptions {
@@ -629,8 +671,8 @@ mod tests {
 
     #[tokio::test]
     async fn fails_over_from_a_dead_endpoint() {
-        let dead = FakeServer::dead_url().await;
-        let srv = FakeServer::start(|_req| FakeReply::json(200, r#"{"locked":false}"#)).await;
+        let dead = FakePeer::dead_url().await;
+        let srv = unlocked_peer().await;
         let c = client(vec![dead, srv.url()], 5_000);
         assert_eq!(c.read_lock("k").await.expect("read"), None);
         // The working node is now preferred: the next call goes there first.
@@ -640,19 +682,23 @@ mod tests {
 
     #[tokio::test]
     async fn retries_503_on_another_node() {
-        let no_leader = FakeServer::start(|_req| {
-            FakeReply::json(
-                503,
-                r#"{"error":{"code":"NO_LEADER","message":"election"}}"#,
-            )
-            .header("Retry-After", "1")
-        })
-        .await;
-        let ok = FakeServer::start(|req| {
-            assert_eq!(req.method, "POST");
-            assert_eq!(req.path, "/v1/locks/a%2Fb/release");
-            FakeReply::json(404, r#"{"status":"NO_KEY","lock":null}"#)
-        })
+        let no_leader = refusing_peer(ErrorCode::NoLeader).await;
+        // The path's key arrives decoded: "a/b" was one escaped segment.
+        let ok = FakePeer::serve(Router::new().route(
+            "/v1/locks/{key}/release",
+            post(
+                |axum::extract::Path(key): axum::extract::Path<String>,
+                 Json(body): Json<ReleaseRequest>| async move {
+                    assert_eq!(key, "a/b");
+                    assert_eq!(body.owner_hash, "a/b@h/1.2.3");
+                    let answer = LockResponse {
+                        status: LockStatus::NoKey,
+                        lock: None,
+                    };
+                    reply(404, &answer)
+                },
+            ),
+        ))
         .await;
         let c = client(vec![no_leader.url(), ok.url()], 5_000);
         let r = c.release("a/b", "a/b@h/1.2.3").await.expect("release");
@@ -662,11 +708,7 @@ mod tests {
 
     #[tokio::test]
     async fn gives_up_within_the_budget() {
-        let srv = FakeServer::start(|_req| {
-            FakeReply::json(503, r#"{"error":{"code":"NO_LEADER","message":"x"}}"#)
-                .header("Retry-After", "1")
-        })
-        .await;
+        let srv = refusing_peer(ErrorCode::NoLeader).await;
         let c = client(vec![srv.url()], 700);
         let t = Instant::now();
         let e = c.read_lock("k").await.expect_err("must fail");
@@ -679,40 +721,49 @@ mod tests {
 
     #[tokio::test]
     async fn four_hundreds_are_not_retried() {
-        let srv = FakeServer::start(|_req| {
-            FakeReply::json(
-                400,
-                r#"{"error":{"code":"INVALID_KEY","message":"empty key"}}"#,
-            )
-        })
-        .await;
+        let srv = refusing_peer(ErrorCode::InvalidKey).await;
         let c = client(vec![srv.url()], 5_000);
         match c.read_lock("").await {
             Err(Error::Api {
                 http_status, code, ..
             }) => {
                 assert_eq!(http_status, 400);
-                assert_eq!(code, "INVALID_KEY");
+                assert_eq!(code, ErrorCode::InvalidKey);
             }
             other => panic!("expected Api error, got {other:?}"),
         }
         assert_eq!(srv.hits(), 1);
     }
 
+    fn holder(token: u64) -> LockData {
+        LockData {
+            key: "k".into(),
+            owner_hash: "k@other/1.2.3".into(),
+            process_hash: Some("other/1.2".into()),
+            trace: None,
+            acquired_at: 1,
+            extended_at: 1,
+            expires_at: 2,
+            ttl_ms: 1,
+            fencing_token: token,
+        }
+    }
+
     #[tokio::test]
     async fn conflict_answers_carry_the_holder() {
-        let srv = FakeServer::start(|req| {
-            let body: Value = serde_json::from_str(&req.body).expect("json body");
-            assert_eq!(body["owner_hash"], "k@me/1.2.3");
-            assert_eq!(body["process_hash"], "me/1.2");
-            assert!(body.get("wait_ms").is_none(), "absent options are omitted");
-            FakeReply::json(
-                409,
-                r#"{"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":{"key":"k","owner_hash":"k@other/1.2.3",
-                "process_hash":"other/1.2","trace":null,"acquired_at":1,"extended_at":1,
-                "expires_at":2,"ttl_ms":1,"fencing_token":5}}"#,
-            )
-        })
+        let srv = FakePeer::serve(Router::new().route(
+            "/v1/locks/{key}/acquire",
+            post(|Json(body): Json<Value>| async move {
+                assert_eq!(body["owner_hash"], "k@me/1.2.3");
+                assert_eq!(body["process_hash"], "me/1.2");
+                assert!(body.get("wait_ms").is_none(), "absent options are omitted");
+                let answer = LockResponse {
+                    status: LockStatus::SomeoneElseHoldsLock,
+                    lock: Some(holder(5)),
+                };
+                reply(409, &answer)
+            }),
+        ))
         .await;
         let c = client(vec![srv.url()], 5_000);
         let r = c
@@ -728,6 +779,96 @@ mod tests {
             .expect("acquire");
         assert_eq!(r.status, LockStatus::SomeoneElseHoldsLock);
         assert_eq!(r.lock.expect("holder").owner_hash, "k@other/1.2.3");
+    }
+
+    /// Regression: a lock answer without a fencing token used to read as
+    /// token 0 (every missing number defaulted to 0). It is a protocol
+    /// error, and it is not retried as if it were a refusal.
+    #[tokio::test]
+    async fn a_lock_answer_without_a_fencing_token_is_a_protocol_error() {
+        let srv = FakePeer::serve(Router::new().route(
+            "/v1/locks/{key}/acquire",
+            post(|| async {
+                let mut lock = serde_json::to_value(holder(5)).expect("json");
+                if let Some(o) = lock.as_object_mut() {
+                    o.remove("fencing_token");
+                }
+                reply(200, &serde_json::json!({"status": "SUCCESS", "lock": lock}))
+            }),
+        ))
+        .await;
+        let c = client(vec![srv.url()], 5_000);
+        match c.acquire("k", &AcquireRequest::default()).await {
+            Err(Error::Protocol { detail, .. }) => {
+                assert!(detail.contains("fencing_token"), "{detail}")
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert_eq!(srv.hits(), 1);
+    }
+
+    /// The HTTP status and the body's status must agree: a 409 claiming
+    /// SUCCESS, or a 200 with an error body, is not an answer.
+    #[tokio::test]
+    async fn a_status_that_does_not_match_its_http_status_is_refused() {
+        let srv = FakePeer::serve(
+            Router::new()
+                .route(
+                    "/v1/locks/{key}/extend",
+                    post(|| async {
+                        let answer = LockResponse {
+                            status: LockStatus::Success,
+                            lock: Some(holder(5)),
+                        };
+                        reply(409, &answer)
+                    }),
+                )
+                .route(
+                    "/v1/locks/{key}/release",
+                    post(|| async { reply(200, &ErrorAnswer::new(ErrorCode::NoLeader, "x")) }),
+                ),
+        )
+        .await;
+        let c = client(vec![srv.url()], 5_000);
+        let e = c
+            .extend("k", "k@me/1.2.3", None)
+            .await
+            .expect_err("409 SUCCESS");
+        assert!(matches!(e, Error::Protocol { .. }), "{e}");
+        let e = c
+            .release("k", "k@me/1.2.3")
+            .await
+            .expect_err("200 error body");
+        assert!(matches!(e, Error::Protocol { .. }), "{e}");
+    }
+
+    /// A 404 on a lock route is NO_KEY only with a lock answer: the error
+    /// body (no such route) is a refusal with its typed code.
+    #[tokio::test]
+    async fn a_missing_route_is_an_error_not_no_key() {
+        let srv = refusing_peer(ErrorCode::NotFound).await;
+        let c = client(vec![srv.url()], 5_000);
+        match c.release("k", "k@me/1.2.3").await {
+            Err(Error::Api {
+                http_status, code, ..
+            }) => {
+                assert_eq!(http_status, 404);
+                assert_eq!(code, ErrorCode::NotFound);
+            }
+            other => panic!("expected an Api error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_no_owner_hash_can_carry_is_refused_before_sending() {
+        let srv = unlocked_peer().await;
+        let c = client(vec![srv.url()], 5_000);
+        let e = c
+            .acquire("line\nbreak", &AcquireRequest::default())
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert_eq!(srv.hits(), 0);
     }
 
     #[test]
@@ -749,8 +890,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_endpoint_does_not_eat_the_budget() {
-        let hung = FakeServer::hung_url().await;
-        let srv = FakeServer::start(|_req| FakeReply::json(200, r#"{"locked":false}"#)).await;
+        let hung = FakePeer::hung_url().await;
+        let srv = unlocked_peer().await;
         let c = client(vec![hung, srv.url()], 2_000);
         let t = Instant::now();
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Errors.
 
-use crate::types::LockData;
+use crate::types::{ErrorCode, LockData};
 use std::fmt;
 use std::sync::Arc;
 
@@ -129,13 +129,14 @@ pub enum Error {
         /// The last failure.
         last: String,
     },
-    /// The cluster refused the request (a 4xx with an error body).
+    /// The cluster refused the request (a 4xx with an error body; its HTTP
+    /// status is the one `code` is answered with).
     #[error("the cluster refused the request: HTTP {http_status} {code}: {message}")]
     Api {
         /// HTTP status.
         http_status: u16,
-        /// The error code, e.g. `INVALID_KEY`.
-        code: String,
+        /// The error code, e.g. [`ErrorCode::InvalidKey`].
+        code: ErrorCode,
         /// Human text.
         message: String,
     },

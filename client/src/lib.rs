@@ -71,21 +71,27 @@ mod reporter;
 #[cfg(test)]
 mod testutil;
 
-pub use client::{parse_endpoints, AcquireRequest, Client, ClientOptions, DEFAULT_ENDPOINT};
+pub use client::{parse_endpoints, Client, ClientOptions, DEFAULT_ENDPOINT};
 pub use error::{DrainingSignal, Error, ErrorKind, LockError, LockerEvent, LostReason, MutexError};
 pub use fence::{safety_margin_ms, Clock, ManualClock, MonotonicClock};
 pub use hash::{
-    hostname, is_valid_process_hash, make_owner_hash, new_process_hash, parse_owner_hash,
-    OwnerHashParts,
+    hostname, is_valid_process_hash, make_owner_hash, make_process_hash, new_process_hash,
+    parse_owner_hash, OwnerHashError, OwnerHashParts,
 };
 pub use heartbeater::{Extender, Heartbeater};
 pub use locker::{
     AcquireOptions, AcquireResult, Acquired, ErrorStream, Locker, LockerOptions, LostLockPolicy,
     RunResult,
 };
+/// The wire vocabulary this client speaks (every body, status and error code).
+pub use locker_proto as proto;
+/// The body of an acquire request.
+pub use locker_proto::AcquireRequest;
 pub use types::{
-    ClusterInfo, ClusterMember, KeepaliveResponse, LockData, LockResponse, LockStatus,
-    OwnerHashStatus, OwnerStatusResponse,
+    ClusterAnswer, ClusterInfo, ClusterMember, ErrorAnswer, ErrorCode, ErrorDetail,
+    KeepaliveAnswer, KeepaliveResponse, ListAnswer, Lock, LockAnswer, LockData, LockOpStatus,
+    LockResponse, LockStatus, Member, OwnerAnswer, OwnerHashStatus, OwnerStatus,
+    OwnerStatusResponse, ProcessStatus, RaftState, ReadAnswer, StatusAnswer,
 };
 
 mod types;

@@ -1,6 +1,6 @@
 //! The [`Locker`]: the seed's API on top of a Locker cluster.
 
-use crate::client::{parse_endpoints, AcquireRequest, Client, ClientOptions, DEFAULT_ENDPOINT};
+use crate::client::{parse_endpoints, Client, ClientOptions, DEFAULT_ENDPOINT};
 use crate::error::{ErrorKind, LockerEvent, MutexError};
 use crate::fence::{default_clock, safety_margin_ms, Clock, ProcessView};
 use crate::hash::{make_owner_hash, next_seq, parse_owner_hash};
@@ -8,6 +8,7 @@ use crate::heartbeater::{Extender, Heartbeater, LockState};
 use crate::reporter::{Reporter, ReporterConfig};
 use crate::types::{LockData, LockResponse, LockStatus, OwnerHashStatus, OwnerStatusResponse};
 use crate::Error;
+use locker_proto::AcquireRequest;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -510,7 +511,10 @@ impl Locker {
         let mut rotations = 0;
         loop {
             let (rep, view) = self.live_process().await?;
-            let owner = make_owner_hash(key, &view.process_hash, next_seq(), opts.trace.as_deref());
+            // A key or trace no owner hash can carry (a line break, a trace
+            // that reads as another owner hash's end) is refused up front.
+            let owner = make_owner_hash(key, &view.process_hash, next_seq(), opts.trace.as_deref())
+                .map_err(|e| Error::Config(e.to_string()))?;
             let sent = self.inner.clock.now_ms();
             let resp = self
                 .inner

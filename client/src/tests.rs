@@ -1,9 +1,14 @@
 //! Unit tests of the Locker, Heartbeater and reporter against a scripted
-//! fake node (no cluster), with a manual clock where timing matters.
+//! fake peer (an axum router speaking the proto bodies; no cluster), with a
+//! manual clock where timing matters.
 
-use crate::testutil::{FakeReply, FakeRequest, FakeServer};
+use crate::testutil::{refuse, reply, FakePeer};
 use crate::*;
-use serde_json::{json, Value};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use locker_proto::{ExtendRequest, KeepaliveRequest, ReleaseRequest};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,96 +26,125 @@ struct FakeState {
     ended: Vec<String>,
 }
 
-fn lock_json(key: &str, owner: &str, process: Option<&str>, token: u64) -> Value {
-    json!({"key": key, "owner_hash": owner, "process_hash": process, "trace": null,
-           "acquired_at": 1, "extended_at": 1, "expires_at": 2, "ttl_ms": 300000,
-           "fencing_token": token})
+type Shared = Arc<Mutex<FakeState>>;
+
+fn lock_data(owner: &str, process: Option<&str>, token: u64) -> LockData {
+    LockData {
+        key: "k".into(),
+        owner_hash: owner.into(),
+        process_hash: process.map(str::to_string),
+        trace: None,
+        acquired_at: 1,
+        extended_at: 1,
+        expires_at: 2,
+        ttl_ms: 300_000,
+        fencing_token: token,
+    }
 }
 
-fn handle(st: &Mutex<FakeState>, req: &FakeRequest) -> FakeReply {
+fn answer(status: LockStatus, lock: Option<LockData>) -> Response {
+    reply(status.http_status(), &LockResponse { status, lock })
+}
+
+/// The holder's answer to someone else (409 with the holder's lock).
+fn held_by_other(s: &FakeState, h: &str) -> Response {
+    let l = lock_data(h, s.process.as_deref(), s.token);
+    answer(LockStatus::SomeoneElseHoldsLock, Some(l))
+}
+
+async fn keepalive(
+    State(st): State<Shared>,
+    Path(ph): Path<String>,
+    Json(_body): Json<KeepaliveRequest>,
+) -> Response {
     let mut s = st.lock().expect("state");
-    let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
-    let path = req.path.as_str();
-    if let Some(rest) = path.strip_prefix("/v1/processes/") {
-        let ph = percent_decode(rest);
-        if req.method == "DELETE" {
-            s.ended.push(ph);
-            return FakeReply::json(200, r#"{"status":"SUCCESS"}"#);
-        }
-        if s.keepalives_fail {
-            return FakeReply::json(503, r#"{"error":{"code":"NO_LEADER","message":"x"}}"#)
-                .header("Retry-After", "1");
-        }
-        s.keepalives.push(ph);
-        return FakeReply::json(200, r#"{"status":"SUCCESS","alive_until":1}"#);
+    if s.keepalives_fail {
+        return refuse(ErrorCode::NoLeader, "scripted");
     }
-    if path.ends_with("/acquire") {
-        let owner = body["owner_hash"].as_str().unwrap_or("").to_string();
-        let process = body["process_hash"].as_str().map(str::to_string);
-        if let Some(h) = &s.holder {
-            if *h != owner {
-                let l = lock_json("k", h, s.process.as_deref(), s.token);
-                return FakeReply::json(
-                    409,
-                    &json!({"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":l}).to_string(),
-                );
-            }
-        }
-        s.token += 1;
-        s.holder = Some(owner.clone());
-        s.process = process.clone();
-        let l = lock_json("k", &owner, process.as_deref(), s.token);
-        return FakeReply::json(200, &json!({"status":"SUCCESS","lock":l}).to_string());
-    }
-    if path.ends_with("/extend") || path.ends_with("/release") {
-        let owner = body["owner_hash"].as_str().unwrap_or("");
-        return match &s.holder {
-            None => FakeReply::json(404, r#"{"status":"NO_KEY","lock":null}"#),
-            Some(h) if h != owner => {
-                let l = lock_json("k", h, s.process.as_deref(), s.token);
-                FakeReply::json(
-                    409,
-                    &json!({"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":l}).to_string(),
-                )
-            }
-            Some(h) => {
-                let l = lock_json("k", h, s.process.as_deref(), s.token);
-                if path.ends_with("/release") {
-                    s.holder = None;
-                    FakeReply::json(200, r#"{"status":"SUCCESS","lock":null}"#)
-                } else {
-                    FakeReply::json(200, &json!({"status":"SUCCESS","lock":l}).to_string())
-                }
-            }
-        };
-    }
-    if req.method == "GET" && path.starts_with("/v1/locks/") {
-        let reply = match &s.holder {
-            None => FakeReply::json(200, r#"{"locked":false}"#),
-            Some(h) => {
-                let l = lock_json("k", h, s.process.as_deref(), s.token);
-                FakeReply::json(200, &json!({"locked":true,"lock":l}).to_string())
-            }
-        };
-        return reply.delayed(s.read_delay_ms);
-    }
-    FakeReply::json(
-        404,
-        r#"{"error":{"code":"NOT_FOUND","message":"no route"}}"#,
+    s.keepalives.push(ph);
+    let ok = KeepaliveResponse {
+        status: ProcessStatus::Success,
+        alive_until: 1,
+    };
+    reply(200, &ok)
+}
+
+async fn end_process(State(st): State<Shared>, Path(ph): Path<String>) -> Response {
+    st.lock().expect("state").ended.push(ph);
+    reply(
+        200,
+        &StatusAnswer {
+            status: ProcessStatus::Success,
+        },
     )
 }
 
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+async fn acquire(State(st): State<Shared>, Json(body): Json<AcquireRequest>) -> Response {
+    let mut s = st.lock().expect("state");
+    let owner = body.owner_hash.unwrap_or_default();
+    if let Some(h) = s.holder.clone().filter(|h| *h != owner) {
+        return held_by_other(&s, &h);
+    }
+    s.token += 1;
+    s.holder = Some(owner.clone());
+    s.process = body.process_hash.clone();
+    let l = lock_data(&owner, body.process_hash.as_deref(), s.token);
+    answer(LockStatus::Success, Some(l))
 }
 
-async fn fake_node() -> (FakeServer, Arc<Mutex<FakeState>>) {
-    let st = Arc::new(Mutex::new(FakeState::default()));
-    let s2 = st.clone();
-    let srv = FakeServer::start(move |req| handle(&s2, req)).await;
-    (srv, st)
+async fn extend(State(st): State<Shared>, Json(body): Json<ExtendRequest>) -> Response {
+    let s = st.lock().expect("state");
+    match s.holder.clone() {
+        None => answer(LockStatus::NoKey, None),
+        Some(h) if h != body.owner_hash => held_by_other(&s, &h),
+        Some(h) => {
+            let l = lock_data(&h, s.process.as_deref(), s.token);
+            answer(LockStatus::Success, Some(l))
+        }
+    }
+}
+
+async fn release(State(st): State<Shared>, Json(body): Json<ReleaseRequest>) -> Response {
+    let mut s = st.lock().expect("state");
+    match s.holder.clone() {
+        None => answer(LockStatus::NoKey, None),
+        Some(h) if h != body.owner_hash => held_by_other(&s, &h),
+        Some(_) => {
+            s.holder = None;
+            answer(LockStatus::Success, None)
+        }
+    }
+}
+
+async fn read(State(st): State<Shared>) -> Response {
+    let (delay, lock) = {
+        let s = st.lock().expect("state");
+        let lock = s
+            .holder
+            .as_deref()
+            .map(|h| lock_data(h, s.process.as_deref(), s.token));
+        (s.read_delay_ms, lock)
+    };
+    // Slow answers without holding the state (writes go on meanwhile).
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let answer = ReadAnswer {
+        locked: lock.is_some(),
+        lock,
+    };
+    reply(200, &answer)
+}
+
+async fn fake_node() -> (FakePeer, Shared) {
+    let st: Shared = Arc::default();
+    let router = Router::new()
+        .route("/v1/processes/{ph}", put(keepalive).delete(end_process))
+        .route("/v1/locks/{key}", get(read))
+        .route("/v1/locks/{key}/acquire", post(acquire))
+        .route("/v1/locks/{key}/extend", post(extend))
+        .route("/v1/locks/{key}/release", post(release))
+        .fallback(|| async { refuse(ErrorCode::NotFound, "no route") })
+        .with_state(st.clone());
+    (FakePeer::serve(router).await, st)
 }
 
 fn opts(url: String, clock: Arc<ManualClock>) -> LockerOptions {
@@ -257,7 +291,9 @@ async fn self_fences_at_local_deadline_without_the_cluster() {
     let hb = acq.heartbeater();
     // Keep the process alive by local reckoning while the lease runs out.
     st.lock().expect("st").keepalives_fail = false;
-    let hits = srv.hits();
+    // Keep-alives go on from the reporter thread; only lock operations count.
+    let lock_hits = |srv: &FakePeer| srv.hits() - srv.hits_of("PUT /v1/processes");
+    let before = lock_hits(&srv);
     // ttl 3000, margin 300: lost at sent + 2700.
     clock.advance(2_699);
     hb.heartbeat()
@@ -268,7 +304,7 @@ async fn self_fences_at_local_deadline_without_the_cluster() {
         Err(Error::Lost(e)) => assert_eq!(e.reason, LostReason::LocalDeadline),
         other => panic!("expected self-fencing, got {other:?}"),
     }
-    let lock_ops = srv.hits() - hits - srv.hits_of("PUT /v1/processes");
+    let lock_ops = lock_hits(&srv) - before;
     assert_eq!(lock_ops, 0, "self-fencing needs no request");
     locker.terminate().await;
 }

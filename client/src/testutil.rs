@@ -1,63 +1,61 @@
-//! A tiny scripted HTTP/1.1 server for unit tests (no cluster needed).
+//! A fake *peer* for unit tests of the client's failover, retry and
+//! heartbeat logic: a real axum router on a loopback port 0, speaking the
+//! proto bodies. It stands in for a node only where a real one cannot be
+//! steered (a scripted 503, a slow read, a takeover at an exact moment);
+//! tests against real nodes live in `tests/`.
 
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use locker_proto::{ErrorAnswer, ErrorCode};
+use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
-#[derive(Debug, Clone)]
-pub(crate) struct FakeRequest {
-    pub method: String,
-    pub path: String,
-    pub body: String,
-}
+/// Requests seen, by `"METHOD /path"` (without the query).
+type Hits = Arc<Mutex<HashMap<String, usize>>>;
 
-#[derive(Debug, Clone)]
-pub(crate) struct FakeReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-    delay_ms: u64,
-}
-
-impl FakeReply {
-    pub fn json(status: u16, body: &str) -> FakeReply {
-        FakeReply {
-            status,
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: body.to_string(),
-            delay_ms: 0,
-        }
-    }
-
-    pub fn header(mut self, k: &str, v: &str) -> FakeReply {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-
-    pub fn delayed(mut self, ms: u64) -> FakeReply {
-        self.delay_ms = ms;
-        self
-    }
-}
-
-type Handler = dyn Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static;
-
-pub(crate) struct FakeServer {
+pub(crate) struct FakePeer {
     url: String,
-    hits: Arc<AtomicUsize>,
-    paths: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    hits: Hits,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for FakeServer {
+impl Drop for FakePeer {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl FakeServer {
+/// Counts every request before the router sees it.
+async fn count(State(hits): State<Hits>, req: Request, next: Next) -> Response {
+    let key = format!("{} {}", req.method(), req.uri().path());
+    if let Ok(mut h) = hits.lock() {
+        *h.entry(key).or_insert(0) += 1;
+    }
+    next.run(req).await
+}
+
+impl FakePeer {
+    /// Serves `router` on 127.0.0.1, port 0, until dropped.
+    pub async fn serve(router: Router) -> FakePeer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits: Hits = Arc::default();
+        let app = router.layer(middleware::from_fn_with_state(hits.clone(), count));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakePeer {
+            url: format!("http://{addr}"),
+            hits,
+            task,
+        }
+    }
+
     /// A URL on which nothing listens (connection refused).
     pub async fn dead_url() -> String {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -80,109 +78,44 @@ impl FakeServer {
         format!("http://{addr}")
     }
 
-    pub async fn start<F>(handler: F) -> FakeServer
-    where
-        F: Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let hits = Arc::new(AtomicUsize::new(0));
-        let paths = Arc::new(std::sync::Mutex::new(HashMap::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let (h2, p2) = (hits.clone(), paths.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let (handler, hits, paths) = (handler.clone(), h2.clone(), p2.clone());
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(sock);
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut parts = line.split_whitespace();
-                        let method = parts.next().unwrap_or("").to_string();
-                        let path = parts.next().unwrap_or("").to_string();
-                        let mut len = 0usize;
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                if k.eq_ignore_ascii_case("content-length") {
-                                    len = v.trim().parse().unwrap_or(0);
-                                }
-                            }
-                        }
-                        let mut body = vec![0u8; len];
-                        if r.read_exact(&mut body).await.is_err() {
-                            return;
-                        }
-                        let req = FakeRequest {
-                            method,
-                            path: path.clone(),
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        };
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        if let Ok(mut p) = paths.lock() {
-                            *p.entry(format!("{} {}", req.method, path)).or_insert(0) += 1;
-                        }
-                        let reply = handler(&req);
-                        if reply.delay_ms > 0 {
-                            tokio::time::sleep(std::time::Duration::from_millis(reply.delay_ms))
-                                .await;
-                        }
-                        let mut out = format!(
-                            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
-                            reply.status,
-                            reply.body.len()
-                        );
-                        for (k, v) in &reply.headers {
-                            out.push_str(&format!("{k}: {v}\r\n"));
-                        }
-                        out.push_str("\r\n");
-                        out.push_str(&reply.body);
-                        if r.get_mut().write_all(out.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        FakeServer {
-            url: format!("http://{addr}"),
-            hits,
-            paths,
-            task,
-        }
-    }
-
     pub fn url(&self) -> String {
         self.url.clone()
     }
 
+    /// All requests served.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.hits.lock().map(|h| h.values().sum()).unwrap_or(0)
     }
 
-    /// How many requests had this "METHOD /path" (path without query).
+    /// Requests to `"METHOD /path"` or below it (`"PUT /v1/processes"`
+    /// counts every keep-alive).
     pub fn hits_of(&self, method_path: &str) -> usize {
-        self.paths
+        let below = format!("{method_path}/");
+        self.hits
             .lock()
-            .map(|p| {
-                p.iter()
-                    .filter(|(k, _)| k.split('?').next() == Some(method_path))
-                    .map(|(_, v)| *v)
+            .map(|h| {
+                h.iter()
+                    .filter(|(k, _)| *k == method_path || k.starts_with(&below))
+                    .map(|(_, n)| *n)
                     .sum()
             })
             .unwrap_or(0)
     }
+}
+
+/// A JSON answer with this HTTP status.
+pub(crate) fn reply<T: Serialize>(status: u16, body: &T) -> Response {
+    let status = StatusCode::from_u16(status).expect("valid status");
+    (status, Json(body)).into_response()
+}
+
+/// The error body with the HTTP status its code is answered with, and
+/// `Retry-After: 1` on a 503 as a node sends it.
+pub(crate) fn refuse(code: ErrorCode, message: &str) -> Response {
+    let mut r = reply(code.http_status(), &ErrorAnswer::new(code, message));
+    if code.is_retryable() {
+        r.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    r
 }

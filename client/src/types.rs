@@ -1,12 +1,17 @@
-//! JSON shapes of the HTTP API (see `docs/http-api.md`) and the statuses.
+//! The JSON shapes of the HTTP API (see `docs/http-api.md`) and the statuses.
+//!
+//! They are not defined here: `locker-proto` is the one wire vocabulary the
+//! node, this client, the fault suite and the tests share. This module
+//! re-exports what the client's API exposes, under the proto names and under
+//! the names this crate has always used (which mirror the seed's library).
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
+pub use locker_proto::{
+    ClusterAnswer, ErrorAnswer, ErrorCode, ErrorDetail, KeepaliveAnswer, ListAnswer, Lock,
+    LockAnswer, LockOpStatus, Member, OwnerAnswer, OwnerStatus, ProcessStatus, RaftState,
+    ReadAnswer, StatusAnswer,
+};
 
-/// A lock record as the cluster reports it.
-///
-/// Times are milliseconds since the Unix epoch in the cluster's log time, not
-/// this machine's clock: use them for display, never for local deadlines.
+/// A lock record as the cluster reports it (the seed's name for [`Lock`]).
 ///
 /// ```
 /// let json = r#"{"key":"k","owner_hash":"k@h/1.2.3","process_hash":"h/1.2","trace":null,
@@ -15,247 +20,42 @@ use std::fmt;
 /// assert_eq!(lock.fencing_token, 42);
 /// assert_eq!(lock.trace, None);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockData {
-    /// The lock key.
-    pub key: String,
-    /// The owner hash of the run holding the lock.
-    pub owner_hash: String,
-    /// The process the lock lives with, if any.
-    #[serde(default)]
-    pub process_hash: Option<String>,
-    /// The trace given at acquire time, if any.
-    #[serde(default)]
-    pub trace: Option<String>,
-    /// When this owner acquired the lock (log time, ms since the epoch).
-    #[serde(default)]
-    pub acquired_at: u64,
-    /// When it was last extended (log time).
-    #[serde(default)]
-    pub extended_at: u64,
-    /// When the lock expires unless extended (log time).
-    #[serde(default)]
-    pub expires_at: u64,
-    /// The lock's own TTL.
-    #[serde(default)]
-    pub ttl_ms: u64,
-    /// Fencing token: strictly increases between successive holders of a key.
-    #[serde(default)]
-    pub fencing_token: u64,
-}
+pub use locker_proto::Lock as LockData;
 
-impl fmt::Display for LockData {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (fencing token {}",
-            self.owner_hash, self.fencing_token
-        )?;
-        if let Some(p) = &self.process_hash {
-            write!(f, ", process {p}")?;
-        }
-        write!(f, ")")
-    }
-}
+/// Statuses of lock operations (acquire, extend, release).
+///
+/// ```
+/// assert_eq!(locker_client::LockStatus::NoKey.as_str(), "NO_KEY");
+/// ```
+pub use locker_proto::LockOpStatus as LockStatus;
 
-/// Statuses of lock operations, spelled as in the seed and on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LockStatus {
-    /// The operation was done.
-    Success,
-    /// Another owner holds the lock; its data comes along.
-    SomeoneElseHoldsLock,
-    /// No live lock under that key.
-    NoKey,
-    /// The process named in an acquire is not live.
-    NoRunningProcess,
-}
+/// Statuses of the owner-hash query.
+///
+/// ```
+/// assert_eq!(locker_client::OwnerHashStatus::Running.as_str(), "RUNNING");
+/// ```
+pub use locker_proto::OwnerStatus as OwnerHashStatus;
 
-impl LockStatus {
-    /// The wire spelling, e.g. `SOMEONE_ELSE_HOLDS_LOCK`.
-    ///
-    /// ```
-    /// assert_eq!(locker_client::LockStatus::NoKey.as_str(), "NO_KEY");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LockStatus::Success => "SUCCESS",
-            LockStatus::SomeoneElseHoldsLock => "SOMEONE_ELSE_HOLDS_LOCK",
-            LockStatus::NoKey => "NO_KEY",
-            LockStatus::NoRunningProcess => "NO_RUNNING_PROCESS",
-        }
-    }
-}
-
-impl fmt::Display for LockStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Statuses of the owner-hash query, spelled as in the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OwnerHashStatus {
-    /// The owner holds a live lock and its process is live.
-    Running,
-    /// Another owner holds the key.
-    SomeoneElseHoldsLock,
-    /// No lock under the key.
-    NoKey,
-    /// The lock's TTL still runs but its process is dead.
-    NoRunningProcess,
-    /// The owner hash does not parse.
-    MalformedOwnerHash,
-}
-
-impl OwnerHashStatus {
-    /// The wire spelling, e.g. `RUNNING`.
-    ///
-    /// ```
-    /// assert_eq!(locker_client::OwnerHashStatus::Running.as_str(), "RUNNING");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwnerHashStatus::Running => "RUNNING",
-            OwnerHashStatus::SomeoneElseHoldsLock => "SOMEONE_ELSE_HOLDS_LOCK",
-            OwnerHashStatus::NoKey => "NO_KEY",
-            OwnerHashStatus::NoRunningProcess => "NO_RUNNING_PROCESS",
-            OwnerHashStatus::MalformedOwnerHash => "MALFORMED_OWNER_HASH",
-        }
-    }
-}
-
-impl fmt::Display for OwnerHashStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The answer of a lock operation (acquire, extend, release): a status and,
-/// depending on it, our lock or the holder's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockResponse {
-    /// What happened.
-    pub status: LockStatus,
-    /// Acquire/extend SUCCESS: our lock. SOMEONE_ELSE_HOLDS_LOCK: the holder's.
-    #[serde(default)]
-    pub lock: Option<LockData>,
-}
+/// The answer of a lock operation: a status and, depending on it, our lock
+/// or the holder's.
+pub use locker_proto::LockAnswer as LockResponse;
 
 /// The answer of `GET /v1/owners/{owner_hash}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnerStatusResponse {
-    /// The owner's status.
-    pub status: OwnerHashStatus,
-    /// The key parsed from the owner hash (`None` when malformed).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// The lock under that key, when there is one.
-    #[serde(default)]
-    pub lock: Option<LockData>,
-}
+pub use locker_proto::OwnerAnswer as OwnerStatusResponse;
 
 /// The answer of a process keep-alive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeepaliveResponse {
-    /// Always SUCCESS on 200.
-    pub status: LockStatus,
-    /// Log time until which the process is live.
-    #[serde(default)]
-    pub alive_until: u64,
-}
+pub use locker_proto::KeepaliveAnswer as KeepaliveResponse;
 
 /// One member of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterMember {
-    /// Node id.
-    pub id: u64,
-    /// The node's client (HTTP) address.
-    #[serde(default)]
-    pub client_addr: String,
-    /// The node's peer (Raft) address.
-    #[serde(default)]
-    pub peer_addr: String,
-    /// Whether it votes.
-    #[serde(default)]
-    pub voter: bool,
-}
+pub use locker_proto::Member as ClusterMember;
 
-/// The answer of `GET /v1/cluster`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterInfo {
-    /// The id of the node that answered.
-    pub node_id: u64,
-    /// The current leader, if known.
-    #[serde(default)]
-    pub leader_id: Option<u64>,
-    /// The current Raft term.
-    #[serde(default)]
-    pub term: u64,
-    /// Members.
-    #[serde(default)]
-    pub members: Vec<ClusterMember>,
-    /// Last log index known to the answering node.
-    #[serde(default)]
-    pub last_log_index: Option<u64>,
-    /// Last index applied by the answering node.
-    #[serde(default)]
-    pub last_applied_index: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct LockReadResponse {
-    pub locked: bool,
-    #[serde(default)]
-    pub lock: Option<LockData>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct LockListResponse {
-    pub locks: Vec<LockData>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ApiErrorBody {
-    pub error: ApiErrorDetail,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ApiErrorDetail {
-    pub code: String,
-    #[serde(default)]
-    pub message: String,
-}
+/// The answer of `GET /v1/cluster`: the view of the node asked, with its Raft
+/// role (`state`) and log indexes.
+pub use locker_proto::ClusterAnswer as ClusterInfo;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_round_trip() {
-        for s in [
-            LockStatus::Success,
-            LockStatus::SomeoneElseHoldsLock,
-            LockStatus::NoKey,
-            LockStatus::NoRunningProcess,
-        ] {
-            let j = serde_json::to_string(&s).expect("ser");
-            assert_eq!(j, format!("\"{}\"", s.as_str()));
-            assert_eq!(serde_json::from_str::<LockStatus>(&j).expect("de"), s);
-        }
-        for s in [
-            OwnerHashStatus::Running,
-            OwnerHashStatus::SomeoneElseHoldsLock,
-            OwnerHashStatus::NoKey,
-            OwnerHashStatus::NoRunningProcess,
-            OwnerHashStatus::MalformedOwnerHash,
-        ] {
-            let j = serde_json::to_string(&s).expect("ser");
-            assert_eq!(j, format!("\"{}\"", s.as_str()));
-        }
-    }
 
     #[test]
     fn parses_documented_shapes() {
@@ -268,10 +68,27 @@ mod tests {
                 .expect("de");
         assert_eq!(o.status, OwnerHashStatus::MalformedOwnerHash);
         let c: ClusterInfo = serde_json::from_str(
-            r#"{"node_id":1,"leader_id":null,"term":3,"members":[{"id":1,"client_addr":"a","peer_addr":"b","voter":true}],"last_log_index":5,"last_applied_index":5}"#,
+            r#"{"node_id":1,"leader_id":null,"term":3,"state":"Follower",
+            "members":[{"id":1,"client_addr":"a","peer_addr":"b","voter":true}],
+            "last_log_index":5,"last_applied_index":5,"committed_index":5,
+            "snapshot_index":null,"purged_index":null}"#,
         )
         .expect("de");
         assert_eq!(c.members.len(), 1);
         assert_eq!(c.leader_id, None);
+        assert_eq!(c.state, RaftState::Follower);
+        assert_eq!(c.committed_index, Some(5));
+    }
+
+    /// Regression: the client's own copy of the lock type defaulted every
+    /// missing number to 0, so a lock without `fencing_token` read as token
+    /// 0, a token a fenced resource would accept as the oldest holder's.
+    #[test]
+    fn a_lock_without_a_fencing_token_does_not_parse() {
+        let body = r#"{"status":"SUCCESS","lock":{"key":"k","owner_hash":"k@h/1.2.3",
+            "process_hash":null,"trace":null,"acquired_at":1,"extended_at":1,
+            "expires_at":2,"ttl_ms":1000}}"#;
+        let e = serde_json::from_str::<LockResponse>(body).expect_err("must be refused");
+        assert!(e.to_string().contains("fencing_token"), "{e}");
     }
 }

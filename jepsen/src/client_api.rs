@@ -68,7 +68,7 @@ fn err_answer(e: &Error) -> Answer {
     let (http, code) = match e {
         Error::Api {
             http_status, code, ..
-        } => (Some(*http_status), code.clone()),
+        } => (Some(*http_status), code.as_str().to_string()),
         other => (None, other.to_string()),
     };
     Answer {

@@ -7,8 +7,8 @@
 use clap::{Args, Parser, Subcommand};
 use locker_client::{
     make_owner_hash, new_process_hash, parse_endpoints, safety_margin_ms, AcquireOptions,
-    AcquireRequest, AcquireResult, Client, ClientOptions, Error, LockData, LockResponse,
-    LockStatus, Locker, LockerOptions, DEFAULT_ENDPOINT,
+    AcquireRequest, AcquireResult, Client, ClientOptions, ClusterInfo, Error, ListAnswer, LockData,
+    LockResponse, LockStatus, Locker, LockerOptions, ReadAnswer, DEFAULT_ENDPOINT,
 };
 use serde_json::json;
 use std::process::ExitCode;
@@ -316,9 +316,9 @@ async fn real_main(cli: Cli) -> u8 {
             .map(|r| report_lock_op("release", &key, &r, json)),
         Command::Show { key } => client.read_lock(&key).await.map(|l| {
             if json {
-                print_json(&match &l {
-                    Some(lock) => json!({"locked": true, "lock": lock}),
-                    None => json!({"locked": false}),
+                print_json(&ReadAnswer {
+                    locked: l.is_some(),
+                    lock: l.clone(),
                 });
             } else {
                 match l {
@@ -331,7 +331,7 @@ async fn real_main(cli: Cli) -> u8 {
         Command::List { prefix, limit } => {
             client.list_locks(prefix.as_deref(), limit).await.map(|ls| {
                 if json {
-                    print_json(&json!({ "locks": ls }));
+                    print_json(&ListAnswer { locks: ls.clone() });
                 } else if ls.is_empty() {
                     println!("no locks");
                 } else {
@@ -363,7 +363,7 @@ async fn real_main(cli: Cli) -> u8 {
             }
             0
         }),
-        Command::Cluster => client.get_json("/v1/cluster").await.map(|v| {
+        Command::Cluster => client.cluster().await.map(|v| {
             if json {
                 print_json(&v);
             } else {
@@ -429,37 +429,32 @@ fn print_lock(l: &LockData) {
     println!("ttl_ms:        {}", l.ttl_ms);
 }
 
-fn print_cluster(v: &serde_json::Value) {
-    let leader = v.get("leader_id").cloned().unwrap_or_default();
+fn print_cluster(v: &ClusterInfo) {
+    let show = |i: Option<u64>| i.map_or_else(|| "none".to_string(), |i| i.to_string());
     println!(
-        "node {} answering; leader {}; term {}; last_log_index {}; last_applied_index {}",
-        v.get("node_id").cloned().unwrap_or_default(),
-        if leader.is_null() {
-            "none".to_string()
-        } else {
-            leader.to_string()
-        },
-        v.get("term").cloned().unwrap_or_default(),
-        v.get("last_log_index").cloned().unwrap_or_default(),
-        v.get("last_applied_index").cloned().unwrap_or_default(),
+        "node {} answering ({}); leader {}; term {}; last_log_index {}; last_applied_index {}; committed_index {}",
+        v.node_id,
+        v.state,
+        show(v.leader_id),
+        v.term,
+        show(v.last_log_index),
+        show(v.last_applied_index),
+        show(v.committed_index),
     );
-    if let Some(ms) = v.get("members").and_then(|m| m.as_array()) {
-        for m in ms {
-            let id = m.get("id").cloned().unwrap_or_default();
-            let mark = if id == leader { " (leader)" } else { "" };
-            println!(
-                "  {}{}\tclient {}\tpeer {}\t{}",
-                id,
-                mark,
-                m.get("client_addr").and_then(|x| x.as_str()).unwrap_or("?"),
-                m.get("peer_addr").and_then(|x| x.as_str()).unwrap_or("?"),
-                if m.get("voter").and_then(|x| x.as_bool()).unwrap_or(false) {
-                    "voter"
-                } else {
-                    "learner"
-                }
-            );
-        }
+    for m in &v.members {
+        let mark = if Some(m.id) == v.leader_id {
+            " (leader)"
+        } else {
+            ""
+        };
+        println!(
+            "  {}{}\tclient {}\tpeer {}\t{}",
+            m.id,
+            mark,
+            m.client_addr,
+            m.peer_addr,
+            if m.voter { "voter" } else { "learner" }
+        );
     }
 }
 
@@ -514,10 +509,11 @@ fn report_lock_op(op: &str, key: &str, r: &LockResponse, json: bool) -> u8 {
 async fn cmd_acquire(client: &Client, a: AcquireArgs, json: bool) -> Result<u8, Error> {
     // The owner hash is made here, not by the server, so a retried request
     // (after a timeout or failover) is a re-acquire, not a second owner.
-    let owner = a
-        .owner_hash
-        .clone()
-        .unwrap_or_else(|| make_owner_hash(&a.key, &new_process_hash(), 1, a.trace.as_deref()));
+    let owner = match a.owner_hash.clone() {
+        Some(o) => o,
+        None => make_owner_hash(&a.key, &new_process_hash(), 1, a.trace.as_deref())
+            .map_err(|e| Error::Config(e.to_string()))?,
+    };
     let r = client
         .acquire(
             &a.key,
