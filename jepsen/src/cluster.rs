@@ -20,9 +20,12 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the nodes run (`--hosts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum HostKind {
+    /// One network namespace per node (needs root; network faults work).
     Netns,
+    /// Plain processes on 127.0.0.1 (no network faults).
     Local,
 }
 

@@ -1,6 +1,7 @@
 //! `locker-jepsen`: fault-injection test suite and benchmark for Locker.
 
-use clap::{Parser, Subcommand};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use locker_jepsen::bench::{run_bench, BenchOpts};
 use locker_jepsen::checker::{check_all, CheckOptions, Validity};
 use locker_jepsen::client_api;
@@ -9,10 +10,12 @@ use locker_jepsen::history::read_history;
 use locker_jepsen::job_beat::{job_beat_main, BeatArgs, OnTerm};
 use locker_jepsen::lib_job::{lib_job_main, LibJobArgs};
 use locker_jepsen::mutations;
-use locker_jepsen::nemesis::{parse_list, Fault};
+use locker_jepsen::nemesis::{expand, Fault, NemesisItem};
 use locker_jepsen::report;
-use locker_jepsen::runner::{parse_workloads, run_test, TestOpts, UNFENCED_KEY};
-use locker_jepsen::workload::{holder_main, HolderArgs};
+use locker_jepsen::runner::{
+    expand_workloads, run_test, TestOpts, Workload, WorkloadItem, UNFENCED_KEY,
+};
+use locker_jepsen::workload::{holder_main, HolderArgs, Via};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,105 +34,16 @@ struct Cli {
 enum Cmd {
     /// Run a cluster under faults, record a history, check it, write a report.
     /// Exit code: 0 valid, 1 invalid, 2 unknown, 3 harness error.
-    Test {
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
-        nodes: u64,
-        /// Faults or families: kill, pause, partition, clock, membership, all,
-        /// none, or single faults such as kill-leader, partition-ring, loss.
-        #[arg(long, default_value = "kill,pause,partition")]
-        nemesis: String,
-        /// mutex, set, set-unfenced, takeover-http, takeover-client,
-        /// takeover (both takeover drivers), run (`locker run` jobs),
-        /// run-unlocked (the same without a lock: a negative control),
-        /// run-lib (jobs holding the lock through the client library), all.
-        #[arg(long, default_value = "mutex,set,takeover")]
-        workload: String,
-        #[arg(long, default_value_t = 60)]
-        time_limit: u64,
-        /// Seconds of fault-free load after the final heal.
-        #[arg(long, default_value_t = 20)]
-        recovery: u64,
-        #[arg(long, default_value = "jepsen-out")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long)]
-        node_bin: Option<PathBuf>,
-        /// netns (default; needs root) or local (127.0.0.1, no network faults).
-        #[arg(long, default_value = "netns")]
-        hosts: String,
-        /// Seconds between faults, min and max.
-        #[arg(long, default_value = "2,5")]
-        interval: String,
-        /// Seconds a fault lasts, min and max.
-        #[arg(long, default_value = "3,8")]
-        fault_duration: String,
-        /// Keep-alive ttl of the takeover workload's holder processes.
-        #[arg(long, default_value_t = 2_000)]
-        process_ttl_ms: u64,
-        /// Exit 1 unless the unfenced negative control lost writes (proves the
-        /// pause nemesis bites).
-        #[arg(long)]
-        require_negative_control_failure: bool,
-        /// The `locker` CLI binary for the run workload (default: next to
-        /// this binary).
-        #[arg(long)]
-        locker_bin: Option<PathBuf>,
-    },
+    Test(TestArgs),
     /// Benchmark: acquire+release cycles/s and latency at given concurrencies.
-    Bench {
-        #[arg(long, default_value_t = 3)]
-        nodes: u64,
-        #[arg(long, default_value = "1,64")]
-        concurrency: String,
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        #[arg(long, default_value = "bench-out")]
-        out: PathBuf,
-        #[arg(long)]
-        node_bin: Option<PathBuf>,
-        #[arg(long, default_value = "netns")]
-        hosts: String,
-        /// Benchmark an existing cluster (comma-separated URLs) instead.
-        #[arg(long)]
-        endpoints: Option<String>,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Bench(BenchArgs),
     /// Re-check a recorded history and rewrite results.json/report.html.
-    Check {
-        #[arg(long)]
-        history: PathBuf,
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Clock-rate allowance (default: the run's, else 0.1).
-        #[arg(long)]
-        drift: Option<f64>,
-    },
+    Check(CheckArgs),
     /// Mutation runs: each test-only node mutation (node built with
     /// --features locker-node/mutations) must be judged invalid by the checker
     /// meant to catch it, and the unfenced twin must fail. Exit 0 only if
     /// every run did; summary in OUT/mutations.json.
-    Mutations {
-        /// Short runs (30-40 s each), as CI uses.
-        #[arg(long)]
-        short: bool,
-        /// Comma-separated cases (no-takeover-shift, early-lease,
-        /// token-not-index, ack-before-fsync, unfenced-twin); default all.
-        #[arg(long, default_value = "")]
-        only: String,
-        /// Also run each case on the unmutated node, which must be valid.
-        #[arg(long)]
-        baseline: bool,
-        #[arg(long, default_value = "jepsen-mutations")]
-        out: PathBuf,
-        #[arg(long)]
-        node_bin: Option<PathBuf>,
-        #[arg(long, default_value = "netns")]
-        hosts: String,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Mutations(MutationArgs),
     /// Remove namespaces (and their processes) left by a killed run.
     Cleanup {
         #[arg(long, default_value = "lkj")]
@@ -138,120 +52,234 @@ enum Cmd {
     /// Internal: the job of the run workload: appends timestamped heartbeats
     /// to a shared record until its run is over (see job_beat.rs).
     #[command(hide = true)]
-    JobBeat {
-        #[arg(long)]
-        file: PathBuf,
-        #[arg(long)]
-        key: String,
-        #[arg(long)]
-        job: String,
-        #[arg(long, default_value_t = 1_000)]
-        run_ms: u64,
-        #[arg(long, default_value_t = 30)]
-        interval_ms: u64,
-        /// exit, ignore or linger:MS
-        #[arg(long, default_value = "exit")]
-        on_term: String,
-    },
+    JobBeat(JobBeatArgs),
     /// Internal: the job of the run-lib workload: takes KEY through the
     /// client library and beats while its heartbeat says the lock is held.
     #[command(hide = true)]
-    LibJob {
-        #[arg(long)]
-        urls: String,
-        #[arg(long)]
-        file: PathBuf,
-        #[arg(long)]
-        key: String,
-        #[arg(long)]
-        job: String,
-        #[arg(long, default_value_t = 1_000)]
-        run_ms: u64,
-        #[arg(long, default_value_t = 30)]
-        interval_ms: u64,
-        #[arg(long, default_value_t = 5_000)]
-        wait_ms: u64,
-        #[arg(long, default_value_t = 2_000)]
-        process_ttl_ms: u64,
-    },
+    LibJob(LibJobCli),
     /// Internal: the lock-holding helper process of the takeover workload.
     #[command(hide = true)]
-    Holder {
-        #[arg(long)]
-        urls: String,
-        #[arg(long)]
-        key: String,
-        #[arg(long)]
-        owner: String,
-        #[arg(long)]
-        process_hash: String,
-        #[arg(long)]
-        process_ttl_ms: u64,
-        #[arg(long)]
-        keepalive_ms: u64,
-        #[arg(long, default_value_t = 120)]
-        max_secs: u64,
-        /// http (raw API calls) or client (the locker_client library).
-        #[arg(long, default_value = "http")]
-        via: String,
-    },
+    Holder(HolderCli),
 }
 
-fn hosts_kind(s: &str) -> Result<HostKind, String> {
-    match s {
-        "netns" => Ok(HostKind::Netns),
-        "local" => Ok(HostKind::Local),
-        other => Err(format!("unknown hosts {other:?} (netns or local)")),
-    }
+#[derive(Args)]
+struct TestArgs {
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    nodes: u64,
+    /// Faults or fault families, comma-separated (`none`: no fault).
+    #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
+    nemesis: Vec<NemesisItem>,
+    /// Workloads, comma-separated: mutex, set, set-unfenced, takeover-http,
+    /// takeover-client, takeover (both takeover drivers), run (`locker run`
+    /// jobs), run-unlocked (the same without a lock: a negative control),
+    /// run-lib (jobs holding the lock through the client library), all.
+    #[arg(long, value_delimiter = ',', default_value = "mutex,set,takeover")]
+    workload: Vec<WorkloadItem>,
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// Seconds of fault-free load after the final heal.
+    #[arg(long, default_value_t = 20)]
+    recovery: u64,
+    #[arg(long, default_value = "jepsen-out")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// netns (default; needs root) or local (127.0.0.1, no network faults).
+    #[arg(long, value_enum, default_value_t = HostKind::Netns)]
+    hosts: HostKind,
+    /// Seconds between faults, min and max.
+    #[arg(long, default_value = "2,5", value_parser = pair)]
+    interval: (u64, u64),
+    /// Seconds a fault lasts, min and max.
+    #[arg(long, default_value = "3,8", value_parser = pair)]
+    fault_duration: (u64, u64),
+    /// Keep-alive ttl of the takeover workload's holder processes.
+    #[arg(long, default_value_t = 2_000)]
+    process_ttl_ms: u64,
+    /// Exit 1 unless the unfenced negative control lost writes (proves the
+    /// pause nemesis bites).
+    #[arg(long)]
+    require_negative_control_failure: bool,
+    /// The `locker` CLI binary for the run workload (default: next to
+    /// this binary).
+    #[arg(long)]
+    locker_bin: Option<PathBuf>,
 }
 
-fn pair(s: &str) -> Result<(u64, u64), String> {
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    #[arg(long, value_delimiter = ',', default_value = "1,64", value_parser = concurrency_level)]
+    concurrency: Vec<usize>,
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = HostKind::Netns)]
+    hosts: HostKind,
+    /// Benchmark an existing cluster (comma-separated URLs) instead.
+    #[arg(long)]
+    endpoints: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[arg(long)]
+    history: PathBuf,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Clock-rate allowance (default: the run's, else 0.1).
+    #[arg(long)]
+    drift: Option<f64>,
+}
+
+#[derive(Args)]
+struct MutationArgs {
+    /// Short runs (30-40 s each), as CI uses.
+    #[arg(long)]
+    short: bool,
+    /// Comma-separated cases (no-takeover-shift, early-lease,
+    /// token-not-index, ack-before-fsync, unfenced-twin); default all.
+    #[arg(long, default_value = "")]
+    only: String,
+    /// Also run each case on the unmutated node, which must be valid.
+    #[arg(long)]
+    baseline: bool,
+    #[arg(long, default_value = "jepsen-mutations")]
+    out: PathBuf,
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = HostKind::Netns)]
+    hosts: HostKind,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct JobBeatArgs {
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    job: String,
+    #[arg(long, default_value_t = 1_000)]
+    run_ms: u64,
+    #[arg(long, default_value_t = 30)]
+    interval_ms: u64,
+    /// exit, ignore or linger:MS
+    #[arg(long, default_value = "exit")]
+    on_term: String,
+}
+
+#[derive(Args)]
+struct LibJobCli {
+    #[arg(long)]
+    urls: String,
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    job: String,
+    #[arg(long, default_value_t = 1_000)]
+    run_ms: u64,
+    #[arg(long, default_value_t = 30)]
+    interval_ms: u64,
+    #[arg(long, default_value_t = 5_000)]
+    wait_ms: u64,
+    #[arg(long, default_value_t = 2_000)]
+    process_ttl_ms: u64,
+}
+
+#[derive(Args)]
+struct HolderCli {
+    #[arg(long)]
+    urls: String,
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    owner: String,
+    #[arg(long)]
+    process_hash: String,
+    #[arg(long)]
+    process_ttl_ms: u64,
+    #[arg(long)]
+    keepalive_ms: u64,
+    #[arg(long, default_value_t = 120)]
+    max_secs: u64,
+    /// http (raw API calls) or client (the locker_client library).
+    #[arg(long, value_enum, default_value_t = Via::Http)]
+    via: Via,
+}
+
+/// The command-line name of a value enum (e.g. `netns`).
+fn arg_name(v: &impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// One `--concurrency` level: 1..=1024 clients.
+fn concurrency_level(s: &str) -> Result<usize> {
+    let n: usize = s.trim().parse().with_context(|| format!("{s:?}"))?;
+    anyhow::ensure!(
+        (1..=1024).contains(&n),
+        "--concurrency values must be 1..=1024"
+    );
+    Ok(n)
+}
+
+fn pair(s: &str) -> Result<(u64, u64)> {
     let v: Vec<u64> = s
         .split(',')
-        .map(|x| x.trim().parse::<u64>().map_err(|e| format!("{s:?}: {e}")))
-        .collect::<Result<_, _>>()?;
+        .map(|x| x.trim().parse::<u64>().with_context(|| format!("{s:?}")))
+        .collect::<Result<_>>()?;
     match v.as_slice() {
         [a] => Ok((*a, *a)),
         [a, b] if a <= b => Ok((*a, *b)),
-        _ => Err(format!("expected MIN,MAX, got {s:?}")),
+        _ => bail!("expected MIN,MAX, got {s:?}"),
     }
 }
 
 /// The node binary: the flag, else release, else debug build in the workspace.
-fn node_bin(flag: Option<PathBuf>) -> Result<PathBuf, String> {
+fn node_bin(flag: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = flag {
-        return if p.exists() {
-            std::fs::canonicalize(&p).map_err(|e| format!("{}: {e}", p.display()))
-        } else {
-            Err(format!("node binary {} not found", p.display()))
-        };
+        anyhow::ensure!(p.exists(), "node binary {} not found", p.display());
+        return std::fs::canonicalize(&p).with_context(|| p.display().to_string());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     for c in ["target/release/locker-node", "target/debug/locker-node"] {
         let p = root.join(c);
         if p.exists() {
-            return std::fs::canonicalize(&p).map_err(|e| e.to_string());
+            return std::fs::canonicalize(&p).with_context(|| p.display().to_string());
         }
     }
-    Err(
+    bail!(
         "no locker-node binary: build it (cargo build -p locker-node --release) or pass --node-bin"
-            .into(),
     )
 }
 
 /// The `locker` CLI: the flag, else next to this binary; needed only by the
 /// run workload.
-fn locker_bin_path(flag: Option<PathBuf>, workloads: &str) -> Result<Option<PathBuf>, String> {
-    let needed = parse_workloads(workloads)?.iter().any(|w| w == "run");
+fn locker_bin_path(flag: Option<PathBuf>, workloads: &[Workload]) -> Result<Option<PathBuf>> {
+    let needed = workloads.contains(&Workload::Run);
     let p = match flag {
         Some(p) => p,
         None => std::env::current_exe()
-            .map_err(|e| format!("current exe: {e}"))?
+            .context("current exe")?
             .with_file_name("locker"),
     };
     match std::fs::canonicalize(&p) {
         Ok(p) => Ok(Some(p)),
-        Err(e) if needed => Err(format!(
+        Err(e) if needed => Err(anyhow!(
             "the run workload needs the locker CLI: {}: {e} (cargo build -p locker-client, or --locker-bin)",
             p.display()
         )),
@@ -271,294 +299,265 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("locker-jepsen: {e}");
+            eprintln!("locker-jepsen: {e:#}");
             ExitCode::from(3)
         }
     }
 }
 
-fn real_main() -> Result<ExitCode, String> {
-    match Cli::parse().cmd {
-        Cmd::Test {
-            nodes,
-            nemesis,
-            workload,
-            time_limit,
-            recovery,
-            out,
-            seed,
-            node_bin: nb,
-            hosts,
-            interval,
-            fault_duration,
-            process_ttl_ms,
-            require_negative_control_failure,
-            locker_bin,
-        } => {
-            let hosts = hosts_kind(&hosts)?;
-            let mut faults = parse_list(&nemesis)?;
-            if faults.contains(&Fault::CrashPoint) {
-                locker_jepsen::crash_point::small_snapshots();
-            }
-            if hosts == HostKind::Local {
-                let dropped: Vec<&str> = faults
-                    .iter()
-                    .filter(|f| f.needs_network())
-                    .map(|f| f.name())
-                    .collect();
-                if !dropped.is_empty() {
-                    eprintln!(
-                        "[setup] --hosts local: skipping network faults {}",
-                        dropped.join(",")
-                    );
-                }
-                faults.retain(|f| !f.needs_network());
-            }
-            let opts = TestOpts {
-                nodes,
-                nemesis: faults,
-                workloads: parse_workloads(&workload)?,
-                time_limit_s: time_limit,
-                recovery_s: recovery,
-                out: out.clone(),
-                seed,
-                node_bin: node_bin(nb)?,
-                hosts,
-                interval_s: pair(&interval)?,
-                duration_s: pair(&fault_duration)?,
-                process_ttl_ms,
-                locker_bin: locker_bin_path(locker_bin, &workload)?,
-            };
-            let r = run_test(opts)?;
-            println!("{}", report::terminal_summary(&r));
-            println!("report: {}", out.join("report.html").display());
-            if require_negative_control_failure && r.negative_control_failed != Some(true) {
-                eprintln!("the unfenced negative control did not fail: the faults did not bite");
-                return Ok(ExitCode::from(1));
-            }
-            Ok(exit_for(r.valid))
-        }
-        Cmd::Bench {
-            nodes,
-            concurrency,
-            duration,
-            out,
-            node_bin: nb,
-            hosts,
-            endpoints,
-            seed,
-        } => {
-            let conc: Vec<usize> = concurrency
-                .split(',')
-                .map(|x| {
-                    x.trim()
-                        .parse::<usize>()
-                        .map_err(|e| format!("--concurrency: {e}"))
-                })
-                .collect::<Result<_, _>>()?;
-            if conc.iter().any(|&c| c == 0 || c > 1024) {
-                return Err("--concurrency values must be 1..=1024".into());
-            }
-            let endpoints: Vec<String> = endpoints
-                .map(|e| {
-                    e.split(',')
-                        .map(|s| s.trim().trim_end_matches('/').to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let node_bin = if endpoints.is_empty() {
-                node_bin(nb)?
+fn real_main() -> Result<ExitCode> {
+    // Bad arguments exit 3 (harness error) like every other setup failure:
+    // clap's own code for them, 2, means "unknown" for `test`.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(if e.use_stderr() {
+                ExitCode::from(3)
             } else {
-                PathBuf::new()
-            };
-            let r = run_bench(BenchOpts {
-                nodes,
-                hosts: hosts_kind(&hosts)?,
-                node_bin,
-                endpoints,
-                concurrency: conc,
-                duration_s: duration,
-                out: out.clone(),
-                seed,
-            })?;
-            for l in r["levels"].as_array().into_iter().flatten() {
-                println!(
-                    "{:>4} clients: {:>8.1} cycles/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
-                    l["clients"],
-                    l["cycles_per_s"].as_f64().unwrap_or(0.0),
-                    l["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-                    l["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
-                    l["errors"]
-                );
-            }
-            println!("report: {}", out.join("bench.html").display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Check {
-            history,
-            out,
-            drift,
-        } => {
-            let ops = read_history(&history)?;
-            // The run's own options and parameters, when its results.json
-            // sits next to the history: a re-check judges by the same bounds.
-            let prev: Option<serde_json::Value> = history
-                .parent()
-                .map(|d| d.join("results.json"))
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .and_then(|t| serde_json::from_str(&t).ok());
-            let mut opts = prev
-                .as_ref()
-                .and_then(|v| serde_json::from_value::<CheckOptions>(v["options"].clone()).ok())
-                .unwrap_or_else(|| CheckOptions {
-                    unfenced_keys: vec![UNFENCED_KEY.to_string()],
-                    ..CheckOptions::default()
-                });
-            if let Some(d) = drift {
-                opts.drift = d;
-            }
-            let r = check_all(&ops, &opts);
-            let dir =
-                out.unwrap_or_else(|| history.parent().map(PathBuf::from).unwrap_or_default());
-            let mut meta = prev
-                .map(|v| v["run"].clone())
-                .filter(|v| v.is_object())
-                .unwrap_or_else(|| serde_json::json!({}));
-            meta["rechecked_history"] = serde_json::json!(history.display().to_string());
-            report::write_all(&dir, &ops, &r, &meta)?;
-            println!("{}", report::terminal_summary(&r));
-            Ok(exit_for(r.valid))
-        }
-        Cmd::Mutations {
-            short,
-            only,
-            baseline,
-            out,
-            node_bin: nb,
-            hosts,
-            seed,
-        } => {
-            hosts_kind(&hosts)?;
-            let opts = mutations::MutationOpts {
-                exe: std::env::current_exe().map_err(|e| format!("current exe: {e}"))?,
-                node_bin: node_bin(nb)?,
-                hosts,
-                out: out.clone(),
-                short,
-                only: only
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-                baseline,
-                seed,
-            };
-            let (summary, ok) = mutations::run_all(&opts)?;
-            for r in summary["runs"].as_array().into_iter().flatten() {
-                println!("{}", mutations::line(r));
-            }
-            println!("summary: {}", out.join("mutations.json").display());
-            Ok(if ok {
                 ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            });
         }
-        Cmd::Cleanup { prefix } => {
-            if !prefix.starts_with("lkj") {
-                return Err("refusing to remove namespaces not made by locker-jepsen (prefix must start with lkj)".into());
-            }
-            let removed = cleanup_prefix(&prefix);
-            println!(
-                "removed {} namespaces: {}",
-                removed.len(),
-                removed.join(" ")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::JobBeat {
-            file,
-            key,
-            job,
-            run_ms,
-            interval_ms,
-            on_term,
-        } => {
+    };
+    match cli.cmd {
+        Cmd::Test(a) => test_cmd(a),
+        Cmd::Bench(a) => bench_cmd(a),
+        Cmd::Check(a) => check_cmd(a),
+        Cmd::Mutations(a) => mutations_cmd(a),
+        Cmd::Cleanup { prefix } => cleanup_cmd(&prefix),
+        Cmd::JobBeat(a) => {
             job_beat_main(BeatArgs {
-                file,
-                key,
-                job,
-                run_ms: run_ms.min(600_000),
-                interval_ms,
-                on_term: OnTerm::parse(&on_term)?,
-            })?;
+                file: a.file,
+                key: a.key,
+                job: a.job,
+                run_ms: a.run_ms.min(600_000),
+                interval_ms: a.interval_ms,
+                on_term: OnTerm::parse(&a.on_term).map_err(anyhow::Error::msg)?,
+            })
+            .map_err(anyhow::Error::msg)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::LibJob {
-            urls,
-            file,
-            key,
-            job,
-            run_ms,
-            interval_ms,
-            wait_ms,
-            process_ttl_ms,
-        } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| format!("runtime: {e}"))?;
-            let code = rt.block_on(lib_job_main(LibJobArgs {
-                urls: urls.split(',').map(str::to_string).collect(),
-                file,
-                key,
-                job,
-                run_ms: run_ms.min(600_000),
-                interval_ms,
-                wait_ms: wait_ms.min(600_000),
-                process_ttl_ms,
-            }))?;
-            Ok(ExitCode::from(code))
-        }
-        Cmd::Holder {
-            urls,
-            key,
-            owner,
-            process_hash,
-            process_ttl_ms,
-            keepalive_ms,
-            max_secs,
-            via,
-        } => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("runtime: {e}"))?;
-            let urls: Vec<String> = urls.split(',').map(str::to_string).collect();
-            if via == "client" {
-                rt.block_on(client_api::holder_main(client_api::ClientHolderArgs {
-                    urls,
-                    key,
-                    process_ttl_ms,
-                    keepalive_ms,
-                    max_secs: max_secs.min(3_600),
-                }))?;
-                return Ok(ExitCode::SUCCESS);
-            } else if via != "http" {
-                return Err(format!("unknown --via {via:?} (http or client)"));
-            }
-            rt.block_on(holder_main(HolderArgs {
-                urls,
-                key,
-                owner,
-                process_hash,
-                process_ttl_ms,
-                keepalive_ms,
-                max_secs: max_secs.min(3_600),
-            }))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::LibJob(a) => lib_job_cmd(a),
+        Cmd::Holder(a) => holder_cmd(a),
     }
+}
+
+/// The faults to inject: `--nemesis` expanded, minus the network faults
+/// `--hosts local` cannot make (said on stderr).
+fn faults_for(items: &[NemesisItem], hosts: HostKind) -> Vec<Fault> {
+    let mut faults = expand(items);
+    if faults.contains(&Fault::CrashPoint) {
+        locker_jepsen::crash_point::small_snapshots();
+    }
+    if hosts == HostKind::Local {
+        let dropped: Vec<String> = faults
+            .iter()
+            .filter(|f| f.needs_network())
+            .map(|f| f.name())
+            .collect();
+        if !dropped.is_empty() {
+            eprintln!(
+                "[setup] --hosts local: skipping network faults {}",
+                dropped.join(",")
+            );
+        }
+        faults.retain(|f| !f.needs_network());
+    }
+    faults
+}
+
+fn test_cmd(a: TestArgs) -> Result<ExitCode> {
+    let workloads = expand_workloads(&a.workload)?;
+    let opts = TestOpts {
+        nodes: a.nodes,
+        nemesis: faults_for(&a.nemesis, a.hosts),
+        locker_bin: locker_bin_path(a.locker_bin, &workloads)?,
+        workloads,
+        time_limit_s: a.time_limit,
+        recovery_s: a.recovery,
+        out: a.out.clone(),
+        seed: a.seed,
+        node_bin: node_bin(a.node_bin)?,
+        hosts: a.hosts,
+        interval_s: a.interval,
+        duration_s: a.fault_duration,
+        process_ttl_ms: a.process_ttl_ms,
+    };
+    let r = run_test(opts).map_err(anyhow::Error::msg)?;
+    println!("{}", report::terminal_summary(&r));
+    println!("report: {}", a.out.join("report.html").display());
+    if a.require_negative_control_failure && r.negative_control_failed != Some(true) {
+        eprintln!("the unfenced negative control did not fail: the faults did not bite");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(exit_for(r.valid))
+}
+
+fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
+    let endpoints: Vec<String> = a
+        .endpoints
+        .map(|e| {
+            e.split(',')
+                .map(|s| s.trim().trim_end_matches('/').to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let node_bin = if endpoints.is_empty() {
+        node_bin(a.node_bin)?
+    } else {
+        PathBuf::new()
+    };
+    let r = run_bench(BenchOpts {
+        nodes: a.nodes,
+        hosts: a.hosts,
+        node_bin,
+        endpoints,
+        concurrency: a.concurrency,
+        duration_s: a.duration,
+        out: a.out.clone(),
+        seed: a.seed,
+    })
+    .map_err(anyhow::Error::msg)?;
+    for l in r["levels"].as_array().into_iter().flatten() {
+        println!(
+            "{:>4} clients: {:>8.1} cycles/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            l["clients"],
+            l["cycles_per_s"].as_f64().unwrap_or(0.0),
+            l["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+            l["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            l["errors"]
+        );
+    }
+    println!("report: {}", a.out.join("bench.html").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run's own options and parameters, when its results.json sits next
+/// to the history: a re-check judges by the same bounds.
+fn previous_results(history: &std::path::Path) -> Option<serde_json::Value> {
+    history
+        .parent()
+        .map(|d| d.join("results.json"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
+    let ops = read_history(&a.history).map_err(anyhow::Error::msg)?;
+    let prev = previous_results(&a.history);
+    let mut opts = prev
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<CheckOptions>(v["options"].clone()).ok())
+        .unwrap_or_else(|| CheckOptions {
+            unfenced_keys: vec![UNFENCED_KEY.to_string()],
+            ..CheckOptions::default()
+        });
+    if let Some(d) = a.drift {
+        opts.drift = d;
+    }
+    let r = check_all(&ops, &opts);
+    let dir = a
+        .out
+        .unwrap_or_else(|| a.history.parent().map(PathBuf::from).unwrap_or_default());
+    let mut meta = prev
+        .map(|v| v["run"].clone())
+        .filter(|v| v.is_object())
+        .unwrap_or_else(|| serde_json::json!({}));
+    meta["rechecked_history"] = serde_json::json!(a.history.display().to_string());
+    report::write_all(&dir, &ops, &r, &meta).map_err(anyhow::Error::msg)?;
+    println!("{}", report::terminal_summary(&r));
+    Ok(exit_for(r.valid))
+}
+
+fn mutations_cmd(a: MutationArgs) -> Result<ExitCode> {
+    let opts = mutations::MutationOpts {
+        exe: std::env::current_exe().context("current exe")?,
+        node_bin: node_bin(a.node_bin)?,
+        hosts: arg_name(&a.hosts),
+        out: a.out.clone(),
+        short: a.short,
+        only: a
+            .only
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        baseline: a.baseline,
+        seed: a.seed,
+    };
+    let (summary, ok) = mutations::run_all(&opts).map_err(anyhow::Error::msg)?;
+    for r in summary["runs"].as_array().into_iter().flatten() {
+        println!("{}", mutations::line(r));
+    }
+    println!("summary: {}", a.out.join("mutations.json").display());
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn cleanup_cmd(prefix: &str) -> Result<ExitCode> {
+    anyhow::ensure!(
+        prefix.starts_with("lkj"),
+        "refusing to remove namespaces not made by locker-jepsen (prefix must start with lkj)"
+    );
+    let removed = cleanup_prefix(prefix);
+    println!(
+        "removed {} namespaces: {}",
+        removed.len(),
+        removed.join(" ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lib_job_cmd(a: LibJobCli) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let code = rt
+        .block_on(lib_job_main(LibJobArgs {
+            urls: a.urls.split(',').map(str::to_string).collect(),
+            file: a.file,
+            key: a.key,
+            job: a.job,
+            run_ms: a.run_ms.min(600_000),
+            interval_ms: a.interval_ms,
+            wait_ms: a.wait_ms.min(600_000),
+            process_ttl_ms: a.process_ttl_ms,
+        }))
+        .map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::from(code))
+}
+
+fn holder_cmd(a: HolderCli) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let urls: Vec<String> = a.urls.split(',').map(str::to_string).collect();
+    let max_secs = a.max_secs.min(3_600);
+    let done = match a.via {
+        Via::Client => rt.block_on(client_api::holder_main(client_api::ClientHolderArgs {
+            urls,
+            key: a.key,
+            process_ttl_ms: a.process_ttl_ms,
+            keepalive_ms: a.keepalive_ms,
+            max_secs,
+        })),
+        Via::Http => rt.block_on(holder_main(HolderArgs {
+            urls,
+            key: a.key,
+            owner: a.owner,
+            process_hash: a.process_hash,
+            process_ttl_ms: a.process_ttl_ms,
+            keepalive_ms: a.keepalive_ms,
+            max_secs,
+        })),
+    };
+    done.map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
 }

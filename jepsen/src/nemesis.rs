@@ -10,13 +10,17 @@ use crate::crash_point::exited;
 use crate::history::{Op, OpType, Process, Recorder};
 use crate::rng::Rng;
 use crate::workload::Ctx;
+use clap::builder::PossibleValue;
+use clap::ValueEnum;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One fault. Its command-line name (`--nemesis`) is the kebab-case of the
+/// variant, also written in histories and reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Fault {
     KillOne,
     KillLeader,
@@ -29,6 +33,7 @@ pub enum Fault {
     PartitionLeader,
     PartitionMajority,
     PartitionRing,
+    #[value(name = "partition-oneway")]
     PartitionOneWay,
     Loss,
     ClockSkew,
@@ -47,63 +52,17 @@ pub enum Fault {
 
 use Fault::*;
 
-pub const ALL: [Fault; 25] = [
-    KillOne,
-    KillLeader,
-    KillMinority,
-    KillAll,
-    PauseOne,
-    PauseLeader,
-    ClientPause,
-    PartitionOne,
-    PartitionLeader,
-    PartitionMajority,
-    PartitionRing,
-    PartitionOneWay,
-    Loss,
-    ClockSkew,
-    ClockRate,
-    ClientKill,
-    Member,
-    ClientCut,
-    ClientLoss,
-    HungEndpoint,
-    RunPause,
-    ClockLeaderAhead,
-    ClockLeaderBehind,
-    ClockLeaderDrift,
-    CrashPoint,
-];
-
 impl Fault {
-    pub fn name(self) -> &'static str {
-        match self {
-            KillOne => "kill-one",
-            KillLeader => "kill-leader",
-            KillMinority => "kill-minority",
-            KillAll => "kill-all",
-            PauseOne => "pause-one",
-            PauseLeader => "pause-leader",
-            ClientPause => "client-pause",
-            PartitionOne => "partition-one",
-            PartitionLeader => "partition-leader",
-            PartitionMajority => "partition-majority",
-            PartitionRing => "partition-ring",
-            PartitionOneWay => "partition-oneway",
-            Loss => "loss",
-            ClockSkew => "clock-skew",
-            ClockRate => "clock-rate",
-            ClientKill => "client-kill",
-            Member => "member",
-            ClientCut => "client-cut",
-            ClientLoss => "client-loss",
-            HungEndpoint => "hung-endpoint",
-            RunPause => "run-pause",
-            ClockLeaderAhead => "clock-leader-ahead",
-            ClockLeaderBehind => "clock-leader-behind",
-            ClockLeaderDrift => "clock-leader-drift",
-            CrashPoint => "crash-point",
-        }
+    /// Every fault, in declaration order.
+    pub fn all() -> &'static [Fault] {
+        Fault::value_variants()
+    }
+
+    /// The command-line name, e.g. `kill-leader`.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 
     pub fn needs_network(self) -> bool {
@@ -121,46 +80,107 @@ impl Fault {
     }
 }
 
-/// Parses `kill,pause,partition-ring,...`: single faults or families
-/// (`kill`, `pause`, `partition`, `clock`, `all`, `none`).
-pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
-    let mut out: Vec<Fault> = Vec::new();
-    for item in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
-        let fam: Vec<Fault> = match item {
-            "none" => vec![],
-            "all" => ALL.to_vec(),
-            "kill" => vec![KillOne, KillLeader, KillMinority, KillAll],
-            "pause" => vec![PauseOne, PauseLeader, ClientPause],
-            "partition" => vec![
+/// Named groups of faults accepted by `--nemesis` next to single faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Family {
+    /// No fault.
+    None,
+    /// Every fault.
+    All,
+    Kill,
+    Pause,
+    Partition,
+    Clock,
+    ClockLeader,
+    Crash,
+    Membership,
+    Client,
+}
+
+impl Family {
+    pub fn faults(self) -> Vec<Fault> {
+        match self {
+            Family::None => vec![],
+            Family::All => Fault::all().to_vec(),
+            Family::Kill => vec![KillOne, KillLeader, KillMinority, KillAll],
+            Family::Pause => vec![PauseOne, PauseLeader, ClientPause],
+            Family::Partition => vec![
                 PartitionOne,
                 PartitionLeader,
                 PartitionMajority,
                 PartitionRing,
                 PartitionOneWay,
             ],
-            "clock" => vec![
+            Family::Clock => vec![
                 ClockSkew,
                 ClockRate,
                 ClockLeaderAhead,
                 ClockLeaderBehind,
                 ClockLeaderDrift,
             ],
-            "clock-leader" => vec![ClockLeaderAhead, ClockLeaderBehind, ClockLeaderDrift],
-            "crash" => vec![CrashPoint],
-            "membership" => vec![Member],
-            "client" => vec![ClientCut, ClientLoss, HungEndpoint, RunPause],
-            other => match ALL.iter().find(|f| f.name() == other) {
-                Some(f) => vec![*f],
-                None => return Err(format!("unknown nemesis {other:?}")),
-            },
+            Family::ClockLeader => vec![ClockLeaderAhead, ClockLeaderBehind, ClockLeaderDrift],
+            Family::Crash => vec![CrashPoint],
+            Family::Membership => vec![Member],
+            Family::Client => vec![ClientCut, ClientLoss, HungEndpoint, RunPause],
+        }
+    }
+}
+
+/// One item of `--nemesis`: a family or a single fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NemesisItem {
+    Family(Family),
+    One(Fault),
+}
+
+impl ValueEnum for NemesisItem {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ITEMS: std::sync::OnceLock<Vec<NemesisItem>> = std::sync::OnceLock::new();
+        ITEMS.get_or_init(|| {
+            let families = Family::value_variants()
+                .iter()
+                .map(|f| NemesisItem::Family(*f));
+            families
+                .chain(Fault::all().iter().map(|f| NemesisItem::One(*f)))
+                .collect()
+        })
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            NemesisItem::Family(f) => f.to_possible_value(),
+            NemesisItem::One(f) => f.to_possible_value(),
+        }
+    }
+}
+
+/// The faults of `items`, families expanded, each once, in order.
+pub fn expand(items: &[NemesisItem]) -> Vec<Fault> {
+    let mut out: Vec<Fault> = Vec::new();
+    for item in items {
+        let faults = match item {
+            NemesisItem::Family(f) => f.faults(),
+            NemesisItem::One(f) => vec![*f],
         };
-        for f in fam {
+        for f in faults {
             if !out.contains(&f) {
                 out.push(f);
             }
         }
     }
-    Ok(out)
+    out
+}
+
+/// Parses `kill,pause,partition-ring,...`: single faults or families
+/// (`kill`, `pause`, `partition`, `clock`, `all`, `none`, ...).
+pub fn parse_list(s: &str) -> anyhow::Result<Vec<Fault>> {
+    let items = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| NemesisItem::from_str(x, false).map_err(|e| anyhow::anyhow!("nemesis {x:?}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(expand(&items))
 }
 
 /// How to undo the active fault.
@@ -650,16 +670,46 @@ mod tests {
 
     #[test]
     fn nemesis_lists_parse() {
-        assert_eq!(parse_list("kill").map(|v| v.len()), Ok(4));
+        assert_eq!(parse_list("kill").map(|v| v.len()).ok(), Some(4));
         let v = parse_list("kill-one,pause,partition-ring,kill-one").expect("parse");
         assert_eq!(
             v,
             vec![KillOne, PauseOne, PauseLeader, ClientPause, PartitionRing]
         );
-        assert_eq!(parse_list("all").map(|v| v.len()), Ok(ALL.len()));
+        assert_eq!(
+            parse_list("all").map(|v| v.len()).ok(),
+            Some(Fault::all().len())
+        );
         assert!(parse_list("meteor").is_err());
-        for f in ALL {
-            assert_eq!(parse_list(f.name()), Ok(vec![f]));
+        for f in Fault::all() {
+            assert_eq!(parse_list(&f.name()).ok(), Some(vec![*f]));
         }
+    }
+
+    /// The names scripts, docs and histories use, unchanged by the enums.
+    #[test]
+    fn fault_names_are_the_historic_spellings() {
+        let names: Vec<String> = Fault::all().iter().map(|f| f.name()).collect();
+        for n in [
+            "kill-one",
+            "partition-oneway",
+            "clock-leader-ahead",
+            "crash-point",
+            "hung-endpoint",
+            "client-pause",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+        }
+        assert_eq!(parse_list("none").ok(), Some(vec![]));
+        assert_eq!(
+            parse_list("clock-leader,crash,membership").ok(),
+            Some(vec![
+                ClockLeaderAhead,
+                ClockLeaderBehind,
+                ClockLeaderDrift,
+                CrashPoint,
+                Member
+            ])
+        );
     }
 }

@@ -11,6 +11,9 @@ use crate::report;
 use crate::rng::Rng;
 use crate::workload::{self, Ctx, Resource, TakeoverCfg, Via, Worker};
 use crate::workload_run::{self, clients_needed, RunCfg};
+use clap::builder::PossibleValue;
+use clap::ValueEnum;
+use serde::Serialize;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,24 +21,92 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
-/// Workload names; `takeover` is both takeover drivers, `all` is every one.
-pub const WORKLOADS: [&str; 8] = [
-    "mutex",
-    "set",
-    "set-unfenced",
-    "takeover-http",
-    "takeover-client",
-    "run",
-    "run-unlocked",
-    "run-lib",
-];
+/// A workload. Its command-line name (`--workload`) is the kebab-case of
+/// the variant, also written in results.json.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    Mutex,
+    Set,
+    SetUnfenced,
+    TakeoverHttp,
+    TakeoverClient,
+    Run,
+    RunUnlocked,
+    RunLib,
+}
+
+/// One item of `--workload`: a workload, `takeover` (both takeover
+/// drivers) or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadItem {
+    One(Workload),
+    Takeover,
+    All,
+}
+
+impl ValueEnum for WorkloadItem {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ITEMS: std::sync::OnceLock<Vec<WorkloadItem>> = std::sync::OnceLock::new();
+        ITEMS.get_or_init(|| {
+            let one = Workload::value_variants()
+                .iter()
+                .map(|w| WorkloadItem::One(*w));
+            one.chain([WorkloadItem::Takeover, WorkloadItem::All])
+                .collect()
+        })
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            WorkloadItem::One(w) => w.to_possible_value(),
+            WorkloadItem::Takeover => {
+                Some(PossibleValue::new("takeover").help("takeover-http and takeover-client"))
+            }
+            WorkloadItem::All => Some(PossibleValue::new("all").help("every workload")),
+        }
+    }
+}
+
+/// The workloads of `items`, groups expanded, each once, in order; at least one.
+pub fn expand_workloads(items: &[WorkloadItem]) -> anyhow::Result<Vec<Workload>> {
+    let mut v = Vec::new();
+    for item in items {
+        let names: Vec<Workload> = match item {
+            WorkloadItem::All => Workload::value_variants().to_vec(),
+            WorkloadItem::Takeover => vec![Workload::TakeoverHttp, Workload::TakeoverClient],
+            WorkloadItem::One(w) => vec![*w],
+        };
+        for n in names {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+        }
+    }
+    anyhow::ensure!(!v.is_empty(), "no workload");
+    Ok(v)
+}
+
+/// Parses `mutex,takeover,...` (see [`WorkloadItem`]).
+pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<Workload>> {
+    let items = s
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            WorkloadItem::from_str(w, false).map_err(|e| anyhow::anyhow!("workload {w:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    expand_workloads(&items)
+}
+
 pub const UNFENCED_KEY: &str = "jepsen/set-unfenced";
 
 #[derive(Clone, Debug)]
 pub struct TestOpts {
     pub nodes: u64,
     pub nemesis: Vec<Fault>,
-    pub workloads: Vec<String>,
+    pub workloads: Vec<Workload>,
     pub time_limit_s: u64,
     pub recovery_s: u64,
     pub out: PathBuf,
@@ -47,32 +118,6 @@ pub struct TestOpts {
     pub process_ttl_ms: u64,
     /// The `locker` CLI binary (the `run` workload).
     pub locker_bin: Option<PathBuf>,
-}
-
-pub fn parse_workloads(s: &str) -> Result<Vec<String>, String> {
-    let mut v = Vec::new();
-    for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-        let names: Vec<&str> = match w {
-            "all" => WORKLOADS.to_vec(),
-            "takeover" => vec!["takeover-http", "takeover-client"],
-            w if WORKLOADS.contains(&w) => vec![w],
-            _ => {
-                return Err(format!(
-                    "unknown workload {w:?} (known: {}, takeover, all)",
-                    WORKLOADS.join(", ")
-                ))
-            }
-        };
-        for n in names {
-            if !v.iter().any(|x| x == n) {
-                v.push(n.to_string());
-            }
-        }
-    }
-    if v.is_empty() {
-        return Err("no workload".into());
-    }
-    Ok(v)
 }
 
 /// Runs one test; the returned results were also written to `out`.
@@ -184,9 +229,9 @@ async fn run_async(
     let mut next_id = 1u64;
     let mut resources: Vec<Arc<Resource>> = Vec::new();
     let mut run_cfg: Option<Result<Arc<RunCfg>, String>> = None;
-    for w in &o.workloads {
-        match w.as_str() {
-            "mutex" => {
+    for &w in &o.workloads {
+        match w {
+            Workload::Mutex => {
                 for k in 0..3 {
                     for _ in 0..3 {
                         let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
@@ -195,8 +240,8 @@ async fn run_async(
                     }
                 }
             }
-            "set" | "set-unfenced" => {
-                let fenced = w == "set";
+            Workload::Set | Workload::SetUnfenced => {
+                let fenced = w == Workload::Set;
                 let key = if fenced { "jepsen/set" } else { UNFENCED_KEY };
                 let res = Arc::new(Resource::new(key, fenced));
                 resources.push(res.clone());
@@ -206,8 +251,8 @@ async fn run_async(
                     tasks.spawn(workload::set_worker(wk, key.to_string(), res.clone()));
                 }
             }
-            "takeover-http" | "takeover-client" => {
-                let (via, key) = if w == "takeover-http" {
+            Workload::TakeoverHttp | Workload::TakeoverClient => {
+                let (via, key) = if w == Workload::TakeoverHttp {
                     (Via::Http, "jepsen/takeover")
                 } else {
                     (Via::Client, "jepsen/takeover-client")
@@ -224,7 +269,7 @@ async fn run_async(
                 next_id += 1;
                 tasks.spawn(workload::takeover_worker(wk, holder, key.into(), cfg));
             }
-            "run" | "run-unlocked" | "run-lib" => {
+            Workload::Run | Workload::RunUnlocked | Workload::RunLib => {
                 let cfg = run_cfg.get_or_insert_with(|| {
                     let bin = o.locker_bin.clone().unwrap_or_default();
                     RunCfg::new(&o.out, exe.clone(), bin, o.process_ttl_ms, clients.clone())
@@ -232,7 +277,6 @@ async fn run_async(
                 });
                 workload_run::spawn(&mut tasks, w, &ctx, cfg.as_ref()?, &mut rng);
             }
-            _ => {}
         }
     }
 
@@ -352,19 +396,34 @@ mod tests {
 
     #[test]
     fn workload_lists_parse() {
+        use Workload::*;
         assert_eq!(
             parse_workloads("mutex,takeover").expect("parse"),
-            vec!["mutex", "takeover-http", "takeover-client"]
+            vec![Mutex, TakeoverHttp, TakeoverClient]
         );
         assert_eq!(
             parse_workloads("takeover-client,takeover").expect("parse"),
-            vec!["takeover-client", "takeover-http"]
+            vec![TakeoverClient, TakeoverHttp]
         );
         assert_eq!(
             parse_workloads("all").expect("parse").len(),
-            WORKLOADS.len()
+            Workload::value_variants().len()
         );
         assert!(parse_workloads("nap").is_err());
         assert!(parse_workloads(",").is_err());
+        let names = serde_json::to_value(Workload::value_variants()).expect("names");
+        assert_eq!(
+            names,
+            json!([
+                "mutex",
+                "set",
+                "set-unfenced",
+                "takeover-http",
+                "takeover-client",
+                "run",
+                "run-unlocked",
+                "run-lib"
+            ])
+        );
     }
 }

@@ -352,8 +352,8 @@ pub struct TakeoverCfg {
     pub host: u64,
 }
 
-/// How the takeover workload talks to the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the takeover workload talks to the cluster (`holder --via`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Via {
     /// Raw HTTP: the holder writes its own keep-alives and acquire, the
     /// waiter polls `POST /acquire`.

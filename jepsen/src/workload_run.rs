@@ -29,6 +29,7 @@ use crate::client_hosts::ClientHosts;
 use crate::history::{Op, OpType, Process, Recorder};
 use crate::job_beat::OnTerm;
 use crate::rng::Rng;
+use crate::runner::Workload;
 use crate::workload::Ctx;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -226,10 +227,10 @@ impl Plan {
     }
 }
 
-/// Spawns the runners of workload `name` (run, run-lib, run-unlocked).
+/// Spawns the runners of workload `w` (run, run-lib, run-unlocked).
 pub fn spawn(
     tasks: &mut tokio::task::JoinSet<()>,
-    name: &str,
+    w: Workload,
     ctx: &Arc<Ctx>,
     cfg: &Arc<RunCfg>,
     rng: &mut Rng,
@@ -238,13 +239,13 @@ pub fn spawn(
         let rn = Runner::new(id, host, key, kind, ctx, cfg, rng);
         tasks.spawn(rn.run());
     };
-    match name {
-        "run-unlocked" => {
+    match w {
+        Workload::RunUnlocked => {
             for r in 0..UNLOCKED_RUNNERS {
                 add(90 + r, 0, UNLOCKED_KEY.into(), Kind::Unlocked);
             }
         }
-        "run-lib" => {
+        Workload::RunLib => {
             // Client hosts after the run workload's.
             for r in 0..LIB_RUNNERS {
                 let host = RUN_KEYS * RUNNERS_PER_KEY + 1 + r;
@@ -274,12 +275,13 @@ pub fn takeover_host(via: crate::workload::Via) -> u64 {
 
 /// Client hosts the workloads need (run: 1..=9, run-lib: 10..=12, takeover
 /// holders: 13, 14).
-pub fn clients_needed(workloads: &[String]) -> u64 {
-    if workloads.iter().any(|w| w.starts_with("takeover")) {
+pub fn clients_needed(workloads: &[Workload]) -> u64 {
+    let any = |w: Workload| workloads.contains(&w);
+    if any(Workload::TakeoverHttp) || any(Workload::TakeoverClient) {
         RUN_KEYS * RUNNERS_PER_KEY + LIB_RUNNERS + 2
-    } else if workloads.iter().any(|w| w == "run-lib") {
+    } else if any(Workload::RunLib) {
         RUN_KEYS * RUNNERS_PER_KEY + LIB_RUNNERS
-    } else if workloads.iter().any(|w| w == "run") {
+    } else if any(Workload::Run) {
         RUN_KEYS * RUNNERS_PER_KEY
     } else {
         0
