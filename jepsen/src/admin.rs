@@ -3,7 +3,8 @@
 //! replica digest. Every call carries the cluster secret, which the admin and
 //! peer routes require and the others ignore.
 
-use serde_json::{json, Value};
+use locker_proto::{DigestAnswer, LeaderAnswer, TransferLeaderRequest};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Why an admin call did not do what was asked.
@@ -71,11 +72,10 @@ impl Admin {
         let rb = self
             .http
             .post(format!("{client_base}/v1/cluster/leader"))
-            .json(&json!({ "id": id }));
+            .json(&TransferLeaderRequest { id });
         let (code, text) = self.send(rb).await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        match (code, v["leader_id"].as_u64()) {
-            (200, Some(l)) => Ok(l),
+        match (code, serde_json::from_str::<LeaderAnswer>(&text)) {
+            (200, Ok(a)) => Ok(a.leader_id),
             _ => Err(AdminError::Failed(format!("HTTP {code}: {}", short(&text)))),
         }
     }
@@ -128,11 +128,11 @@ impl Admin {
     }
 
     /// `GET {client_base}/v1/digest`: the local replica's digest.
-    pub async fn digest(&self, client_base: &str) -> Result<Value, AdminError> {
+    pub async fn digest(&self, client_base: &str) -> Result<DigestAnswer, AdminError> {
         let rb = self.http.get(format!("{client_base}/v1/digest"));
         let (code, text) = self.send(rb).await?;
-        match (code, serde_json::from_str::<Value>(&text)) {
-            (200, Ok(v)) if v["applied_index"].is_u64() && v["digest"].is_string() => Ok(v),
+        match (code, serde_json::from_str::<DigestAnswer>(&text)) {
+            (200, Ok(v)) => Ok(v),
             _ => Err(AdminError::Failed(format!("HTTP {code}: {}", short(&text)))),
         }
     }

@@ -12,8 +12,13 @@
 //!   whose answer was lost), any other 5xx, a transport timeout, or a
 //!   connection dropped after sending.
 
-use crate::history::{status, Fields, OpType};
+use crate::history::{Fields, OpType};
+use locker_proto::{
+    AcquireRequest, ErrorAnswer, ErrorCode, ExtendRequest, KeepaliveAnswer, KeepaliveRequest, Lock,
+    LockAnswer, LockOpStatus, ReadAnswer, ReleaseRequest,
+};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -88,10 +93,10 @@ impl Call {
     }
 }
 
-/// The 503 error code that guarantees no effect.
-pub const NO_LEADER: &str = "NO_LEADER";
-/// The 503 error code of a write with unknown outcome.
-pub const TIMEOUT: &str = "TIMEOUT";
+/// A request body as JSON (the proto request types always serialise).
+fn body<T: Serialize>(req: &T) -> Value {
+    serde_json::to_value(req).unwrap_or(Value::Null)
+}
 
 pub fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
@@ -181,26 +186,30 @@ impl Api {
                 owner,
                 ttl_ms,
                 process_hash,
-            } => {
-                let mut b = json!({"owner_hash": owner, "ttl_ms": ttl_ms});
-                if let Some(p) = process_hash {
-                    b["process_hash"] = json!(p);
-                }
-                (
-                    Method::POST,
-                    format!("{base}/v1/locks/{k}/acquire"),
-                    Some(b),
-                )
-            }
+            } => (
+                Method::POST,
+                format!("{base}/v1/locks/{k}/acquire"),
+                Some(body(&AcquireRequest {
+                    owner_hash: Some(owner.clone()),
+                    process_hash: process_hash.clone(),
+                    ttl_ms: Some(*ttl_ms),
+                    ..AcquireRequest::default()
+                })),
+            ),
             Call::Extend { owner, ttl_ms } => (
                 Method::POST,
                 format!("{base}/v1/locks/{k}/extend"),
-                Some(json!({"owner_hash": owner, "ttl_ms": ttl_ms})),
+                Some(body(&ExtendRequest {
+                    owner_hash: owner.clone(),
+                    ttl_ms: Some(*ttl_ms),
+                })),
             ),
             Call::Release { owner } => (
                 Method::POST,
                 format!("{base}/v1/locks/{k}/release"),
-                Some(json!({"owner_hash": owner})),
+                Some(body(&ReleaseRequest {
+                    owner_hash: owner.clone(),
+                })),
             ),
             Call::Read => (Method::GET, format!("{base}/v1/locks/{k}"), None),
             Call::Keepalive {
@@ -209,7 +218,10 @@ impl Api {
             } => (
                 Method::PUT,
                 format!("{base}/v1/processes/{}", enc(process_hash)),
-                Some(json!({"ttl_ms": ttl_ms})),
+                Some(body(&KeepaliveRequest {
+                    ttl_ms: Some(*ttl_ms),
+                    info: None,
+                })),
             ),
         };
         let unknown = if call.is_write() {
@@ -240,9 +252,14 @@ impl Api {
         let Call::Acquire { owner, ttl_ms, .. } = call else {
             return self.exec(base, key, call).await;
         };
-        let body = json!({"owner_hash": owner, "ttl_ms": ttl_ms, "wait_ms": wait_ms});
+        let req = body(&AcquireRequest {
+            owner_hash: Some(owner.clone()),
+            ttl_ms: Some(*ttl_ms),
+            wait_ms: Some(wait_ms),
+            ..AcquireRequest::default()
+        });
         let url = format!("{base}/v1/locks/{}/acquire", enc(key));
-        match self.send(reqwest::Method::POST, &url, Some(body)).await {
+        match self.send(reqwest::Method::POST, &url, Some(req)).await {
             Err((not_sent, e)) => Answer {
                 kind: if not_sent { OpType::Fail } else { OpType::Info },
                 fields: Fields::default(),
@@ -276,46 +293,62 @@ impl Api {
     }
 }
 
+/// A status answer typed by the proto: a lock operation's [`LockAnswer`], or
+/// a keep-alive's (always `SUCCESS`, no lock). `None` when the body is not
+/// one, or its status is not the one its HTTP status carries.
+fn status_answer(call: &Call, code: u16, v: &Value) -> Option<(LockOpStatus, Option<Lock>)> {
+    match call {
+        Call::Read => None,
+        Call::Keepalive { .. } => KeepaliveAnswer::deserialize(v)
+            .ok()
+            .filter(|a| a.status.http_status() == code)
+            .map(|_| (LockOpStatus::Success, None)),
+        _ => LockAnswer::deserialize(v)
+            .ok()
+            .filter(|a| a.status.http_status() == code)
+            .map(|a| (a.status, a.lock)),
+    }
+}
+
 fn classify(call: &Call, code: u16, v: &Value, unknown: OpType) -> Answer {
-    let st = v["status"].as_str().map(str::to_string);
-    let lock = &v["lock"];
-    let holder = lock["owner_hash"].as_str().map(str::to_string);
-    let holder_token = lock["fencing_token"].as_u64();
-    let err = v["error"]["code"].as_str().map(str::to_string);
+    let err = ErrorAnswer::deserialize(v).ok().map(|e| e.error.code);
+    let answer = status_answer(call, code, v);
     let mut fields = Fields::default();
-    let kind = match (call, code) {
-        (Call::Read, 200) => {
-            fields.locked = v["locked"].as_bool();
-            fields.holder = holder;
-            fields.holder_token = holder_token;
-            OpType::Ok
-        }
-        (_, 200) if st.as_deref() == Some(status::SUCCESS) => {
-            fields.status = st;
-            fields.token = holder_token;
-            if let Call::Acquire { .. } | Call::Extend { .. } = call {
-                fields.owner = holder;
+    let kind = match (call, code, answer) {
+        (Call::Read, 200, _) => {
+            if let Ok(r) = ReadAnswer::deserialize(v) {
+                fields.locked = Some(r.locked);
+                fields.holder = r.lock.as_ref().map(|l| l.owner_hash.clone());
+                fields.holder_token = r.lock.as_ref().map(|l| l.fencing_token);
             }
             OpType::Ok
         }
-        (_, 404 | 409) if st.is_some() => {
-            fields.status = st;
-            fields.holder = holder;
-            fields.holder_token = holder_token;
+        (_, 200, Some((LockOpStatus::Success, lock))) => {
+            fields.status = Some(LockOpStatus::Success.as_str().into());
+            fields.token = lock.as_ref().map(|l| l.fencing_token);
+            if let Call::Acquire { .. } | Call::Extend { .. } = call {
+                fields.owner = lock.map(|l| l.owner_hash);
+            }
+            OpType::Ok
+        }
+        (_, 404 | 409, Some((st, lock))) => {
+            fields.status = Some(st.as_str().into());
+            fields.holder = lock.as_ref().map(|l| l.owner_hash.clone());
+            fields.holder_token = lock.as_ref().map(|l| l.fencing_token);
             OpType::Fail
         }
         // Rejected input: the server changed nothing.
-        (_, 400..=499) => OpType::Fail,
+        (_, 400..=499, _) => OpType::Fail,
         // Nothing was proposed (node team's contract); any other 5xx,
         // including 503 TIMEOUT, may have taken effect.
-        (_, 503) if err.as_deref() == Some(NO_LEADER) => OpType::Fail,
+        (_, 503, _) if err == Some(ErrorCode::NoLeader) => OpType::Fail,
         _ => unknown,
     };
     Answer {
         kind,
         fields,
         http: Some(code),
-        error: err,
+        error: err.map(|c| c.as_str().to_string()),
     }
 }
 
@@ -331,9 +364,23 @@ mod tests {
         }
     }
 
+    fn lock_json(owner: &str, token: u64) -> Value {
+        body(&Lock {
+            key: "k".into(),
+            owner_hash: owner.into(),
+            process_hash: None,
+            trace: None,
+            acquired_at: 1,
+            extended_at: 1,
+            expires_at: 2,
+            ttl_ms: 1000,
+            fencing_token: token,
+        })
+    }
+
     #[test]
     fn answers_map_to_outcomes() {
-        let lock = json!({"owner_hash":"k@h/1.2.3","fencing_token":12});
+        let lock = lock_json("k@h/1.2.3", 12);
         let a = classify(
             &acq(),
             200,
@@ -341,7 +388,7 @@ mod tests {
             OpType::Info,
         );
         assert_eq!((a.kind, a.fields.token), (OpType::Ok, Some(12)));
-        let other = json!({"owner_hash":"k@x/9.9.1","fencing_token":11});
+        let other = lock_json("k@x/9.9.1", 11);
         let a = classify(
             &acq(),
             409,
@@ -400,5 +447,51 @@ mod tests {
         let a = classify(&Call::Read, 200, &json!({"locked":false}), OpType::Fail);
         assert_eq!((a.kind, a.fields.locked), (OpType::Ok, Some(false)));
         assert_eq!(enc("jepsen/k 1"), "jepsen%2Fk%201");
+    }
+
+    /// The HTTP status and the typed body decide together: a status that
+    /// its HTTP status cannot carry, or a lock without a fencing token, is
+    /// not an answer (unknown for a write), and a 404 error body (no such
+    /// route) is a refusal, not `NO_KEY`.
+    #[test]
+    fn answers_must_be_typed_and_match_their_http_status() {
+        let held = json!({"status":"SOMEONE_ELSE_HOLDS_LOCK","lock":lock_json("k@x/9.9.1", 11)});
+        assert_eq!(
+            classify(&acq(), 200, &held, OpType::Info).kind,
+            OpType::Info
+        );
+        let mut tokenless = lock_json("k@h/1.2.3", 12);
+        if let Some(o) = tokenless.as_object_mut() {
+            o.remove("fencing_token");
+        }
+        let a = classify(
+            &acq(),
+            200,
+            &json!({"status":"SUCCESS","lock":tokenless}),
+            OpType::Info,
+        );
+        assert_eq!((a.kind, a.fields.token), (OpType::Info, None));
+        let a = classify(
+            &acq(),
+            404,
+            &json!({"error":{"code":"NOT_FOUND","message":"no route"}}),
+            OpType::Info,
+        );
+        assert_eq!((a.kind, a.fields.status), (OpType::Fail, None));
+        assert_eq!(a.error.as_deref(), Some("NOT_FOUND"));
+        let ka = Call::Keepalive {
+            process_hash: "h/1.2".into(),
+            ttl_ms: 2000,
+        };
+        let a = classify(
+            &ka,
+            200,
+            &json!({"status":"SUCCESS","alive_until":5}),
+            OpType::Info,
+        );
+        assert_eq!(
+            (a.kind, a.fields.status.as_deref()),
+            (OpType::Ok, Some("SUCCESS"))
+        );
     }
 }

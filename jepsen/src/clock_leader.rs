@@ -24,6 +24,8 @@ use crate::cluster::{pick, Cluster, NodeFlags};
 use crate::history::{Op, OpType, Process, WORKER_STRIDE};
 use crate::nemesis::{Nemesis, Undo};
 use crate::workload::Ctx;
+use locker_proto::{ClusterAnswer, ReadAnswer};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -208,12 +210,11 @@ impl Nemesis {
             )
             .await;
         }
-        let lock = lock?;
-        let l = &lock["lock"];
-        if a.kind != OpType::Ok || l["owner_hash"].as_str() != Some(owner.as_str()) {
+        let lock = ReadAnswer::deserialize(lock?).ok()?.lock?;
+        if a.kind != OpType::Ok || lock.owner_hash != owner {
             return None;
         }
-        let at = l["acquired_at"].as_i64()?;
+        let at = i64::try_from(lock.acquired_at).ok()?;
         Some(at - (sent + got) / 2)
     }
 
@@ -363,7 +364,7 @@ impl Nemesis {
     async fn leader_seen_by(&self, c: &Cluster, id: u64) -> Option<u64> {
         let url = format!("{}/v1/cluster", c.hosts.url(id));
         match self.api.get_json(&url).await {
-            Some((200, v)) => v["leader_id"].as_u64(),
+            Some((200, v)) => ClusterAnswer::deserialize(&v).ok()?.leader_id,
             _ => None,
         }
     }

@@ -177,12 +177,15 @@ impl Fields {
     }
 }
 
-/// Statuses as the server spells them.
+/// Statuses as the server spells them: the proto's lock-operation statuses,
+/// recorded as their wire words (the history format keeps the same strings).
 pub mod status {
-    pub const SUCCESS: &str = "SUCCESS";
-    pub const HELD: &str = "SOMEONE_ELSE_HOLDS_LOCK";
-    pub const NO_KEY: &str = "NO_KEY";
-    pub const NO_PROCESS: &str = "NO_RUNNING_PROCESS";
+    use locker_proto::LockOpStatus;
+
+    pub const SUCCESS: &str = LockOpStatus::Success.as_str();
+    pub const HELD: &str = LockOpStatus::SomeoneElseHoldsLock.as_str();
+    pub const NO_KEY: &str = LockOpStatus::NoKey.as_str();
+    pub const NO_PROCESS: &str = LockOpStatus::NoRunningProcess.as_str();
 }
 
 /// An invocation joined with its completion.

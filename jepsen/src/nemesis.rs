@@ -12,6 +12,8 @@ use crate::rng::Rng;
 use crate::workload::Ctx;
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
+use locker_proto::{AddMemberRequest, ClusterAnswer};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -299,7 +301,10 @@ impl Nemesis {
             }
             let url = format!("{}/v1/cluster", cluster.hosts.url(id));
             if let Some((200, v)) = self.api.get_json(&url).await {
-                if let Some(l) = v["leader_id"].as_u64() {
+                if let Some(l) = ClusterAnswer::deserialize(&v)
+                    .ok()
+                    .and_then(|c| c.leader_id)
+                {
                     return Some(l);
                 }
             }
@@ -504,14 +509,17 @@ impl Nemesis {
                         ..NodeFlags::default()
                     },
                 )?;
-                let body = json!({"id": id, "peer_addr": c.hosts.peer_addr(id)});
+                let body = serde_json::to_value(AddMemberRequest {
+                    id,
+                    peer_addr: c.hosts.peer_addr(id),
+                })
+                .unwrap_or_default();
                 let r = self.membership(c, "POST", Some(body), None).await;
                 match r {
                     Ok(v) => {
                         c.members.push(id);
-                        let ids: Vec<Value> = v["members"]
-                            .as_array()
-                            .map(|m| m.iter().map(|x| x["id"].clone()).collect())
+                        let ids: Vec<u64> = ClusterAnswer::deserialize(&v)
+                            .map(|a| a.members.iter().map(|m| m.id).collect())
                             .unwrap_or_default();
                         Ok((Undo::RemoveMember(id), json!({"added": id, "members": ids})))
                     }

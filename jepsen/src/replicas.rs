@@ -35,7 +35,9 @@ pub async fn collect(admin: &Admin, c: &Cluster, rec: &Recorder, limit: Duration
             let (kind, v) = match r {
                 Ok(v) => {
                     answered += 1;
-                    indexes.insert(v["applied_index"].as_u64().unwrap_or(0));
+                    indexes.insert(v.applied_index);
+                    // The history records the answer as the node sent it.
+                    let v = serde_json::to_value(&v).unwrap_or_default();
                     (OpType::Ok, record_value(round, id, n, &v))
                 }
                 Err(e) => {
