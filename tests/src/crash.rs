@@ -7,6 +7,7 @@
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use locker_proto::ReadAnswer;
 use serde_json::json;
 
 use super::{answer, api, bin, eventually, get, http, Cluster, NodeProc, SECRET};
@@ -179,8 +180,8 @@ pub fn assert_acked_and_agreeing(c: &Cluster, acked: &Acked) {
         let r = api::read(&c.url(leader), key);
         assert_eq!(r.code, 200, "read {key}: {:?}", r.body);
         assert_eq!(
-            r.body["lock"]["owner_hash"],
-            json!(owner_of(key)),
+            r.read().lock.map(|l| l.owner_hash),
+            Some(owner_of(key)),
             "acknowledged write of {key} lost: {:?}",
             r.body
         );
@@ -192,7 +193,8 @@ pub fn assert_acked_and_agreeing(c: &Cluster, acked: &Acked) {
                 "every replica to hold the key",
                 || {
                     let r = api::read_stale(&n.url(), key);
-                    (r.body["lock"]["owner_hash"] == json!(owner_of(key))).then_some(())
+                    let owner = r.try_json::<ReadAnswer>().and_then(|a| a.lock);
+                    (owner.map(|l| l.owner_hash) == Some(owner_of(key))).then_some(())
                 },
             );
         }

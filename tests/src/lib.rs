@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use locker_proto::{
+    ClusterAnswer, ErrorAnswer, ErrorCode, ExtendRequest, KeepaliveRequest, LockAnswer,
+    OwnerAnswer, ReadAnswer, ReleaseRequest, StatusAnswer,
+};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 pub mod crash;
@@ -203,11 +208,59 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn status(&self) -> &str {
-        self.body["status"].as_str().unwrap_or("")
+    /// The body as a proto type, or `None` when it is not one.
+    pub fn try_json<T: DeserializeOwned>(&self) -> Option<T> {
+        T::deserialize(&self.body).ok()
     }
+
+    /// The body as a proto type; panics, showing the answer, when it is
+    /// not one (a test's expectation of the answer's shape).
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        T::deserialize(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {} body is not a {}: {e}: {}",
+                self.code,
+                std::any::type_name::<T>(),
+                self.body
+            )
+        })
+    }
+
+    /// The answer of a lock read (`GET /v1/locks/{key}`).
+    pub fn read(&self) -> ReadAnswer {
+        self.json()
+    }
+
+    /// The lock a lock answer or a read carries, if any.
+    pub fn lock(&self) -> Option<locker_proto::Lock> {
+        self.try_json::<LockAnswer>()
+            .and_then(|a| a.lock)
+            .or_else(|| self.try_json::<ReadAnswer>().and_then(|a| a.lock))
+            .or_else(|| self.try_json::<OwnerAnswer>().and_then(|a| a.lock))
+    }
+
+    /// The status word of a lock, owner or process answer (as the proto
+    /// types spell it); "" when the body is none of them.
+    pub fn status(&self) -> &str {
+        if let Some(a) = self.try_json::<LockAnswer>() {
+            return a.status.as_str();
+        }
+        if let Some(a) = self.try_json::<OwnerAnswer>() {
+            return a.status.as_str();
+        }
+        self.try_json::<StatusAnswer>()
+            .map_or("", |a| a.status.as_str())
+    }
+
+    /// The code of an error body, if the body is one.
+    pub fn error(&self) -> Option<ErrorCode> {
+        self.try_json::<ErrorAnswer>().map(|e| e.error.code)
+    }
+
+    /// The code of an error body as its wire word; "" when the body is not
+    /// the error body.
     pub fn error_code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
+        self.error().map_or("", ErrorCode::as_str)
     }
 }
 
@@ -284,6 +337,11 @@ pub fn delete(url: &str) -> Answer {
     answer(http().delete(url).send())
 }
 
+/// A proto request body as JSON.
+fn body<T: serde::Serialize>(req: &T) -> Value {
+    serde_json::to_value(req).expect("a proto request serialises")
+}
+
 /// Convenience calls against one node's base URL.
 pub mod api {
     use super::*;
@@ -292,17 +350,17 @@ pub mod api {
         post(&format!("{base}/v1/locks/{}/acquire", enc(key)), body)
     }
     pub fn extend(base: &str, key: &str, owner: &str, ttl_ms: Option<u64>) -> Answer {
-        let mut b = json!({"owner_hash": owner});
-        if let Some(t) = ttl_ms {
-            b["ttl_ms"] = json!(t);
-        }
-        post(&format!("{base}/v1/locks/{}/extend", enc(key)), b)
+        let b = ExtendRequest {
+            owner_hash: owner.to_string(),
+            ttl_ms,
+        };
+        post(&format!("{base}/v1/locks/{}/extend", enc(key)), body(&b))
     }
     pub fn release(base: &str, key: &str, owner: &str) -> Answer {
-        post(
-            &format!("{base}/v1/locks/{}/release", enc(key)),
-            json!({"owner_hash": owner}),
-        )
+        let b = ReleaseRequest {
+            owner_hash: owner.to_string(),
+        };
+        post(&format!("{base}/v1/locks/{}/release", enc(key)), body(&b))
     }
     pub fn read(base: &str, key: &str) -> Answer {
         get(&format!("{base}/v1/locks/{}", enc(key)))
@@ -314,10 +372,11 @@ pub mod api {
         get(&format!("{base}/v1/owners/{}", enc(owner_hash)))
     }
     pub fn keepalive(base: &str, process: &str, ttl_ms: u64) -> Answer {
-        put(
-            &format!("{base}/v1/processes/{}", enc(process)),
-            json!({"ttl_ms": ttl_ms}),
-        )
+        let b = KeepaliveRequest {
+            ttl_ms: Some(ttl_ms),
+            info: None,
+        };
+        put(&format!("{base}/v1/processes/{}", enc(process)), body(&b))
     }
     pub fn end_process(base: &str, process: &str) -> Answer {
         delete(&format!("{base}/v1/processes/{}", enc(process)))
@@ -413,8 +472,9 @@ impl Cluster {
     /// The leader as some running node sees it.
     pub fn leader(&self) -> Option<u64> {
         self.nodes.iter().filter(|n| n.is_running()).find_map(|n| {
-            let a = api::cluster(&n.url());
-            a.body["leader_id"].as_u64()
+            api::cluster(&n.url())
+                .try_json::<ClusterAnswer>()?
+                .leader_id
         })
     }
 

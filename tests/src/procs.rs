@@ -125,5 +125,7 @@ pub fn spawn_locker_run(
 
 /// Whether a linearizable read of `key` through `url` says it is held.
 pub fn is_locked(url: &str, key: &str) -> bool {
-    crate::api::read(url, key).body["locked"] == serde_json::json!(true)
+    crate::api::read(url, key)
+        .try_json::<locker_proto::ReadAnswer>()
+        .is_some_and(|a| a.locked)
 }
