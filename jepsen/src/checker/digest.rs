@@ -73,11 +73,27 @@ pub fn check(ops: &[Op]) -> Verdict {
             json!({"skipped": true}),
         );
     }
-    // Every (index -> node -> digests) seen, across all rounds.
-    let mut by_index: BTreeMap<u64, BTreeMap<u64, BTreeSet<String>>> = BTreeMap::new();
+    let by_round = rounds(&all);
+    if let Some(v) = mismatch_verdict(&all, by_round.len()) {
+        return v;
+    }
+    agreement_verdict(&by_round)
+}
+
+/// The answers of each round.
+fn rounds(all: &[Answer]) -> BTreeMap<u64, Vec<&Answer>> {
     let mut by_round: BTreeMap<u64, Vec<&Answer>> = BTreeMap::new();
-    for a in &all {
+    for a in all {
         by_round.entry(a.round).or_default().push(a);
+    }
+    by_round
+}
+
+/// Invalid if two replicas reported different digests at one applied index
+/// (every index -> node -> digests seen, across all rounds).
+fn mismatch_verdict(all: &[Answer], rounds: usize) -> Option<Verdict> {
+    let mut by_index: BTreeMap<u64, BTreeMap<u64, BTreeSet<String>>> = BTreeMap::new();
+    for a in all {
         if let Some((i, d)) = &a.at {
             by_index
                 .entry(*i)
@@ -96,19 +112,23 @@ pub fn check(ops: &[Op]) -> Verdict {
         .take(20)
         .map(|(i, nodes)| json!({"applied_index": i, "digests": nodes}))
         .collect();
-    if !mismatches.is_empty() {
-        return verdict(
-            Validity::Invalid,
-            format!(
-                "replicas disagree: different digests at {} applied index(es), first at {}",
-                mismatches.len(),
-                mismatches[0]["applied_index"]
-            ),
-            json!({"mismatches": mismatches, "rounds": by_round.len()}),
-        );
+    if mismatches.is_empty() {
+        return None;
     }
-    // A round where every member answered at one index (the digests then
-    // agree: no mismatch above).
+    Some(verdict(
+        Validity::Invalid,
+        format!(
+            "replicas disagree: different digests at {} applied index(es), first at {}",
+            mismatches.len(),
+            mismatches[0]["applied_index"]
+        ),
+        json!({"mismatches": mismatches, "rounds": rounds}),
+    ))
+}
+
+/// Valid if in some round every member answered at one index (the digests
+/// then agree: no mismatch was found), else unknown.
+fn agreement_verdict(by_round: &BTreeMap<u64, Vec<&Answer>>) -> Verdict {
     let agreed = by_round.iter().rev().find_map(|(r, list)| {
         let idx: BTreeSet<u64> = list
             .iter()

@@ -42,15 +42,52 @@ fn token_seen(p: &Pair) -> Option<u64> {
     }
 }
 
-pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
-    let mut problems: Vec<Value> = Vec::new();
-    let mut push = |v: Value| {
-        if problems.len() < 50 {
-            problems.push(v);
-        }
-    };
+/// Problems found, the first 50 kept for the report.
+#[derive(Default)]
+struct Problems(Vec<Value>);
 
-    // Grants, merged by (key, owner, token).
+impl Problems {
+    fn push(&mut self, v: Value) {
+        if self.0.len() < 50 {
+            self.0.push(v);
+        }
+    }
+}
+
+pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
+    let mut problems = Problems::default();
+    let mut grants = grants_of(pairs);
+    let duplicates = duplicate_tokens(&grants, pairs, &mut problems);
+    grants.sort_by_key(|g| g.token);
+    let disorder = grants_out_of_order(&grants, pairs, &mut problems);
+    let went_down = tokens_gone_down(pairs, &mut problems);
+    let restarts = whole_cluster_restarts(ops);
+    let restart_details = tokens_across_restarts(&restarts, &grants, pairs, &mut problems);
+    let problems = problems.0;
+    let valid = if problems.is_empty() {
+        Validity::Valid
+    } else {
+        Validity::Invalid
+    };
+    let summary = if problems.is_empty() {
+        format!(
+            "{} grants: unique, real-time ordered, never going down ({} whole-cluster restarts)",
+            grants.len(),
+            restarts.len()
+        )
+    } else {
+        format!("{duplicates} duplicate tokens, {disorder} out-of-order grants, {went_down} keys whose token went down")
+    };
+    Verdict {
+        checker: "fencing-tokens".into(),
+        valid,
+        summary,
+        details: json!({"grants": grants.len(), "restarts": restart_details, "problems": problems}),
+    }
+}
+
+/// Grants, merged by (key, owner, token).
+fn grants_of(pairs: &[Pair]) -> Vec<Grant> {
     let mut first_invoke: HashMap<(String, String), u64> = HashMap::new();
     for p in pairs {
         if p.f == "acquire" {
@@ -89,9 +126,11 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
             g.pair = i;
         }
     }
-    let mut grants: Vec<Grant> = grants.into_values().collect();
+    grants.into_values().collect()
+}
 
-    // Uniqueness.
+/// Uniqueness: tokens naming more than one grant.
+fn duplicate_tokens(grants: &[Grant], pairs: &[Pair], problems: &mut Problems) -> usize {
     let mut by_token: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (gi, g) in grants.iter().enumerate() {
         by_token.entry(g.token).or_default().push(gi);
@@ -100,7 +139,7 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
     for (t, gs) in &by_token {
         if gs.len() > 1 {
             duplicates += 1;
-            push(json!({
+            problems.push(json!({
                 "kind": "duplicate-token",
                 "token": t,
                 "grants": gs.iter().map(|&g| json!({"key": grants[g].key, "owner": grants[g].owner,
@@ -108,10 +147,12 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
             }));
         }
     }
+    duplicates
+}
 
-    // Real-time order of grants: in token order, no grant may have completed
-    // before a grant with a smaller token was even invoked.
-    grants.sort_by_key(|g| g.token);
+/// Real-time order of grants (sorted by token): no grant may have completed
+/// before a grant with a smaller token was even invoked.
+fn grants_out_of_order(grants: &[Grant], pairs: &[Pair], problems: &mut Problems) -> usize {
     let mut max_inv: Option<usize> = None;
     let mut disorder = 0;
     for (gi, g) in grants.iter().enumerate() {
@@ -119,7 +160,7 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
             let big = &grants[m];
             if g.complete < big.invoke && big.token < g.token {
                 disorder += 1;
-                push(json!({
+                problems.push(json!({
                     "kind": "grant-order",
                     "explain": "the later grant carries the smaller token",
                     "earlier_grant": describe(&pairs[g.pair]),
@@ -133,8 +174,11 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
             max_inv = Some(gi);
         }
     }
+    disorder
+}
 
-    // Per-key monotonic observations.
+/// Per-key monotonic observations: how often a key's token went down.
+fn tokens_gone_down(pairs: &[Pair], problems: &mut Problems) -> usize {
     let mut seen: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
     for (i, p) in pairs.iter().enumerate() {
         if let (Some(k), Some(t)) = (&p.key, token_seen(p)) {
@@ -146,45 +190,52 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
             });
         }
     }
-    let mut went_down = 0;
-    for (key, list) in seen.iter_mut() {
-        // Descending tokens; track the earliest completion among strictly
-        // larger tokens. If it precedes this op's invocation, the key's token
-        // went down in real time.
-        list.sort_by_key(|s| std::cmp::Reverse(s.token));
-        let mut best: Option<usize> = None;
-        let mut i = 0;
-        while i < list.len() {
-            let mut j = i;
-            while j < list.len() && list[j].token == list[i].token {
-                j += 1;
-            }
-            for s in &list[i..j] {
-                if let Some(b) = best {
-                    if list[b].complete < s.invoke {
-                        went_down += 1;
-                        push(json!({
-                            "kind": "token-went-down",
-                            "key": key,
-                            "first_saw": list[b].token,
-                            "first": describe(&pairs[list[b].pair]),
-                            "then_saw": s.token,
-                            "then": describe(&pairs[s.pair]),
-                        }));
-                        break;
-                    }
-                }
-            }
-            for (off, s) in list[i..j].iter().enumerate() {
-                if best.is_none_or(|b| s.complete < list[b].complete) {
-                    best = Some(i + off);
-                }
-            }
-            i = j;
-        }
-    }
+    seen.iter_mut()
+        .map(|(key, list)| key_went_down(key, list, pairs, problems))
+        .sum()
+}
 
-    // Whole-cluster restarts.
+/// One key's observations: in descending tokens, tracks the earliest
+/// completion among strictly larger tokens. If it precedes an op's
+/// invocation, the key's token went down in real time.
+fn key_went_down(key: &str, list: &mut [Seen], pairs: &[Pair], problems: &mut Problems) -> usize {
+    list.sort_by_key(|s| std::cmp::Reverse(s.token));
+    let mut went_down = 0;
+    let mut best: Option<usize> = None;
+    let mut i = 0;
+    while i < list.len() {
+        let mut j = i;
+        while j < list.len() && list[j].token == list[i].token {
+            j += 1;
+        }
+        for s in &list[i..j] {
+            if let Some(b) = best {
+                if list[b].complete < s.invoke {
+                    went_down += 1;
+                    problems.push(json!({
+                        "kind": "token-went-down",
+                        "key": key,
+                        "first_saw": list[b].token,
+                        "first": describe(&pairs[list[b].pair]),
+                        "then_saw": s.token,
+                        "then": describe(&pairs[s.pair]),
+                    }));
+                    break;
+                }
+            }
+        }
+        for (off, s) in list[i..j].iter().enumerate() {
+            if best.is_none_or(|b| s.complete < list[b].complete) {
+                best = Some(i + off);
+            }
+        }
+        i = j;
+    }
+    went_down
+}
+
+/// Whole-cluster restarts: (kill time, restart time) of each `kill-all`.
+fn whole_cluster_restarts(ops: &[Op]) -> Vec<(u64, u64)> {
     let mut restarts = Vec::new();
     let mut kill_start: Option<u64> = None;
     for op in ops.iter().filter(|o| o.process == Process::Nemesis) {
@@ -202,8 +253,19 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
             _ => {}
         }
     }
+    restarts
+}
+
+/// Grants after each restart must carry tokens above every token seen
+/// before it; one detail per restart.
+fn tokens_across_restarts(
+    restarts: &[(u64, u64)],
+    grants: &[Grant],
+    pairs: &[Pair],
+    problems: &mut Problems,
+) -> Vec<Value> {
     let mut restart_details = Vec::new();
-    for (s, e) in &restarts {
+    for (s, e) in restarts {
         let before = pairs
             .iter()
             .filter(|p| p.complete_ns <= *s)
@@ -223,33 +285,13 @@ pub fn check(pairs: &[Pair], ops: &[Op], _opts: &CheckOptions) -> Verdict {
             "max_token_before": before, "min_grant_after": after, "rising": ok}),
         );
         if !ok {
-            push(
+            problems.push(
                 json!({"kind": "token-reset-by-restart", "max_token_before": before,
                 "min_grant_after": after}),
             );
         }
     }
-
-    let valid = if problems.is_empty() {
-        Validity::Valid
-    } else {
-        Validity::Invalid
-    };
-    let summary = if problems.is_empty() {
-        format!(
-            "{} grants: unique, real-time ordered, never going down ({} whole-cluster restarts)",
-            grants.len(),
-            restarts.len()
-        )
-    } else {
-        format!("{duplicates} duplicate tokens, {disorder} out-of-order grants, {went_down} keys whose token went down")
-    };
-    Verdict {
-        checker: "fencing-tokens".into(),
-        valid,
-        summary,
-        details: json!({"grants": grants.len(), "restarts": restart_details, "problems": problems}),
-    }
+    restart_details
 }
 
 #[cfg(test)]

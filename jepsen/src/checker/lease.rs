@@ -74,17 +74,22 @@ fn process_end(kas: &[(u64, u64, u64)], from: u64, drift: f64) -> u64 {
     end
 }
 
-pub fn check(pairs: &[Pair], opts: &CheckOptions) -> Verdict {
-    let d = opts.drift;
-    // Keepalives per process hash, and "end process" invocations.
-    let mut kas: HashMap<String, Vec<(u64, u64, u64)>> = HashMap::new();
-    let mut proc_ends: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+/// Keep-alives (invoke, complete, ttl) sorted by invoke, and "end process"
+/// invocations (invoke, complete), per process hash.
+#[derive(Default)]
+struct Processes {
+    keepalives: HashMap<String, Vec<(u64, u64, u64)>>,
+    ends: HashMap<String, Vec<(u64, u64)>>,
+}
+
+fn processes_of(pairs: &[Pair], opts: &CheckOptions) -> Processes {
+    let mut ps = Processes::default();
     for p in pairs {
         let Some(ph) = p.req.process_hash.clone().or_else(|| p.key.clone()) else {
             continue;
         };
         match (p.f.as_str(), p.kind) {
-            ("keepalive", OpType::Ok) => kas.entry(ph).or_default().push((
+            ("keepalive", OpType::Ok) => ps.keepalives.entry(ph).or_default().push((
                 p.invoke_ns,
                 p.complete_ns,
                 p.req
@@ -92,52 +97,90 @@ pub fn check(pairs: &[Pair], opts: &CheckOptions) -> Verdict {
                     .or(p.req.ttl_ms)
                     .unwrap_or(opts.default_process_ttl_ms),
             )),
-            ("end-process", _) if p.kind != OpType::Fail => proc_ends
+            ("end-process", _) if p.kind != OpType::Fail => ps
+                .ends
                 .entry(ph)
                 .or_default()
                 .push((p.invoke_ns, p.complete_ns)),
             _ => {}
         }
     }
-    for v in kas.values_mut() {
+    for v in ps.keepalives.values_mut() {
         v.sort();
     }
+    ps
+}
 
-    let mut obs: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
-    // Per key and owner: releases (invoke, complete) and the process bound.
-    let mut releases: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
-    let mut owner_proc: HashMap<(String, String), String> = HashMap::new();
+/// Per key: observations sorted by invoke; per (key, owner): releases
+/// (invoke, complete) and the process the lock is bound to.
+#[derive(Default)]
+struct Keys {
+    observations: BTreeMap<String, Vec<Observation>>,
+    releases: HashMap<(String, String), Vec<(u64, u64)>>,
+    owner_process: HashMap<(String, String), String>,
+}
+
+fn keys_of(pairs: &[Pair]) -> Keys {
+    let mut ks = Keys::default();
     for (i, p) in pairs.iter().enumerate() {
         let Some(key) = p.key.clone() else { continue };
         if !matches!(p.f.as_str(), "acquire" | "extend" | "release" | "read") {
             continue;
         }
         if let Some(h) = observation(p) {
-            obs.entry(key.clone()).or_default().push(Observation {
+            ks.observations.entry(key.clone()).or_default().push(Observation {
                 invoke: p.invoke_ns,
                 complete: p.complete_ns,
                 holder: h,
                 pair: i,
             });
         }
-        if let Some(o) = p.owner() {
-            if p.f == "release" && p.kind != OpType::Fail {
-                releases
-                    .entry((key.clone(), o.to_string()))
-                    .or_default()
-                    .push((p.invoke_ns, p.complete_ns));
-            }
-            if p.f == "acquire" {
-                if let Some(ph) = &p.req.process_hash {
-                    owner_proc.insert((key.clone(), o.to_string()), ph.clone());
-                }
+        let Some(o) = p.owner() else { continue };
+        if p.f == "release" && p.kind != OpType::Fail {
+            ks.releases
+                .entry((key.clone(), o.to_string()))
+                .or_default()
+                .push((p.invoke_ns, p.complete_ns));
+        }
+        if p.f == "acquire" {
+            if let Some(ph) = &p.req.process_hash {
+                ks.owner_process
+                    .insert((key.clone(), o.to_string()), ph.clone());
             }
         }
     }
-    for v in obs.values_mut() {
+    for v in ks.observations.values_mut() {
         v.sort_by_key(|o| o.invoke);
     }
+    ks
+}
 
+/// The end of the window in which `r`'s owner provably holds the key: the
+/// lease's scaled ttl, cut by a release or the end of its process.
+fn provable_end(r: &Pair, ko: &(String, String), ps: &Processes, ks: &Keys, opts: &CheckOptions) -> u64 {
+    let d = opts.drift;
+    let ttl = r.ttl_ms().unwrap_or(opts.default_ttl_ms);
+    let mut end = r.invoke_ns.saturating_add(scaled(ttl, d));
+    // A release or end still pending when R started may take effect after R.
+    let cut = |end: u64, list: Option<&Vec<(u64, u64)>>| {
+        list.map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|&&(_, comp)| comp > r.invoke_ns)
+            .fold(end, |end, &(inv, _)| end.min(inv.max(r.invoke_ns)))
+    };
+    end = cut(end, ks.releases.get(ko));
+    if let Some(ph) = ks.owner_process.get(ko) {
+        let k = ps.keepalives.get(ph).map(Vec::as_slice).unwrap_or(&[]);
+        end = end.min(process_end(k, r.invoke_ns, d));
+        end = cut(end, ps.ends.get(ph));
+    }
+    end
+}
+
+pub fn check(pairs: &[Pair], opts: &CheckOptions) -> Verdict {
+    let ps = processes_of(pairs, opts);
+    let ks = keys_of(pairs);
     let mut violations = Vec::new();
     let mut windows = 0usize;
     for (i, r) in pairs.iter().enumerate() {
@@ -147,47 +190,19 @@ pub fn check(pairs: &[Pair], opts: &CheckOptions) -> Verdict {
         let (Some(key), Some(owner)) = (r.key.clone(), r.owner().map(str::to_string)) else {
             continue;
         };
-        let ttl = r.ttl_ms().unwrap_or(opts.default_ttl_ms);
-        let mut end = r.invoke_ns.saturating_add(scaled(ttl, d));
-        let ko = (key.clone(), owner.clone());
-        for &(inv, comp) in releases.get(&ko).map(Vec::as_slice).unwrap_or(&[]) {
-            // A release still pending when R started may take effect after R.
-            if comp > r.invoke_ns {
-                end = end.min(inv.max(r.invoke_ns));
-            }
-        }
-        if let Some(ph) = owner_proc.get(&ko) {
-            let k = kas.get(ph).map(Vec::as_slice).unwrap_or(&[]);
-            end = end.min(process_end(k, r.invoke_ns, d));
-            for &(inv, comp) in proc_ends.get(ph).map(Vec::as_slice).unwrap_or(&[]) {
-                if comp > r.invoke_ns {
-                    end = end.min(inv.max(r.invoke_ns));
-                }
-            }
-        }
+        let ko = (key, owner);
+        let end = provable_end(r, &ko, &ps, &ks, opts);
         if end <= r.complete_ns {
             continue;
         }
         windows += 1;
-        let Some(list) = obs.get(&key) else { continue };
-        let start = list.partition_point(|o| o.invoke < r.complete_ns);
-        for o in &list[start..] {
-            if o.invoke >= end {
-                break;
-            }
-            if o.complete >= end || o.holder.as_deref() == Some(owner.as_str()) {
-                continue;
-            }
-            let kind = if o.holder.is_some() {
-                "second-holder"
-            } else {
-                "lease-ended-early"
-            };
+        let Some(list) = ks.observations.get(&ko.0) else { continue };
+        for o in conflicts(list, r.complete_ns, end, &ko.1) {
             if violations.len() < 50 {
                 violations.push(json!({
-                    "kind": kind,
-                    "key": key,
-                    "holder": owner,
+                    "kind": if o.holder.is_some() { "second-holder" } else { "lease-ended-early" },
+                    "key": ko.0,
+                    "holder": ko.1,
                     "provable_until_ms": end as f64 / 1e6,
                     "lease_from": describe(&pairs[i]),
                     "conflicting": describe(&pairs[o.pair]),
@@ -195,6 +210,25 @@ pub fn check(pairs: &[Pair], opts: &CheckOptions) -> Verdict {
             }
         }
     }
+    verdict(violations, windows, opts.drift)
+}
+
+/// Observations run entirely inside the window [from, end) that saw the
+/// key free or held by someone other than `owner`.
+fn conflicts<'a>(
+    list: &'a [Observation],
+    from: u64,
+    end: u64,
+    owner: &'a str,
+) -> impl Iterator<Item = &'a Observation> {
+    let start = list.partition_point(|o| o.invoke < from);
+    list[start..]
+        .iter()
+        .take_while(move |o| o.invoke < end)
+        .filter(move |o| o.complete < end && o.holder.as_deref() != Some(owner))
+}
+
+fn verdict(violations: Vec<serde_json::Value>, windows: usize, d: f64) -> Verdict {
     let valid = if violations.is_empty() {
         Validity::Valid
     } else {

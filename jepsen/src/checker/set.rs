@@ -16,57 +16,60 @@ fn sample(s: &BTreeSet<u64>) -> Vec<u64> {
     s.iter().take(20).copied().collect()
 }
 
-/// Judges one resource.
-pub fn check_key(pairs: &[Pair], key: &str) -> (Validity, serde_json::Value) {
-    let mut acked = BTreeSet::new();
-    let mut refused = BTreeSet::new();
-    let mut unknown = BTreeSet::new();
-    let mut final_read: Option<Vec<u64>> = None;
+/// What the workers saw happen to their appends of one resource.
+#[derive(Default)]
+struct Appends {
+    acked: BTreeSet<u64>,
+    refused: BTreeSet<u64>,
+    unknown: BTreeSet<u64>,
+    final_read: Option<Vec<u64>>,
+}
+
+fn appends_of(pairs: &[Pair], key: &str) -> Appends {
+    let mut a = Appends::default();
     for p in pairs.iter().filter(|p| p.key.as_deref() == Some(key)) {
         match p.f.as_str() {
             "append" => {
                 let Some(e) = p.req.element else { continue };
                 match p.kind {
-                    OpType::Ok => acked.insert(e),
-                    OpType::Fail => refused.insert(e),
-                    _ => unknown.insert(e),
+                    OpType::Ok => a.acked.insert(e),
+                    OpType::Fail => a.refused.insert(e),
+                    _ => a.unknown.insert(e),
                 };
             }
-            "final-read" if p.is_ok() => final_read = p.res.elements.clone(),
+            "final-read" if p.is_ok() => a.final_read = p.res.elements.clone(),
             _ => {}
         }
     }
-    let Some(read) = final_read else {
+    a
+}
+
+/// Elements of `of` that pass `keep`.
+fn those(of: impl IntoIterator<Item = u64>, keep: impl Fn(&u64) -> bool) -> BTreeSet<u64> {
+    of.into_iter().filter(|e| keep(e)).collect()
+}
+
+/// Judges one resource.
+pub fn check_key(pairs: &[Pair], key: &str) -> (Validity, serde_json::Value) {
+    let a = appends_of(pairs, key);
+    let Some(read) = a.final_read else {
         return (
             Validity::Unknown,
-            json!({"reason": "no final read", "acknowledged": acked.len()}),
+            json!({"reason": "no final read", "acknowledged": a.acked.len()}),
         );
     };
     let mut counts: HashMap<u64, usize> = HashMap::new();
     for e in &read {
         *counts.entry(*e).or_default() += 1;
     }
-    let lost: BTreeSet<u64> = acked
-        .iter()
-        .filter(|e| !counts.contains_key(e))
-        .copied()
-        .collect();
-    let duplicated: BTreeSet<u64> = counts
-        .iter()
-        .filter(|(_, &c)| c > 1)
-        .map(|(e, _)| *e)
-        .collect();
-    let unexpected: BTreeSet<u64> = counts
-        .keys()
-        .filter(|e| !acked.contains(e) && !refused.contains(e) && !unknown.contains(e))
-        .copied()
-        .collect();
-    let refused_present: BTreeSet<u64> = refused
-        .iter()
-        .filter(|e| counts.contains_key(e))
-        .copied()
-        .collect();
-    let recovered = unknown.iter().filter(|e| counts.contains_key(e)).count();
+    let present = |e: &u64| counts.contains_key(e);
+    let lost = those(a.acked.iter().copied(), |e| !present(e));
+    let duplicated = those(counts.iter().filter(|(_, &c)| c > 1).map(|(e, _)| *e), |_| true);
+    let unexpected = those(counts.keys().copied(), |e| {
+        !a.acked.contains(e) && !a.refused.contains(e) && !a.unknown.contains(e)
+    });
+    let refused_present = those(a.refused.iter().copied(), present);
+    let recovered = a.unknown.iter().filter(|e| present(e)).count();
     let ok = lost.is_empty()
         && duplicated.is_empty()
         && unexpected.is_empty()
@@ -78,9 +81,9 @@ pub fn check_key(pairs: &[Pair], key: &str) -> (Validity, serde_json::Value) {
             Validity::Invalid
         },
         json!({
-            "acknowledged": acked.len(),
-            "refused": refused.len(),
-            "unknown": unknown.len(),
+            "acknowledged": a.acked.len(),
+            "refused": a.refused.len(),
+            "unknown": a.unknown.len(),
             "unknown_present": recovered,
             "final_size": read.len(),
             "lost": lost.len(), "lost_sample": sample(&lost),
