@@ -22,8 +22,22 @@ fn overlaps(windows: &[FaultWindow], a: u64, b: u64) -> Vec<String> {
         .collect()
 }
 
-pub fn check(pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions) -> Verdict {
-    let history_end = pairs
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// The larger of `w` and `v`, `v` if there is no `w` yet.
+fn worse(w: Option<f64>, v: f64) -> Option<f64> {
+    Some(w.map_or(v, |w| w.max(v)))
+}
+
+fn ms_or_dash(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |w| format!("{w:.0}"))
+}
+
+/// The last instant the history knows of.
+fn history_end(pairs: &[Pair]) -> u64 {
+    pairs
         .iter()
         .map(|p| {
             if p.seen_ns == u64::MAX {
@@ -33,20 +47,28 @@ pub fn check(pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions) -> Ve
             }
         })
         .max()
-        .unwrap_or(0);
-    let ms = |ns: u64| ns as f64 / 1e6;
-    let mut violations = Vec::new();
-    let mut excused = Vec::new();
-    let mut takeovers = Vec::new();
-    let mut worst: Option<f64> = None;
-    // Worst takeover per key (one key per takeover driver) and worst among
-    // the takeovers judged against the bound (no fault overlapping).
-    let mut worst_by_key: BTreeMap<String, f64> = BTreeMap::new();
-    let mut worst_in_bound: Option<f64> = None;
-    // Worst takeover with no fault window overlapping it at all.
-    let mut worst_fault_free: Option<f64> = None;
-    for c in pairs.iter().filter(|p| p.f == "crash") {
-        let Some(key) = &c.key else { continue };
+        .unwrap_or(0)
+}
+
+/// Takeovers after crashes, as judged so far.
+#[derive(Default)]
+struct Takeovers {
+    violations: Vec<serde_json::Value>,
+    excused: Vec<serde_json::Value>,
+    in_bound: Vec<serde_json::Value>,
+    worst: Option<f64>,
+    /// Worst takeover per key (one key per takeover driver).
+    worst_by_key: BTreeMap<String, f64>,
+    /// Worst among the takeovers judged against the bound (no fault overlapping).
+    worst_in_bound: Option<f64>,
+    /// Worst takeover with no fault window overlapping it at all.
+    worst_fault_free: Option<f64>,
+}
+
+impl Takeovers {
+    /// Judges the takeover after crash `c`.
+    fn judge(&mut self, c: &Pair, pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions, end: u64) {
+        let Some(key) = &c.key else { return };
         let crashed_owner = c.req.owner.clone().or(c.res.owner.clone());
         let pttl = c
             .req
@@ -60,45 +82,53 @@ pub fn check(pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions) -> Ve
             .filter(|p| p.f == "acquire" && p.is_ok() && p.key.as_ref() == Some(key))
             .filter(|p| p.complete_ns >= t0 && p.owner() != crashed_owner.as_deref())
             .min_by_key(|p| p.complete_ns);
-        match next {
-            Some(g) => {
-                let lat = g.complete_ns - t0;
-                worst = Some(worst.map_or(ms(lat), |w: f64| w.max(ms(lat))));
-                let e = worst_by_key.entry(key.clone()).or_insert(0.0);
-                *e = e.max(ms(lat));
-                let faults = overlaps(windows, t0, g.complete_ns);
-                if faults.is_empty() {
-                    worst_fault_free =
-                        Some(worst_fault_free.map_or(ms(lat), |w: f64| w.max(ms(lat))));
-                }
-                let rec = json!({"key": key, "crash_ms": ms(t0), "latency_ms": ms(lat),
-                    "bound_ms": ms(bound_ns), "faults": faults, "taken_by": describe(g)});
-                if lat > bound_ns {
-                    if faults.is_empty() {
-                        violations.push(json!({"kind": "slow-takeover", "detail": rec}));
-                    } else {
-                        excused.push(json!({"faults": faults, "detail": rec}));
-                    }
-                } else {
-                    worst_in_bound = Some(worst_in_bound.map_or(ms(lat), |w: f64| w.max(ms(lat))));
-                    takeovers.push(rec);
-                }
+        let Some(g) = next else {
+            let waited = end.saturating_sub(t0);
+            let rec = json!({"key": key, "crash_ms": ms(t0), "waited_ms": ms(waited),
+                "bound_ms": ms(bound_ns)});
+            if waited > bound_ns && overlaps(windows, t0, end).is_empty() {
+                self.violations.push(json!({"kind": "no-takeover", "detail": rec}));
+            } else {
+                self.excused.push(json!({"faults": overlaps(windows, t0, end),
+                    "unfinished": true, "detail": rec}));
             }
-            None => {
-                let waited = history_end.saturating_sub(t0);
-                let rec = json!({"key": key, "crash_ms": ms(t0), "waited_ms": ms(waited),
-                    "bound_ms": ms(bound_ns)});
-                if waited > bound_ns && overlaps(windows, t0, history_end).is_empty() {
-                    violations.push(json!({"kind": "no-takeover", "detail": rec}));
-                } else {
-                    excused.push(json!({"faults": overlaps(windows, t0, history_end),
-                        "unfinished": true, "detail": rec}));
-                }
-            }
+            return;
+        };
+        let lat = g.complete_ns - t0;
+        self.worst = worse(self.worst, ms(lat));
+        let e = self.worst_by_key.entry(key.clone()).or_insert(0.0);
+        *e = e.max(ms(lat));
+        let faults = overlaps(windows, t0, g.complete_ns);
+        if faults.is_empty() {
+            self.worst_fault_free = worse(self.worst_fault_free, ms(lat));
+        }
+        let rec = json!({"key": key, "crash_ms": ms(t0), "latency_ms": ms(lat),
+            "bound_ms": ms(bound_ns), "faults": faults, "taken_by": describe(g)});
+        if lat <= bound_ns {
+            self.worst_in_bound = worse(self.worst_in_bound, ms(lat));
+            self.in_bound.push(rec);
+        } else if faults.is_empty() {
+            self.violations.push(json!({"kind": "slow-takeover", "detail": rec}));
+        } else {
+            self.excused.push(json!({"faults": faults, "detail": rec}));
         }
     }
+}
 
-    // Progress after the last heal.
+/// Progress after the last heal: workers judged and the slowest first answer.
+struct Progress {
+    heal: u64,
+    judged: usize,
+    slowest: Option<f64>,
+}
+
+fn progress_after_heal(
+    pairs: &[Pair],
+    windows: &[FaultWindow],
+    opts: &CheckOptions,
+    end: u64,
+    violations: &mut Vec<serde_json::Value>,
+) -> Progress {
     let heal = windows.iter().map(|w| w.end_ns).max().unwrap_or(0);
     let bound = opts.progress_bound_ms * 1_000_000;
     let mut per_worker: BTreeMap<u64, Vec<&Pair>> = BTreeMap::new();
@@ -115,8 +145,7 @@ pub fn check(pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions) -> Ve
             }
         }
     }
-    let mut slowest_recovery: Option<f64> = None;
-    let mut judged = 0;
+    let mut pr = Progress { heal, judged: 0, slowest: None };
     for (w, ops) in &per_worker {
         let answered = ops
             .iter()
@@ -125,52 +154,61 @@ pub fn check(pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions) -> Ve
             .min();
         match answered {
             Some(t) if t <= heal + bound => {
-                judged += 1;
-                let r = ms(t - heal);
-                slowest_recovery = Some(slowest_recovery.map_or(r, |s: f64| s.max(r)));
+                pr.judged += 1;
+                pr.slowest = worse(pr.slowest, ms(t - heal));
             }
-            _ if history_end < heal + bound => {} // ran out of history: no verdict
+            _ if end < heal + bound => {} // ran out of history: no verdict
             _ => {
-                judged += 1;
+                pr.judged += 1;
                 violations.push(json!({"kind": "no-progress-after-heal", "worker": w,
                     "heal_ms": ms(heal), "bound_ms": ms(bound),
                     "first_answer_ms": answered.map(ms)}));
             }
         }
     }
-    let valid = if violations.is_empty() {
+    pr
+}
+
+pub fn check(pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions) -> Verdict {
+    let end = history_end(pairs);
+    let mut t = Takeovers::default();
+    for c in pairs.iter().filter(|p| p.f == "crash") {
+        t.judge(c, pairs, windows, opts, end);
+    }
+    let pr = progress_after_heal(pairs, windows, opts, end, &mut t.violations);
+    let valid = if t.violations.is_empty() {
         Validity::Valid
     } else {
         Validity::Invalid
     };
-    let summary = if violations.is_empty() {
+    let summary = if t.violations.is_empty() {
         format!(
             "{} takeovers in bound (worst {} ms, without faults {} ms), {} excused (worst overall {} ms); {} workers progressed after heal (slowest {} ms)",
-            takeovers.len(),
-            worst_in_bound.map_or("-".to_string(), |w| format!("{w:.0}")),
-            worst_fault_free.map_or("-".to_string(), |w| format!("{w:.0}")),
-            excused.len(),
-            worst.map_or("-".to_string(), |w| format!("{w:.0}")),
-            judged,
-            slowest_recovery.map_or("-".to_string(), |w| format!("{w:.0}")),
+            t.in_bound.len(),
+            ms_or_dash(t.worst_in_bound),
+            ms_or_dash(t.worst_fault_free),
+            t.excused.len(),
+            ms_or_dash(t.worst),
+            pr.judged,
+            ms_or_dash(pr.slowest),
         )
     } else {
-        format!("{} liveness violations", violations.len())
+        format!("{} liveness violations", t.violations.len())
     };
     Verdict {
         checker: "liveness".into(),
         valid,
         summary,
         details: json!({
-            "worst_takeover_ms": worst,
-            "worst_takeover_in_bound_ms": worst_in_bound,
-            "worst_takeover_fault_free_ms": worst_fault_free,
-            "worst_takeover_by_key_ms": worst_by_key,
-            "takeovers": takeovers,
-            "excused": excused,
-            "violations": violations,
-            "last_heal_ms": ms(heal),
-            "slowest_recovery_ms": slowest_recovery,
+            "worst_takeover_ms": t.worst,
+            "worst_takeover_in_bound_ms": t.worst_in_bound,
+            "worst_takeover_fault_free_ms": t.worst_fault_free,
+            "worst_takeover_by_key_ms": t.worst_by_key,
+            "takeovers": t.in_bound,
+            "excused": t.excused,
+            "violations": t.violations,
+            "last_heal_ms": ms(pr.heal),
+            "slowest_recovery_ms": pr.slowest,
         }),
     }
 }
