@@ -128,12 +128,15 @@ fn keys_of(pairs: &[Pair]) -> Keys {
             continue;
         }
         if let Some(h) = observation(p) {
-            ks.observations.entry(key.clone()).or_default().push(Observation {
-                invoke: p.invoke_ns,
-                complete: p.complete_ns,
-                holder: h,
-                pair: i,
-            });
+            ks.observations
+                .entry(key.clone())
+                .or_default()
+                .push(Observation {
+                    invoke: p.invoke_ns,
+                    complete: p.complete_ns,
+                    holder: h,
+                    pair: i,
+                });
         }
         let Some(o) = p.owner() else { continue };
         if p.f == "release" && p.kind != OpType::Fail {
@@ -157,7 +160,13 @@ fn keys_of(pairs: &[Pair]) -> Keys {
 
 /// The end of the window in which `r`'s owner provably holds the key: the
 /// lease's scaled ttl, cut by a release or the end of its process.
-fn provable_end(r: &Pair, ko: &(String, String), ps: &Processes, ks: &Keys, opts: &CheckOptions) -> u64 {
+fn provable_end(
+    r: &Pair,
+    ko: &(String, String),
+    ps: &Processes,
+    ks: &Keys,
+    opts: &CheckOptions,
+) -> u64 {
     let d = opts.drift;
     let ttl = r.ttl_ms().unwrap_or(opts.default_ttl_ms);
     let mut end = r.invoke_ns.saturating_add(scaled(ttl, d));
@@ -196,7 +205,9 @@ pub fn check(pairs: &[Pair], opts: &CheckOptions) -> Verdict {
             continue;
         }
         windows += 1;
-        let Some(list) = ks.observations.get(&ko.0) else { continue };
+        let Some(list) = ks.observations.get(&ko.0) else {
+            continue;
+        };
         for o in conflicts(list, r.complete_ns, end, &ko.1) {
             if violations.len() < 50 {
                 violations.push(json!({

@@ -167,78 +167,81 @@ fn step_one(s: State, op: &MOp, out: &mut Vec<State>) {
         cands[1] = Some(State { holder: None, ..s });
     }
     for c in cands.into_iter().flatten() {
-        match (op.kind, op.outcome) {
-            (_, Outcome::Held { holder, token }) => {
-                if let Some((h, t)) = c.holder {
-                    // The server told us someone *else* holds it.
-                    if h == holder && h != op.owner {
-                        if let Some((t2, fl)) = tok_match(t, token, c.floor) {
-                            out.push(State {
-                                holder: Some((h, t2)),
-                                floor: fl,
-                            });
-                        }
-                    }
+        step_from(c, op, out);
+    }
+}
+
+/// The same grant goes on, its token matched against `observed`.
+fn same_grant(h: u32, t: Tok, observed: Option<u64>, floor: u64, out: &mut Vec<State>) {
+    if let Some((t2, fl)) = tok_match(t, observed, floor) {
+        out.push(State {
+            holder: Some((h, t2)),
+            floor: fl,
+        });
+    }
+}
+
+/// The states `op` can lead to from candidate state `c`.
+fn step_from(c: State, op: &MOp, out: &mut Vec<State>) {
+    match (op.kind, op.outcome) {
+        (_, Outcome::Held { holder, token }) => {
+            // The server told us someone *else* holds it.
+            if let Some((h, t)) = c.holder {
+                if h == holder && h != op.owner {
+                    same_grant(h, t, token, c.floor, out);
                 }
             }
-            (_, Outcome::Free) if c.holder.is_none() => out.push(c),
-            (_, Outcome::Free) => {}
-            (Kind::Acquire, Outcome::Ok { token }) => match c.holder {
-                Some((h, t)) if h == op.owner => {
-                    // Re-acquire by the same owner: same grant, same token.
-                    if let Some((t2, fl)) = tok_match(t, token, c.floor) {
-                        out.push(State {
-                            holder: Some((h, t2)),
-                            floor: fl,
-                        });
-                    }
-                }
-                Some(_) => {}
-                None => match token {
-                    Some(x) if x > c.floor => out.push(State {
-                        holder: Some((op.owner, Tok::Known(x))),
-                        floor: x,
-                    }),
-                    Some(_) => {}
-                    None => out.push(State {
-                        holder: Some((op.owner, Tok::Above(c.floor))),
-                        floor: c.floor,
-                    }),
-                },
-            },
-            (Kind::Acquire, Outcome::Info) => {
-                out.push(c);
-                if c.holder.is_none() {
-                    out.push(State {
-                        holder: Some((op.owner, Tok::Above(c.floor))),
-                        floor: c.floor,
-                    });
-                }
-            }
-            (Kind::Extend, Outcome::Ok { token }) => {
-                if let Some((h, t)) = c.holder {
-                    if h == op.owner {
-                        if let Some((t2, fl)) = tok_match(t, token, c.floor) {
-                            out.push(State {
-                                holder: Some((h, t2)),
-                                floor: fl,
-                            });
-                        }
-                    }
-                }
-            }
-            (Kind::Release, Outcome::Ok { .. }) => {
-                if matches!(c.holder, Some((h, _)) if h == op.owner) {
-                    out.push(State {
-                        holder: None,
-                        floor: c.floor,
-                    });
-                }
-            }
-            // A read cannot "succeed" other than Held/Free; other combinations
-            // are never built by `to_mop`.
-            _ => {}
         }
+        (_, Outcome::Free) if c.holder.is_none() => out.push(c),
+        (_, Outcome::Free) => {}
+        (Kind::Acquire, Outcome::Ok { token }) => acquired(c, op.owner, token, out),
+        (Kind::Acquire, Outcome::Info) => {
+            out.push(c);
+            if c.holder.is_none() {
+                out.push(State {
+                    holder: Some((op.owner, Tok::Above(c.floor))),
+                    floor: c.floor,
+                });
+            }
+        }
+        (Kind::Extend, Outcome::Ok { token }) => {
+            if let Some((h, t)) = c.holder {
+                if h == op.owner {
+                    same_grant(h, t, token, c.floor, out);
+                }
+            }
+        }
+        (Kind::Release, Outcome::Ok { .. }) => {
+            if matches!(c.holder, Some((h, _)) if h == op.owner) {
+                out.push(State {
+                    holder: None,
+                    floor: c.floor,
+                });
+            }
+        }
+        // A read cannot "succeed" other than Held/Free; other combinations
+        // are never built by `to_mop`.
+        _ => {}
+    }
+}
+
+/// A successful acquire by `owner` from state `c`.
+fn acquired(c: State, owner: u32, token: Option<u64>, out: &mut Vec<State>) {
+    match c.holder {
+        // Re-acquire by the same owner: same grant, same token.
+        Some((h, t)) if h == owner => same_grant(h, t, token, c.floor, out),
+        Some(_) => {}
+        None => match token {
+            Some(x) if x > c.floor => out.push(State {
+                holder: Some((owner, Tok::Known(x))),
+                floor: x,
+            }),
+            Some(_) => {}
+            None => out.push(State {
+                holder: Some((owner, Tok::Above(c.floor))),
+                floor: c.floor,
+            }),
+        },
     }
 }
 
@@ -284,51 +287,86 @@ enum Search {
 
 const NIL: usize = usize::MAX;
 
+/// The entries of a history, (time, is_return, op), in a doubly linked
+/// list from which linearized operations are unlinked (and relinked on
+/// backtracking).
+struct Entries {
+    entries: Vec<(u64, bool, usize)>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// The entry of each op's return.
+    ret_of: Vec<usize>,
+    head: usize,
+}
+
+impl Entries {
+    fn new(ops: &[MOp]) -> Entries {
+        let n = ops.len();
+        // Calls sort before returns at equal times, treating touching
+        // operations as concurrent (more permissive).
+        let mut entries: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+        for (i, o) in ops.iter().enumerate() {
+            entries.push((o.invoke, false, i));
+            entries.push((o.complete, true, i));
+        }
+        entries.sort();
+        let m = entries.len();
+        let head = m;
+        let mut next = vec![NIL; m + 1];
+        let mut prev = vec![NIL; m + 1];
+        let mut ret_of = vec![NIL; n];
+        for (idx, e) in entries.iter().enumerate() {
+            if e.1 {
+                ret_of[e.2] = idx;
+            }
+        }
+        let mut last = head;
+        // Chain head -> 0 -> 1 -> ... -> m-1.
+        for (idx, p) in prev.iter_mut().enumerate().take(m) {
+            next[last] = idx;
+            *p = last;
+            last = idx;
+        }
+        Entries {
+            entries,
+            next,
+            prev,
+            ret_of,
+            head,
+        }
+    }
+
+    fn first(&self) -> usize {
+        self.next[self.head]
+    }
+
+    fn unlink(&mut self, x: usize) {
+        let (p, q) = (self.prev[x], self.next[x]);
+        self.next[p] = q;
+        if q != NIL {
+            self.prev[q] = p;
+        }
+    }
+
+    fn relink(&mut self, x: usize) {
+        let (p, q) = (self.prev[x], self.next[x]);
+        self.next[p] = x;
+        if q != NIL {
+            self.prev[q] = x;
+        }
+    }
+}
+
+/// The deepest point a failed search reached: (depth, stuck op, the last
+/// ops linearized, the states there).
+type Deepest = (usize, usize, Vec<usize>, StateSet);
+
 fn search(ops: &[MOp], budget: usize) -> Search {
     let n = ops.len();
     if n == 0 {
         return Search::Ok;
     }
-    // Entries: (time, is_return, op). Calls sort before returns at equal
-    // times, treating touching operations as concurrent (more permissive).
-    let mut entries: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
-    for (i, o) in ops.iter().enumerate() {
-        entries.push((o.invoke, false, i));
-        entries.push((o.complete, true, i));
-    }
-    entries.sort();
-    let m = entries.len();
-    let head = m;
-    let mut next = vec![NIL; m + 1];
-    let mut prev = vec![NIL; m + 1];
-    let mut ret_of = vec![NIL; n];
-    for (idx, e) in entries.iter().enumerate() {
-        if e.1 {
-            ret_of[e.2] = idx;
-        }
-    }
-    let mut last = head;
-    // Chain head -> 0 -> 1 -> ... -> m-1.
-    for (idx, p) in prev.iter_mut().enumerate().take(m) {
-        next[last] = idx;
-        *p = last;
-        last = idx;
-    }
-    let unlink = |x: usize, next: &mut Vec<usize>, prev: &mut Vec<usize>| {
-        let (p, q) = (prev[x], next[x]);
-        next[p] = q;
-        if q != NIL {
-            prev[q] = p;
-        }
-    };
-    let relink = |x: usize, next: &mut Vec<usize>, prev: &mut Vec<usize>| {
-        let (p, q) = (prev[x], next[x]);
-        next[p] = x;
-        if q != NIL {
-            prev[q] = x;
-        }
-    };
-
+    let mut l = Entries::new(ops);
     let mut bits = vec![0u64; n.div_ceil(64)];
     let mut state: StateSet = vec![State {
         holder: None,
@@ -336,10 +374,10 @@ fn search(ops: &[MOp], budget: usize) -> Search {
     }];
     let mut stack: Vec<(usize, StateSet)> = Vec::new();
     let mut cache: HashSet<u128> = HashSet::new();
-    let mut entry = next[head];
+    let mut entry = l.first();
     let mut explored = 0usize;
-    let mut best: Option<(usize, usize, Vec<usize>, StateSet)> = None;
-    while next[head] != NIL {
+    let mut best: Option<Deepest> = None;
+    while l.first() != NIL {
         explored += 1;
         if explored > budget {
             return Search::TooLarge { explored };
@@ -349,21 +387,21 @@ fn search(ops: &[MOp], budget: usize) -> Search {
             // the construction excludes; treat as stuck rather than loop.
             break;
         }
-        let (_, is_ret, op) = entries[entry];
+        let (_, is_ret, op) = l.entries[entry];
         if !is_ret {
             if let Some(ns) = step_set(&state, &ops[op]) {
                 bits[op / 64] |= 1 << (op % 64);
                 if cache.insert(fingerprint(&bits, &ns)) {
                     let old = std::mem::replace(&mut state, ns);
                     stack.push((entry, old));
-                    unlink(entry, &mut next, &mut prev);
-                    unlink(ret_of[op], &mut next, &mut prev);
-                    entry = next[head];
+                    l.unlink(entry);
+                    l.unlink(l.ret_of[op]);
+                    entry = l.first();
                     continue;
                 }
                 bits[op / 64] &= !(1 << (op % 64));
             }
-            entry = next[entry];
+            entry = l.next[entry];
         } else {
             // We reached the return of an op not yet linearized: backtrack.
             if best.as_ref().is_none_or(|b| stack.len() >= b.0) {
@@ -371,24 +409,28 @@ fn search(ops: &[MOp], budget: usize) -> Search {
                     .iter()
                     .rev()
                     .take(6)
-                    .map(|(e, _)| entries[*e].2)
+                    .map(|(e, _)| l.entries[*e].2)
                     .collect();
                 best = Some((stack.len(), op, tail, state.clone()));
             }
             let Some((call, old)) = stack.pop() else {
                 break;
             };
-            let cop = entries[call].2;
+            let cop = l.entries[call].2;
             state = old;
             bits[cop / 64] &= !(1 << (cop % 64));
-            relink(ret_of[cop], &mut next, &mut prev);
-            relink(call, &mut next, &mut prev);
-            entry = next[call];
+            l.relink(l.ret_of[cop]);
+            l.relink(call);
+            entry = l.next[call];
         }
     }
-    if next[head] == NIL {
+    if l.first() == NIL {
         return Search::Ok;
     }
+    failed(best, state)
+}
+
+fn failed(best: Option<Deepest>, state: StateSet) -> Search {
     match best {
         Some((depth, stuck, linearized_tail, states)) => Search::Fail {
             stuck,

@@ -67,7 +67,14 @@ struct Takeovers {
 
 impl Takeovers {
     /// Judges the takeover after crash `c`.
-    fn judge(&mut self, c: &Pair, pairs: &[Pair], windows: &[FaultWindow], opts: &CheckOptions, end: u64) {
+    fn judge(
+        &mut self,
+        c: &Pair,
+        pairs: &[Pair],
+        windows: &[FaultWindow],
+        opts: &CheckOptions,
+        end: u64,
+    ) {
         let Some(key) = &c.key else { return };
         let crashed_owner = c.req.owner.clone().or(c.res.owner.clone());
         let pttl = c
@@ -87,9 +94,11 @@ impl Takeovers {
             let rec = json!({"key": key, "crash_ms": ms(t0), "waited_ms": ms(waited),
                 "bound_ms": ms(bound_ns)});
             if waited > bound_ns && overlaps(windows, t0, end).is_empty() {
-                self.violations.push(json!({"kind": "no-takeover", "detail": rec}));
+                self.violations
+                    .push(json!({"kind": "no-takeover", "detail": rec}));
             } else {
-                self.excused.push(json!({"faults": overlaps(windows, t0, end),
+                self.excused
+                    .push(json!({"faults": overlaps(windows, t0, end),
                     "unfinished": true, "detail": rec}));
             }
             return;
@@ -108,7 +117,8 @@ impl Takeovers {
             self.worst_in_bound = worse(self.worst_in_bound, ms(lat));
             self.in_bound.push(rec);
         } else if faults.is_empty() {
-            self.violations.push(json!({"kind": "slow-takeover", "detail": rec}));
+            self.violations
+                .push(json!({"kind": "slow-takeover", "detail": rec}));
         } else {
             self.excused.push(json!({"faults": faults, "detail": rec}));
         }
@@ -145,7 +155,11 @@ fn progress_after_heal(
             }
         }
     }
-    let mut pr = Progress { heal, judged: 0, slowest: None };
+    let mut pr = Progress {
+        heal,
+        judged: 0,
+        slowest: None,
+    };
     for (w, ops) in &per_worker {
         let answered = ops
             .iter()

@@ -64,7 +64,10 @@ pub fn check_key(pairs: &[Pair], key: &str) -> (Validity, serde_json::Value) {
     }
     let present = |e: &u64| counts.contains_key(e);
     let lost = those(a.acked.iter().copied(), |e| !present(e));
-    let duplicated = those(counts.iter().filter(|(_, &c)| c > 1).map(|(e, _)| *e), |_| true);
+    let duplicated = those(
+        counts.iter().filter(|(_, &c)| c > 1).map(|(e, _)| *e),
+        |_| true,
+    );
     let unexpected = those(counts.keys().copied(), |e| {
         !a.acked.contains(e) && !a.refused.contains(e) && !a.unknown.contains(e)
     });
