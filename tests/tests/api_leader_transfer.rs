@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use locker_proto::{ClusterAnswer, ErrorCode, RaftState};
 use locker_tests::{api, http, Answer, Cluster, SECRET};
 use serde_json::{json, Value};
 
@@ -49,19 +50,14 @@ fn leadership_moves_to_the_chosen_voter_which_serves_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // It leads, every node knows, and it serves without waiting.
-    let cl = api::cluster(&c.url(target)).body;
-    assert_eq!(
-        (cl["leader_id"].as_u64(), cl["state"].as_str()),
-        (Some(target), Some("Leader"))
-    );
+    let cl = api::cluster(&c.url(target)).json::<ClusterAnswer>();
+    assert_eq!((cl.leader_id, cl.state), (Some(target), RaftState::Leader));
     let w = api::acquire(&c.url(target), "transfer/new", json!({}));
     assert_eq!(w.status(), "SUCCESS", "{:?}", w.body);
     let r = api::read(&c.url(target), "transfer/held");
-    assert_eq!(r.body["lock"]["owner_hash"], json!("transfer/held@h/1.2.1"));
-    assert_eq!(
-        r.body["lock"]["fencing_token"],
-        held.body["lock"]["fencing_token"]
-    );
+    let (now, before) = (r.lock().expect("held"), held.lock().expect("held"));
+    assert_eq!(now.owner_hash, "transfer/held@h/1.2.1");
+    assert_eq!(now.fencing_token, before.fencing_token);
 
     // Asking for the current leader is a no-op that answers at once.
     let again = transfer(&c.url(old), json!({"id": target}), Some(SECRET));
@@ -84,21 +80,18 @@ fn a_transfer_needs_the_secret_and_a_member_id() {
     let leader = c.leader().expect("leader");
     let no_secret = transfer(&url, json!({"id": 2}), None);
     assert_eq!(
-        (no_secret.code, no_secret.body["error"]["code"].as_str()),
-        (401, Some("UNAUTHORIZED"))
+        (no_secret.code, no_secret.error()),
+        (401, Some(ErrorCode::Unauthorized))
     );
     let wrong = transfer(&url, json!({"id": 2}), Some("wrong"));
     assert_eq!(wrong.code, 401);
     let unknown = transfer(&url, json!({"id": 99}), Some(SECRET));
     assert_eq!(
-        (unknown.code, unknown.body["error"]["code"].as_str()),
-        (404, Some("UNKNOWN_NODE"))
+        (unknown.code, unknown.error()),
+        (404, Some(ErrorCode::UnknownNode))
     );
     let bad = transfer(&url, json!({"id": "two"}), Some(SECRET));
-    assert_eq!(
-        (bad.code, bad.body["error"]["code"].as_str()),
-        (400, Some("INVALID_JSON"))
-    );
+    assert_eq!((bad.code, bad.error()), (400, Some(ErrorCode::InvalidJson)));
     // Nothing moved.
     assert_eq!(c.leader(), Some(leader));
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use locker_proto::{ClusterAnswer, KeepaliveAnswer, ListAnswer, OwnerAnswer};
 use locker_tests::{api, eventually, Cluster};
 use serde_json::json;
 
@@ -36,15 +37,15 @@ fn lock_lifecycle_on_leader_and_follower() {
             "{via}: {:?}",
             r.body
         );
-        let lock = &r.body["lock"];
-        assert_eq!(lock["key"], json!(key));
-        assert_eq!(lock["owner_hash"], json!(a));
-        assert_eq!(lock["trace"], json!("t-1"));
-        assert_eq!(lock["process_hash"], json!(null));
-        assert_eq!(lock["ttl_ms"], json!(30_000));
-        let token = lock["fencing_token"].as_u64().expect("token");
-        let acquired_at = lock["acquired_at"].as_u64().expect("acquired_at");
-        assert_eq!(lock["expires_at"].as_u64(), Some(acquired_at + 30_000));
+        let lock = r.lock().expect("the granted lock");
+        assert_eq!(lock.key, key);
+        assert_eq!(lock.owner_hash, a);
+        assert_eq!(lock.trace.as_deref(), Some("t-1"));
+        assert_eq!(lock.process_hash, None);
+        assert_eq!(lock.ttl_ms, 30_000);
+        let token = lock.fencing_token;
+        let acquired_at = lock.acquired_at;
+        assert_eq!(lock.expires_at, acquired_at + 30_000);
 
         // A second owner is refused and told who holds it.
         let r = api::acquire(url, &key, json!({"owner_hash": b}));
@@ -53,39 +54,36 @@ fn lock_lifecycle_on_leader_and_follower() {
             (409, "SOMEONE_ELSE_HOLDS_LOCK"),
             "{via}"
         );
-        assert_eq!(r.body["lock"]["owner_hash"], json!(a));
+        assert_eq!(r.lock().map(|l| l.owner_hash), Some(a.clone()));
 
         // The same owner re-acquires: an extend keeping the token.
         let r = api::acquire(url, &key, json!({"owner_hash": a, "ttl_ms": 40_000}));
         assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{via}");
-        assert_eq!(r.body["lock"]["fencing_token"], json!(token));
-        assert_eq!(r.body["lock"]["ttl_ms"], json!(40_000));
+        let lock = r.lock().expect("the re-acquired lock");
+        assert_eq!(lock.fencing_token, token);
+        assert_eq!(lock.ttl_ms, 40_000);
 
         // Extend by the owner; a stranger cannot extend or release.
         let r = api::extend(url, &key, &a, Some(50_000));
         assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{via}");
-        assert!(r.body["lock"]["extended_at"].as_u64() >= Some(acquired_at));
+        assert!(r.lock().map(|l| l.extended_at) >= Some(acquired_at));
         let r = api::extend(url, &key, &b, None);
         assert_eq!((r.code, r.status()), (409, "SOMEONE_ELSE_HOLDS_LOCK"));
         let r = api::release(url, &key, &b);
         assert_eq!((r.code, r.status()), (409, "SOMEONE_ELSE_HOLDS_LOCK"));
-        assert_eq!(r.body["lock"]["owner_hash"], json!(a));
+        assert_eq!(r.lock().map(|l| l.owner_hash), Some(a.clone()));
 
         // Read and list.
         let r = api::read(url, &key);
-        assert_eq!(r.body["locked"], json!(true));
+        assert!(r.read().locked);
         let r = locker_tests::get(&format!("{url}/v1/locks?prefix=life%2F{via}&limit=10"));
         assert_eq!(r.code, 200);
-        assert_eq!(
-            r.body["locks"].as_array().map(Vec::len),
-            Some(1),
-            "{:?}",
-            r.body
-        );
+        assert_eq!(r.json::<ListAnswer>().locks.len(), 1, "{:?}", r.body);
 
         // Owner status: RUNNING for the holder, SOMEONE_ELSE for another owner of the key.
         let r = api::owner(url, &a);
-        assert_eq!((r.status(), r.body["key"].clone()), ("RUNNING", json!(key)));
+        let o = r.json::<OwnerAnswer>();
+        assert_eq!((r.status(), o.key), ("RUNNING", Some(key.clone())));
         let r = api::owner(url, &b);
         assert_eq!(r.status(), "SOMEONE_ELSE_HOLDS_LOCK");
 
@@ -98,10 +96,7 @@ fn lock_lifecycle_on_leader_and_follower() {
         assert_eq!((r.code, r.status()), (404, "NO_KEY"));
         assert_eq!(api::read(url, &key).body, json!({"locked": false}));
         let r = api::owner(url, &a);
-        assert_eq!(
-            (r.status(), r.body["lock"].clone()),
-            ("NO_KEY", json!(null))
-        );
+        assert_eq!((r.status(), r.json::<OwnerAnswer>().lock), ("NO_KEY", None));
         let r = api::owner(url, "not an owner hash");
         assert_eq!(
             r.body,
@@ -110,7 +105,7 @@ fn lock_lifecycle_on_leader_and_follower() {
 
         // The next holder gets a larger fencing token.
         let r = api::acquire(url, &key, json!({"owner_hash": b}));
-        assert!(r.body["lock"]["fencing_token"].as_u64() > Some(token));
+        assert!(r.lock().map(|l| l.fencing_token) > Some(token));
     });
 }
 
@@ -120,10 +115,7 @@ fn server_builds_an_owner_hash_when_none_is_given() {
     let url = c.url(1);
     let r = api::acquire(&url, "anon", json!({}));
     assert_eq!(r.status(), "SUCCESS");
-    let oh = r.body["lock"]["owner_hash"]
-        .as_str()
-        .expect("owner hash")
-        .to_string();
+    let oh = r.lock().expect("the granted lock").owner_hash;
     assert!(oh.starts_with("anon@"), "{oh}");
     assert_eq!(api::owner(&url, &oh).status(), "RUNNING");
     assert_eq!(api::release(&url, "anon", &oh).status(), "SUCCESS");
@@ -155,7 +147,7 @@ fn a_lock_not_extended_expires_and_an_extended_one_stays() {
     let r = api::extend(&url, "exp/a", &a, None);
     assert_eq!((r.code, r.status()), (404, "NO_KEY"));
     assert_eq!(api::owner(&url, &a).status(), "NO_KEY");
-    assert_eq!(api::read(&url, "exp/b").body["locked"], json!(true));
+    assert!(api::read(&url, "exp/b").read().locked);
     // Someone else can take the expired key.
     let r = api::acquire(&url, "exp/a", json!({"owner_hash": owner("exp/a", 2)}));
     assert_eq!(r.status(), "SUCCESS");
@@ -170,7 +162,8 @@ fn a_lock_dies_with_its_process() {
         let a = format!("{key}@{process}.1");
         let r = api::keepalive(url, &process, 1000);
         assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{:?}", r.body);
-        assert!(r.body["alive_until"].as_u64().is_some());
+        // `alive_until` is a required number of the keep-alive answer.
+        r.json::<KeepaliveAnswer>();
 
         // A lock bound to a process that is not alive is refused.
         let r = api::acquire(
@@ -201,8 +194,8 @@ fn a_lock_dies_with_its_process() {
             },
         );
         assert_eq!(
-            freed.body["lock"]["owner_hash"],
-            json!(format!("{key}@other/1.1.1"))
+            freed.lock().map(|l| l.owner_hash),
+            Some(format!("{key}@other/1.1.1"))
         );
         // The old owner hash now reads SOMEONE_ELSE_HOLDS_LOCK.
         assert_eq!(api::owner(url, &a).status(), "SOMEONE_ELSE_HOLDS_LOCK");
@@ -224,7 +217,7 @@ fn dead_process_reads_no_running_process_and_ending_a_process_frees_at_once() {
         let r = api::owner(&url, &a);
         (r.status() == "NO_RUNNING_PROCESS").then_some(r)
     });
-    assert_eq!(api::read(&url, "np").body["locked"], json!(false));
+    assert!(!api::read(&url, "np").read().locked);
 
     // Graceful end: every lock of the process is free at once.
     let q = "host-c/99.1";
@@ -239,7 +232,7 @@ fn dead_process_reads_no_running_process_and_ending_a_process_frees_at_once() {
     let r = api::end_process(&url, q);
     assert_eq!((r.code, r.status()), (200, "SUCCESS"));
     for k in ["end/1", "end/2"] {
-        assert_eq!(api::read(&url, k).body["locked"], json!(false), "{k}");
+        assert!(!api::read(&url, k).read().locked, "{k}");
     }
     let r = api::end_process(&url, q);
     assert_eq!((r.code, r.status()), (404, "NO_KEY"));
@@ -250,12 +243,14 @@ fn cluster_health_ready_and_metrics() {
     let c = Cluster::start(3);
     for n in &c.nodes {
         let r = api::cluster(&n.url());
-        assert_eq!(r.body["node_id"], json!(n.id));
-        assert_eq!(r.body["members"].as_array().map(Vec::len), Some(3));
-        assert!(r.body["leader_id"].as_u64().is_some());
-        for field in ["term", "last_log_index", "last_applied_index"] {
-            assert!(r.body[field].as_u64().is_some(), "{field} in {:?}", r.body);
-        }
+        let v = r.json::<ClusterAnswer>();
+        assert_eq!(v.node_id, n.id);
+        assert_eq!(v.members.len(), 3);
+        assert!(v.leader_id.is_some());
+        // `term` is a required number in the type; the indexes exist once
+        // the cluster has written its first entries.
+        assert!(v.last_log_index.is_some(), "{:?}", r.body);
+        assert!(v.last_applied_index.is_some(), "{:?}", r.body);
         assert_eq!(locker_tests::get(&format!("{}/healthz", n.url())).code, 200);
         assert_eq!(locker_tests::get(&format!("{}/readyz", n.url())).code, 200);
     }

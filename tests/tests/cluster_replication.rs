@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use locker_proto::{ClusterAnswer, ReadAnswer};
 use locker_tests::{api, eventually, Cluster};
 use serde_json::json;
 
@@ -12,9 +13,7 @@ fn owner(key: &str, n: u32) -> String {
 }
 
 fn token(a: &locker_tests::Answer) -> u64 {
-    a.body["lock"]["fencing_token"]
-        .as_u64()
-        .expect("a fencing token")
+    a.lock().expect("a lock with a fencing token").fencing_token
 }
 
 #[test]
@@ -30,17 +29,22 @@ fn a_lock_granted_through_the_leader_is_seen_on_every_node() {
     for n in &c.nodes {
         // Linearizable read (forwarded by followers to the leader).
         let r = api::read(&n.url(), "jobs/report");
-        assert_eq!(
-            r.body["locked"],
-            json!(true),
+        assert!(
+            r.read().locked,
             "node {} linearizable read: {:?}",
             n.id,
             r.body
         );
-        assert_eq!(r.body["lock"]["owner_hash"], json!(owner("jobs/report", 1)));
+        assert_eq!(
+            r.lock().map(|l| l.owner_hash),
+            Some(owner("jobs/report", 1))
+        );
         // Each replica applies it too: a stale local read sees it soon.
         eventually(Duration::from_secs(5), "replication to every node", || {
-            (api::read_stale(&n.url(), "jobs/report").body["locked"] == json!(true)).then_some(())
+            api::read_stale(&n.url(), "jobs/report")
+                .try_json::<ReadAnswer>()
+                .is_some_and(|a| a.locked)
+                .then_some(())
         });
     }
     // A write through a follower is forwarded and refused for another owner.
@@ -56,7 +60,10 @@ fn a_lock_granted_through_the_leader_is_seen_on_every_node() {
         "{:?}",
         b.body
     );
-    assert_eq!(b.body["lock"]["owner_hash"], json!(owner("jobs/report", 1)));
+    assert_eq!(
+        b.lock().map(|l| l.owner_hash),
+        Some(owner("jobs/report", 1))
+    );
     // Every replica holds the same table at the same index; each node answers
     // for itself (a digest is never forwarded).
     let agreed = c.assert_replicas_agree(Duration::from_secs(20));
@@ -90,13 +97,8 @@ fn killing_the_leader_elects_another_and_loses_no_acknowledged_lock() {
     for (i, t) in tokens.iter().enumerate() {
         let key = format!("k{i}");
         let r = api::read(&c.url(new), &key);
-        assert_eq!(
-            r.body["locked"],
-            json!(true),
-            "{key} lost after failover: {:?}",
-            r.body
-        );
-        assert_eq!(r.body["lock"]["fencing_token"], json!(t));
+        assert!(r.read().locked, "{key} lost after failover: {:?}", r.body);
+        assert_eq!(r.lock().map(|l| l.fencing_token), Some(*t));
         let other = api::acquire(&c.url(new), &key, json!({"owner_hash": owner(&key, 2)}));
         assert_eq!(
             other.status(),
@@ -118,7 +120,12 @@ fn killing_the_leader_elects_another_and_loses_no_acknowledged_lock() {
     eventually(
         Duration::from_secs(10),
         "the old leader to catch up",
-        || (api::read_stale(&c.url(old), "fresh").body["locked"] == json!(true)).then_some(()),
+        || {
+            api::read_stale(&c.url(old), "fresh")
+                .try_json::<ReadAnswer>()
+                .is_some_and(|a| a.locked)
+                .then_some(())
+        },
     );
     c.assert_replicas_agree(Duration::from_secs(20));
 }
@@ -143,13 +150,12 @@ fn killing_every_node_and_restarting_keeps_acknowledged_locks_and_tokens_rise() 
     }
     let leader = c.wait_ready(Duration::from_secs(30));
     let r = api::read(&c.url(leader), "durable");
-    assert_eq!(
-        r.body["locked"],
-        json!(true),
+    assert!(
+        r.read().locked,
         "lost after whole-cluster crash: {:?}",
         r.body
     );
-    assert_eq!(r.body["lock"]["fencing_token"], json!(before));
+    assert_eq!(r.lock().map(|l| l.fencing_token), Some(before));
     let b = api::acquire(
         &c.url(leader),
         "durable",
@@ -190,30 +196,23 @@ fn a_node_added_at_runtime_catches_up_through_a_snapshot() {
         Duration::from_secs(10),
         "the leader to purge its log",
         || {
-            let cl = api::cluster(&c.url(leader)).body;
-            cl["purged_index"].as_u64().filter(|p| *p > 10)
+            let cl = api::cluster(&c.url(leader)).try_json::<ClusterAnswer>()?;
+            cl.purged_index.filter(|p| *p > 10)
         },
     );
     let added = c.add_node(4);
     assert_eq!(added.code, 200, "add member: {:?}", added.body);
-    let members = added.body["members"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        members
-            .iter()
-            .any(|m| m["id"] == json!(4) && m["voter"] == json!(true)),
-        "{members:?}"
-    );
+    let members = added.json::<ClusterAnswer>().members;
+    assert!(members.iter().any(|m| m.id == 4 && m.voter), "{members:?}");
     let url4 = c.url(4);
     // Entries up to `purged` are gone from every log: only a snapshot can carry them.
     let snap = eventually(
         Duration::from_secs(20),
         "node 4 to install a snapshot",
         || {
-            api::cluster(&url4).body["snapshot_index"]
-                .as_u64()
+            api::cluster(&url4)
+                .try_json::<ClusterAnswer>()?
+                .snapshot_index
                 .filter(|s| *s >= purged)
         },
     );
@@ -225,14 +224,19 @@ fn a_node_added_at_runtime_catches_up_through_a_snapshot() {
         eventually(
             Duration::from_secs(10),
             &format!("{key} on the new node"),
-            || (api::read_stale(&url4, &key).body["locked"] == json!(true)).then_some(()),
+            || {
+                api::read_stale(&url4, &key)
+                    .try_json::<ReadAnswer>()
+                    .is_some_and(|a| a.locked)
+                    .then_some(())
+            },
         );
     }
     // And it takes part: with 4 voters, losing two old nodes still... needs 3 of 4.
     c.kill(leader);
     let new = c.wait_ready(Duration::from_secs(20));
     let r = api::read(&c.url(new), "snap/1");
-    assert_eq!(r.body["locked"], json!(true));
+    assert!(r.read().locked);
     // The node that caught up through a snapshot holds the same table.
     c.assert_replicas_agree(Duration::from_secs(20));
 }
@@ -266,8 +270,8 @@ fn sigterm_stops_a_node_cleanly_and_it_rejoins_with_its_data() {
     c.wait_ready(Duration::from_secs(20));
     let r = api::read_stale(&c.url(leader), "graceful");
     assert_eq!(
-        r.body["lock"]["owner_hash"],
-        json!(owner("graceful", 1)),
+        r.lock().map(|l| l.owner_hash),
+        Some(owner("graceful", 1)),
         "{:?}",
         r.body
     );
@@ -310,13 +314,8 @@ fn a_member_can_be_removed_and_the_rest_carries_on() {
         .send()
         .expect("send");
     assert_eq!(r.status().as_u16(), 200);
-    let body: serde_json::Value = r.json().expect("json");
-    let ids: Vec<u64> = body["members"]
-        .as_array()
-        .unwrap_or(&vec![])
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
+    let body: ClusterAnswer = r.json().expect("a cluster view");
+    let ids: Vec<u64> = body.members.iter().map(|m| m.id).collect();
     assert!(!ids.contains(&victim) && ids.len() == 2, "{ids:?}");
     c.kill(victim);
     // Two voters left: both needed, both there.
@@ -382,12 +381,7 @@ fn a_restarted_follower_is_ready_only_once_it_has_caught_up() {
     });
     // Ready means caught up: its own replica already has what it missed.
     let r = api::read_stale(&url, "missed/49");
-    assert_eq!(
-        r.body["locked"],
-        json!(true),
-        "ready before catching up: {:?}",
-        r.body
-    );
+    assert!(r.read().locked, "ready before catching up: {:?}", r.body);
     c.assert_replicas_agree(Duration::from_secs(20));
 }
 
@@ -407,16 +401,15 @@ fn a_read_never_reports_an_expiry_that_a_later_leader_could_undo() {
     assert_eq!(a.status(), "SUCCESS");
     std::thread::sleep(Duration::from_millis(1500));
     // Its clock says the lease is over: the read says free...
-    assert_eq!(api::read(&url, "skewed").body["locked"], json!(false));
+    assert!(!api::read(&url, "skewed").read().locked);
     // ...then the next leader's clock is a minute behind it.
     c.node_mut(1).set_flag("--test-clock-offset-ms", None);
     c.restart(1);
     c.wait_ready(Duration::from_secs(20));
     // The takeover marker must not revive what a read already called free.
     let r = api::read(&c.url(1), "skewed");
-    assert_eq!(
-        r.body["locked"],
-        json!(false),
+    assert!(
+        !r.read().locked,
         "a lock came back after a read saw it free: {:?}",
         r.body
     );

@@ -16,6 +16,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use locker_proto::{ClusterAnswer, KeepaliveAnswer, ReadAnswer};
 use locker_tests::{api, eventually, Cluster};
 use serde_json::json;
 
@@ -35,14 +36,15 @@ fn wall_ms() -> u64 {
 }
 
 fn applied_index(c: &Cluster, id: u64) -> u64 {
-    api::cluster(&c.url(id)).body["last_applied_index"]
-        .as_u64()
+    api::cluster(&c.url(id))
+        .try_json::<ClusterAnswer>()
+        .and_then(|a| a.last_applied_index)
         .unwrap_or(0)
 }
 
 fn expires_at(a: &locker_tests::Answer) -> u64 {
-    a.body["lock"]["expires_at"]
-        .as_u64()
+    a.lock()
+        .map(|l| l.expires_at)
         .unwrap_or_else(|| panic!("no expires_at in {:?}", a.body))
 }
 
@@ -100,7 +102,7 @@ fn a_failover_keeps_the_remaining_lease_time() {
     let sent = wall_ms();
     let ka = api::keepalive(&url, PROCESS, 25_000);
     assert_eq!(ka.status(), "SUCCESS", "{:?}", ka.body);
-    let alive_until = ka.body["alive_until"].as_u64().expect("alive_until");
+    let alive_until = ka.json::<KeepaliveAnswer>().alive_until;
     let bound = api::acquire(
         &url,
         "time/bound",
@@ -127,7 +129,7 @@ fn a_failover_keeps_the_remaining_lease_time() {
 
     // The ttl-only lock: shifted by the leaderless gap, not given 60 s again.
     let r = api::read(&c.url(new), "time/ttl");
-    assert_eq!(r.body["locked"], json!(true), "{:?}", r.body);
+    assert!(r.read().locked, "{:?}", r.body);
     let e1 = expires_at(&r);
     eprintln!(
         "leaderless {leaderless} ms; ttl-only lock expires_at moved by {} ms",
@@ -145,7 +147,7 @@ fn a_failover_keeps_the_remaining_lease_time() {
     // (plus the leaderless gap), and not a fresh process ttl from the takeover.
     let free_at = eventually(Duration::from_secs(60), "the bound lock to end", || {
         let r = api::read(&c.url(new), "time/bound");
-        (r.code == 200 && r.body["locked"] == json!(false)).then(wall_ms)
+        (r.code == 200 && r.try_json::<ReadAnswer>().is_some_and(|a| !a.locked)).then(wall_ms)
     });
     eprintln!(
         "bound lock ended {} ms after its process's alive_until before the failover",
@@ -209,7 +211,7 @@ fn lease_survives_a_skewed_leader(offset_ms: i64) {
     let handover = wall_ms() - moving;
 
     let r = api::read(&c.url(skewed), "skew/ttl");
-    assert_eq!(r.body["locked"], json!(true), "{:?}", r.body);
+    assert!(r.read().locked, "{:?}", r.body);
     let e1 = expires_at(&r);
     eprintln!(
         "clock {offset_ms:+} ms: handover {handover} ms, expires_at moved by {} ms",
@@ -232,7 +234,7 @@ fn lease_survives_a_skewed_leader(offset_ms: i64) {
     // handover, whatever the new leader's clock says.
     let free_at = eventually(Duration::from_secs(60), "the lease to end", || {
         let r = api::read(&c.url(skewed), "skew/ttl");
-        (r.code == 200 && r.body["locked"] == json!(false)).then(wall_ms)
+        (r.code == 200 && r.try_json::<ReadAnswer>().is_some_and(|a| !a.locked)).then(wall_ms)
     });
     eprintln!(
         "clock {offset_ms:+} ms: the lease ended {} ms after its holder's deadline",
