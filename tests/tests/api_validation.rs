@@ -1,14 +1,13 @@
 //! Bad input gets a 4xx with `{"error":{"code","message"}}` and changes nothing.
 
+use locker_proto::{ClusterAnswer, ErrorAnswer};
 use locker_tests::{api, enc, get, http, post_raw, put_raw, Cluster};
 use serde_json::json;
 
 fn assert_error(a: &locker_tests::Answer, code: u16, error: &str) {
     assert_eq!(a.code, code, "{:?}", a.body);
     assert_eq!(a.error_code(), error, "{:?}", a.body);
-    assert!(a.body["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
+    assert!(!a.json::<ErrorAnswer>().error.message.is_empty());
 }
 
 #[test]
@@ -16,7 +15,9 @@ fn every_bad_input_is_refused_and_changes_nothing() {
     let c = Cluster::start(3);
     for id in [c.leader().expect("leader"), c.followers()[0]] {
         let url = c.url(id);
-        let before = api::cluster(&url).body["last_applied_index"].as_u64();
+        let before = api::cluster(&url)
+            .json::<ClusterAnswer>()
+            .last_applied_index;
         let acquire = |key: &str| format!("{url}/v1/locks/{key}/acquire");
 
         assert_error(&post_raw(&acquire(""), "{}"), 400, "INVALID_KEY");
@@ -111,7 +112,9 @@ fn every_bad_input_is_refused_and_changes_nothing() {
 
         // Nothing was written: no lock, and the applied index did not move.
         assert_eq!(api::read(&url, "k").body, json!({"locked": false}));
-        let after = api::cluster(&url).body["last_applied_index"].as_u64();
+        let after = api::cluster(&url)
+            .json::<ClusterAnswer>()
+            .last_applied_index;
         assert_eq!(before, after, "a refused request changed the log");
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! Needs `locker-node` and `locker` built (`cargo build --bins`).
 
+use locker_proto::{ClusterAnswer, ListAnswer, Lock, OwnerAnswer, OwnerStatus, ReadAnswer};
 use locker_tests::{api, bin, eventually, Cluster};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -69,10 +70,9 @@ fn read_pid(path: &std::path::Path) -> i32 {
     )
 }
 
-fn held_lock(url: &str, key: &str) -> Value {
+fn held_lock(url: &str, key: &str) -> Lock {
     eventually(Duration::from_secs(15), "the lock to be held", || {
-        let r = api::read(url, key);
-        (r.body["locked"] == json!(true)).then(|| r.body["lock"].clone())
+        api::read(url, key).try_json::<ReadAnswer>()?.lock
     })
 }
 
@@ -90,7 +90,7 @@ fn run_passes_the_exit_code_on_and_releases_the_lock() {
         "test -n \"$LOCKER_OWNER_HASH\" && test -n \"$LOCKER_FENCING_TOKEN\" && exit 7",
     ]));
     assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
-    assert_eq!(api::read(&url, &k).body["locked"], json!(false));
+    assert!(!api::read(&url, &k).read().locked);
     // A command that is not there: 127, and the lock is not left behind.
     let out = run_out(locker(&url).args(["run", &k, "--", "/nonexistent/command"]));
     assert_eq!(
@@ -99,7 +99,7 @@ fn run_passes_the_exit_code_on_and_releases_the_lock() {
         "stderr: {}",
         text(&out.stderr)
     );
-    assert_eq!(api::read(&url, &k).body["locked"], json!(false));
+    assert!(!api::read(&url, &k).read().locked);
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn run_stops_the_command_within_recheck_plus_grace_after_the_lock_is_taken() {
         .expect("spawn locker run");
     let cmd_pid = read_pid(&pidfile);
     let lock = held_lock(&url, &k);
-    let process = lock["process_hash"].as_str().expect("bound to a process");
+    let process = lock.process_hash.as_deref().expect("bound to a process");
 
     // Take the lock away: end locker's process record, give the key to another.
     let taken_at = Instant::now();
@@ -205,7 +205,10 @@ fn run_stops_the_command_within_recheck_plus_grace_after_the_lock_is_taken() {
     assert!(err.contains(&k), "{err}");
     assert!(err.contains("SIGKILL"), "{err}");
     // The thief still holds it: locker did not release someone else's lock.
-    assert_eq!(api::read(&url, &k).body["lock"]["owner_hash"], json!(thief));
+    assert_eq!(
+        api::read(&url, &k).lock().map(|l| l.owner_hash),
+        Some(thief)
+    );
 }
 
 #[test]
@@ -276,20 +279,21 @@ fn one_shot_subcommands() {
     assert!(text(&out.stderr).contains(&owner));
 
     let out = run_out(locker(&url).args(["--json", "show", &k]));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["lock"]["owner_hash"], json!(owner));
-    assert_eq!(v["lock"]["trace"], json!("t1"));
+    let v: ReadAnswer = serde_json::from_slice(&out.stdout).expect("a read answer");
+    let lock = v.lock.expect("held");
+    assert_eq!(lock.owner_hash, owner);
+    assert_eq!(lock.trace.as_deref(), Some("t1"));
 
     let out = run_out(locker(&url).args(["--json", "owner", &owner]));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["status"], json!("RUNNING"));
+    let v: OwnerAnswer = serde_json::from_slice(&out.stdout).expect("an owner answer");
+    assert_eq!(v.status, OwnerStatus::Running);
 
     let out = run_out(locker(&url).args(["extend", "--ttl-ms", "30000", &k, &owner]));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 
     let out = run_out(locker(&url).args(["--json", "list", "--prefix", &k]));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["locks"].as_array().map(Vec::len), Some(1), "{v}");
+    let v: ListAnswer = serde_json::from_slice(&out.stdout).expect("a list answer");
+    assert_eq!(v.locks.len(), 1, "{v:?}");
 
     let out = run_out(locker(&url).args(["release", &k, &owner]));
     assert_eq!(out.status.code(), Some(0));
@@ -297,8 +301,8 @@ fn one_shot_subcommands() {
     assert_eq!(out.status.code(), Some(4), "NO_KEY has its own code");
 
     let out = run_out(locker(&url).args(["--json", "cluster"]));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["leader_id"], json!(1));
+    let v: ClusterAnswer = serde_json::from_slice(&out.stdout).expect("a cluster view");
+    assert_eq!(v.leader_id, Some(1));
 
     // LOCKER_ENDPOINTS is honoured when --endpoints is absent.
     let out = run_out(
