@@ -94,7 +94,7 @@ fn loss_is_reported_in_time(stop_grace_ms: u64) {
             .await
             .expect("read");
         assert_eq!(
-            r.body["lock"]["owner_hash"].as_str(),
+            r.lock().map(|l| l.owner_hash).as_deref(),
             Some(acq.owner_hash()),
             "{:?}",
             r.body

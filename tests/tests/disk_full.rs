@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use locker_proto::{OwnerAnswer, OwnerStatus};
 use locker_tests::crash::{self, single_node};
 use locker_tests::{api, enc, get, put};
 use serde_json::json;
@@ -180,8 +181,8 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     for i in &acked {
         let r = get(&format!("{base}/v1/owners/{}", enc(&owner_of(*i))));
         assert_eq!(
-            r.body["status"],
-            json!("RUNNING"),
+            r.json::<OwnerAnswer>().status,
+            OwnerStatus::Running,
             "acknowledged unit {i} lost after the restart: {:?}",
             r.body
         );
