@@ -166,6 +166,12 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// The recorded lock status as the proto type (`None` when there is
+    /// none, or the word is not a lock-operation status).
+    pub fn lock_status(&self) -> Option<locker_proto::LockOpStatus> {
+        self.status.as_deref()?.parse().ok()
+    }
+
     pub fn parse(v: &Value) -> Fields {
         // A value of the wrong shape carries nothing a checker can use; the
         // checkers then treat the operation as uninformative, never panic.

@@ -16,7 +16,8 @@
 //! have taken it).
 
 use super::{describe, CheckOptions, Validity, Verdict};
-use crate::history::{status, OpType, Pair};
+use crate::history::{OpType, Pair};
+use locker_proto::LockOpStatus;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
@@ -44,9 +45,9 @@ fn observation(p: &Pair) -> Option<Option<String>> {
             Some(false) => Some(None),
             None => None,
         },
-        ("acquire" | "extend" | "release", OpType::Fail) => match p.res.status.as_deref() {
-            Some(status::HELD) => p.res.holder.clone().map(Some),
-            Some(status::NO_KEY) => Some(None),
+        ("acquire" | "extend" | "release", OpType::Fail) => match p.res.lock_status() {
+            Some(LockOpStatus::SomeoneElseHoldsLock) => p.res.holder.clone().map(Some),
+            Some(LockOpStatus::NoKey) => Some(None),
             _ => None,
         },
         _ => None,

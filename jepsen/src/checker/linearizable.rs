@@ -23,7 +23,8 @@
 //! since an unobserved grant can always be expired before anyone notices.
 
 use super::{describe, CheckOptions, Validity, Verdict};
-use crate::history::{status, OpType, Pair};
+use crate::history::{OpType, Pair};
+use locker_proto::LockOpStatus;
 use serde_json::{json, Value};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -127,9 +128,9 @@ fn to_mop(p: &Pair, idx: usize, names: &mut Interner) -> Option<MOp> {
             None => return None,
         },
         OpType::Ok => Outcome::Ok { token: p.res.token },
-        OpType::Fail => match p.res.status.as_deref() {
-            Some(status::HELD) => held(names)?,
-            Some(status::NO_KEY) => Outcome::Free,
+        OpType::Fail => match p.res.lock_status() {
+            Some(LockOpStatus::SomeoneElseHoldsLock) => held(names)?,
+            Some(LockOpStatus::NoKey) => Outcome::Free,
             // NO_RUNNING_PROCESS, 503s, connection refused: no effect and
             // nothing observed about the holder.
             _ => return None,
