@@ -185,6 +185,9 @@ pub fn parse_list(s: &str) -> anyhow::Result<Vec<Fault>> {
     Ok(expand(&items))
 }
 
+/// What starting a fault gives: how to undo it, and what it did.
+type Started = Result<(Undo, Value), String>;
+
 /// How to undo the active fault.
 pub(crate) enum Undo {
     Restart(Vec<u64>),
@@ -322,54 +325,77 @@ impl Nemesis {
         }
     }
 
-    async fn start(&mut self, c: &mut Cluster, f: Fault) -> Result<(Undo, Value), String> {
+    /// Starts fault `f`; returns how to undo it and what it did.
+    async fn start(&mut self, c: &mut Cluster, f: Fault) -> Started {
         if f.needs_network() && !c.hosts.supports_network_faults() {
             return Err("network faults need --hosts netns".into());
         }
-        let members = c.members.clone();
-        let n = members.len();
         match f {
-            KillOne | KillLeader | KillMinority | KillAll => {
-                let victims = match f {
-                    KillOne => pick(&mut self.rng, &members, 1),
-                    KillLeader => vec![self.leader_or_random(c).await],
-                    KillMinority => pick(&mut self.rng, &members, (n - 1) / 2),
-                    _ => members.clone(),
-                };
-                if f == KillAll {
-                    // Durability: a grant acknowledged now must survive.
-                    self.probe_before_kill().await;
-                }
-                for &v in &victims {
-                    c.kill(v).await;
-                }
-                Ok((Undo::Restart(victims.clone()), json!({"nodes": victims})))
-            }
+            KillOne | KillLeader | KillMinority | KillAll => self.kill(c, f).await,
             PauseOne | PauseLeader => {
-                let v = if f == PauseOne {
-                    pick(&mut self.rng, &members, 1)
-                        .first()
-                        .copied()
-                        .unwrap_or(1)
-                } else {
-                    self.leader_or_random(c).await
-                };
+                let v = self.one_or_leader(c, f == PauseOne).await;
                 c.pause(v);
                 Ok((Undo::Resume(vec![v]), json!({"nodes": [v]})))
             }
-            ClientPause => {
-                self.ctx.stall_requests.fetch_add(2, Ordering::SeqCst);
-                Ok((Undo::ClearStalls, json!({"stalls": 2})))
-            }
-            PartitionOne | PartitionLeader => {
-                let v = if f == PartitionOne {
-                    pick(&mut self.rng, &members, 1)
-                        .first()
-                        .copied()
-                        .unwrap_or(1)
-                } else {
-                    self.leader_or_random(c).await
+            PartitionOne | PartitionLeader | PartitionMajority | PartitionRing
+            | PartitionOneWay | Loss => self.partition(c, f).await,
+            ClockSkew | ClockRate => self.clock(c, f).await,
+            ClockLeaderAhead | ClockLeaderBehind | ClockLeaderDrift => {
+                let skew = match f {
+                    ClockLeaderAhead => Skew::Ahead,
+                    ClockLeaderBehind => Skew::Behind,
+                    _ => Skew::Drift,
                 };
+                self.clock_in_charge(c, skew, self.duration_s.1).await
+            }
+            CrashPoint => {
+                let wait = Duration::from_secs(self.duration_s.1.max(5));
+                self.crash_point(c, wait).await
+            }
+            ClientPause | ClientKill | ClientCut | ClientLoss | RunPause | HungEndpoint => {
+                self.client_side(c, f)
+            }
+            Member => self.add_member(c).await,
+        }
+    }
+
+    /// A random member, or the leader.
+    async fn one_or_leader(&mut self, c: &Cluster, random: bool) -> u64 {
+        if random {
+            pick(&mut self.rng, &c.members, 1)
+                .first()
+                .copied()
+                .unwrap_or(1)
+        } else {
+            self.leader_or_random(c).await
+        }
+    }
+
+    async fn kill(&mut self, c: &mut Cluster, f: Fault) -> Started {
+        let members = c.members.clone();
+        let n = members.len();
+        let victims = match f {
+            KillOne => pick(&mut self.rng, &members, 1),
+            KillLeader => vec![self.leader_or_random(c).await],
+            KillMinority => pick(&mut self.rng, &members, (n - 1) / 2),
+            _ => members.clone(),
+        };
+        if f == KillAll {
+            // Durability: a grant acknowledged now must survive.
+            self.probe_before_kill().await;
+        }
+        for &v in &victims {
+            c.kill(v).await;
+        }
+        Ok((Undo::Restart(victims.clone()), json!({"nodes": victims})))
+    }
+
+    async fn partition(&mut self, c: &mut Cluster, f: Fault) -> Started {
+        let members = c.members.clone();
+        let n = members.len();
+        match f {
+            PartitionOne | PartitionLeader => {
+                let v = self.one_or_leader(c, f == PartitionOne).await;
                 let rest: Vec<u64> = members.iter().copied().filter(|&x| x != v).collect();
                 self.split(c, &[v], &rest)?;
                 Ok((Undo::Heal, json!({"isolated": v})))
@@ -383,25 +409,7 @@ impl Nemesis {
                     json!({"minority": minority, "majority": shuffled}),
                 ))
             }
-            PartitionRing => {
-                // Each node hears only its ring neighbours (a "bridge" with
-                // 3 nodes: the middle one sees both ends, the ends not each
-                // other). Every node still sees a majority in some sense, so
-                // leaders may flap but safety must hold.
-                let ring = pick(&mut self.rng, &members, n);
-                let mut cut = Vec::new();
-                for i in 0..n {
-                    for j in (i + 1)..n {
-                        let adjacent = j == i + 1 || (n > 3 && i == 0 && j == n - 1);
-                        if !adjacent {
-                            c.hosts.drop_from(ring[i], ring[j])?;
-                            c.hosts.drop_from(ring[j], ring[i])?;
-                            cut.push((ring[i], ring[j]));
-                        }
-                    }
-                }
-                Ok((Undo::Heal, json!({"ring": ring, "cut": cut})))
-            }
+            PartitionRing => self.ring(c),
             PartitionOneWay => {
                 // The leader stops hearing one follower (its acks vanish)
                 // while the follower still hears the leader.
@@ -414,57 +422,75 @@ impl Nemesis {
                 c.hosts.drop_from(l, v)?;
                 Ok((Undo::Heal, json!({"deaf": l, "unheard": v})))
             }
-            Loss => {
+            _ => {
+                let drop_30 = [
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    "0.3",
+                    "-j",
+                    "DROP",
+                ];
                 for &m in &members {
-                    c.hosts.iptables(
-                        m,
-                        &[
-                            "-A",
-                            "INPUT",
-                            "-m",
-                            "statistic",
-                            "--mode",
-                            "random",
-                            "--probability",
-                            "0.3",
-                            "-j",
-                            "DROP",
-                        ],
-                    )?;
+                    c.hosts.iptables(m, &drop_30)?;
                 }
                 Ok((Undo::Heal, json!({"probability": 0.3})))
             }
-            ClockSkew | ClockRate => {
-                let v = pick(&mut self.rng, &members, 1)
-                    .first()
-                    .copied()
-                    .unwrap_or(1);
-                let mut flags = NodeFlags::default();
-                if f == ClockSkew {
-                    let mag = self.rng.range(1_000, 60_000) as i64;
-                    flags.clock_offset_ms = if self.rng.chance(0.5) { mag } else { -mag };
-                } else {
-                    // Within the checkers' drift allowance (0.1): leases are
-                    // promised only for bounded clock-rate error.
-                    flags.clock_rate = if self.rng.chance(0.5) { 1.05 } else { 0.95 };
+        }
+    }
+
+    /// Each node hears only its ring neighbours (a "bridge" with 3 nodes:
+    /// the middle one sees both ends, the ends not each other). Every node
+    /// still sees a majority in some sense, so leaders may flap but safety
+    /// must hold.
+    fn ring(&mut self, c: &Cluster) -> Started {
+        let n = c.members.len();
+        let ring = pick(&mut self.rng, &c.members, n);
+        let mut cut = Vec::new();
+        for i in 0..n {
+            for j in (i + 1)..n {
+                let adjacent = j == i + 1 || (n > 3 && i == 0 && j == n - 1);
+                if !adjacent {
+                    c.hosts.drop_from(ring[i], ring[j])?;
+                    c.hosts.drop_from(ring[j], ring[i])?;
+                    cut.push((ring[i], ring[j]));
                 }
-                c.restart(v, flags.clone()).await?;
-                Ok((
-                    Undo::RestartPlain(vec![v]),
-                    json!({"node": v, "offset_ms": flags.clock_offset_ms, "rate": flags.clock_rate}),
-                ))
             }
-            ClockLeaderAhead | ClockLeaderBehind | ClockLeaderDrift => {
-                let skew = match f {
-                    ClockLeaderAhead => Skew::Ahead,
-                    ClockLeaderBehind => Skew::Behind,
-                    _ => Skew::Drift,
-                };
-                self.clock_in_charge(c, skew, self.duration_s.1).await
-            }
-            CrashPoint => {
-                let wait = Duration::from_secs(self.duration_s.1.max(5));
-                self.crash_point(c, wait).await
+        }
+        Ok((Undo::Heal, json!({"ring": ring, "cut": cut})))
+    }
+
+    /// Restarts one node with a skewed clock or a clock running at a
+    /// different rate.
+    async fn clock(&mut self, c: &mut Cluster, f: Fault) -> Started {
+        let v = self.one_or_leader(c, true).await;
+        let mut flags = NodeFlags::default();
+        if f == ClockSkew {
+            let mag = self.rng.range(1_000, 60_000) as i64;
+            flags.clock_offset_ms = if self.rng.chance(0.5) { mag } else { -mag };
+        } else {
+            // Within the checkers' drift allowance (0.1): leases are
+            // promised only for bounded clock-rate error.
+            flags.clock_rate = if self.rng.chance(0.5) { 1.05 } else { 0.95 };
+        }
+        c.restart(v, flags.clone()).await?;
+        Ok((
+            Undo::RestartPlain(vec![v]),
+            json!({"node": v, "offset_ms": flags.clock_offset_ms, "rate": flags.clock_rate}),
+        ))
+    }
+
+    /// Faults on the clients' side: stalls, killed holders, cut or lossy
+    /// client hosts, paused jobs, a hung first endpoint.
+    fn client_side(&mut self, c: &mut Cluster, f: Fault) -> Started {
+        match f {
+            ClientPause => {
+                self.ctx.stall_requests.fetch_add(2, Ordering::SeqCst);
+                Ok((Undo::ClearStalls, json!({"stalls": 2})))
             }
             ClientKill => {
                 self.ctx.kill_holder.notify_waiters();
@@ -486,7 +512,7 @@ impl Nemesis {
                     .ok_or("no run-workload job running")?;
                 Ok((Undo::HealClient(i), json!({"client": i, "pid": pid})))
             }
-            HungEndpoint => {
+            _ => {
                 // Every client lists this node first; paused, it accepts
                 // connections (the kernel's backlog) and never answers.
                 let v = crate::client_hosts::FIRST_NODE;
@@ -496,38 +522,40 @@ impl Nemesis {
                     json!({"nodes": [v], "first_in_client_lists": true}),
                 ))
             }
-            Member => {
-                let id = c.initial.iter().max().copied().unwrap_or(0) + 1;
-                if c.members.contains(&id) {
-                    return Err("extra member already present".into());
-                }
-                let _ = std::fs::remove_dir_all(c.dir.join(format!("n{id}")));
-                c.start(
-                    id,
-                    NodeFlags {
-                        join: true,
-                        ..NodeFlags::default()
-                    },
-                )?;
-                let body = serde_json::to_value(AddMemberRequest {
-                    id,
-                    peer_addr: c.hosts.peer_addr(id),
-                })
-                .unwrap_or_default();
-                let r = self.membership(c, "POST", Some(body), None).await;
-                match r {
-                    Ok(v) => {
-                        c.members.push(id);
-                        let ids: Vec<u64> = ClusterAnswer::deserialize(&v)
-                            .map(|a| a.members.iter().map(|m| m.id).collect())
-                            .unwrap_or_default();
-                        Ok((Undo::RemoveMember(id), json!({"added": id, "members": ids})))
-                    }
-                    Err(e) => {
-                        c.kill(id).await;
-                        Err(e)
-                    }
-                }
+        }
+    }
+
+    /// Starts an extra node and adds it to the cluster.
+    async fn add_member(&mut self, c: &mut Cluster) -> Started {
+        let id = c.initial.iter().max().copied().unwrap_or(0) + 1;
+        if c.members.contains(&id) {
+            return Err("extra member already present".into());
+        }
+        let _ = std::fs::remove_dir_all(c.dir.join(format!("n{id}")));
+        c.start(
+            id,
+            NodeFlags {
+                join: true,
+                ..NodeFlags::default()
+            },
+        )?;
+        let body = serde_json::to_value(AddMemberRequest {
+            id,
+            peer_addr: c.hosts.peer_addr(id),
+        })
+        .unwrap_or_default();
+        let r = self.membership(c, "POST", Some(body), None).await;
+        match r {
+            Ok(v) => {
+                c.members.push(id);
+                let ids: Vec<u64> = ClusterAnswer::deserialize(&v)
+                    .map(|a| a.members.iter().map(|m| m.id).collect())
+                    .unwrap_or_default();
+                Ok((Undo::RemoveMember(id), json!({"added": id, "members": ids})))
+            }
+            Err(e) => {
+                c.kill(id).await;
+                Err(e)
             }
         }
     }
