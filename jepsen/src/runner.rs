@@ -183,9 +183,63 @@ async fn run_async(
     clients: Arc<ClientHosts>,
 ) -> Result<Results, String> {
     let rec = Arc::new(Recorder::new(Some(&o.out.join("history.jsonl")))?);
+    let (mut cluster, api) = start_cluster(&o, hosts, &mut rng).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_tag = format!("{:x}", rng.next_u64() & 0xffff);
+    let start = Instant::now();
+    let ctx = Arc::new(Ctx {
+        rec: rec.clone(),
+        api: api.clone(),
+        urls: cluster.urls(),
+        deadline: start + Duration::from_secs(o.time_limit_s + o.recovery_s),
+        stop: stop.clone(),
+        stall_requests: AtomicU64::new(0),
+        kill_holder: tokio::sync::Notify::new(),
+        run_tag,
+        clients: clients.clone(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    let spawned = spawn_workloads(&o, &ctx, &mut rng, &clients, &mut tasks)?;
+    let mut nemesis = Nemesis {
+        faults: o.nemesis.clone(),
+        rng: rng.fork(99),
+        rec: rec.clone(),
+        api: api.clone(),
+        ctx: ctx.clone(),
+        interval_s: o.interval_s,
+        duration_s: o.duration_s,
+        log: Vec::new(),
+        state: Default::default(),
+    };
+    let nemesis_until = start + Duration::from_secs(o.time_limit_s);
+    let (interrupted, recovered) =
+        drive(&mut nemesis, &mut cluster, &api, &ctx, nemesis_until).await?;
+    stop.store(true, Ordering::SeqCst);
+    if interrupted {
+        eprintln!("[stop] interrupted: stopping workers and nodes");
+        // Make sure nothing stays paused or cut off while we wind down.
+        nemesis.heal_all(&mut cluster).await;
+    }
+    wind_down(tasks, &spawned, &rec, &mut cluster, interrupted).await?;
+    let run = RunEnd {
+        election_timeout_ms: cluster.election_timeout_ms,
+        nemesis_log: nemesis.log,
+        interrupted,
+        recovered,
+    };
+    check_and_report(&o, &rec, run)
+}
+
+/// Starts every node and waits until the cluster serves (node log tails in
+/// the error if it never does).
+async fn start_cluster(
+    o: &TestOpts,
+    hosts: Hosts,
+    rng: &mut Rng,
+) -> Result<(Cluster, Api), String> {
     let secret = format!("jepsen-{}", rng.next_u64());
     let mut cluster = Cluster::new(
-        hosts.clone(),
+        hosts,
         o.node_bin.clone(),
         o.out.join("nodes"),
         o.nodes,
@@ -209,34 +263,42 @@ async fn run_async(
         o.nodes,
         cluster.urls().join(" ")
     );
+    Ok((cluster, api))
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let run_tag = format!("{:x}", rng.next_u64() & 0xffff);
-    let start = Instant::now();
-    let ctx = Arc::new(Ctx {
-        rec: rec.clone(),
-        api: api.clone(),
-        urls: cluster.urls(),
-        deadline: start + Duration::from_secs(o.time_limit_s + o.recovery_s),
-        stop: stop.clone(),
-        stall_requests: AtomicU64::new(0),
-        kill_holder: tokio::sync::Notify::new(),
-        run_tag,
-        clients: clients.clone(),
-    });
+/// What the workloads left to finish after the run: protected sets to read,
+/// the run workload's shared record.
+struct Spawned {
+    resources: Vec<Arc<Resource>>,
+    run_cfg: Option<Result<Arc<RunCfg>, String>>,
+}
+
+/// Spawns every worker of every workload.
+fn spawn_workloads(
+    o: &TestOpts,
+    ctx: &Arc<Ctx>,
+    rng: &mut Rng,
+    clients: &Arc<ClientHosts>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<Spawned, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-    let mut tasks = tokio::task::JoinSet::new();
     let mut next_id = 1u64;
-    let mut resources: Vec<Arc<Resource>> = Vec::new();
-    let mut run_cfg: Option<Result<Arc<RunCfg>, String>> = None;
+    let mut sp = Spawned {
+        resources: Vec::new(),
+        run_cfg: None,
+    };
+    let mut worker = |rng: &mut Rng| {
+        let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
+        next_id += 1;
+        wk
+    };
     for &w in &o.workloads {
         match w {
             Workload::Mutex => {
                 for k in 0..3 {
                     for _ in 0..3 {
-                        let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
-                        next_id += 1;
-                        tasks.spawn(workload::mutex_worker(wk, format!("jepsen/mutex/{k}")));
+                        let key = format!("jepsen/mutex/{k}");
+                        tasks.spawn(workload::mutex_worker(worker(rng), key));
                     }
                 }
             }
@@ -244,11 +306,13 @@ async fn run_async(
                 let fenced = w == Workload::Set;
                 let key = if fenced { "jepsen/set" } else { UNFENCED_KEY };
                 let res = Arc::new(Resource::new(key, fenced));
-                resources.push(res.clone());
+                sp.resources.push(res.clone());
                 for _ in 0..4 {
-                    let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
-                    next_id += 1;
-                    tasks.spawn(workload::set_worker(wk, key.to_string(), res.clone()));
+                    tasks.spawn(workload::set_worker(
+                        worker(rng),
+                        key.to_string(),
+                        res.clone(),
+                    ));
                 }
             }
             Workload::TakeoverHttp | Workload::TakeoverClient => {
@@ -264,69 +328,71 @@ async fn run_async(
                     via,
                     host: workload_run::takeover_host(via),
                 });
-                let wk = Worker::new(next_id, ctx.clone(), rng.fork(next_id));
-                let holder = 5_000 + next_id;
-                next_id += 1;
+                let wk = worker(rng);
+                let holder = 5_000 + wk.id;
                 tasks.spawn(workload::takeover_worker(wk, holder, key.into(), cfg));
             }
             Workload::Run | Workload::RunUnlocked | Workload::RunLib => {
-                let cfg = run_cfg.get_or_insert_with(|| {
+                let cfg = sp.run_cfg.get_or_insert_with(|| {
                     let bin = o.locker_bin.clone().unwrap_or_default();
                     RunCfg::new(&o.out, exe.clone(), bin, o.process_ttl_ms, clients.clone())
                         .map(Arc::new)
                 });
-                workload_run::spawn(&mut tasks, w, &ctx, cfg.as_ref()?, &mut rng);
+                workload_run::spawn(tasks, w, ctx, cfg.as_ref()?, rng);
             }
         }
     }
+    Ok(sp)
+}
 
-    let mut nemesis = Nemesis {
-        faults: o.nemesis.clone(),
-        rng: rng.fork(99),
-        rec: rec.clone(),
-        api: api.clone(),
-        ctx: ctx.clone(),
-        interval_s: o.interval_s,
-        duration_s: o.duration_s,
-        log: Vec::new(),
-        state: Default::default(),
-    };
-    let nemesis_until = start + Duration::from_secs(o.time_limit_s);
-    let mut interrupted = false;
+/// Runs the nemesis until `until`, waits for the healed cluster and the end
+/// of the recovery time, unless SIGINT/SIGTERM comes first. Returns
+/// (interrupted, recovered after the heal).
+async fn drive(
+    nemesis: &mut Nemesis,
+    cluster: &mut Cluster,
+    api: &Api,
+    ctx: &Ctx,
+    until: Instant,
+) -> Result<(bool, bool), String> {
     let mut recovered = true;
-    {
-        let main = async {
-            nemesis.run(&mut cluster, nemesis_until).await;
-            if let Err(e) = wait_ready(&api, &cluster, Duration::from_secs(60)).await {
-                eprintln!("[heal] {e}");
-                recovered = false;
-            } else {
-                eprintln!("[heal] cluster ready again");
-            }
-            tokio::time::sleep_until(ctx.deadline).await;
-        };
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("signal handler: {e}"))?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .map_err(|e| format!("signal handler: {e}"))?;
-        tokio::select! {
-            _ = main => {}
-            Some(()) = int.recv() => {
-                eprintln!("[stop] SIGINT");
-                interrupted = true;
-            }
-            Some(()) = term.recv() => {
-                eprintln!("[stop] SIGTERM");
-                interrupted = true;
-            }
+    let main = async {
+        nemesis.run(cluster, until).await;
+        if let Err(e) = wait_ready(api, cluster, Duration::from_secs(60)).await {
+            eprintln!("[heal] {e}");
+            recovered = false;
+        } else {
+            eprintln!("[heal] cluster ready again");
         }
-    }
-    stop.store(true, Ordering::SeqCst);
-    if interrupted {
-        eprintln!("[stop] interrupted: stopping workers and nodes");
-        // Make sure nothing stays paused or cut off while we wind down.
-        nemesis.heal_all(&mut cluster).await;
-    }
+        tokio::time::sleep_until(ctx.deadline).await;
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("signal handler: {e}"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("signal handler: {e}"))?;
+    let interrupted = tokio::select! {
+        _ = main => false,
+        Some(()) = int.recv() => {
+            eprintln!("[stop] SIGINT");
+            true
+        }
+        Some(()) = term.recv() => {
+            eprintln!("[stop] SIGTERM");
+            true
+        }
+    };
+    Ok((interrupted, recovered))
+}
+
+/// Lets the workers finish (20 s at most), records the final reads and the
+/// replicas' digests, stops the nodes, collects the run workload's record.
+async fn wind_down(
+    mut tasks: tokio::task::JoinSet<()>,
+    sp: &Spawned,
+    rec: &Arc<Recorder>,
+    cluster: &mut Cluster,
+    interrupted: bool,
+) -> Result<(), String> {
     let drain = tokio::time::timeout(Duration::from_secs(20), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -334,31 +400,43 @@ async fn run_async(
     if drain.is_err() {
         tasks.abort_all();
     }
-    for (i, r) in resources.iter().enumerate() {
-        workload::final_read(&rec, 9_000 + i as u64, r);
+    for (i, r) in sp.resources.iter().enumerate() {
+        workload::final_read(rec, 9_000 + i as u64, r);
     }
     if !interrupted {
         // Checker 6's input, once the workers are quiet (see replicas.rs).
         let admin = crate::admin::Admin::new(&cluster.secret, Duration::from_secs(3))?;
         let limit = Duration::from_secs(20);
-        let got = crate::replicas::collect(&admin, &cluster, &rec, limit).await;
+        let got = crate::replicas::collect(&admin, cluster, rec, limit).await;
         eprintln!("[replicas] {got}");
     }
     cluster.stop_all().await;
-    if let Some(Ok(cfg)) = &run_cfg {
-        match workload_run::collect(&rec, &cfg.record) {
+    if let Some(Ok(cfg)) = &sp.run_cfg {
+        match workload_run::collect(rec, &cfg.record) {
             Ok(n) => eprintln!("[run] {n} jobs recorded"),
             Err(e) => eprintln!("[run] {e}"),
         }
     }
     rec.flush();
+    Ok(())
+}
 
+/// How the run ended, for the checkers and the report.
+struct RunEnd {
+    election_timeout_ms: u64,
+    nemesis_log: Vec<String>,
+    interrupted: bool,
+    recovered: bool,
+}
+
+/// Checks the history and writes it, results.json and the report.
+fn check_and_report(o: &TestOpts, rec: &Recorder, run: RunEnd) -> Result<Results, String> {
     let ops = rec.snapshot();
     // Rewrite in time order (helper-process lines may have arrived late).
     write_history(&o.out.join("history.jsonl"), &ops)?;
     let opts = CheckOptions {
         drift: 0.1,
-        election_timeout_ms: cluster.election_timeout_ms + 3_000,
+        election_timeout_ms: run.election_timeout_ms + 3_000,
         slack_ms: 3_000,
         progress_bound_ms: 15_000,
         unfenced_keys: vec![UNFENCED_KEY.to_string()],
@@ -375,12 +453,12 @@ async fn run_async(
         "seed": o.seed,
         "node_bin": o.node_bin.display().to_string(),
         "ops": ops.len(),
-        "interrupted": interrupted,
-        "recovered_after_heal": recovered,
-        "nemesis_log": nemesis.log,
+        "interrupted": run.interrupted,
+        "recovered_after_heal": run.recovered,
+        "nemesis_log": run.nemesis_log,
     });
     report::write_all(&o.out, &ops, &results, &meta)?;
-    if interrupted {
+    if run.interrupted {
         return Err(format!(
             "interrupted; partial results in {}: {}",
             o.out.display(),
