@@ -246,12 +246,10 @@ pub fn timeline_svg(ops: &[Op], default_ttl_ms: u64) -> String {
     s
 }
 
-/// Latency of every completed client operation (log scale), colored by type.
-pub fn latency_svg(ops: &[Op]) -> String {
-    let pairs = pair(ops);
-    let windows = fault_windows(ops);
-    let t1 = ops.iter().map(|o| o.time_ns).max().unwrap_or(1);
-    let pts: Vec<(u64, f64, OpType)> = pairs
+/// (invoke time, latency in ms, outcome) of every completed client
+/// operation on the cluster.
+fn latencies(ops: &[Op]) -> Vec<(u64, f64, OpType)> {
+    pair(ops)
         .iter()
         .filter(|p| {
             matches!(p.process, crate::history::Process::Client(_)) && p.seen_ns != u64::MAX
@@ -269,7 +267,14 @@ pub fn latency_svg(ops: &[Op]) -> String {
                 p.kind,
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Latency of every completed client operation (log scale), colored by type.
+pub fn latency_svg(ops: &[Op]) -> String {
+    let windows = fault_windows(ops);
+    let t1 = ops.iter().map(|o| o.time_ns).max().unwrap_or(1);
+    let pts = latencies(ops);
     let stride = (pts.len() / 6000).max(1);
     let (h, top, bottom) = (260.0, 10.0, 230.0);
     let f = Frame {
