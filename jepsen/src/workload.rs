@@ -403,61 +403,11 @@ pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Ar
         );
         let owner = format!("{key}@{ph}.1");
         let hp = holder_id + round * WORKER_STRIDE;
-        let Ok(mut child) = spawn_holder(&w, &cfg, &key, &owner, &ph) else {
+        let Ok(child) = spawn_holder(&w, &cfg, &key, &owner, &ph) else {
             w.pause_ms(500, 1000).await;
             continue;
         };
-        let pid = child.id().unwrap_or(0);
-        let (tx, mut rx) = tokio::sync::watch::channel(None::<Grant>);
-        let rec = w.ctx.rec.clone();
-        let reader = child.stdout.take().map(|out| {
-            tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt;
-                let mut lines = tokio::io::BufReader::new(out).lines();
-                let mut n = 0u64;
-                while let Ok(Some(l)) = lines.next_line().await {
-                    n += 1;
-                    if n > 100_000 {
-                        break;
-                    }
-                    let Ok(mut op) = serde_json::from_str::<Op>(&l) else {
-                        continue;
-                    };
-                    op.process = Process::Client(hp);
-                    op.time_ns = rec.relative(op.time_ns);
-                    if op.f == "acquire" && op.kind == OpType::Ok {
-                        let req = Fields::parse(&op.value);
-                        let _ = tx.send(Some(Grant {
-                            owner: req.owner,
-                            process_hash: req.process_hash,
-                        }));
-                    }
-                    rec.record_at(op);
-                }
-            })
-        });
-        // Wait for the grant, bounded.
-        let grant: Option<Grant> =
-            match tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|g| g.is_some())).await
-            {
-                Ok(Ok(g)) => g.clone(),
-                _ => None,
-            };
-        let granted = grant.is_some();
-        if granted {
-            let hold = w.rng.range(500, 2_500);
-            tokio::select! {
-                _ = sleep(Duration::from_millis(hold)) => {}
-                _ = w.ctx.kill_holder.notified() => {}
-            }
-        }
-        // kill -9 the holder: no release, no end-process, keep-alives stop.
-        crate::cluster::signal(pid, libc::SIGKILL);
-        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-        if let Some(r) = reader {
-            let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
-        }
-        let Some(grant) = grant else {
+        let Some(grant) = hold_then_kill(&mut w, child, hp).await else {
             continue;
         };
         // The client-driven holder makes its own owner and process hashes.
@@ -478,37 +428,115 @@ pub async fn takeover_worker(mut w: Worker, holder_id: u64, key: String, cfg: Ar
             }
             .to_value(),
         ));
-        // Poll until we get the lock, bounded by time (not by the run's
-        // deadline: the takeover must be measured to the end).
-        let give_up = Instant::now() + Duration::from_millis(cfg.process_ttl_ms + 60_000);
-        let mine = w.owner(&key);
-        let mut got = false;
-        while Instant::now() < give_up
-            && !w.ctx.stop.load(Ordering::Relaxed)
-            && w.ops < MAX_OPS_PER_WORKER
-        {
-            let call = Call::Acquire {
-                owner: mine.clone(),
-                ttl_ms: 5_000,
-                process_hash: None,
-            };
-            let a = match &client {
-                Some(c) => w.call_client(c, &key, call).await,
-                None => w.call(&key, call).await,
-            };
-            if a.kind == OpType::Ok {
-                got = true;
+        take_over(&mut w, client.as_ref(), &key, &cfg).await;
+    }
+}
+
+/// Records the holder's history lines (under process `hp`) and reports its
+/// grant on `tx`.
+fn read_holder_output(
+    out: tokio::process::ChildStdout,
+    rec: Arc<Recorder>,
+    hp: u64,
+    tx: tokio::sync::watch::Sender<Option<Grant>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let mut n = 0u64;
+        while let Ok(Some(l)) = lines.next_line().await {
+            n += 1;
+            if n > 100_000 {
                 break;
             }
-            sleep(Duration::from_millis(100)).await;
-        }
-        if got || !w.ctx.stop.load(Ordering::Relaxed) {
-            let call = Call::Release { owner: mine };
-            match &client {
-                Some(c) => w.call_client(c, &key, call).await,
-                None => w.call(&key, call).await,
+            let Ok(mut op) = serde_json::from_str::<Op>(&l) else {
+                continue;
             };
+            op.process = Process::Client(hp);
+            op.time_ns = rec.relative(op.time_ns);
+            if op.f == "acquire" && op.kind == OpType::Ok {
+                let req = Fields::parse(&op.value);
+                let _ = tx.send(Some(Grant {
+                    owner: req.owner,
+                    process_hash: req.process_hash,
+                }));
+            }
+            rec.record_at(op);
         }
+    })
+}
+
+/// Waits (15 s at most) for the holder's grant, lets it hold a moment (or
+/// until the nemesis says kill), then kills it -9: no release, no
+/// end-process, keep-alives stop. The grant, if there was one.
+async fn hold_then_kill(
+    w: &mut Worker,
+    mut child: tokio::process::Child,
+    hp: u64,
+) -> Option<Grant> {
+    let pid = child.id().unwrap_or(0);
+    let (tx, mut rx) = tokio::sync::watch::channel(None::<Grant>);
+    let reader = child
+        .stdout
+        .take()
+        .map(|out| read_holder_output(out, w.ctx.rec.clone(), hp, tx));
+    let grant: Option<Grant> =
+        match tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|g| g.is_some())).await {
+            Ok(Ok(g)) => g.clone(),
+            _ => None,
+        };
+    if grant.is_some() {
+        let hold = w.rng.range(500, 2_500);
+        tokio::select! {
+            _ = sleep(Duration::from_millis(hold)) => {}
+            _ = w.ctx.kill_holder.notified() => {}
+        }
+    }
+    crate::cluster::signal(pid, libc::SIGKILL);
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    if let Some(r) = reader {
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    }
+    grant
+}
+
+/// Polls until the waiter gets the lock the killed holder had, bounded by
+/// time (not by the run's deadline: the takeover must be measured to the
+/// end), then releases it.
+async fn take_over(
+    w: &mut Worker,
+    client: Option<&locker_client::Client>,
+    key: &str,
+    cfg: &TakeoverCfg,
+) {
+    let give_up = Instant::now() + Duration::from_millis(cfg.process_ttl_ms + 60_000);
+    let mine = w.owner(key);
+    let mut got = false;
+    while Instant::now() < give_up
+        && !w.ctx.stop.load(Ordering::Relaxed)
+        && w.ops < MAX_OPS_PER_WORKER
+    {
+        let call = Call::Acquire {
+            owner: mine.clone(),
+            ttl_ms: 5_000,
+            process_hash: None,
+        };
+        let a = match client {
+            Some(c) => w.call_client(c, key, call).await,
+            None => w.call(key, call).await,
+        };
+        if a.kind == OpType::Ok {
+            got = true;
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    if got || !w.ctx.stop.load(Ordering::Relaxed) {
+        let call = Call::Release { owner: mine };
+        match client {
+            Some(c) => w.call_client(c, key, call).await,
+            None => w.call(key, call).await,
+        };
     }
 }
 
