@@ -168,7 +168,6 @@ pub struct ClientHolderArgs {
 /// it); the takeover is judged by the liveness, linearizability and
 /// fencing checkers.
 pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
-    use std::io::Write;
     let locker = Locker::new(LockerOptions {
         endpoints: a.urls.clone(),
         report_write_ms: a.keepalive_ms.max(50),
@@ -180,14 +179,6 @@ pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
         ..LockerOptions::default()
     })
     .map_err(|e| format!("locker: {e}"))?;
-    let emit = |kind: OpType, key: &str, v: Value, t: u64| {
-        let op = Op::new(Process::Client(0), kind, "acquire", Some(key), v).at(t);
-        if let Ok(l) = serde_json::to_string(&op) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{l}");
-            let _ = out.flush();
-        }
-    };
     let end = Instant::now() + Duration::from_secs(a.max_secs);
     let mut attempts = 0u32;
     while Instant::now() < end && attempts < 1_000 {
@@ -196,21 +187,20 @@ pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
         let r = locker.acquire(&a.key, None).await;
         let t1 = crate::history::monotonic_ns();
         let ph = locker.process_hash();
-        let req = |owner: Option<&LockData>| Fields {
-            owner: owner.map(|l| l.owner_hash.clone()),
-            ttl_ms: Some(60_000),
-            process_hash: owner.and_then(|l| l.process_hash.clone()).or(ph.clone()),
-            ..Fields::default()
-        };
         match r {
             Ok(AcquireResult::Success(acq)) => {
                 let l = &acq.lock_data;
-                emit(OpType::Invoke, &a.key, req(Some(l)).to_value(), t0);
+                emit(
+                    OpType::Invoke,
+                    &a.key,
+                    invoke_fields(Some(l), ph.clone()),
+                    t0,
+                );
                 let mut v = Fields {
                     status: Some(status::SUCCESS.into()),
                     owner: Some(l.owner_hash.clone()),
                     token: Some(l.fencing_token),
-                    process_hash: l.process_hash.clone().or(ph.clone()),
+                    process_hash: l.process_hash.clone().or(ph),
                     ..Fields::default()
                 }
                 .to_value();
@@ -225,7 +215,7 @@ pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
             Ok(AcquireResult::SomeoneElseHoldsLock(h)) => {
                 // Our owner hash is not known here: the line carries none,
                 // so the checkers use only the holder it names.
-                emit(OpType::Invoke, &a.key, req(None).to_value(), t0);
+                emit(OpType::Invoke, &a.key, invoke_fields(None, ph), t0);
                 let mut v = Fields {
                     status: Some(status::HELD.into()),
                     holder: Some(h.owner_hash.clone()),
@@ -235,11 +225,10 @@ pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
                 .to_value();
                 v["via"] = json!("client");
                 emit(OpType::Fail, &a.key, v, t1);
-                sleep(Duration::from_millis(200)).await;
             }
             Err(e) => {
                 let kind = error_kind(&e);
-                emit(OpType::Invoke, &a.key, req(None).to_value(), t0);
+                emit(OpType::Invoke, &a.key, invoke_fields(None, ph), t0);
                 let msg: String = e.to_string().chars().take(300).collect();
                 emit(kind, &a.key, json!({"error": msg, "via": "client"}), t1);
                 if kind == OpType::Info {
@@ -248,9 +237,32 @@ pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
                     // this process, which the harness kills now.
                     return Ok(());
                 }
-                sleep(Duration::from_millis(200)).await;
             }
         }
+        sleep(Duration::from_millis(200)).await;
     }
     Ok(())
+}
+
+/// Prints one history line of an acquire (process 0; the harness renumbers).
+fn emit(kind: OpType, key: &str, v: Value, t: u64) {
+    use std::io::Write;
+    let op = Op::new(Process::Client(0), kind, "acquire", Some(key), v).at(t);
+    if let Ok(l) = serde_json::to_string(&op) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{l}");
+        let _ = out.flush();
+    }
+}
+
+/// The invocation's fields: the owner and process as the answer told them
+/// (the client makes both), else this process's hash.
+fn invoke_fields(granted: Option<&LockData>, ph: Option<String>) -> Value {
+    Fields {
+        owner: granted.map(|l| l.owner_hash.clone()),
+        ttl_ms: Some(60_000),
+        process_hash: granted.and_then(|l| l.process_hash.clone()).or(ph),
+        ..Fields::default()
+    }
+    .to_value()
 }

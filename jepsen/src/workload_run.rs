@@ -391,6 +391,35 @@ impl Runner {
 
     /// Runs one `locker run` (or, unlocked, the job itself) to its end.
     async fn one(&mut self, plan: &Plan) -> Result<Outcome, String> {
+        let (mut child, started) = self.spawn_run(plan)?;
+        let mut o = Outcome {
+            exit: None,
+            signal: None,
+            started: false,
+            killed: None,
+            stopped_by_harness: false,
+        };
+        let status = self.supervise(&mut child, started, plan, &mut o).await;
+        if let Some(st) = status {
+            use std::os::unix::process::ExitStatusExt;
+            o.exit = st.code();
+            o.signal = st.signal();
+        }
+        Ok(o)
+    }
+
+    /// Spawns the run in its own process group; the receiver gets the job's
+    /// process group once it printed `STARTED`.
+    fn spawn_run(
+        &self,
+        plan: &Plan,
+    ) -> Result<
+        (
+            tokio::process::Child,
+            tokio::sync::watch::Receiver<Option<i64>>,
+        ),
+        String,
+    > {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -403,8 +432,7 @@ impl Runner {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
-        let pid = child.id().unwrap_or(0);
-        let (tx, mut started) = tokio::sync::watch::channel(None::<i64>);
+        let (tx, started) = tokio::sync::watch::channel(None::<i64>);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(out).lines();
@@ -422,13 +450,19 @@ impl Runner {
                 }
             });
         }
-        let mut o = Outcome {
-            exit: None,
-            signal: None,
-            started: false,
-            killed: None,
-            stopped_by_harness: false,
-        };
+        Ok((child, started))
+    }
+
+    /// Watches the run until it exits: kills it as planned, asks it to stop
+    /// at the end of the test, kills it hard when it overstays.
+    async fn supervise(
+        &self,
+        child: &mut tokio::process::Child,
+        mut started: tokio::sync::watch::Receiver<Option<i64>>,
+        plan: &Plan,
+        o: &mut Outcome,
+    ) -> Option<std::process::ExitStatus> {
+        let pid = child.id().unwrap_or(0);
         // Nothing legitimate lasts longer than waiting, the job and a stop.
         let hard = Instant::now()
             + Duration::from_millis(self.cfg.wait_ms + plan.run_ms + self.cfg.timeout_ms * 4)
@@ -436,9 +470,9 @@ impl Runner {
         let mut kill_at: Option<Instant> = None;
         let mut job_pgid = 0i64;
         let mut term_sent: Option<Instant> = None;
-        let status = loop {
+        loop {
             tokio::select! {
-                st = child.wait() => break st.ok(),
+                st = child.wait() => return st.ok(),
                 r = started.changed(), if !o.started => {
                     if r.is_err() { continue; }
                     o.started = true;
@@ -470,18 +504,12 @@ impl Runner {
                 kill_group(pid as i64);
                 kill_group(job_pgid);
                 o.stopped_by_harness = true;
-                break tokio::time::timeout(Duration::from_secs(5), child.wait())
+                return tokio::time::timeout(Duration::from_secs(5), child.wait())
                     .await
                     .ok()
                     .and_then(Result::ok);
             }
-        };
-        if let Some(st) = status {
-            use std::os::unix::process::ExitStatusExt;
-            o.exit = st.code();
-            o.signal = st.signal();
         }
-        Ok(o)
     }
 
     /// SIGKILL of the holder: `locker` alone, or it and the job's group.
