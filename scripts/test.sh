@@ -11,9 +11,11 @@ step "installing test dependencies"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # iproute2 + iptables: network namespaces and partitions for the fault tests;
   # curl: the README walkthrough test; procps: pgrep/pkill; prometheus:
-  # `promtool check metrics` on a node's /metrics page (tests/api_metrics.rs).
+  # `promtool check metrics` on a node's /metrics page (tests/api_metrics.rs);
+  # etcd-server + redis-server: the peers of the side-by-side benchmark;
+  # jq: checks the benchmark's bench.json.
   need=()
-  for pkg in iproute2 iptables curl procps prometheus; do
+  for pkg in iproute2 iptables curl procps prometheus etcd-server redis-server jq; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -49,6 +51,23 @@ step "fault injection (short form): jepsen/ci.sh"
 # A ~60 s run under kill, pause and partition that must be valid, and the
 # unfenced negative control that must be caught losing writes.
 ./jepsen/ci.sh target/debug/locker-node target/debug/locker-jepsen
+
+step "benchmark (quick form): locker-jepsen bench --quick"
+# Locker, etcd and Redis side by side for about a minute. No timing
+# assertions: every output file must exist, and every system must have
+# completed operations in every workload and level (the command also exits 1
+# otherwise). A missing etcd or redis-server is an error, never a skip.
+bench_out=target/bench-quick
+rm -rf "$bench_out"
+target/debug/locker-jepsen bench --quick --out "$bench_out"
+for f in bench.json bench.md uncontended.svg contended.svg extend.svg keepalive.svg read.svg; do
+  [ -s "$bench_out/$f" ] || { echo "benchmark: $bench_out/$f is missing or empty"; exit 1; }
+done
+jq -e '(.results | length) == 10
+  and all(.results[]; (.systems | keys) == ["etcd", "locker", "redis"])
+  and all(.results[].systems[]; .ops_per_s > 0)
+  and .memory.serves_after_restart == true' "$bench_out/bench.json" >/dev/null ||
+  { echo "benchmark: a system produced no throughput (see $bench_out/bench.md)"; exit 1; }
 
 if [ -x tests/docker/compose_test.sh ]; then
   step "docker compose cluster"

@@ -5,7 +5,6 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use locker_jepsen::bench::{run_bench, BenchOpts};
 use locker_jepsen::checker::{check_all, CheckOptions, Validity};
 use locker_jepsen::client_api;
 use locker_jepsen::cluster::{cleanup_prefix, HostKind};
@@ -38,8 +37,9 @@ enum Cmd {
     /// Run a cluster under faults, record a history, check it, write a report.
     /// Exit code: 0 valid, 1 invalid, 2 unknown, 3 harness error.
     Test(TestArgs),
-    /// Benchmark: acquire+release cycles/s and latency at given concurrencies.
-    Bench(BenchArgs),
+    /// Benchmark: Locker side by side with etcd and Redis (bench.json,
+    /// bench.md and SVG plots in --out).
+    Bench(locker_jepsen::bench::BenchArgs),
     /// Re-check a recorded history and rewrite results.json/report.html.
     Check(CheckArgs),
     /// Mutation runs: each test-only node mutation (node built with
@@ -109,27 +109,6 @@ struct TestArgs {
     /// this binary).
     #[arg(long)]
     locker_bin: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct BenchArgs {
-    #[arg(long, default_value_t = 3)]
-    nodes: u64,
-    #[arg(long, value_delimiter = ',', default_value = "1,64", value_parser = concurrency_level)]
-    concurrency: Vec<usize>,
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    #[arg(long, default_value = "bench-out")]
-    out: PathBuf,
-    #[arg(long)]
-    node_bin: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = HostKind::Netns)]
-    hosts: HostKind,
-    /// Benchmark an existing cluster (comma-separated URLs) instead.
-    #[arg(long)]
-    endpoints: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
 }
 
 #[derive(Args)]
@@ -228,16 +207,6 @@ fn arg_name(v: &impl ValueEnum) -> String {
     v.to_possible_value()
         .map(|p| p.get_name().to_string())
         .unwrap_or_default()
-}
-
-/// One `--concurrency` level: 1..=1024 clients.
-fn concurrency_level(s: &str) -> Result<usize> {
-    let n: usize = s.trim().parse().with_context(|| format!("{s:?}"))?;
-    anyhow::ensure!(
-        (1..=1024).contains(&n),
-        "--concurrency values must be 1..=1024"
-    );
-    Ok(n)
 }
 
 fn pair(s: &str) -> Result<(u64, u64)> {
@@ -396,43 +365,8 @@ fn test_cmd(a: TestArgs) -> Result<ExitCode> {
     Ok(exit_for(r.valid))
 }
 
-fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
-    let endpoints: Vec<String> = a
-        .endpoints
-        .map(|e| {
-            e.split(',')
-                .map(|s| s.trim().trim_end_matches('/').to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    let node_bin = if endpoints.is_empty() {
-        node_bin(a.node_bin)?
-    } else {
-        PathBuf::new()
-    };
-    let r = run_bench(BenchOpts {
-        nodes: a.nodes,
-        hosts: a.hosts,
-        node_bin,
-        endpoints,
-        concurrency: a.concurrency,
-        duration_s: a.duration,
-        out: a.out.clone(),
-        seed: a.seed,
-    })
-    .map_err(anyhow::Error::msg)?;
-    for l in r["levels"].as_array().into_iter().flatten() {
-        println!(
-            "{:>4} clients: {:>8.1} cycles/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
-            l["clients"],
-            l["cycles_per_s"].as_f64().unwrap_or(0.0),
-            l["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-            l["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
-            l["errors"]
-        );
-    }
-    println!("report: {}", a.out.join("bench.html").display());
-    Ok(ExitCode::SUCCESS)
+fn bench_cmd(a: locker_jepsen::bench::BenchArgs) -> Result<ExitCode> {
+    locker_jepsen::bench::main(a).map_err(anyhow::Error::msg)
 }
 
 /// The run's own options and parameters, when its results.json sits next

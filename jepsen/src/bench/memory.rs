@@ -1,0 +1,161 @@
+//! The memory part: one Locker node (a single-node cluster) filled with N
+//! live locks (16-character keys), its resident memory before and after,
+//! and again after a restart, which must come back and serve.
+
+use super::procs;
+use crate::cluster::{Cluster, NodeFlags};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Locks outlive the measurement by far.
+const TTL_MS: u64 = 86_400_000;
+
+pub fn key(i: usize) -> String {
+    format!("m/{i:014}")
+}
+
+async fn ready(http: &reqwest::Client, url: &str, secs: u64) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+            if r.status().as_u16() == 200 {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1048576.0
+}
+
+/// Runs the part; any failure is reported inside the returned value.
+pub async fn run(mut c: Cluster, http: reqwest::Client, n: usize) -> Value {
+    let mut out = json!({"locks": n});
+    if let Err(e) = measure(&mut c, &http, n, &mut out).await {
+        out["error"] = json!(e);
+    }
+    c.stop_all().await;
+    out
+}
+
+async fn measure(
+    c: &mut Cluster,
+    http: &reqwest::Client,
+    n: usize,
+    out: &mut Value,
+) -> Result<(), String> {
+    c.start(1, NodeFlags::default())?;
+    let url = c.urls().first().cloned().ok_or("no node")?;
+    if !ready(http, &url, 60).await {
+        return Err("node not ready after 60 s".into());
+    }
+    let pid = c.nodes.get(&1).map(|p| p.pid).unwrap_or(0);
+    let empty = procs::status_bytes(pid, "VmRSS").unwrap_or(0);
+    let t0 = Instant::now();
+    load(http, &url, n).await?;
+    out["load_per_s"] = json!(n as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+    // Let the node settle (flushes, a snapshot in flight) before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let loaded = procs::status_bytes(pid, "VmRSS").unwrap_or(0);
+    out["rss_empty_mb"] = json!(mb(empty));
+    out["rss_loaded_mb"] = json!(mb(loaded));
+    out["peak_rss_mb"] = json!(mb(procs::status_bytes(pid, "VmHWM").unwrap_or(0)));
+    out["bytes_per_lock"] = json!(loaded.saturating_sub(empty) as f64 / n.max(1) as f64);
+    out["data_dir_mb"] = json!(mb(procs::dir_size(&c.dir)));
+    let t1 = Instant::now();
+    c.restart(1, NodeFlags::default()).await?;
+    if !ready(http, &url, 600).await {
+        return Err("node not ready within 600 s of its restart".into());
+    }
+    out["restart_ready_s"] = json!(t1.elapsed().as_secs_f64());
+    let pid = c.nodes.get(&1).map(|p| p.pid).unwrap_or(0);
+    let serves = serves(http, &url, n).await;
+    let restarted = procs::status_bytes(pid, "VmRSS").unwrap_or(0);
+    out["rss_restarted_mb"] = json!(mb(restarted));
+    out["bytes_per_lock_restarted"] =
+        json!(restarted.saturating_sub(empty) as f64 / n.max(1) as f64);
+    out["serves_after_restart"] = json!(serves);
+    Ok(())
+}
+
+/// After the restart the last loaded lock is still held and a new key can
+/// be taken.
+async fn serves(http: &reqwest::Client, url: &str, n: usize) -> bool {
+    let last = key(n.saturating_sub(1));
+    let held = match http
+        .get(format!("{url}/v1/locks/{}", crate::api::enc(&last)))
+        .send()
+        .await
+    {
+        Ok(r) => r
+            .json::<Value>()
+            .await
+            .map(|v| v["locked"] == true)
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    let fresh = key(n + 1);
+    let body = json!({"owner_hash": format!("{fresh}@bench/{}.1.1", std::process::id()), "ttl_ms": TTL_MS});
+    let took = match http
+        .post(format!(
+            "{url}/v1/locks/{}/acquire",
+            crate::api::enc(&fresh)
+        ))
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16() == 200,
+        Err(_) => false,
+    };
+    held && took
+}
+
+/// Takes locks 0..n with 64 clients, printing progress every 10%.
+async fn load(http: &reqwest::Client, url: &str, n: usize) -> Result<(), String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..64 {
+        let (http, url, next) = (http.clone(), url.to_string(), next.clone());
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), String>(());
+                }
+                if n >= 10 && i % (n / 10) == 0 {
+                    println!("memory: {i} of {n} locks");
+                }
+                acquire_retrying(&http, &url, &key(i)).await?;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| format!("load task: {e}"))??;
+    }
+    Ok(())
+}
+
+async fn acquire_retrying(http: &reqwest::Client, url: &str, k: &str) -> Result<(), String> {
+    let owner = format!("{k}@bench/{}.1.1", std::process::id());
+    let body = json!({"owner_hash": owner, "ttl_ms": TTL_MS});
+    let u = format!("{url}/v1/locks/{}/acquire", crate::api::enc(k));
+    let mut last = String::new();
+    // A slow snapshot can time a write out; the same owner may retry (an
+    // acquire by the holder is a re-acquire and succeeds).
+    for _ in 0..5 {
+        match http.post(&u).json(&body).send().await {
+            Ok(r) if r.status().as_u16() == 200 => return Ok(()),
+            Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("acquire {k}: {last}"))
+}
