@@ -99,14 +99,10 @@ impl Node {
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .build()?;
-        let host = hostname();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
         let metrics = Metrics::new(&flusher.stats);
         let node = Arc::new(Node {
             id: cfg.id,
-            own_process_hash: format!("{host}/{}.{nanos}", std::process::id()),
+            own_process_hash: locker_proto::new_process_hash(),
             cfg,
             raft,
             replica,
@@ -487,13 +483,17 @@ impl Node {
         }
     }
 
-    /// A fresh owner hash in the seed's format for a request that brought none.
-    pub fn new_owner_hash(&self, key: &str, trace: Option<&str>) -> String {
+    /// A fresh owner hash in the seed's format for a request that brought
+    /// none. `Err` when the key or trace cannot travel in an owner hash that
+    /// parses back to them: granting a lock under such a hash would leave it
+    /// impossible to extend or release.
+    pub fn new_owner_hash(
+        &self,
+        key: &str,
+        trace: Option<&str>,
+    ) -> Result<String, locker_proto::OwnerHashError> {
         let seq = self.owner_seq.fetch_add(1, Ordering::Relaxed);
-        match trace {
-            Some(t) => format!("{key}@{}.{seq}#{t}", self.own_process_hash),
-            None => format!("{key}@{}.{seq}", self.own_process_hash),
-        }
+        locker_proto::make_owner_hash(key, &self.own_process_hash, seq, trace)
     }
 
     /// Runs for the node's life: the leader's own proposals. A sweep when
@@ -553,11 +553,3 @@ impl Node {
 const TICK_IDLE_MS: u64 = 1_000;
 /// How often the leader looks whether a tick is due.
 const TICK_CHECK_MS: u64 = 200;
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().replace('/', "-"))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "locker-node".into())
-}

@@ -128,3 +128,90 @@ fn membership_changes_need_the_cluster_secret() {
     );
     assert_error(&r, 401, "UNAUTHORIZED");
 }
+
+/// Keys and traces that no owner hash can carry are refused up front, and
+/// nothing is written. Before, the node granted them: a key with a line
+/// break got an owner hash that does not parse, and the trace `x@h/1.2.3`
+/// one that parses to another key, so extend and release with the owner
+/// hash the node itself answered were refused and the lock stuck until its
+/// TTL ended.
+#[test]
+fn keys_and_traces_no_owner_hash_can_carry_are_refused() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let before = api::cluster(&url).body["last_applied_index"].as_u64();
+    for key in ["line\nbreak", "cr\rkey", "ls\u{2028}key", "ps\u{2029}key"] {
+        assert_error(&api::acquire(&url, key, json!({})), 400, "INVALID_KEY");
+        assert_error(&api::read(&url, key), 400, "INVALID_KEY");
+    }
+    for trace in [
+        "x@h/1.2.3",
+        "a@web-1/42.17.0#more",
+        "line\nbreak",
+        "u\u{2028}",
+    ] {
+        let a = api::acquire(&url, "k", json!({ "trace": trace }));
+        assert_error(&a, 400, "INVALID_TRACE");
+    }
+    // Only ASCII digits count in owner and process hashes (the seed's `\d`).
+    let arabic = "h/\u{661}.\u{662}";
+    let a = api::acquire(&url, "k", json!({ "owner_hash": format!("k@{arabic}.3") }));
+    assert_error(&a, 400, "INVALID_OWNER_HASH");
+    let a = api::acquire(&url, "k", json!({ "process_hash": arabic }));
+    assert_error(&a, 400, "INVALID_PROCESS_HASH");
+    assert_error(
+        &put_raw(&format!("{url}/v1/processes/{}", enc(arabic)), "{}"),
+        400,
+        "INVALID_PROCESS_HASH",
+    );
+    let o = api::owner(&url, "line\nbreak@h/1.2.3");
+    assert_eq!((o.code, o.status()), (200, "MALFORMED_OWNER_HASH"), "{o:?}");
+
+    assert_eq!(api::read(&url, "k").body, json!({"locked": false}));
+    let after = api::cluster(&url).body["last_applied_index"].as_u64();
+    assert_eq!(before, after, "a refused request changed the log");
+}
+
+/// Every lock the node grants under an owner hash it built can be extended
+/// and released with that hash: keys and traces with `@`, `/`, `.`, `#`,
+/// spaces and unicode are kept, not refused.
+#[test]
+fn every_owner_hash_the_node_builds_releases_its_lock() {
+    let c = Cluster::start(1);
+    let url = c.url(1);
+    let keys = [
+        "plain",
+        "a@b",
+        "a@h/1.2.3",
+        "jobs/x.y",
+        "k#t",
+        "sp ace",
+        "é€😀",
+    ];
+    let traces = [
+        None,
+        Some(""),
+        Some("req-9"),
+        Some("a#b"),
+        Some("h/1.2.3"),
+        Some("é"),
+    ];
+    for key in keys {
+        for trace in traces {
+            let a = api::acquire(&url, key, json!({ "trace": trace }));
+            assert_eq!(
+                (a.code, a.status()),
+                (200, "SUCCESS"),
+                "{key:?} {trace:?}: {a:?}"
+            );
+            let owner = a.body["lock"]["owner_hash"].as_str().expect("owner_hash");
+            assert_eq!(a.body["lock"]["trace"], json!(trace), "{key:?}");
+            let o = api::owner(&url, owner);
+            assert_eq!(o.status(), "RUNNING", "{owner:?}: {o:?}");
+            let e = api::extend(&url, key, owner, None);
+            assert_eq!((e.code, e.status()), (200, "SUCCESS"), "{owner:?}: {e:?}");
+            let r = api::release(&url, key, owner);
+            assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{owner:?}: {r:?}");
+        }
+    }
+}

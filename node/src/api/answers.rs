@@ -1,117 +1,131 @@
-//! The JSON bodies the API answers with. Handlers build these types (not ad
-//! hoc JSON) so the OpenAPI document is generated from what is really sent.
+//! From the core's records to the wire types of `locker-proto`.
+//!
+//! The core keeps one status enum and one lock record for the table, the
+//! disk and Raft; the wire splits statuses by route (a lock operation cannot
+//! answer `RUNNING`). Converting here, at the edge, keeps JSON concerns out
+//! of the core and makes an impossible status a loud `500 INTERNAL` instead
+//! of a body a client cannot parse.
 
-use serde::Serialize;
-use utoipa::ToSchema;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use locker_proto::{
+    KeepaliveAnswer, Lock, LockAnswer, LockOpStatus, OwnerStatus, ProcessStatus, RaftState,
+    StatusAnswer,
+};
+use openraft::ServerState;
 
-use crate::core::{Lock, Status};
+use super::error::ApiError;
+use crate::core::{self, Outcome, Status};
 
-/// Answer to acquire, extend and release.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LockAnswer {
-    pub status: Status,
-    /// The lock granted or extended; the holder's lock on SOMEONE_ELSE_HOLDS_LOCK; else null.
-    pub lock: Option<Lock>,
+/// The wire form of a lock record. Destructured field by field, so a field
+/// added to the core record does not compile until it is placed on the wire
+/// (or deliberately left off).
+pub fn wire_lock(l: core::Lock) -> Lock {
+    let core::Lock {
+        key,
+        owner_hash,
+        process_hash,
+        trace,
+        acquired_at,
+        extended_at,
+        expires_at,
+        ttl_ms,
+        fencing_token,
+    } = l;
+    Lock {
+        key,
+        owner_hash,
+        process_hash,
+        trace,
+        acquired_at,
+        extended_at,
+        expires_at,
+        ttl_ms,
+        fencing_token,
+    }
 }
 
-/// Answer to reading one lock: `{"locked":false}` when free.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadAnswer {
-    pub locked: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lock: Option<Lock>,
+fn impossible(route: &str, s: Status) -> ApiError {
+    ApiError::internal(format!("the lock table answered {} to {route}", s.as_str()))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ListAnswer {
-    /// Live locks in key order.
-    pub locks: Vec<Lock>,
+/// The status of acquire, extend and release.
+pub fn lock_op_status(s: Status) -> Result<LockOpStatus, ApiError> {
+    match s {
+        Status::Success => Ok(LockOpStatus::Success),
+        Status::SomeoneElseHoldsLock => Ok(LockOpStatus::SomeoneElseHoldsLock),
+        Status::NoKey => Ok(LockOpStatus::NoKey),
+        Status::NoRunningProcess => Ok(LockOpStatus::NoRunningProcess),
+        Status::Running | Status::MalformedOwnerHash => Err(impossible("a lock operation", s)),
+    }
 }
 
-/// Answer to an owner-hash status query.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OwnerAnswer {
-    pub status: Status,
-    /// The key named by the owner hash; null when it is malformed.
-    pub key: Option<String>,
-    pub lock: Option<Lock>,
+/// The status of an owner query (every core status but `SUCCESS`).
+pub fn owner_status(s: Status) -> Result<OwnerStatus, ApiError> {
+    match s {
+        Status::Running => Ok(OwnerStatus::Running),
+        Status::SomeoneElseHoldsLock => Ok(OwnerStatus::SomeoneElseHoldsLock),
+        Status::NoKey => Ok(OwnerStatus::NoKey),
+        Status::NoRunningProcess => Ok(OwnerStatus::NoRunningProcess),
+        Status::MalformedOwnerHash => Ok(OwnerStatus::MalformedOwnerHash),
+        Status::Success => Err(impossible("an owner query", s)),
+    }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeepaliveAnswer {
-    pub status: Status,
-    /// Until when (ms since the epoch, log time) the process is alive.
-    pub alive_until: Option<u64>,
+/// The status of a keep-alive or of ending a process.
+pub fn process_status(s: Status) -> Result<ProcessStatus, ApiError> {
+    match s {
+        Status::Success => Ok(ProcessStatus::Success),
+        Status::NoKey => Ok(ProcessStatus::NoKey),
+        _ => Err(impossible("a process route", s)),
+    }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusAnswer {
-    pub status: Status,
+/// Answer to acquire, extend and release, with the HTTP status that goes
+/// with its lock status.
+pub fn lock_answer(o: Outcome) -> Result<Response, ApiError> {
+    let status = lock_op_status(o.status)?;
+    let body = LockAnswer {
+        status,
+        lock: o.lock.map(wire_lock),
+    };
+    Ok((http(status.http_status()), Json(body)).into_response())
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Machine-readable: INVALID_KEY, INVALID_JSON, INVALID_TTL, NO_LEADER, ...
-    pub code: String,
-    pub message: String,
+/// Answer to a keep-alive: the core always says until when the process lives.
+pub fn keepalive_answer(o: Outcome) -> Result<Response, ApiError> {
+    let status = process_status(o.status)?;
+    let alive_until = o.alive_until.ok_or_else(|| {
+        ApiError::internal("the lock table answered a keep-alive without alive_until")
+    })?;
+    let body = KeepaliveAnswer {
+        status,
+        alive_until,
+    };
+    Ok((http(status.http_status()), Json(body)).into_response())
 }
 
-/// Every refusal that is not a lock status: 4xx for bad input, 503 (with
-/// Retry-After) when no leader can serve.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorAnswer {
-    pub error: ErrorDetail,
+/// Answer to ending a process: 200 `SUCCESS` or 404 `NO_KEY`.
+pub fn end_answer(o: Outcome) -> Result<Response, ApiError> {
+    let status = process_status(o.status)?;
+    Ok((http(status.http_status()), Json(StatusAnswer { status })).into_response())
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Member {
-    pub id: u64,
-    pub client_addr: String,
-    pub peer_addr: String,
-    pub voter: bool,
+/// A node's Raft role, matched variant by variant: the wire spelling must not
+/// depend on openraft's `Debug` output.
+pub fn raft_state(s: ServerState) -> RaftState {
+    match s {
+        ServerState::Learner => RaftState::Learner,
+        ServerState::Follower => RaftState::Follower,
+        ServerState::Candidate => RaftState::Candidate,
+        ServerState::Leader => RaftState::Leader,
+        ServerState::Shutdown => RaftState::Shutdown,
+    }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ClusterAnswer {
-    pub node_id: u64,
-    pub leader_id: Option<u64>,
-    pub term: u64,
-    /// This node's Raft role: Leader, Follower, Candidate, Learner.
-    pub state: String,
-    pub members: Vec<Member>,
-    pub last_log_index: Option<u64>,
-    pub last_applied_index: Option<u64>,
-    pub committed_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadyAnswer {
-    pub ready: bool,
-    pub leader_id: Option<u64>,
-    pub committed_index: u64,
-    pub applied_index: u64,
-}
-
-/// A digest of this replica's lock table at its applied index, to compare
-/// replicas: equal indexes must give equal digests.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DigestAnswer {
-    pub node_id: u64,
-    /// The last log index applied to this replica (0 before any).
-    pub applied_index: u64,
-    /// SHA-256 (64 lowercase hex chars) of the canonical encoding of the whole
-    /// table: log time, lock records and process records in key order.
-    pub digest: String,
-    /// Lock records in the table, live or not yet swept.
-    pub locks: u64,
-    /// Process records in the table, live or not yet swept.
-    pub processes: u64,
-}
-
-/// Answer to a leadership transfer: the node that now leads and serves.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LeaderAnswer {
-    pub leader_id: u64,
+/// The proto statuses carry their HTTP status as a number; every one of them
+/// is a valid status code.
+fn http(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

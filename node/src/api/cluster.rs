@@ -8,21 +8,24 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use locker_proto::{
+    AddMemberRequest, ClusterAnswer, ErrorAnswer, ErrorCode, LeaderAnswer, Member, ReadyAnswer,
+    TransferLeaderRequest,
+};
 use openraft::ChangeMembers;
-use serde::Deserialize;
-use utoipa::ToSchema;
 
-use super::answers::{ClusterAnswer, ErrorAnswer, LeaderAnswer, Member};
-
+use super::answers::raft_state;
 use super::error::ApiError;
 use super::input;
 use crate::network::{fetch_peer_info, same_secret, SECRET_HEADER};
 use crate::node::Node;
 use crate::types::PeerNode;
 
+/// This node's view of the cluster, from its Raft metrics. Never forwarded:
+/// it is how an operator sees what each node believes.
 pub fn cluster_json(node: &Node) -> ClusterAnswer {
     let m = node.raft.metrics();
     let m = m.borrow_watched();
@@ -42,7 +45,7 @@ pub fn cluster_json(node: &Node) -> ClusterAnswer {
         node_id: node.id,
         leader_id: m.current_leader,
         term: m.current_term,
-        state: format!("{:?}", m.state),
+        state: raft_state(m.state),
         members,
         last_log_index: m.last_log_index,
         last_applied_index: idx(&m.last_applied),
@@ -59,20 +62,12 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<ClusterAnswer> {
     Json(cluster_json(&node))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    pub id: u64,
-    pub peer_addr: String,
-}
-
 /// Membership changes are for operators: they need the cluster secret too.
 fn require_secret(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
     if !given.is_some_and(|g| same_secret(g, node.cfg.cluster_secret.as_bytes())) {
         return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
+            ErrorCode::Unauthorized,
             format!("membership changes need the cluster secret in the {SECRET_HEADER} header"),
         ));
     }
@@ -80,17 +75,13 @@ fn require_secret(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn membership_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "MEMBERSHIP_CHANGE_FAILED",
-        e.to_string(),
-    )
+    ApiError::new(ErrorCode::MembershipChangeFailed, e.to_string())
 }
 
 /// Add a node (started with `--join`): learner, catch up, then voter.
 #[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster",
     params(("x-locker-cluster-secret" = String, Header, description = "The cluster secret")),
-    request_body = AddMember,
+    request_body = AddMemberRequest,
     responses(
         (status = 200, description = "The new cluster status", body = ClusterAnswer),
         (status = 400, description = "Bad input or unreachable node", body = ErrorAnswer),
@@ -102,21 +93,24 @@ pub async fn add_member(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_secret(&node, &headers)?;
-    let b: AddMember = input::json_body(body, false)?;
+    let b: AddMemberRequest = input::json_body(body, false)?;
     if b.id == 0 {
-        return Err(ApiError::bad_request(
-            "INVALID_NODE",
+        return Err(ApiError::new(
+            ErrorCode::InvalidNode,
             "node id 0 is reserved",
         ));
     }
     let info = fetch_peer_info(&node.http, &b.peer_addr, &node.cfg.cluster_secret)
         .await
         .map_err(|e| {
-            ApiError::bad_request("INVALID_NODE", format!("cannot reach {}: {e}", b.peer_addr))
+            ApiError::new(
+                ErrorCode::InvalidNode,
+                format!("cannot reach {}: {e}", b.peer_addr),
+            )
         })?;
     if info.node_id != b.id {
-        return Err(ApiError::bad_request(
-            "INVALID_NODE",
+        return Err(ApiError::new(
+            ErrorCode::InvalidNode,
             format!("{} is node {}, not {}", b.peer_addr, info.node_id, b.id),
         ));
     }
@@ -150,9 +144,14 @@ pub async fn remove_member(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require_secret(&node, &headers)?;
-    let id: u64 = input::path_param(path, "node id")?.parse().map_err(|_| {
-        ApiError::bad_request("INVALID_NODE", "the node id must be a positive integer")
-    })?;
+    let id: u64 = input::path_param(path, "node id", ErrorCode::InvalidNode)?
+        .parse()
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidNode,
+                "the node id must be a positive integer",
+            )
+        })?;
     tracing::info!(id, "removing a member");
     node.raft
         .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
@@ -161,18 +160,11 @@ pub async fn remove_member(
     Ok(Json(cluster_json(&node)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TransferLeader {
-    /// The voter that should lead.
-    pub id: u64,
-}
-
 /// Make node `id` the leader (openraft leadership transfer). Answers once it
 /// leads with its takeover marker applied, so it serves at once.
 #[utoipa::path(post, path = "/v1/cluster/leader", tag = "cluster",
     params(("x-locker-cluster-secret" = String, Header, description = "The cluster secret")),
-    request_body = TransferLeader,
+    request_body = TransferLeaderRequest,
     responses(
         (status = 200, description = "Node `id` leads and serves", body = LeaderAnswer),
         (status = 400, description = "Bad input, or the node is not a voter", body = ErrorAnswer),
@@ -185,7 +177,7 @@ pub async fn transfer_leader(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_secret(&node, &headers)?;
-    let b: TransferLeader = input::json_body(body, false)?;
+    let b: TransferLeaderRequest = input::json_body(body, false)?;
     let target_addr = voter_client_addr(&node, b.id)?;
     tracing::info!(to = b.id, "leadership transfer requested");
     // Bounded by what a forwarding follower waits for our answer.
@@ -198,8 +190,7 @@ pub async fn transfer_leader(
         let now = tokio::time::Instant::now();
         if now >= deadline {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "TIMEOUT",
+                ErrorCode::Timeout,
                 format!("node {} did not take over in time", b.id),
             ));
         }
@@ -224,14 +215,13 @@ fn voter_client_addr(node: &Node, id: u64) -> Result<String, ApiError> {
     let membership = m.membership_config.membership();
     let Some(member) = membership.get_node(&id) else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "UNKNOWN_NODE",
+            ErrorCode::UnknownNode,
             format!("node {id} is not a member of the cluster"),
         ));
     };
     if !membership.voter_ids().any(|v| v == id) {
-        return Err(ApiError::bad_request(
-            "INVALID_NODE",
+        return Err(ApiError::new(
+            ErrorCode::InvalidNode,
             format!("node {id} is a learner; only a voter can lead"),
         ));
     }
@@ -254,7 +244,7 @@ async fn leads_and_serves(node: &Node, id: u64, client_addr: &str) -> bool {
     if !resp.status().is_success() {
         return false;
     }
-    let v: serde_json::Value = resp.json().await.unwrap_or_default();
     // A leader's readiness means its takeover marker is applied.
-    v["leader_id"].as_u64() == Some(id)
+    let ready: Option<ReadyAnswer> = resp.json().await.ok();
+    ready.is_some_and(|r| r.leader_id == Some(id))
 }

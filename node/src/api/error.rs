@@ -1,15 +1,20 @@
-//! The one error shape of the client API: `{"error":{"code","message"}}`.
+//! The one error shape of the client API: `{"error":{"code","message"}}`,
+//! with the HTTP status that `locker-proto` assigns to each [`ErrorCode`].
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use locker_proto::{ErrorAnswer, ErrorCode};
 
 use crate::node::Unavailable;
 
+/// A refusal on its way to the client. The HTTP status is not stored: it is
+/// derived from `code`, so a code can never travel with the wrong status.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    /// What went wrong, machine-readable; decides the HTTP status.
+    pub code: ErrorCode,
+    /// For humans: names the problem so a caller can fix the request.
     pub message: String,
     /// Nothing was done and another node leads: the routing layer may send
     /// the request there (see `forward::route_to_leader`).
@@ -21,31 +26,33 @@ pub struct ApiError {
 pub struct LeaderElsewhere;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// A refusal with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             leader_elsewhere: false,
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// A bug or a storage failure (`500 INTERNAL`).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
+    /// The HTTP status of this refusal.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
 impl From<Unavailable> for ApiError {
     fn from(u: Unavailable) -> Self {
         let code = match u {
-            Unavailable::NoLeader(_) | Unavailable::LeaderElsewhere(_) => "NO_LEADER",
-            Unavailable::Unknown(_) => "TIMEOUT",
+            Unavailable::NoLeader(_) | Unavailable::LeaderElsewhere(_) => ErrorCode::NoLeader,
+            Unavailable::Unknown(_) => ErrorCode::Timeout,
         };
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, u.to_string());
+        let mut e = ApiError::new(code, u.to_string());
         e.leader_elsewhere = matches!(u, Unavailable::LeaderElsewhere(_));
         e
     }
@@ -53,17 +60,14 @@ impl From<Unavailable> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = super::answers::ErrorAnswer {
-            error: super::answers::ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-            },
-        };
-        let mut resp = (self.status, Json(body)).into_response();
-        if self.leader_elsewhere {
+        let status = self.status();
+        let retryable = self.code.is_retryable();
+        let leader_elsewhere = self.leader_elsewhere;
+        let mut resp = (status, Json(ErrorAnswer::new(self.code, self.message))).into_response();
+        if leader_elsewhere {
             resp.extensions_mut().insert(LeaderElsewhere);
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if retryable {
             // Every 503 is retryable; say when.
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

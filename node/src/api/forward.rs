@@ -12,8 +12,10 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use locker_proto::limits::{MAX_BODY_BYTES, WAIT_MS};
+use locker_proto::ErrorCode;
+
 use super::error::{ApiError, LeaderElsewhere};
-use super::input::{MAX_BODY_BYTES, MAX_WAIT_MS};
 use crate::network::same_secret;
 use crate::node::{LeaderHint, Node};
 use crate::types::NodeId;
@@ -103,8 +105,7 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
         Ok(b) => b,
         Err(_) => {
             return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
+                ErrorCode::PayloadTooLarge,
                 format!("the body is larger than {MAX_BODY_BYTES} bytes"),
             )
             .into_response()
@@ -157,8 +158,7 @@ pub async fn route_to_leader(State(node): State<Arc<Node>>, req: Request, next: 
             } else {
                 "no leader is reachable (election in progress or this node is cut off)"
             };
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NO_LEADER", why)
-                .into_response();
+            return ApiError::new(ErrorCode::NoLeader, why).into_response();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -171,7 +171,7 @@ fn body_wait_ms(body: &Bytes) -> u64 {
         .ok()
         .and_then(|v| v.get("wait_ms").and_then(|w| w.as_u64()))
         .unwrap_or(0)
-        .min(MAX_WAIT_MS)
+        .min(*WAIT_MS.end())
 }
 
 /// The body with its `wait_ms` (if it has one) reduced by `spent`, for a
@@ -243,8 +243,7 @@ async fn forward(
         Err(e) => {
             // It may have arrived: the outcome is unknown, do not retry.
             return Ok(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "TIMEOUT",
+                ErrorCode::Timeout,
                 format!("the leader did not answer in time: {e}"),
             )
             .into_response());
@@ -264,8 +263,7 @@ async fn forward(
         Ok(b) => b,
         Err(e) => {
             return Ok(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "TIMEOUT",
+                ErrorCode::Timeout,
                 format!("the leader's answer was cut off: {e}"),
             )
             .into_response())

@@ -1,72 +1,60 @@
 //! Parsing and validating request input. Nothing reaches Raft unless it
 //! passed here; every refusal names the problem.
 
+use std::ops::RangeInclusive;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::http::Uri;
-use serde::de::{DeserializeOwned, Deserializer, Error as _};
+use locker_proto::limits::{self, MAX_BODY_BYTES, MAX_KEY_BYTES};
+use locker_proto::requests::stale_flag;
+use locker_proto::{is_valid_process_hash, parse_owner_hash, ErrorCode};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::core::{parse_owner_hash, valid_process_hash};
 
-pub const MAX_KEY_BYTES: usize = 1024;
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-pub const LOCK_TTL_MS: (u64, u64) = (100, 7 * 24 * 3600 * 1000);
-pub const DEFAULT_LOCK_TTL_MS: u64 = 300_000;
-pub const PROCESS_TTL_MS: (u64, u64) = (100, 3600 * 1000);
-pub const DEFAULT_PROCESS_TTL_MS: u64 = 10_000;
-pub const MAX_WAIT_MS: u64 = 600_000;
-pub const MAX_TRACE_BYTES: usize = 1024;
-pub const MAX_INFO_BYTES: usize = 16 * 1024;
-pub const DEFAULT_LIST_LIMIT: usize = 1000;
-pub const MAX_LIST_LIMIT: usize = 10_000;
-
+/// A path parameter as text; `code` is the refusal when it is not valid
+/// percent-encoded UTF-8, so each route refuses with its own parameter's code.
 pub fn path_param(
     p: Result<Path<String>, PathRejection>,
     what: &'static str,
+    code: ErrorCode,
 ) -> Result<String, ApiError> {
     match p {
         Ok(Path(v)) => Ok(v),
-        Err(e) => Err(ApiError::bad_request(
-            match what {
-                "process hash" => "INVALID_PROCESS_HASH",
-                "owner hash" => "INVALID_OWNER_HASH",
-                _ => "INVALID_KEY",
-            },
+        Err(e) => Err(ApiError::new(
+            code,
             format!("the {what} in the path is not valid percent-encoded UTF-8: {e}"),
         )),
     }
 }
 
+/// The path's key, checked by [`check_key`].
 pub fn key(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let key = path_param(p, "key")?;
+    let key = path_param(p, "key", ErrorCode::InvalidKey)?;
     check_key(&key)?;
     Ok(key)
 }
 
+/// A key must be 1..=1024 bytes without a line break: one with a line break
+/// has no owner hash that parses, so a lock on it could not be released by
+/// its owner. Refused by every key route, so the rule is the same everywhere.
 pub fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::bad_request("INVALID_KEY", "the key is empty"));
+    match limits::key_problem(key) {
+        Some(why) => Err(ApiError::new(ErrorCode::InvalidKey, why)),
+        None => Ok(()),
     }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::bad_request(
-            "INVALID_KEY",
-            format!(
-                "the key is {} bytes; at most {MAX_KEY_BYTES} are allowed",
-                key.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
+/// A process hash must be `{hostname}/{pid}.{nanoseconds}` (as the seed's
+/// pattern reads it) and no longer than a key.
 pub fn process_hash(p: &str) -> Result<(), ApiError> {
-    if p.len() > MAX_KEY_BYTES || !valid_process_hash(p) {
-        return Err(ApiError::bad_request(
-            "INVALID_PROCESS_HASH",
+    if p.len() > MAX_KEY_BYTES || !is_valid_process_hash(p) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidProcessHash,
             format!("process hash {p:?} is not {{hostname}}/{{pid}}.{{nanoseconds}}"),
         ));
     }
@@ -76,53 +64,59 @@ pub fn process_hash(p: &str) -> Result<(), ApiError> {
 /// An owner hash given with a lock operation must parse and name the path's key.
 pub fn owner_hash_for(key: &str, owner_hash: &str) -> Result<(), ApiError> {
     match parse_owner_hash(owner_hash) {
-        None => Err(ApiError::bad_request(
-            "INVALID_OWNER_HASH",
+        None => Err(ApiError::new(ErrorCode::InvalidOwnerHash,
             format!("owner hash {owner_hash:?} is not {{key}}@{{hostname}}/{{pid}}.{{nanoseconds}}.{{seq}}[#trace]"),
         )),
-        Some(parts) if parts.key != key => Err(ApiError::bad_request(
-            "INVALID_OWNER_HASH",
+        Some(parts) if parts.key != key => Err(ApiError::new(ErrorCode::InvalidOwnerHash,
             format!("owner hash {owner_hash:?} names key {:?}, not {key:?}", parts.key),
         )),
         Some(_) => Ok(()),
     }
 }
 
+/// A TTL (`default` when absent) within `range`.
 pub fn ttl(
     v: Option<u64>,
-    (lo, hi): (u64, u64),
+    range: RangeInclusive<u64>,
     default: u64,
     what: &str,
 ) -> Result<u64, ApiError> {
     let t = v.unwrap_or(default);
-    if !(lo..=hi).contains(&t) {
-        return Err(ApiError::bad_request(
-            "INVALID_TTL",
-            format!("{what} ttl_ms {t} is out of range {lo}..={hi}"),
+    if !range.contains(&t) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidTtl,
+            format!(
+                "{what} ttl_ms {t} is out of range {}..={}",
+                range.start(),
+                range.end()
+            ),
         ));
     }
     Ok(t)
 }
 
+/// An acquire's `wait_ms` (0 when absent) within [`limits::WAIT_MS`].
 pub fn wait(v: Option<u64>) -> Result<u64, ApiError> {
-    let w = v.unwrap_or(0);
-    if w > MAX_WAIT_MS {
-        return Err(ApiError::bad_request(
-            "INVALID_WAIT",
-            format!("wait_ms {w} is out of range 0..={MAX_WAIT_MS}"),
+    let w = v.unwrap_or(limits::DEFAULT_WAIT_MS);
+    if !limits::WAIT_MS.contains(&w) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidWait,
+            format!(
+                "wait_ms {w} is out of range {}..={}",
+                limits::WAIT_MS.start(),
+                limits::WAIT_MS.end()
+            ),
         ));
     }
     Ok(w)
 }
 
+/// A trace must fit and carry no line break (it ends the owner hash).
 pub fn trace(t: Option<&str>) -> Result<(), ApiError> {
-    if t.is_some_and(|t| t.len() > MAX_TRACE_BYTES) {
-        return Err(ApiError::bad_request(
-            "INVALID_TRACE",
-            format!("trace is longer than {MAX_TRACE_BYTES} bytes"),
-        ));
+    match t.and_then(limits::trace_problem) {
+        Some(why) => Err(ApiError::new(ErrorCode::InvalidTrace, why)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Parses a JSON body; an empty body means all defaults when `T: Default` is allowed.
@@ -133,48 +127,33 @@ pub fn json_body<T: DeserializeOwned + Default>(
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
+                ErrorCode::PayloadTooLarge,
                 format!("the body is larger than {MAX_BODY_BYTES} bytes"),
             )
         } else {
-            ApiError::bad_request("INVALID_JSON", format!("cannot read the body: {e}"))
+            ApiError::new(ErrorCode::InvalidJson, format!("cannot read the body: {e}"))
         }
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if empty_ok {
             return Ok(T::default());
         }
-        return Err(ApiError::bad_request(
-            "INVALID_JSON",
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
             "a JSON body is required",
         ));
     }
     serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("INVALID_JSON", format!("invalid JSON body: {e}")))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}")))
 }
 
 pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v).map_err(|e| {
-        ApiError::bad_request(
-            "INVALID_QUERY",
+        ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("invalid query string: {}", e.body_text()),
         )
     })
-}
-
-/// The `stale` query flag: `true`/`1` or `false`/`0`. The one parse shared by
-/// the router (which serves stale reads locally) and the read handlers, so
-/// they cannot disagree about what is a stale read.
-pub fn stale_flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    match Option::<String>::deserialize(d)?.as_deref() {
-        None => Ok(None),
-        Some("true" | "1") => Ok(Some(true)),
-        Some("false" | "0") => Ok(Some(false)),
-        Some(other) => Err(D::Error::custom(format!(
-            "stale must be true, false, 1 or 0, not {other:?}"
-        ))),
-    }
 }
 
 /// Only the `stale` flag of a query; other parameters are the handler's.

@@ -7,87 +7,25 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use locker_proto::limits;
+use locker_proto::{
+    AcquireRequest, ErrorAnswer, ErrorCode, ExtendRequest, ListAnswer, ListQuery, LockAnswer,
+    OwnerAnswer, OwnerHashError, ReadAnswer, ReadQuery, ReleaseRequest,
+};
 
-use super::answers::{ErrorAnswer, ListAnswer, LockAnswer, OwnerAnswer, ReadAnswer};
-
+use super::answers::{lock_answer, owner_status, wire_lock};
 use super::error::ApiError;
 use super::input;
 use crate::core::{Op, Outcome, Status};
 use crate::node::Node;
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AcquireBody {
-    pub owner_hash: Option<String>,
-    pub process_hash: Option<String>,
-    pub trace: Option<String>,
-    pub ttl_ms: Option<u64>,
-    pub wait_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExtendBody {
-    pub owner_hash: String,
-    pub ttl_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseBody {
-    pub owner_hash: String,
-}
-
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ReadQuery {
-    /// `true` (or `1`): answer from this node's replica, without the leader.
-    #[serde(default, deserialize_with = "input::stale_flag")]
-    pub stale: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub prefix: Option<String>,
-    pub limit: Option<usize>,
-    /// `true` (or `1`): answer from this node's replica, without the leader.
-    #[serde(default, deserialize_with = "input::stale_flag")]
-    pub stale: Option<bool>,
-}
-
-/// HTTP status for a lock operation's outcome.
-fn http_status(s: Status) -> StatusCode {
-    match s {
-        Status::Success | Status::Running => StatusCode::OK,
-        Status::NoKey => StatusCode::NOT_FOUND,
-        Status::SomeoneElseHoldsLock | Status::NoRunningProcess | Status::MalformedOwnerHash => {
-            StatusCode::CONFLICT
-        }
-    }
-}
-
-pub fn lock_outcome(o: Outcome) -> Response {
-    (
-        http_status(o.status),
-        Json(LockAnswer {
-            status: o.status,
-            lock: o.lock,
-        }),
-    )
-        .into_response()
-}
-
 /// Acquire a lock, re-acquire it (same owner: extend, same token), or with
 /// `wait_ms` wait in line (FIFO per key) until it is free.
 #[utoipa::path(post, path = "/v1/locks/{key}/acquire", tag = "locks",
     params(("key" = String, Path, description = "The lock's key, percent-encoded (1..=1024 bytes of UTF-8)")),
-    request_body(content = AcquireBody, description = "All fields optional; an empty body takes the defaults"),
+    request_body(content = AcquireRequest, description = "All fields optional; an empty body takes the defaults"),
     responses(
         (status = 200, description = "SUCCESS: the lock", body = LockAnswer),
         (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK (holder in `lock`) or NO_RUNNING_PROCESS", body = LockAnswer),
@@ -99,11 +37,11 @@ pub async fn acquire(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = input::key(path)?;
-    let b: AcquireBody = input::json_body(body, true)?;
+    let b: AcquireRequest = input::json_body(body, true)?;
     let ttl_ms = input::ttl(
         b.ttl_ms,
-        input::LOCK_TTL_MS,
-        input::DEFAULT_LOCK_TTL_MS,
+        limits::LOCK_TTL_MS,
+        limits::DEFAULT_LOCK_TTL_MS,
         "lock",
     )?;
     let wait_ms = input::wait(b.wait_ms)?;
@@ -116,7 +54,7 @@ pub async fn acquire(
             input::owner_hash_for(&key, &o)?;
             o
         }
-        None => node.new_owner_hash(&key, b.trace.as_deref()),
+        None => server_owner_hash(&node, &key, b.trace.as_deref())?,
     };
     let op = Op::Acquire {
         key: key.clone(),
@@ -130,7 +68,25 @@ pub async fn acquire(
     } else {
         acquire_waiting(&node, &key, op, Duration::from_millis(wait_ms)).await?
     };
-    Ok(lock_outcome(outcome))
+    lock_answer(outcome)
+}
+
+/// The owner hash the node builds for an acquire that brought none. It must
+/// parse back to this key, or extend and release with it would be refused
+/// and the lock stuck until its TTL ends: a trace that would make it
+/// ambiguous (`x@h/1.2.3` looks like an owner hash's end) is refused instead.
+fn server_owner_hash(node: &Node, key: &str, trace: Option<&str>) -> Result<String, ApiError> {
+    node.new_owner_hash(key, trace).map_err(|e| match e {
+        OwnerHashError::Ambiguous(_) | OwnerHashError::LineBreakInTrace(_) => ApiError::new(
+            ErrorCode::InvalidTrace,
+            format!("trace {trace:?} cannot end an owner hash: {e}"),
+        ),
+        OwnerHashError::EmptyKey | OwnerHashError::LineBreakInKey(_) => {
+            ApiError::new(ErrorCode::InvalidKey, e.to_string())
+        }
+        // The node's own process hash is built valid; this is a bug.
+        OwnerHashError::InvalidProcessHash(_) => ApiError::internal(e.to_string()),
+    })
 }
 
 /// Blocking acquire: queue behind earlier waiters on the key; the head tries
@@ -195,8 +151,7 @@ async fn acquire_waiting(
 /// (it was not inside a write), so NO_LEADER: retry on another node.
 fn shutting_down() -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "NO_LEADER",
+        ErrorCode::NoLeader,
         "this node is shutting down; retry on another node",
     )
 }
@@ -249,7 +204,7 @@ async fn give_up_behind(
 /// Extend a live lock held by `owner_hash`: `expires_at = now + ttl_ms`.
 #[utoipa::path(post, path = "/v1/locks/{key}/extend", tag = "locks",
     params(("key" = String, Path, description = "The lock's key, percent-encoded")),
-    request_body = ExtendBody,
+    request_body = ExtendRequest,
     responses(
         (status = 200, description = "SUCCESS", body = LockAnswer),
         (status = 404, description = "NO_KEY: no live lock", body = LockAnswer),
@@ -262,12 +217,12 @@ pub async fn extend(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = input::key(path)?;
-    let b: ExtendBody = input::json_body(body, false)?;
+    let b: ExtendRequest = input::json_body(body, false)?;
     input::owner_hash_for(&key, &b.owner_hash)?;
     let ttl_ms = input::ttl(
         b.ttl_ms,
-        input::LOCK_TTL_MS,
-        input::DEFAULT_LOCK_TTL_MS,
+        limits::LOCK_TTL_MS,
+        limits::DEFAULT_LOCK_TTL_MS,
         "lock",
     )?;
     let outcome = node
@@ -277,13 +232,13 @@ pub async fn extend(
             ttl_ms,
         })
         .await?;
-    Ok(lock_outcome(outcome))
+    lock_answer(outcome)
 }
 
 /// Release a live lock held by `owner_hash`.
 #[utoipa::path(post, path = "/v1/locks/{key}/release", tag = "locks",
     params(("key" = String, Path, description = "The lock's key, percent-encoded")),
-    request_body = ReleaseBody,
+    request_body = ReleaseRequest,
     responses(
         (status = 200, description = "SUCCESS", body = LockAnswer),
         (status = 404, description = "NO_KEY", body = LockAnswer),
@@ -296,7 +251,7 @@ pub async fn release(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = input::key(path)?;
-    let b: ReleaseBody = input::json_body(body, false)?;
+    let b: ReleaseRequest = input::json_body(body, false)?;
     input::owner_hash_for(&key, &b.owner_hash)?;
     let outcome = node
         .propose(Op::Release {
@@ -304,7 +259,7 @@ pub async fn release(
             owner_hash: b.owner_hash,
         })
         .await?;
-    Ok(lock_outcome(outcome))
+    lock_answer(outcome)
 }
 
 /// The log time at which a read judges liveness.
@@ -357,7 +312,7 @@ pub async fn read(
     })
     .await?;
     let r = node.replica.read();
-    let lock = r.table.live_lock(&key, at).cloned();
+    let lock = r.table.live_lock(&key, at).cloned().map(wire_lock);
     Ok(Json(ReadAnswer {
         locked: lock.is_some(),
         lock,
@@ -376,20 +331,21 @@ pub async fn list(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = input::query(q)?;
-    let limit = q.limit.unwrap_or(input::DEFAULT_LIST_LIMIT);
-    if !(1..=input::MAX_LIST_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "INVALID_LIMIT",
+    let limit = q.limit.unwrap_or(limits::DEFAULT_LIST_LIMIT);
+    if !limits::LIST_LIMIT.contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
             format!(
-                "limit {limit} is out of range 1..={}",
-                input::MAX_LIST_LIMIT
+                "limit {limit} is out of range {}..={}",
+                limits::LIST_LIMIT.start(),
+                limits::LIST_LIMIT.end()
             ),
         ));
     }
     let prefix = q.prefix.unwrap_or_default();
-    if prefix.len() > input::MAX_KEY_BYTES {
-        return Err(ApiError::bad_request(
-            "INVALID_KEY",
+    if prefix.len() > limits::MAX_KEY_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::InvalidKey,
             "the prefix is longer than a key may be",
         ));
     }
@@ -403,6 +359,7 @@ pub async fn list(
         .list(&prefix, limit, at)
         .into_iter()
         .cloned()
+        .map(wire_lock)
         .collect();
     Ok(Json(ListAnswer { locks }).into_response())
 }
@@ -419,9 +376,9 @@ pub async fn owner(
     path: Result<Path<String>, PathRejection>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let owner_hash = input::path_param(path, "owner hash")?;
+    let owner_hash = input::path_param(path, "owner hash", ErrorCode::InvalidOwnerHash)?;
     let q = input::query(q)?;
-    let key = crate::core::parse_owner_hash(&owner_hash).map(|p| p.key.to_string());
+    let key = locker_proto::parse_owner_hash(&owner_hash).map(|p| p.key.to_string());
     let at = read_time(&node, q.stale.unwrap_or(false), |t, from, to| {
         key.as_deref()
             .is_some_and(|k| t.key_changes_between(k, from, to))
@@ -429,9 +386,9 @@ pub async fn owner(
     .await?;
     let st = node.replica.read().table.owner_status(&owner_hash, at);
     Ok(Json(OwnerAnswer {
-        status: st.status,
+        status: owner_status(st.status)?,
         key: st.key,
-        lock: st.lock,
+        lock: st.lock.map(wire_lock),
     })
     .into_response())
 }

@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use locker_proto::limits::MAX_BODY_BYTES;
+use locker_proto::ErrorCode;
 
 pub use error::ApiError;
 pub use openapi::ApiDoc;
@@ -54,23 +56,21 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             forward::route_to_leader,
         ))
-        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
+        ErrorCode::NotFound,
         "no such route; see /v1/cluster, /v1/locks, /v1/processes, /v1/owners",
     )
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+        ErrorCode::MethodNotAllowed,
         "this route does not take that method",
     )
 }

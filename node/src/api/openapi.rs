@@ -1,10 +1,12 @@
-//! The OpenAPI document, generated from the handlers' annotations and the
-//! answer types they really send, served at `/openapi.json`.
+//! The OpenAPI document, served at `/openapi.json`: paths from the handlers'
+//! annotations, schemas from the `locker-proto` types the handlers really
+//! parse and send (its `openapi` feature derives them), so the document
+//! cannot drift from the wire.
 
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{answers, cluster, locks, ops, processes};
+use super::{cluster, locks, ops, processes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,11 +21,16 @@ use super::{answers, cluster, locks, ops, processes};
         ops::healthz, ops::readyz, ops::metrics, ops::digest,
     ),
     components(schemas(
-        crate::core::Lock, crate::core::Status,
-        answers::LockAnswer, answers::ReadAnswer, answers::ListAnswer, answers::OwnerAnswer,
-        answers::KeepaliveAnswer, answers::StatusAnswer, answers::ErrorAnswer, answers::ErrorDetail,
-        answers::ClusterAnswer, answers::Member, answers::ReadyAnswer, answers::DigestAnswer, answers::LeaderAnswer,
-        locks::AcquireBody, locks::ExtendBody, locks::ReleaseBody, processes::KeepaliveBody, cluster::AddMember, cluster::TransferLeader,
+        locker_proto::Lock, locker_proto::LockOpStatus, locker_proto::OwnerStatus,
+        locker_proto::ProcessStatus, locker_proto::RaftState, locker_proto::ErrorCode,
+        locker_proto::LockAnswer, locker_proto::ReadAnswer, locker_proto::ListAnswer,
+        locker_proto::OwnerAnswer, locker_proto::KeepaliveAnswer, locker_proto::StatusAnswer,
+        locker_proto::ErrorAnswer, locker_proto::ErrorDetail, locker_proto::ClusterAnswer,
+        locker_proto::Member, locker_proto::ReadyAnswer, locker_proto::HealthAnswer,
+        locker_proto::DigestAnswer, locker_proto::LeaderAnswer,
+        locker_proto::AcquireRequest, locker_proto::ExtendRequest, locker_proto::ReleaseRequest,
+        locker_proto::KeepaliveRequest, locker_proto::AddMemberRequest,
+        locker_proto::TransferLeaderRequest,
     )),
     tags(
         (name = "locks", description = "Acquire, extend, release, read and list locks"),

@@ -7,21 +7,27 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use locker_proto::{ClusterAnswer, DigestAnswer, HealthAnswer, ReadyAnswer};
 
-use super::answers::{DigestAnswer, ReadyAnswer};
 use crate::metrics::{RaftView, TableView};
 use crate::node::{LeaderHint, Node};
 
 /// Liveness: 200 while the process runs and its Raft core has not stopped
 /// (a stopped core makes the node exit; 503 covers the moment before).
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive"), (status = 503, description = "Raft stopped: the node is exiting")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "Alive: `{\"status\":\"ok\"}`", body = HealthAnswer),
+        (status = 503, description = "Raft stopped: the node is exiting", body = HealthAnswer)))]
 pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
+    let health = |status: &str| {
+        Json(HealthAnswer {
+            status: status.to_string(),
+        })
+    };
     if node.raft.metrics().borrow_watched().running_state.is_err() {
-        let body = Json(json!({"status": "raft stopped"}));
-        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, health("raft stopped")).into_response();
     }
-    Json(json!({"status": "ok"})).into_response()
+    health("ok").into_response()
 }
 
 /// Readiness: a leader is known and this node applied what it knows committed.
@@ -69,8 +75,8 @@ async fn leader_committed(node: &Node, client_addr: &str) -> Option<u64> {
         .send()
         .await
         .ok()?;
-    let v: serde_json::Value = resp.json().await.ok()?;
-    v["committed_index"].as_u64()
+    let cluster: ClusterAnswer = resp.json().await.ok()?;
+    cluster.committed_index
 }
 
 /// This replica's table digest at its applied index. Served by the node

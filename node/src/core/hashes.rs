@@ -1,44 +1,18 @@
-//! The seed's identifier formats.
+//! The seed's identifier formats, as the core reads them.
 //!
 //! A process hash is `{hostname}/{pid}.{nanoseconds}`; an owner hash is
-//! `{key}@{process_hash}.{seq}` with an optional `#{trace}` suffix, matched by
-//! the seed's pattern `^(.+)@([^/]+/\d+\.\d+)\.\d+(#.*)?$`.
+//! `{key}@{process_hash}.{seq}` with an optional `#{trace}` suffix. The one
+//! parser lives in `locker-proto` (pure string code, no IO), shared with the
+//! client so both read a hash the same way; this module only names it for the
+//! core. Its reading is the seed's pattern as JavaScript applies it: a key or
+//! trace with a line break, or a non-ASCII digit, does not parse.
+//!
+//! The core parses owner hashes only to answer owner queries, never while
+//! applying a log entry, so the parser's behaviour is not part of the
+//! replicated state: changing it cannot make replicas diverge.
 
-use std::sync::LazyLock;
-
-use regex::Regex;
-
-static OWNER_HASH: LazyLock<Regex> = LazyLock::new(|| {
-    // `(?s)` so a key or trace containing a newline still parses as the seed's
-    // JavaScript regex would not; keys are arbitrary UTF-8 and must round-trip.
-    Regex::new(r"(?s)^(.+)@([^/]+/\d+\.\d+)\.\d+(#.*)?$").expect("static regex")
-});
-
-static PROCESS_HASH: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[^/]+/\d+\.\d+$").expect("static regex"));
-
-/// The parts of a well-formed owner hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerHashParts<'a> {
-    pub key: &'a str,
-    pub process_hash: &'a str,
-    pub trace: Option<&'a str>,
-}
-
-/// Splits an owner hash with the seed's pattern, or `None` when it does not match.
-pub fn parse_owner_hash(owner_hash: &str) -> Option<OwnerHashParts<'_>> {
-    let caps = OWNER_HASH.captures(owner_hash)?;
-    Some(OwnerHashParts {
-        key: caps.get(1)?.as_str(),
-        process_hash: caps.get(2)?.as_str(),
-        trace: caps.get(3).map(|m| &m.as_str()[1..]),
-    })
-}
-
-/// Whether `process_hash` has the seed's `{hostname}/{pid}.{nanoseconds}` shape.
-pub fn valid_process_hash(process_hash: &str) -> bool {
-    PROCESS_HASH.is_match(process_hash)
-}
+pub use locker_proto::OwnerHashParts;
+pub use locker_proto::{is_valid_process_hash as valid_process_hash, parse_owner_hash};
 
 #[cfg(test)]
 mod tests {
@@ -71,6 +45,10 @@ mod tests {
             "@h/1.2.3",
             "k@/1.2.3",
             "k@h/1.2.3x",
+            // The core's former `(?s)` regex accepted these three.
+            "line\nbreak@h/1.2.3",
+            "k@h/1.2.3#line\rbreak",
+            "k@h/\u{661}.\u{662}.\u{663}",
         ] {
             assert!(
                 parse_owner_hash(bad).is_none(),
@@ -85,5 +63,6 @@ mod tests {
         assert!(!valid_process_hash("host/12"));
         assert!(!valid_process_hash("a/b/1.2"));
         assert!(!valid_process_hash("/1.2"));
+        assert!(!valid_process_hash("h/\u{661}.2"));
     }
 }
