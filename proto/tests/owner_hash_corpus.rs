@@ -1,6 +1,6 @@
 //! The owner-hash and process-hash corpus: our parser against the seed's
 //! pattern as JavaScript reads it, case by case and on generated strings, and
-//! the places where the node's parser of today (`(?s)`, Unicode `\d`) differs.
+//! the places where the node's former parser (`(?s)`, Unicode `\d`) differed.
 
 use locker_proto::hashes::is_line_terminator;
 use locker_proto::*;
@@ -15,8 +15,9 @@ fn seed_js() -> Regex {
     .expect("regex")
 }
 
-/// The node's parser today (node/src/core/hashes.rs).
-fn node_today() -> Regex {
+/// The node's parser before it used this crate, kept to pin what changed for
+/// the node's users (the node now refuses such keys and traces up front).
+fn node_former() -> Regex {
     Regex::new(r"(?s)^(.+)@([^/]+/\d+\.\d+)\.(\d+)(#.*)?$").expect("regex")
 }
 
@@ -257,10 +258,11 @@ fn generated_strings_parse_as_the_seed_does() {
 }
 
 #[test]
-fn where_the_node_of_today_differs() {
+fn where_the_former_node_parser_differed() {
     // Exactly the inputs with a line terminator in the key or trace, or a
-    // non-ASCII digit: the node accepts them, the seed (and we) do not.
-    let node = node_today();
+    // non-ASCII digit: the former node parser accepted them, the seed (and we)
+    // do not.
+    let node = node_former();
     let mut differ = Vec::new();
     for (input, expected) in corpus() {
         if by_regex(&node, &input) != expected {

@@ -79,7 +79,10 @@ fn server_owner_hash(node: &Node, key: &str, trace: Option<&str>) -> Result<Stri
     node.new_owner_hash(key, trace).map_err(|e| match e {
         OwnerHashError::Ambiguous(_) | OwnerHashError::LineBreakInTrace(_) => ApiError::new(
             ErrorCode::InvalidTrace,
-            format!("trace {trace:?} cannot end an owner hash: {e}"),
+            format!(
+                "the trace {:?} cannot end an owner hash: {e}",
+                trace.unwrap_or_default()
+            ),
         ),
         OwnerHashError::EmptyKey | OwnerHashError::LineBreakInKey(_) => {
             ApiError::new(ErrorCode::InvalidKey, e.to_string())
