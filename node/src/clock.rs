@@ -17,6 +17,8 @@ pub struct WallClock {
 }
 
 impl WallClock {
+    /// This machine's clock, shifted by `offset_ms` and running at `rate`
+    /// (test builds skew clocks this way; production passes 0 and 1.0).
     pub fn new(offset_ms: i64, rate: f64) -> Self {
         let origin_wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -66,6 +68,9 @@ impl LeaderClock {
         }
     }
 
+    /// The leader's time in ms since the epoch: the wall clock read once at
+    /// the start of the term plus monotonic time since, so a wall-clock step
+    /// during the term cannot move lease deadlines.
     pub fn now_ms(&self) -> u64 {
         self.base_ms
             .saturating_add(self.wall.monotonic_ms_since(self.base))

@@ -12,12 +12,16 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "locker-node", version, about, long_about = None)]
 pub struct Cli {
+    /// A one-shot subcommand instead of running a node.
     #[command(subcommand)]
     pub command: Option<Subcommand_>,
+    /// How to run the node (also read by `healthcheck` for the address).
     #[command(flatten)]
     pub node: NodeConfig,
 }
 
+/// `locker-node SUBCOMMAND`: tools that ship in the same binary, so a
+/// container image needs nothing else.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Subcommand_ {
     /// Exit 0 if the node at --client-addr answers /healthz (for container
@@ -29,6 +33,8 @@ pub enum Subcommand_ {
     },
 }
 
+/// Everything a running node is configured with: flags, each with a
+/// `LOCKER_*` environment twin so containers need no command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeConfig {
     /// This node's id: unique in the cluster and never reused for a wiped node.
@@ -134,6 +140,8 @@ pub struct NodeConfig {
     pub test_clock_rate: f64,
 }
 
+/// `--initial-cluster`: node id → peer address of every founding member, in
+/// id order (the lowest id bootstraps).
 pub type InitialCluster = BTreeMap<u64, String>;
 
 fn parse_initial_cluster(s: &str) -> Result<InitialCluster, String> {
@@ -157,12 +165,15 @@ fn parse_initial_cluster(s: &str) -> Result<InitialCluster, String> {
 }
 
 impl NodeConfig {
+    /// The client address peers and clients are told (what it listens on,
+    /// unless a different reachable one is advertised, e.g. behind NAT).
     pub fn advertised_client_addr(&self) -> String {
         self.advertise_client_addr
             .clone()
             .unwrap_or_else(|| self.client_addr.to_string())
     }
 
+    /// The peer address other members dial, as with the client address.
     pub fn advertised_peer_addr(&self) -> String {
         self.advertise_peer_addr
             .clone()

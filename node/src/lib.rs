@@ -4,6 +4,7 @@
 
 // Functions a reader can hold in their head: at most 70 lines (clippy.toml).
 #![warn(clippy::too_many_lines)]
+#![deny(missing_docs)]
 
 pub mod api;
 pub mod clock;

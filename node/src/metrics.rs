@@ -70,23 +70,34 @@ pub fn method_label(method: &Method) -> &'static str {
 /// Raft's view of this node, as the gauges show it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RaftView {
+    /// Current Raft term.
     pub term: u64,
+    /// Whether this node leads.
     pub is_leader: bool,
     /// 0 when no leader is known.
     pub leader_id: u64,
+    /// Last log index held here.
     pub last_log_index: u64,
+    /// Last index known committed.
     pub commit_index: u64,
+    /// Last index applied to the lock table.
     pub applied_index: u64,
+    /// Last index the snapshot covers.
     pub snapshot_index: u64,
 }
 
 /// The lock table and waiters, as the gauges show them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TableView {
+    /// Locks live at the current time.
     pub live_locks: u64,
+    /// Processes alive at the current time.
     pub live_processes: u64,
+    /// Lock records, with expired ones not yet swept (memory and disk use).
     pub lock_records: u64,
+    /// Process records, with dead ones not yet swept.
     pub process_records: u64,
+    /// Blocking acquires waiting on this node.
     pub waiters: u64,
 }
 

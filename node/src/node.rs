@@ -40,21 +40,39 @@ pub enum Unavailable {
 /// This node's leadership for one term, once its takeover marker is applied.
 #[derive(Debug, Clone)]
 pub struct LeaderTerm {
+    /// The term (and leader) this is for: proposals are written with it, so
+    /// openraft refuses a write stamped by the clock of a term that ended.
     pub leader_id: openraft::type_config::alias::CommittedLeaderIdOf<crate::types::TypeConfig>,
+    /// The clock that stamps this term's commands.
     pub clock: LeaderClock,
+    /// Whether the takeover marker is applied: until then the leader does
+    /// not serve, because the marker is what shifts live deadlines to this
+    /// leader's clock.
     pub ready: bool,
 }
 
+/// A running node: its Raft, its applied lock table and what the HTTP
+/// handlers need around them. One per process, shared as `Arc<Node>`.
 pub struct Node {
+    /// This node's id.
     pub id: NodeId,
+    /// Its configuration.
     pub cfg: NodeConfig,
+    /// Its Raft instance.
     pub raft: Raft,
+    /// The applied lock table, read by the handlers.
     pub replica: SharedReplica,
+    /// The group-commit fsync thread (and its counters).
     pub flusher: Flusher,
+    /// This machine's clock (skewed in tests), read once per leader term.
     pub wall: WallClock,
+    /// Set while this node leads a term, `None` otherwise.
     pub leader: watch::Sender<Option<LeaderTerm>>,
+    /// For forwarding to the leader and asking peers (short connect timeout).
     pub http: reqwest::Client,
+    /// Every Prometheus metric.
     pub metrics: Metrics,
+    /// Blocking acquires waiting on this node (leader only).
     pub waiters: Waiters,
     /// `{hostname}/{pid}.{nanos}` of this node process: the process part of
     /// owner hashes the server builds for requests that bring none.
@@ -67,12 +85,22 @@ pub struct Node {
 /// Where the leader is, from this node's point of view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaderHint {
+    /// This node leads and serves.
     Me,
-    Other { id: NodeId, client_addr: String },
+    /// Another node leads; requests go to its client address.
+    Other {
+        /// The leader's id.
+        id: NodeId,
+        /// Where its client API listens.
+        client_addr: String,
+    },
+    /// No leader is known (an election, or this node is cut off).
     Unknown,
 }
 
 impl Node {
+    /// Opens the data directory and starts Raft. The node does not serve
+    /// yet: the caller starts the listeners and the background loops.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
         let (log, sm, replica, flusher) = crate::store::open(&cfg.data_dir, cfg.cache_mb << 20)?;
         let raft_config = openraft::Config {
@@ -118,6 +146,7 @@ impl Node {
         Ok(node)
     }
 
+    /// What this node tells peers about itself.
     pub fn peer_info(&self) -> PeerInfo {
         PeerInfo {
             node_id: self.id,

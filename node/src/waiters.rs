@@ -35,6 +35,8 @@ struct Queue {
     watching: usize,
 }
 
+/// Blocking acquires in line, one FIFO queue per key, so waiters are granted
+/// in arrival order and a release wakes only its key's head.
 #[derive(Default)]
 pub struct Waiters {
     queues: Mutex<HashMap<String, Queue>>,
@@ -54,6 +56,7 @@ impl Waiters {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Joins the end of `key`'s queue.
     pub fn enqueue(&self, key: &str) -> Ticket<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
@@ -75,10 +78,12 @@ impl Waiters {
     }
 
     /// Total waiters across keys, for metrics.
+    /// Waiters in all queues.
     pub fn len(&self) -> usize {
         self.queues().values().map(|q| q.entries.len()).sum()
     }
 
+    /// Whether no one waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -105,6 +110,8 @@ impl Waiters {
 }
 
 impl Ticket<'_> {
+    /// Whether this waiter is first in its key's queue: only the head tries
+    /// to acquire, so later waiters cannot overtake it.
     pub fn is_head(&self) -> bool {
         self.waiters
             .queues()

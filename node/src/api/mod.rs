@@ -29,6 +29,8 @@ pub use openapi::ApiDoc;
 
 use crate::node::Node;
 
+/// The client API: every route, with request ids and metrics around them and
+/// forwarding to the leader inside, so every node serves every route.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route(

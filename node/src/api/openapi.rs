@@ -39,6 +39,8 @@ use super::{cluster, locks, ops, processes};
         (name = "operations", description = "Health, readiness, metrics, replica digests"),
     )
 )]
+/// The OpenAPI document of the client API (`ApiDoc::openapi()`), also
+/// served at `/openapi.json` so clients in other languages can be generated.
 pub struct ApiDoc;
 
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -28,6 +28,8 @@ pub struct PeerNetwork {
 }
 
 impl PeerNetwork {
+    /// The Raft network of node `self_id`; every RPC carries `secret`, which
+    /// peers demand, and the target's id, which peers check.
     pub fn new(self_id: NodeId, secret: &str) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))

@@ -17,10 +17,16 @@ use subtle::ConstantTimeEq;
 use super::{SECRET_HEADER, TARGET_HEADER};
 use crate::types::{NodeId, Raft, Snapshot, SnapshotMeta, Vote};
 
+/// What the peer port's handlers share.
 pub struct PeerState {
+    /// This node's Raft, which the RPCs feed.
     pub raft: Raft,
+    /// This node's id: an RPC addressed to another id (a stale address
+    /// book) is refused with 421 instead of feeding this node another's log.
     pub node_id: NodeId,
+    /// The cluster secret every request must carry.
     pub secret: String,
+    /// Answered to `GET /peer/info` (bootstrap and membership changes).
     pub info: PeerInfo,
 }
 
@@ -28,14 +34,19 @@ pub struct PeerState {
 /// every member's client address into the first membership.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// The node's id.
     pub node_id: NodeId,
+    /// Its advertised peer address.
     pub peer_addr: String,
+    /// Its advertised client address.
     pub client_addr: String,
     /// Whether this node belongs to a formed cluster (answered live).
     #[serde(default)]
     pub initialized: bool,
 }
 
+/// The peer port: Raft RPCs and node info, all behind the cluster secret, on
+/// an address of its own so clients never reach it.
 pub fn peer_router(state: Arc<PeerState>) -> Router {
     let router = Router::new();
     // Test builds only: arm crash points at runtime (see `store::crash`).

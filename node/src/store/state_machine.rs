@@ -26,8 +26,11 @@ const SNAPSHOT: &[u8] = b"current";
 /// The applied state every reader sees.
 #[derive(Debug, Clone, Default)]
 pub struct Replica {
+    /// The lock table.
     pub table: LockTable,
+    /// The last entry applied to it; `None` before any.
     pub last_applied: Option<LogId>,
+    /// The last membership applied.
     pub membership: StoredMembership,
 }
 
@@ -38,6 +41,7 @@ pub struct ReplicaCell {
     applied: watch::Sender<u64>,
 }
 
+/// The replica as the node and the state machine share it.
 pub type SharedReplica = Arc<ReplicaCell>;
 
 impl ReplicaCell {
@@ -64,6 +68,8 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// openraft's state machine: applies committed entries to the lock table and
+/// writes the records they change to sled, and builds and installs snapshots.
 pub struct StateMachine {
     sm: sled::Tree,
     snapshots: sled::Tree,
@@ -103,6 +109,8 @@ fn put_meta(batch: &mut sled::Batch, r: &Replica) -> io::Result<()> {
 }
 
 impl StateMachine {
+    /// Loads the applied state from `db`, refusing a table that contradicts
+    /// itself.
     pub fn open(db: &sled::Db, flusher: Flusher) -> io::Result<StateMachine> {
         let sm = db.open_tree("state_machine").map_err(to_io)?;
         let snapshots = db.open_tree("snapshots").map_err(to_io)?;
@@ -121,6 +129,7 @@ impl StateMachine {
         })
     }
 
+    /// The applied state, for readers.
     pub fn replica(&self) -> SharedReplica {
         self.replica.clone()
     }
