@@ -13,7 +13,7 @@ use crate::{Lock, LockOpStatus, OwnerStatus, ProcessStatus, RaftState};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockAnswer {
-    /// What happened; its HTTP status is [`LockOpStatus::http_status`].
+    /// What happened: `SUCCESS` is HTTP 200, `NO_KEY` 404, the others 409.
     pub status: LockOpStatus,
     /// The lock granted or extended; the holder's on `SOMEONE_ELSE_HOLDS_LOCK`;
     /// else `null`.

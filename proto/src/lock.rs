@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 pub struct Lock {
     /// The lock's key.
     pub key: String,
-    /// Who holds it: one run of one job (see [`crate::hashes`]).
+    /// Who holds it: one run of one job,
+    /// `{key}@{hostname}/{pid}.{nanoseconds}.{seq}[#{trace}]`.
     pub owner_hash: String,
     /// The process the lock lives and dies with; `null`: it lives by its TTL alone.
     pub process_hash: Option<String>,

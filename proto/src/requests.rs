@@ -21,10 +21,11 @@ pub struct AcquireRequest {
     /// Free text kept with the lock (at most 1024 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
-    /// The lock's TTL ([`crate::limits::LOCK_TTL_MS`]).
+    /// The lock's TTL in ms: 100 to 604800000 (7 days), default 300000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
-    /// How long to wait in line when the key is held ([`crate::limits::WAIT_MS`]).
+    /// How long to wait in line when the key is held, in ms: 0 (default) to
+    /// 600000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
 }
@@ -36,7 +37,7 @@ pub struct AcquireRequest {
 pub struct ExtendRequest {
     /// The holder.
     pub owner_hash: String,
-    /// The new TTL, counted from now ([`crate::limits::LOCK_TTL_MS`]).
+    /// The new TTL in ms, counted from now: 100 to 604800000, default 300000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
 }
@@ -56,7 +57,7 @@ pub struct ReleaseRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveRequest {
-    /// The process TTL ([`crate::limits::PROCESS_TTL_MS`]).
+    /// The process TTL in ms: 100 to 3600000 (1 hour), default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
     /// Any JSON about the process (host, version...), at most 16 KiB as text.
@@ -88,6 +89,8 @@ pub struct TransferLeaderRequest {
 /// The query of `GET /v1/locks/{key}` and `GET /v1/owners/{owner_hash}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+// Without it utoipa publishes the fields as required path parameters.
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     /// `true` (or `1`): answer from the asked node's replica, maybe behind.
@@ -102,12 +105,14 @@ pub struct ReadQuery {
 /// The query of `GET /v1/locks`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+// Without it utoipa publishes the fields as required path parameters.
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only keys starting with this (at most 1024 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// At most this many locks ([`crate::limits::LIST_LIMIT`]).
+    /// At most this many locks: 1 to 10000, default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// `true` (or `1`): answer from the asked node's replica, maybe behind.

@@ -72,3 +72,21 @@ fn schemas_use_the_wire_names() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The read and list queries are optional query parameters, not required
+/// path parameters (what utoipa assumes unless told).
+#[test]
+fn queries_are_optional_query_parameters() {
+    use utoipa::IntoParams;
+    let params = ListQuery::into_params(|| None)
+        .into_iter()
+        .chain(ReadQuery::into_params(|| None));
+    let mut names = Vec::new();
+    for p in params {
+        let v = serde_json::to_value(&p).expect("serialises");
+        assert_eq!(v["in"], "query", "{v}");
+        assert_ne!(v["required"], true, "{v}");
+        names.push(v["name"].as_str().expect("name").to_string());
+    }
+    assert_eq!(names, ["prefix", "limit", "stale", "stale"]);
+}
