@@ -179,108 +179,167 @@ fn run(
             .max(1_000)
             .min(cfg.report_ttl_ms.max(100)),
     );
-    let retry_ms = cfg.report_write_ms.min(500);
-    let mut view = view_tx.borrow().clone();
-    let end_budget = Duration::from_millis(2_000);
+    let view = view_tx.borrow().clone();
+    let mut r = Reporting {
+        cfg,
+        clock,
+        events,
+        shared,
+        view_tx,
+        rt,
+        client,
+        attempt_budget,
+        view,
+    };
+    r.run();
+}
 
-    loop {
-        let (rotate_req, stop, end_process) = {
-            let mut c = shared.ctl.lock().unwrap_or_else(|p| p.into_inner());
-            c.wake = false;
-            (c.rotate_incarnation.take(), c.stop, c.end_process)
-        };
-        if stop {
-            if end_process {
-                if let Err(e) =
-                    rt.block_on(client.end_process_within(&view.process_hash, Some(end_budget)))
-                {
-                    emit(&events, e);
-                }
-            }
-            view.terminated = true;
-            view.alive_deadline = None;
-            view.incarnation += 1;
-            view_tx.send_replace(view);
-            return;
-        }
-        let now = clock.now_ms();
-        let lapsed = view.alive_deadline.is_some_and(|d| now >= d);
-        if lapsed || rotate_req == Some(view.incarnation) {
-            // Our process may already count as dead in the cluster, and the
-            // locks we hold under it are self-fenced. Never revive that hash
-            // (it would revive its old locks with nobody behind them): end it
-            // and carry on under a new one.
-            let old = view.process_hash.clone();
-            view = ProcessView {
-                process_hash: Arc::from(new_process_hash()),
-                incarnation: view.incarnation + 1,
-                alive_deadline: None,
-                terminated: false,
+/// The reporter thread's state: what it needs to keep its process alive.
+struct Reporting {
+    cfg: ReporterConfig,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<LockerEvent>,
+    shared: Arc<Shared>,
+    view_tx: Arc<watch::Sender<ProcessView>>,
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    attempt_budget: Duration,
+    view: ProcessView,
+}
+
+/// Time allowed for ending a process record.
+const END_BUDGET: Duration = Duration::from_millis(2_000);
+
+impl Reporting {
+    fn run(&mut self) {
+        loop {
+            let (rotate_req, stop, end_process) = {
+                let mut c = self.shared.ctl.lock().unwrap_or_else(|p| p.into_inner());
+                c.wake = false;
+                (c.rotate_incarnation.take(), c.stop, c.end_process)
             };
-            view_tx.send_replace(view.clone());
-            emit(
-                &events,
-                Error::Unavailable {
-                    elapsed_ms: 0,
-                    endpoints: cfg.client.endpoints.join(","),
-                    last: format!(
-                        "process {old} lapsed (keep-alive not confirmed within the process ttl); \
-                         continuing as {}",
-                        view.process_hash
-                    ),
-                },
-            );
-            if let Err(e) = rt.block_on(client.end_process_within(&old, Some(end_budget))) {
-                emit(&events, e);
+            if stop {
+                self.stop(end_process);
+                return;
+            }
+            let now = self.clock.now_ms();
+            let lapsed = self.view.alive_deadline.is_some_and(|d| now >= d);
+            if lapsed || rotate_req == Some(self.view.incarnation) {
+                self.rotate();
+            }
+            let sent = self.clock.now_ms();
+            let Some(next_in) = self.keepalive(sent) else {
+                // Confirmed too late: rotate at the top of the loop.
+                continue;
+            };
+            self.sleep_until(sent + next_in);
+        }
+    }
+
+    /// Ends the process record if asked, and tells the view it is over.
+    fn stop(&mut self, end_process: bool) {
+        if end_process {
+            let end = self
+                .client
+                .end_process_within(&self.view.process_hash, Some(END_BUDGET));
+            if let Err(e) = self.rt.block_on(end) {
+                emit(&self.events, e);
             }
         }
+        self.view.terminated = true;
+        self.view.alive_deadline = None;
+        self.view.incarnation += 1;
+        self.view_tx.send_replace(self.view.clone());
+    }
 
-        let sent = clock.now_ms();
-        let res = rt.block_on(client.keepalive_within(
-            &view.process_hash,
-            cfg.report_ttl_ms,
-            cfg.info.as_ref(),
-            Some(attempt_budget),
+    /// Our process may already count as dead in the cluster, and the locks
+    /// we hold under it are self-fenced. Never revive that hash (it would
+    /// revive its old locks with nobody behind them): end it and carry on
+    /// under a new one.
+    fn rotate(&mut self) {
+        let old = self.view.process_hash.clone();
+        self.view = ProcessView {
+            process_hash: Arc::from(new_process_hash()),
+            incarnation: self.view.incarnation + 1,
+            alive_deadline: None,
+            terminated: false,
+        };
+        self.view_tx.send_replace(self.view.clone());
+        emit(
+            &self.events,
+            Error::Unavailable {
+                elapsed_ms: 0,
+                endpoints: self.cfg.client.endpoints.join(","),
+                last: format!(
+                    "process {old} lapsed (keep-alive not confirmed within the process ttl); \
+                     continuing as {}",
+                    self.view.process_hash
+                ),
+            },
+        );
+        let end = self.client.end_process_within(&old, Some(END_BUDGET));
+        if let Err(e) = self.rt.block_on(end) {
+            emit(&self.events, e);
+        }
+    }
+
+    /// One keep-alive sent at `sent`: the time until the next one, or
+    /// `None` if it was confirmed only after our own deadline.
+    fn keepalive(&mut self, sent: u64) -> Option<u64> {
+        let res = self.rt.block_on(self.client.keepalive_within(
+            &self.view.process_hash,
+            self.cfg.report_ttl_ms,
+            self.cfg.info.as_ref(),
+            Some(self.attempt_budget),
         ));
-        let next_in = match res {
+        match res {
             Ok(_) => {
-                let answered = clock.now_ms();
-                if view.alive_deadline.is_some_and(|d| answered >= d) {
+                let answered = self.clock.now_ms();
+                if self.view.alive_deadline.is_some_and(|d| answered >= d) {
                     // The answer came back after our own deadline: heartbeats
                     // may already have fenced their locks. Stay consistent with
                     // them and rotate at the top of the loop.
-                    continue;
+                    return None;
                 }
-                view.alive_deadline = Some(lease_deadline(sent, cfg.report_ttl_ms, cfg.margin_ms));
-                view_tx.send_replace(view.clone());
-                cfg.report_write_ms
+                let (ttl, margin) = (self.cfg.report_ttl_ms, self.cfg.margin_ms);
+                self.view.alive_deadline = Some(lease_deadline(sent, ttl, margin));
+                self.view_tx.send_replace(self.view.clone());
+                Some(self.cfg.report_write_ms)
             }
             Err(e) => {
-                emit(&events, e);
-                retry_ms
+                emit(&self.events, e);
+                Some(self.cfg.report_write_ms.min(500))
             }
-        };
-        let wake_at = sent + next_in;
-        let mut c = shared.ctl.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Sleeps until `wake_at`, a wake-up or stop request, or the process
+    /// deadline (so a lapse is noticed, and the hash rotated, promptly even
+    /// with a long write interval).
+    fn sleep_until(&self, wake_at: u64) {
+        let mut c = self.shared.ctl.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if c.stop || c.wake {
                 break;
             }
-            let now = clock.now_ms();
+            let now = self.clock.now_ms();
             if now >= wake_at {
                 break;
             }
-            // Also wake at the process deadline so a lapse is noticed (and
-            // the hash rotated) promptly even with a long write interval.
-            let until = view
+            let until = self
+                .view
                 .alive_deadline
                 .map_or(wake_at, |d| d.max(now + 1).min(wake_at));
             let wait = Duration::from_millis((until - now).clamp(1, 1_000));
-            c = match shared.cv.wait_timeout(c, wait) {
+            c = match self.shared.cv.wait_timeout(c, wait) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
-            if view.alive_deadline.is_some_and(|d| clock.now_ms() >= d) {
+            if self
+                .view
+                .alive_deadline
+                .is_some_and(|d| self.clock.now_ms() >= d)
+            {
                 break;
             }
         }

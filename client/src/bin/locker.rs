@@ -4,6 +4,9 @@
 //! `consul lock` and `etcdctl lock`; the other subcommands inspect and
 //! manipulate locks directly.
 
+// Functions a reader can hold in their head: at most 70 lines (clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 use clap::{Args, Parser, Subcommand};
 use locker_client::{
     make_owner_hash, new_process_hash, parse_endpoints, safety_margin_ms, AcquireOptions,
@@ -314,55 +317,9 @@ async fn real_main(cli: Cli) -> u8 {
             .release(&key, &owner_hash)
             .await
             .map(|r| report_lock_op("release", &key, &r, json)),
-        Command::Show { key } => client.read_lock(&key).await.map(|l| {
-            if json {
-                print_json(&ReadAnswer {
-                    locked: l.is_some(),
-                    lock: l.clone(),
-                });
-            } else {
-                match l {
-                    Some(lock) => print_lock(&lock),
-                    None => println!("{key}: unlocked"),
-                }
-            }
-            0
-        }),
-        Command::List { prefix, limit } => {
-            client.list_locks(prefix.as_deref(), limit).await.map(|ls| {
-                if json {
-                    print_json(&ListAnswer { locks: ls.clone() });
-                } else if ls.is_empty() {
-                    println!("no locks");
-                } else {
-                    for l in &ls {
-                        println!(
-                            "{}\t{}\ttoken={}\t{}",
-                            l.key,
-                            l.owner_hash,
-                            l.fencing_token,
-                            expires_in(l.expires_at)
-                        );
-                    }
-                }
-                0
-            })
-        }
-        Command::Owner { owner_hash } => client.owner_status(&owner_hash).await.map(|r| {
-            if json {
-                print_json(&r);
-            } else {
-                println!("{}", r.status);
-                if let Some(k) = &r.key {
-                    println!("key: {k}");
-                }
-                if let Some(l) = &r.lock {
-                    println!("lock:");
-                    print_lock(l);
-                }
-            }
-            0
-        }),
+        Command::Show { key } => cmd_show(&client, &key, json).await,
+        Command::List { prefix, limit } => cmd_list(&client, prefix.as_deref(), limit, json).await,
+        Command::Owner { owner_hash } => cmd_owner(&client, &owner_hash, json).await,
         Command::Cluster => client.cluster().await.map(|v| {
             if json {
                 print_json(&v);
@@ -379,6 +336,64 @@ async fn real_main(cli: Cli) -> u8 {
             EXIT_ERROR
         }
     }
+}
+
+async fn cmd_show(client: &Client, key: &str, json: bool) -> Result<u8, Error> {
+    let l = client.read_lock(key).await?;
+    if json {
+        print_json(&ReadAnswer {
+            locked: l.is_some(),
+            lock: l.clone(),
+        });
+    } else {
+        match l {
+            Some(lock) => print_lock(&lock),
+            None => println!("{key}: unlocked"),
+        }
+    }
+    Ok(0)
+}
+
+async fn cmd_list(
+    client: &Client,
+    prefix: Option<&str>,
+    limit: Option<u32>,
+    json: bool,
+) -> Result<u8, Error> {
+    let ls = client.list_locks(prefix, limit).await?;
+    if json {
+        print_json(&ListAnswer { locks: ls.clone() });
+    } else if ls.is_empty() {
+        println!("no locks");
+    } else {
+        for l in &ls {
+            println!(
+                "{}\t{}\ttoken={}\t{}",
+                l.key,
+                l.owner_hash,
+                l.fencing_token,
+                expires_in(l.expires_at)
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn cmd_owner(client: &Client, owner_hash: &str, json: bool) -> Result<u8, Error> {
+    let r = client.owner_status(owner_hash).await?;
+    if json {
+        print_json(&r);
+    } else {
+        println!("{}", r.status);
+        if let Some(k) = &r.key {
+            println!("key: {k}");
+        }
+        if let Some(l) = &r.lock {
+            println!("lock:");
+            print_lock(l);
+        }
+    }
+    Ok(0)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -591,7 +606,43 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
         eprintln!("locker: {e} (see `locker run --help`, \"Timing\")");
         return 2;
     }
-    let locker = match Locker::new(LockerOptions {
+    let locker = match run_locker(&args, endpoints, timeout_ms, extend_ms, recheck_ms) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("locker: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let acq = match acquire_for_run(&locker, &args).await {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let hb = acq.heartbeater();
+    // If the guard itself is killed (SIGKILL), the job's processes come to
+    // us instead of init, and are killed before the lock is released
+    // (guard::kill_orphans).
+    // SAFETY: prctl on our own process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
+    let (child, ctl, acq) = match start_command(&args, acq, &hb, &locker).await {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+    match supervise(&args, child, &ctl, &hb, &locker, acq).await {
+        Supervised::Stopped(code) => code,
+        Supervised::Exited(status, acq) => finish_run(&args, status, &hb, acq, &locker).await,
+    }
+}
+
+/// The library's `Locker` for one `locker run`.
+fn run_locker(
+    args: &RunArgs,
+    endpoints: Vec<String>,
+    timeout_ms: u64,
+    extend_ms: u64,
+    recheck_ms: u64,
+) -> Result<Locker, Error> {
+    Locker::new(LockerOptions {
         endpoints,
         report_write_ms: args.report_write_ms,
         report_ttl_ms: args.report_ttl_ms,
@@ -608,14 +659,13 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
             "command": args.command,
         })),
         ..Default::default()
-    }) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("locker: {e}");
-            return EXIT_ERROR;
-        }
-    };
-    let acq = match locker
+    })
+}
+
+/// Takes the lock (waiting up to `--wait-ms`), or says why not and gives
+/// the exit code.
+async fn acquire_for_run(locker: &Locker, args: &RunArgs) -> Result<locker_client::Acquired, u8> {
+    let r = locker
         .acquire_with(
             &args.key,
             AcquireOptions {
@@ -623,9 +673,9 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
                 wait_ms: (args.wait_ms > 0).then_some(args.wait_ms),
             },
         )
-        .await
-    {
-        Ok(AcquireResult::Success(a)) => a,
+        .await;
+    match r {
+        Ok(AcquireResult::Success(a)) => Ok(a),
         Ok(AcquireResult::SomeoneElseHoldsLock(holder)) => {
             eprintln!(
                 "locker: lock \"{}\" is held by {}",
@@ -633,24 +683,25 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
                 holder_text(&holder)
             );
             locker.terminate().await;
-            return EXIT_HELD;
+            Err(EXIT_HELD)
         }
         Err(e) => {
             eprintln!("locker: cannot acquire \"{}\": {e}", args.key);
             locker.terminate().await;
-            return EXIT_ERROR;
+            Err(EXIT_ERROR)
         }
-    };
-    let hb = acq.heartbeater();
-    // If the guard itself is killed (SIGKILL), the job's processes come to
-    // us instead of init, and are killed before the lock is released
-    // (guard::kill_orphans).
-    // SAFETY: prctl on our own process.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    tracing::info!(key = %args.key, owner_hash = %acq.owner_hash(), "lock acquired; starting the command");
+    }
+}
 
-    // A slow acquire (or a pause) may have used up the time: do not start a
-    // command that would have to be stopped at once (the guard checks too).
+/// Starts the command under its guard, unless a slow acquire (or a pause)
+/// used up the time: a command that would have to be stopped at once is
+/// not started (the guard checks too). On failure the lock is released.
+async fn start_command(
+    args: &RunArgs,
+    acq: locker_client::Acquired,
+    hb: &locker_client::Heartbeater,
+    locker: &Locker,
+) -> Result<(tokio::process::Child, GuardCtl, locker_client::Acquired), u8> {
     if hb.is_lost() || hb.time_left_ms().unwrap_or(0) <= args.grace_ms {
         eprintln!(
             "locker: the local deadline of \"{}\" is (nearly) past already; not starting \
@@ -659,19 +710,41 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
         );
         let _ = tokio::time::timeout(Duration::from_secs(5), acq.release()).await;
         locker.terminate().await;
-        return EXIT_LOST;
+        return Err(EXIT_LOST);
     }
-    let (mut child, ctl) = match spawn_guard(&args, &acq.lock_data, guard_deadline(&hb)) {
-        Ok(c) => c,
+    match spawn_guard(args, &acq.lock_data, guard_deadline(hb)) {
+        Ok((child, ctl)) => Ok((child, ctl, acq)),
         Err(e) => {
             eprintln!("locker: cannot start the command's guard: {e}");
             let _ = acq.release().await;
             locker.terminate().await;
-            return EXIT_ERROR;
+            Err(EXIT_ERROR)
         }
-    };
-    let mut sig_rx = watch_signals();
+    }
+}
 
+/// How watching the command ended.
+enum Supervised {
+    /// The guard exited: the command ended (or was stopped on a signal).
+    Exited(
+        std::io::Result<std::process::ExitStatus>,
+        locker_client::Acquired,
+    ),
+    /// The lock was lost; the command was stopped; exit with this code.
+    Stopped(u8),
+}
+
+/// Keeps the lock alive while the command runs, passes signals on, keeps
+/// the guard's deadline current, and stops the command if the lock is lost.
+async fn supervise(
+    args: &RunArgs,
+    mut child: tokio::process::Child,
+    ctl: &GuardCtl,
+    hb: &locker_client::Heartbeater,
+    locker: &Locker,
+    acq: locker_client::Acquired,
+) -> Supervised {
+    let mut sig_rx = watch_signals();
     // keep_alive() extends and rechecks; lost() fires at the local deadline
     // minus the grace even while a network call is still hanging.
     let keep = hb.keep_alive();
@@ -682,7 +755,7 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
     let mut kill_at: Option<tokio::time::Instant> = None;
     // The guard enforces the deadline on its own (locker may be paused), so
     // it must hear at once when a keep-alive or extend moves it.
-    let mut sent_deadline = guard_deadline(&hb);
+    let mut sent_deadline = guard_deadline(hb);
     let mut tick = tokio::time::interval(Duration::from_millis(GUARD_UPDATE_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let status = loop {
@@ -695,10 +768,11 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
         tokio::select! {
             st = child.wait() => break st,
             err = &mut keep => {
-                return stop_after_loss(&args, child, &ctl, err, &locker, acq).await;
+                return Supervised::Stopped(stop_after_loss(args, child, ctl, err, locker, acq).await);
             }
             e = &mut lost => {
-                return stop_after_loss(&args, child, &ctl, Error::Lost(e), &locker, acq).await;
+                let err = Error::Lost(e);
+                return Supervised::Stopped(stop_after_loss(args, child, ctl, err, locker, acq).await);
             }
             Some(n) = sig_rx.recv() => {
                 ctl.signal(n);
@@ -707,7 +781,7 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
                 }
             }
             _ = tick.tick() => {
-                let d = guard_deadline(&hb);
+                let d = guard_deadline(hb);
                 if d != sent_deadline {
                     ctl.deadline(d);
                     sent_deadline = d;
@@ -718,10 +792,22 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
                     "locker: the command did not stop within {} ms of the signal; sending SIGKILL",
                     args.grace_ms
                 );
-                break kill_now(&mut child, &ctl).await;
+                break kill_now(&mut child, ctl).await;
             }
         }
     };
+    Supervised::Exited(status, acq)
+}
+
+/// After the guard exited: kills what a killed guard left, and releases the
+/// lock unless its local deadline passed first. The exit code.
+async fn finish_run(
+    args: &RunArgs,
+    status: std::io::Result<std::process::ExitStatus>,
+    hb: &locker_client::Heartbeater,
+    acq: locker_client::Acquired,
+    locker: &Locker,
+) -> u8 {
     // Normally nothing: the guard kills and reaps the whole job before it
     // exits. A guard that was killed leaves its job to us.
     if matches!(&status, Ok(st) if guard_was_killed(*st)) {
