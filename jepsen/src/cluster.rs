@@ -281,6 +281,9 @@ pub struct Cluster {
     pub initial: Vec<u64>,
     pub nodes: BTreeMap<u64, NodeProc>,
     pub election_timeout_ms: u64,
+    /// The power-loss shim every node starts under (`power_loss.rs`), when
+    /// the run has power-loss faults: each SIGKILL is then a power cut.
+    pub power_shim: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -294,6 +297,7 @@ impl Cluster {
             initial: (1..=n).collect(),
             nodes: BTreeMap::new(),
             election_timeout_ms: 1000,
+            power_shim: None,
         }
     }
 
@@ -359,6 +363,11 @@ impl Cluster {
             }
             HostKind::Local => Command::new(&self.node_bin),
         };
+        if let Some(shim) = &self.power_shim {
+            // Inherited through `ip netns exec`, which execs the node.
+            cmd.env("LD_PRELOAD", shim)
+                .env("LOCKER_POWERLOSS_DIR", dd.join("data"));
+        }
         cmd.args(&args)
             .envs(flags.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -393,6 +402,20 @@ impl Cluster {
                 let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
             }
             n.paused = false;
+        }
+    }
+
+    /// kill -9 of every node of `ids` before reaping any (a power cut of
+    /// several machines at once: none syncs after the first died).
+    pub async fn kill_at_once(&mut self, ids: &[u64]) {
+        for id in ids {
+            if let Some(n) = self.nodes.get(id).filter(|n| n.child.is_some()) {
+                signal(n.pid, libc::SIGCONT);
+                signal(n.pid, libc::SIGKILL);
+            }
+        }
+        for &id in ids {
+            self.kill(id).await;
         }
     }
 

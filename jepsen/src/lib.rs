@@ -19,6 +19,7 @@ pub mod job_beat;
 pub mod lib_job;
 pub mod mutations;
 pub mod nemesis;
+pub mod power_loss;
 pub mod replicas;
 pub mod report;
 pub mod report_run;

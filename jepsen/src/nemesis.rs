@@ -50,6 +50,8 @@ pub enum Fault {
     ClockLeaderBehind,
     ClockLeaderDrift,
     CrashPoint,
+    PowerLoss,
+    PowerLossMajority,
 }
 
 use Fault::*;
@@ -95,6 +97,8 @@ pub enum Family {
     Clock,
     ClockLeader,
     Crash,
+    /// Power cuts: nodes run under the power-loss shim (`power_loss.rs`).
+    Power,
     Membership,
     Client,
 }
@@ -122,6 +126,7 @@ impl Family {
             ],
             Family::ClockLeader => vec![ClockLeaderAhead, ClockLeaderBehind, ClockLeaderDrift],
             Family::Crash => vec![CrashPoint],
+            Family::Power => vec![PowerLoss, PowerLossMajority],
             Family::Membership => vec![Member],
             Family::Client => vec![ClientCut, ClientLoss, HungEndpoint, RunPause],
         }
@@ -492,6 +497,7 @@ impl Nemesis {
                 self.ctx.stall_requests.fetch_add(2, Ordering::SeqCst);
                 Ok((Undo::ClearStalls, json!({"stalls": 2})))
             }
+            PowerLoss | PowerLossMajority => self.power_loss(c, f == PowerLoss).await,
             ClientKill => {
                 self.ctx.kill_holder.notify_waiters();
                 Ok((Undo::Nothing, json!({})))
@@ -715,6 +721,10 @@ mod tests {
         assert_eq!(
             parse_list("all").map(|v| v.len()).ok(),
             Some(Fault::all().len())
+        );
+        assert_eq!(
+            parse_list("power").ok(),
+            Some(vec![PowerLoss, PowerLossMajority])
         );
         assert!(parse_list("meteor").is_err());
         for f in Fault::all() {

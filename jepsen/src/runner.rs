@@ -248,6 +248,7 @@ async fn start_cluster(
     // Longer than the node's leader wait (3 s) and write timeout (5 s), so
     // most faults end in a definite 503 rather than an unknown timeout.
     let api = Api::new(Duration::from_millis(6_500))?;
+    crate::power_loss::prepare(&mut cluster, &o.nemesis, &o.out)?;
     for id in 1..=o.nodes {
         cluster.start(id, NodeFlags::default())?;
     }

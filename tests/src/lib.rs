@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 pub mod crash;
+pub mod powerloss;
 pub mod replicas;
 
 pub const SECRET: &str = "test-cluster-secret";

@@ -32,11 +32,28 @@ pub fn open(
         .flush_every_ms(Some(1000))
         .open()
         .map_err(to_io)?;
-    let flusher = Flusher::start(db.clone());
+    let data_file = sync_sled_files(dir)?;
+    let flusher = Flusher::start(db.clone(), data_file);
     let log = LogStore::open(&db, flusher.clone())?;
     let sm = StateMachine::open(&db, flusher.clone())?;
     let replica = sm.replica();
     Ok((log, sm, replica, flusher))
+}
+
+/// Makes what sled created at open durable, and returns its data file for
+/// the flusher's `fdatasync` (see `flusher.rs`). sled writes its `conf`
+/// without an fsync and never syncs a directory, so a power cut soon after
+/// the first start could lose the file names or the configuration.
+fn sync_sled_files(dir: &Path) -> io::Result<std::fs::File> {
+    let sled_dir = dir.join("sled");
+    std::fs::File::open(sled_dir.join("conf"))?.sync_all()?;
+    // Directories: their entries (db, conf, blobs) are metadata of their own.
+    for d in [&sled_dir, dir] {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    let data_file = std::fs::File::open(sled_dir.join("db"))?;
+    data_file.sync_data()?;
+    Ok(data_file)
 }
 
 /// Exit code after a failed disk write or fsync (BSD `EX_IOERR`).
