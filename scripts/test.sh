@@ -13,9 +13,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # curl: the README walkthrough test; procps: pgrep/pkill; prometheus:
   # `promtool check metrics` on a node's /metrics page (tests/api_metrics.rs);
   # etcd-server + redis-server: the peers of the side-by-side benchmark;
-  # jq: checks the benchmark's bench.json.
+  # jq: checks the benchmark's bench.json; gcc + libc6-dev: the power-loss
+  # shim (tests/powerloss/powerloss.c), which tests/power_loss.rs and the
+  # power-loss nemesis compile on first use.
   need=()
-  for pkg in iproute2 iptables curl procps prometheus etcd-server redis-server jq; do
+  for pkg in iproute2 iptables curl procps prometheus etcd-server redis-server jq gcc libc6-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

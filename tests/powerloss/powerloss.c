@@ -32,7 +32,9 @@
  *    report the durable size; the node's store (sled 0.34) uses none of them
  *    on its files (it uses open, pwrite, pread, write, read, lseek,
  *    ftruncate, fstat, fsync, sync_file_range);
- *  - descriptors numbered PL_MAXFD or above are not tracked (warned once).
+ *  - descriptors numbered PL_MAXFD or above are not tracked (warned once),
+ *    nor a descriptor that dup2/dup3 turned into a tracked file after it
+ *    was seen as something else (the node does neither).
  *
  * Memory is bounded: once more than $LOCKER_POWERLOSS_MAX_BYTES (default
  * 256 MiB) is pending, the file being written is written through (not
