@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use locker_proto::ReadAnswer;
 
 use locker_tests::crash::{self, Acked};
 use locker_tests::{api, powerloss, Cluster};
@@ -66,7 +66,8 @@ fn lost(c: &mut Cluster, acked: &Acked, mutation: Option<&str>) -> Vec<String> {
                 .iter()
                 .map(|key| {
                     let r = api::read(&c.url(leader), key);
-                    let held = r.body["lock"]["owner_hash"] == json!(crash::owner_of(key));
+                    let owner = r.try_json::<ReadAnswer>().and_then(|a| a.lock);
+                    let held = owner.map(|l| l.owner_hash) == Some(crash::owner_of(key));
                     (r.code == 200).then(|| if held { None } else { Some(key.clone()) })
                 })
                 .collect::<Option<Vec<Option<String>>>>()
