@@ -363,11 +363,7 @@ impl Cluster {
             }
             HostKind::Local => Command::new(&self.node_bin),
         };
-        if let Some(shim) = &self.power_shim {
-            // Inherited through `ip netns exec`, which execs the node.
-            cmd.env("LD_PRELOAD", shim)
-                .env("LOCKER_POWERLOSS_DIR", dd.join("data"));
-        }
+        self.under_shim(&mut cmd, &dd);
         cmd.args(&args)
             .envs(flags.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -402,6 +398,15 @@ impl Cluster {
                 let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
             }
             n.paused = false;
+        }
+    }
+
+    /// Puts the node command under the power-loss shim, if the run uses it
+    /// (the environment is inherited through `ip netns exec`).
+    fn under_shim(&self, cmd: &mut Command, node_dir: &Path) {
+        if let Some(shim) = &self.power_shim {
+            cmd.env("LD_PRELOAD", shim)
+                .env("LOCKER_POWERLOSS_DIR", node_dir.join("data"));
         }
     }
 

@@ -357,6 +357,7 @@ impl Nemesis {
                 let wait = Duration::from_secs(self.duration_s.1.max(5));
                 self.crash_point(c, wait).await
             }
+            PowerLoss | PowerLossMajority => self.power_loss(c, f == PowerLoss).await,
             ClientPause | ClientKill | ClientCut | ClientLoss | RunPause | HungEndpoint => {
                 self.client_side(c, f)
             }
@@ -497,7 +498,6 @@ impl Nemesis {
                 self.ctx.stall_requests.fetch_add(2, Ordering::SeqCst);
                 Ok((Undo::ClearStalls, json!({"stalls": 2})))
             }
-            PowerLoss | PowerLossMajority => self.power_loss(c, f == PowerLoss).await,
             ClientKill => {
                 self.ctx.kill_holder.notify_waiters();
                 Ok((Undo::Nothing, json!({})))

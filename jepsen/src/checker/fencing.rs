@@ -6,8 +6,9 @@
 //!   keys too);
 //! * per key, observations never go down: an operation that completed before
 //!   another began did not see a higher token than the later one;
-//! * across every whole-cluster restart (nemesis fault `kill-all`), grants
-//!   after the restart carry tokens above every token seen before it.
+//! * across every whole-cluster restart (nemesis fault `kill-all` or
+//!   `power-loss`), grants after the restart carry tokens above every token
+//!   seen before it.
 
 use super::{describe, CheckOptions, Validity, Verdict};
 use crate::history::{Fields, Op, OpType, Pair, Process};
@@ -234,13 +235,14 @@ fn key_went_down(key: &str, list: &mut [Seen], pairs: &[Pair], problems: &mut Pr
     went_down
 }
 
-/// Whole-cluster restarts: (kill time, restart time) of each `kill-all`.
+/// Whole-cluster restarts: (kill time, restart time) of each `kill-all` or
+/// `power-loss` (a power cut of every node).
 fn whole_cluster_restarts(ops: &[Op]) -> Vec<(u64, u64)> {
     let mut restarts = Vec::new();
     let mut kill_start: Option<u64> = None;
     for op in ops.iter().filter(|o| o.process == Process::Nemesis) {
         let fault = Fields::parse(&op.value).fault.unwrap_or_default();
-        if fault != "kill-all" {
+        if fault != "kill-all" && fault != "power-loss" {
             continue;
         }
         match (op.f.as_str(), op.kind) {
@@ -405,5 +407,16 @@ mod tests {
         let v = run(&h);
         assert_eq!(v.valid, Validity::Invalid);
         assert_eq!(v.details["restarts"][0]["rising"], false);
+        // A power cut of every node is a whole-cluster restart too.
+        let mut h = H::new();
+        acq(&mut h, 1, "k", "a", 40, 0, 1);
+        h.nemesis(OpType::Invoke, "start", "power-loss", 5).nemesis(
+            OpType::Ok,
+            "stop",
+            "power-loss",
+            12,
+        );
+        acq(&mut h, 2, "j", "b", 2, 20, 21);
+        assert_eq!(run(&h).details["restarts"][0]["rising"], false);
     }
 }
