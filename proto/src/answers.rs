@@ -125,11 +125,13 @@ pub struct ReadyAnswer {
     pub applied_index: u64,
 }
 
-/// Answer to `GET /healthz`: `{"status":"ok"}` while the process runs.
+/// Answer to `GET /healthz`: `{"status":"ok"}` (200) while the process runs,
+/// `{"status":"raft stopped"}` (503) in the moment before a node whose Raft
+/// core stopped exits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthAnswer {
-    /// Always `ok`.
+    /// `ok`, or `raft stopped` with a 503.
     pub status: String,
 }
 
