@@ -131,6 +131,11 @@ struct ClientInner {
     /// what the reporter thread learns about a hung node the heartbeats do
     /// not have to learn again.
     preferred: Arc<AtomicUsize>,
+    /// The process part of the owner hashes this client makes up for
+    /// acquires sent without one: one per client, not one per request, so
+    /// the node's memory of ended runs (`OWNER_HASH_RETIRED`) holds one
+    /// record per client, not one per acquire.
+    anonymous_process: String,
 }
 
 /// What one attempt against one endpoint produced.
@@ -171,6 +176,7 @@ impl Client {
                 http,
                 opts,
                 preferred,
+                anonymous_process: crate::hash::new_process_hash(),
             }),
         })
     }
@@ -422,7 +428,7 @@ impl Client {
         if req.owner_hash.is_none() {
             let owner = crate::hash::make_owner_hash(
                 key,
-                &crate::hash::new_process_hash(),
+                &self.inner.anonymous_process,
                 crate::hash::next_seq(),
                 req.trace.as_deref(),
             )

@@ -509,6 +509,7 @@ impl Locker {
             return Err(Error::Config("the key must not be empty".into()));
         }
         let mut rotations = 0;
+        let mut retired = 0;
         loop {
             let (rep, view) = self.live_process().await?;
             // A key or trace no owner hash can carry (a line break, a trace
@@ -516,7 +517,7 @@ impl Locker {
             let owner = make_owner_hash(key, &view.process_hash, next_seq(), opts.trace.as_deref())
                 .map_err(|e| Error::Config(e.to_string()))?;
             let sent = self.inner.clock.now_ms();
-            let resp = self
+            let answer = self
                 .inner
                 .client
                 .acquire(
@@ -529,7 +530,18 @@ impl Locker {
                         wait_ms: opts.wait_ms.filter(|w| *w > 0),
                     },
                 )
-                .await?;
+                .await;
+            let resp = match answer {
+                // Another copy of this very request was granted and its run
+                // already ended (its lease ran out, its process was counted
+                // dead) before this copy arrived. Nothing was done by this
+                // one, and that run is over: start a new one.
+                Err(Error::Api { code, .. }) if code == "OWNER_HASH_RETIRED" && retired < 2 => {
+                    retired += 1;
+                    continue;
+                }
+                other => other?,
+            };
             let no_lock = || Error::Protocol {
                 endpoint: key.to_string(),
                 detail: format!("{} answer without lock data", resp.status),

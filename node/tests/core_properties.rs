@@ -4,7 +4,7 @@
 //! leaderless gaps, idle ticks) where no lease may end before its holder's
 //! own deadline, and a leader change grants no more than its gap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use locker_node::core::{Command, Lock, LockTable, Op, Status};
 use proptest::prelude::*;
@@ -86,6 +86,9 @@ struct Model {
     locks: HashMap<String, Lock>,
     /// process -> (alive_until, since, ttl)
     procs: HashMap<String, (u64, u64, u64)>,
+    /// Owner hashes whose run has ended: released (whatever the answer), or
+    /// whose lock record went (process ended, swept, replaced).
+    ended: HashSet<String>,
 }
 
 impl Model {
@@ -122,8 +125,14 @@ impl Model {
             Op::EndProcess { process_hash } => {
                 let live = matches!(self.procs.get(process_hash), Some(&(u, _, _)) if now < u);
                 self.procs.remove(process_hash);
-                self.locks
-                    .retain(|_, l| l.process_hash.as_ref() != Some(process_hash));
+                let ended = &mut self.ended;
+                self.locks.retain(|_, l| {
+                    let keep = l.process_hash.as_ref() != Some(process_hash);
+                    if !keep {
+                        ended.insert(l.owner_hash.clone());
+                    }
+                    keep
+                });
                 if live {
                     Status::Success
                 } else {
@@ -151,7 +160,18 @@ impl Model {
                         self.locks.insert(key.clone(), l);
                         Status::Success
                     }
+                    None if self.ended.contains(owner_hash)
+                        || self
+                            .locks
+                            .get(key)
+                            .is_some_and(|d| &d.owner_hash == owner_hash) =>
+                    {
+                        Status::OwnerHashRetired
+                    }
                     None => {
+                        if let Some(old) = self.locks.get(key) {
+                            self.ended.insert(old.owner_hash.clone());
+                        }
                         self.locks.insert(
                             key.clone(),
                             Lock {
@@ -186,6 +206,7 @@ impl Model {
                 }
             },
             Op::Release { key, owner_hash } => {
+                self.ended.insert(owner_hash.clone());
                 match self.locks.get(key).filter(|l| self.live(l, now)).cloned() {
                     None => Status::NoKey,
                     Some(l) if &l.owner_hash != owner_hash => Status::SomeoneElseHoldsLock,
@@ -196,7 +217,13 @@ impl Model {
                 }
             }
             Op::Sweep => {
-                self.locks.retain(|_, l| now < l.expires_at);
+                let ended = &mut self.ended;
+                self.locks.retain(|_, l| {
+                    if now >= l.expires_at {
+                        ended.insert(l.owner_hash.clone());
+                    }
+                    now < l.expires_at
+                });
                 self.procs.retain(|_, p| now < p.0);
                 Status::Success
             }
@@ -277,6 +304,7 @@ proptest! {
         let mut table = LockTable::new();
         let mut locks: HashMap<String, Lock> = HashMap::new();
         let mut procs = HashMap::new();
+        let mut retired = HashMap::new();
         for (i, c) in log.iter().enumerate() {
             for change in table.apply(i as u64 + 1, c).1 {
                 match change {
@@ -284,10 +312,12 @@ proptest! {
                     locker_node::core::Change::DeleteLock(k) => { locks.remove(&k); }
                     locker_node::core::Change::PutProcess(p) => { procs.insert(p.process_hash.clone(), p); }
                     locker_node::core::Change::DeleteProcess(p) => { procs.remove(&p); }
+                    locker_node::core::Change::PutRetired(r) => { retired.insert(r.process_hash.clone(), r); }
+                    locker_node::core::Change::DeleteRetired(p) => { retired.remove(&p); }
                 }
             }
         }
-        let rebuilt = LockTable::from_parts(table.now(), locks.into_values(), procs.into_values());
+        let rebuilt = LockTable::from_parts(table.now(), locks.into_values(), procs.into_values(), retired.into_values());
         prop_assert_eq!(rebuilt, table);
     }
 

@@ -41,6 +41,7 @@ fn a_newer_snapshot_with_an_older_log_time_is_refused_and_changes_nothing() {
         now: 5,
         locks: vec![],
         processes: vec![],
+        retired: vec![],
     };
     let meta = SnapshotMeta {
         last_log_id: Some(log_id::<TypeConfig>(1, 1, 10)),

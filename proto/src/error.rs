@@ -37,6 +37,11 @@ wire_enum! {
         InvalidNode = "INVALID_NODE",
         /// 401: an operator route without the cluster secret.
         Unauthorized = "UNAUTHORIZED",
+        /// 409: an acquire by an owner hash whose run has ended (its lock was
+        /// released, expired or died with its process): a late or repeated
+        /// copy of an old request. Nothing was done; a new run needs a new
+        /// owner hash.
+        OwnerHashRetired = "OWNER_HASH_RETIRED",
         /// 404: leadership transfer to a node that is not a member.
         UnknownNode = "UNKNOWN_NODE",
         /// 404: no such route.
@@ -68,6 +73,7 @@ impl ErrorCode {
             Unauthorized => 401,
             UnknownNode | NotFound => 404,
             MethodNotAllowed => 405,
+            OwnerHashRetired => 409,
             PayloadTooLarge => 413,
             Internal => 500,
             NoLeader | Timeout | MembershipChangeFailed => 503,

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use locker_proto::{
-    KeepaliveAnswer, Lock, LockAnswer, LockOpStatus, OwnerStatus, ProcessStatus, RaftState,
+    ErrorCode, KeepaliveAnswer, Lock, LockAnswer, LockOpStatus, OwnerStatus, ProcessStatus, RaftState,
     StatusAnswer,
 };
 use openraft::ServerState;
@@ -57,6 +57,13 @@ pub fn lock_op_status(s: Status) -> Result<LockOpStatus, ApiError> {
         Status::SomeoneElseHoldsLock => Ok(LockOpStatus::SomeoneElseHoldsLock),
         Status::NoKey => Ok(LockOpStatus::NoKey),
         Status::NoRunningProcess => Ok(LockOpStatus::NoRunningProcess),
+        // Not a seed status: an error, so seed-shaped clients see a refusal
+        // they cannot mistake for a lock answer.
+        Status::OwnerHashRetired => Err(ApiError::new(
+            ErrorCode::OwnerHashRetired,
+            "this owner hash names a run whose lock has ended (released, expired or its process \
+             died): nothing was done; acquire with a new owner hash",
+        )),
         Status::Running | Status::MalformedOwnerHash => Err(impossible("a lock operation", s)),
     }
 }
@@ -69,7 +76,7 @@ pub fn owner_status(s: Status) -> Result<OwnerStatus, ApiError> {
         Status::NoKey => Ok(OwnerStatus::NoKey),
         Status::NoRunningProcess => Ok(OwnerStatus::NoRunningProcess),
         Status::MalformedOwnerHash => Ok(OwnerStatus::MalformedOwnerHash),
-        Status::Success => Err(impossible("an owner query", s)),
+        Status::Success | Status::OwnerHashRetired => Err(impossible("an owner query", s)),
     }
 }
 

@@ -28,7 +28,7 @@ use crate::node::Node;
     request_body(content = AcquireRequest, description = "All fields optional; an empty body takes the defaults"),
     responses(
         (status = 200, description = "SUCCESS: the lock", body = LockAnswer),
-        (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK (holder in `lock`) or NO_RUNNING_PROCESS", body = LockAnswer),
+        (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK (holder in `lock`) or NO_RUNNING_PROCESS; or the error OWNER_HASH_RETIRED (a late or repeated acquire by an owner hash whose run has ended: nothing was done)", body = LockAnswer),
         (status = 400, description = "Bad input", body = ErrorAnswer),
         (status = 503, description = "No leader; retry after Retry-After", body = ErrorAnswer)))]
 pub async fn acquire(

@@ -11,10 +11,11 @@
 use sha2::{Digest, Sha256};
 
 use super::model::{Lock, Process};
+use super::retired::Retired;
 use super::table::LockTable;
 
 /// Encoding version, written first so a change of encoding changes every digest.
-const VERSION: &[u8] = b"locker-table-digest/1";
+const VERSION: &[u8] = b"locker-table-digest/2";
 
 /// SHA-256 of the canonical encoding of `table`, as 64 lowercase hex chars.
 pub fn table_digest(table: &LockTable) -> String {
@@ -30,6 +31,10 @@ pub fn table_digest(table: &LockTable) -> String {
     h.u64(image.processes.len() as u64);
     for p in &image.processes {
         h.process(p);
+    }
+    h.u64(image.retired.len() as u64);
+    for r in &image.retired {
+        h.retired(r);
     }
     h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -91,6 +96,21 @@ impl Enc {
         }
         self.opt(info.as_deref());
     }
+
+    fn retired(&mut self, r: &Retired) {
+        let Retired {
+            process_hash,
+            runs,
+            at,
+        } = r;
+        self.bytes(process_hash.as_bytes());
+        self.u64(runs.len() as u64);
+        for (seq, key_hash) in runs {
+            self.u64(*seq);
+            self.u64(*key_hash);
+        }
+        self.u64(*at);
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +157,7 @@ mod tests {
         a.apply(1, &acquire("x", None));
         a.apply(2, &acquire("y", None));
         let locks = a.to_image().locks;
-        let b = LockTable::from_parts(a.now(), locks.into_iter().rev(), Vec::new());
+        let b = LockTable::from_parts(a.now(), locks.into_iter().rev(), Vec::new(), Vec::new());
         assert_eq!(table_digest(&a), table_digest(&b));
     }
 }

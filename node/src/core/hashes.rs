@@ -7,9 +7,12 @@
 //! core. Its reading is the seed's pattern as JavaScript applies it: a key or
 //! trace with a line break, or a non-ASCII digit, does not parse.
 //!
-//! The core parses owner hashes only to answer owner queries, never while
-//! applying a log entry, so the parser's behaviour is not part of the
-//! replicated state: changing it cannot make replicas diverge.
+//! Apply parses owner hashes too: an acquire or release names a run (process
+//! part and sequence number) that the table retires (see `core::retired`).
+//! So the parser's behaviour is part of the replicated state: every replica
+//! of a cluster must read a hash the same way, and a change to what it
+//! accepts or captures is a change of the replicated format (the API refuses
+//! a hash it cannot parse before proposing, so entries in the log parse).
 
 pub use locker_proto::OwnerHashParts;
 pub use locker_proto::{is_valid_process_hash as valid_process_hash, parse_owner_hash};

@@ -13,9 +13,13 @@ mod hashes;
 // their remaining fields and variants are covered by the module and type docs.
 #[allow(missing_docs)]
 mod model;
+// Documented where it matters; the persisted record's fields are named plainly.
+#[allow(missing_docs)]
+pub mod retired;
 #[allow(missing_docs)]
 mod table;
 
 pub use hashes::{parse_owner_hash, valid_process_hash, OwnerHashParts};
 pub use model::{Change, Command, Lock, Op, Outcome, Process, Status};
+pub use retired::Retired;
 pub use table::{LockTable, OwnerStatus, TableImage};

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::retired::Retired;
+
 /// A lease on a key: who holds it, until when, and the fencing token of the grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
@@ -45,6 +47,10 @@ pub enum Status {
     NoRunningProcess,
     Running,
     MalformedOwnerHash,
+    /// Not a seed status: an acquire by an owner hash whose run has ended
+    /// (see `core::retired`). The API answers it as the error
+    /// `409 OWNER_HASH_RETIRED`. Last, so older encodings still decode.
+    OwnerHashRetired,
 }
 
 impl Status {
@@ -56,6 +62,7 @@ impl Status {
             Status::NoRunningProcess => "NO_RUNNING_PROCESS",
             Status::Running => "RUNNING",
             Status::MalformedOwnerHash => "MALFORMED_OWNER_HASH",
+            Status::OwnerHashRetired => "OWNER_HASH_RETIRED",
         }
     }
 }
@@ -166,4 +173,6 @@ pub enum Change {
     DeleteLock(String),
     PutProcess(Process),
     DeleteProcess(String),
+    PutRetired(Retired),
+    DeleteRetired(String),
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hashes::parse_owner_hash;
 use super::model::{Change, Command, Lock, Op, Outcome, Process, Status};
+use super::retired::{Retired, RetiredChange, RetiredOwners};
 use crate::mutation::Mutation;
 
 /// Processes and locks at a log time.
@@ -21,6 +22,9 @@ pub struct LockTable {
     /// Derived index: process hash -> keys of the locks bound to it. Rebuilt on
     /// load, never persisted, so it cannot disagree with `locks` on disk.
     by_process: BTreeMap<String, BTreeSet<String>>,
+    /// Owner hashes whose run has ended: never granted again (see
+    /// [`super::retired`]).
+    retired: RetiredOwners,
     /// The test mutation this table applies: none unless the `mutations`
     /// feature is built in (see [`Switch`]).
     mutation: Switch,
@@ -73,6 +77,7 @@ pub struct TableImage {
     pub now: u64,
     pub locks: Vec<Lock>,
     pub processes: Vec<Process>,
+    pub retired: Vec<Retired>,
 }
 
 /// The answer to an owner-hash query.
@@ -101,9 +106,11 @@ impl LockTable {
         now: u64,
         locks: impl IntoIterator<Item = Lock>,
         processes: impl IntoIterator<Item = Process>,
+        retired: impl IntoIterator<Item = Retired>,
     ) -> Self {
         let mut table = LockTable {
             now,
+            retired: RetiredOwners::from_records(retired),
             ..Default::default()
         };
         for p in processes {
@@ -117,7 +124,7 @@ impl LockTable {
     }
 
     pub fn from_image(image: TableImage) -> Self {
-        Self::from_parts(image.now, image.locks, image.processes)
+        Self::from_parts(image.now, image.locks, image.processes, image.retired)
     }
 
     pub fn to_image(&self) -> TableImage {
@@ -125,6 +132,7 @@ impl LockTable {
             now: self.now,
             locks: self.locks.values().cloned().collect(),
             processes: self.processes.values().cloned().collect(),
+            retired: self.retired.records().cloned().collect(),
         }
     }
 
@@ -141,6 +149,17 @@ impl LockTable {
     /// Number of process records, live or not yet swept.
     pub fn process_records(&self) -> usize {
         self.processes.len()
+    }
+
+    /// Number of retired-owner records (see [`super::retired`]).
+    pub fn retired_records(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// Whether the run named by `owner_hash` has ended: an acquire by it is
+    /// refused.
+    pub fn is_retired(&self, owner_hash: &str) -> bool {
+        run_of(owner_hash).is_some_and(|(key, p, seq)| self.retired.contains(p, seq, key))
     }
 
     /// Applies one committed command at log index `index`.
@@ -339,6 +358,7 @@ impl LockTable {
     pub fn has_expired(&self, at: u64) -> bool {
         self.locks.values().any(|l| l.expires_at <= at)
             || self.processes.values().any(|p| p.alive_until <= at)
+            || self.retired.has_expired(at)
     }
 
     /// The earliest time at which `key`'s current holder stops being live, if
@@ -402,7 +422,15 @@ impl LockTable {
         for (hash, p) in &self.processes {
             assert_eq!(hash, &p.process_hash, "process stored under the wrong hash");
         }
+        self.retired.check_invariants();
     }
+}
+
+/// The key, process part and sequence number of the run an owner hash
+/// names, or `None` for a hash without a usable one (the API refuses those).
+fn run_of(owner_hash: &str) -> Option<(&str, &str, u64)> {
+    let parts = parse_owner_hash(owner_hash)?;
+    Some((parts.key, parts.process_hash, parts.seq_number()?))
 }
 
 /// One apply in progress: mutates the table and records what changed.
@@ -419,6 +447,10 @@ impl Tx<'_> {
     fn put_lock(&mut self, lock: Lock) {
         if let Some(old) = self.table.locks.get(&lock.key).cloned() {
             self.table.unindex_lock(&old);
+            if old.owner_hash != lock.owner_hash {
+                // A dead lock replaced by another owner's: that run is over.
+                self.retire(&old.owner_hash);
+            }
         }
         self.table.index_lock(&lock);
         self.changes.push(Change::PutLock(lock.clone()));
@@ -428,8 +460,25 @@ impl Tx<'_> {
     fn delete_lock(&mut self, key: &str) {
         if let Some(old) = self.table.locks.remove(key) {
             self.table.unindex_lock(&old);
+            self.retire(&old.owner_hash);
             self.changes.push(Change::DeleteLock(old.key));
         }
+    }
+
+    /// Marks the run named by `owner_hash` as ended (see [`super::retired`]).
+    fn retire(&mut self, owner_hash: &str) {
+        if let Some((key, process, seq)) = run_of(owner_hash) {
+            let now = self.now();
+            let changes = self.table.retired.retire(process, seq, key, now);
+            self.push_retired(changes);
+        }
+    }
+
+    fn push_retired(&mut self, changes: Vec<RetiredChange>) {
+        self.changes.extend(changes.into_iter().map(|c| match c {
+            RetiredChange::Put(r) => Change::PutRetired(r),
+            RetiredChange::Delete(h) => Change::DeleteRetired(h),
+        }));
     }
 
     fn put_process(&mut self, process: Process) {
@@ -513,6 +562,17 @@ impl Tx<'_> {
             Err(refusal) if refusal.status == Status::SomeoneElseHoldsLock => return refusal,
             Err(_) => {}
         }
+        // A late copy of an acquire whose run already ended (its lock was
+        // released, expired or died with its process): granting it would
+        // hold the key for an owner that has moved on.
+        let ended_here = self
+            .table
+            .locks
+            .get(key)
+            .is_some_and(|dead| dead.owner_hash == owner_hash);
+        if ended_here || self.table.is_retired(owner_hash) {
+            return Outcome::status_only(Status::OwnerHashRetired);
+        }
         let lock = Lock {
             key: key.to_string(),
             owner_hash: owner_hash.to_string(),
@@ -574,6 +634,10 @@ impl Tx<'_> {
     }
 
     fn release(&mut self, key: &str, owner_hash: &str) -> Outcome {
+        // Whatever the answer, the owner is done with this run: a copy of
+        // its acquire still on the way must not grant it afterwards (e.g. a
+        // release after an acquire that failed with an unknown outcome).
+        self.retire(owner_hash);
         match self.held_by(key, owner_hash) {
             Ok(_) => {
                 self.delete_lock(key);
@@ -605,6 +669,9 @@ impl Tx<'_> {
         for p in dead_processes {
             self.delete_process(&p);
         }
+        let now = self.now();
+        let changes = self.table.retired.sweep(now);
+        self.push_retired(changes);
         Outcome::status_only(Status::Success)
     }
 

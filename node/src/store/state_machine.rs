@@ -13,11 +13,12 @@ use tokio::sync::watch;
 
 use super::crash::hit;
 use super::{decode, encode, must_write, to_io, Flusher};
-use crate::core::{Change, Lock, LockTable, Outcome, Process, Status, TableImage};
+use crate::core::{Change, Lock, LockTable, Outcome, Process, Retired, Status, TableImage};
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const LOCK_PREFIX: u8 = b'L';
 const PROCESS_PREFIX: u8 = b'P';
+const RETIRED_PREFIX: u8 = b'R';
 const META_APPLIED: &[u8] = b"M:applied";
 const META_MEMBERSHIP: &[u8] = b"M:membership";
 const META_NOW: &[u8] = b"M:now";
@@ -96,6 +97,10 @@ fn put_changes(batch: &mut sled::Batch, changes: Vec<Change>) -> io::Result<()> 
                 batch.insert(record_key(PROCESS_PREFIX, &p.process_hash), encode(&p)?)
             }
             Change::DeleteProcess(h) => batch.remove(record_key(PROCESS_PREFIX, &h)),
+            Change::PutRetired(r) => {
+                batch.insert(record_key(RETIRED_PREFIX, &r.process_hash), encode(&r)?)
+            }
+            Change::DeleteRetired(h) => batch.remove(record_key(RETIRED_PREFIX, &h)),
         }
     }
     Ok(())
@@ -199,6 +204,10 @@ fn load(sm: &sled::Tree) -> io::Result<Replica> {
     for kv in sm.scan_prefix([PROCESS_PREFIX]) {
         processes.push(decode::<Process>(&kv.map_err(to_io)?.1)?);
     }
+    let mut retired = Vec::new();
+    for kv in sm.scan_prefix([RETIRED_PREFIX]) {
+        retired.push(decode::<Retired>(&kv.map_err(to_io)?.1)?);
+    }
     let get = |k: &[u8]| sm.get(k).map_err(to_io);
     let last_applied: Option<LogId> = match get(META_APPLIED)? {
         Some(b) => decode(&b)?,
@@ -213,7 +222,7 @@ fn load(sm: &sled::Tree) -> io::Result<Replica> {
         None => 0,
     };
     Ok(Replica {
-        table: LockTable::from_parts(now, locks, processes),
+        table: LockTable::from_parts(now, locks, processes, retired),
         last_applied,
         membership,
     })
@@ -329,6 +338,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         for p in &image.processes {
             batch.insert(record_key(PROCESS_PREFIX, &p.process_hash), encode(p)?);
+        }
+        for r in &image.retired {
+            batch.insert(record_key(RETIRED_PREFIX, &r.process_hash), encode(r)?);
         }
         put_meta(&mut batch, &installed)?;
         let stored = encode(&StoredSnapshot {
