@@ -242,6 +242,7 @@ fn error_codes_and_their_http_statuses() {
         ("UNKNOWN_NODE", 404),
         ("NOT_FOUND", 404),
         ("METHOD_NOT_ALLOWED", 405),
+        ("OWNER_HASH_RETIRED", 409),
         ("PAYLOAD_TOO_LARGE", 413),
         ("INTERNAL", 500),
         ("NO_LEADER", 503),
