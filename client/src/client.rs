@@ -5,7 +5,10 @@ use crate::types::{
     OwnerStatusResponse, ProcessStatus, ReadAnswer, StatusAnswer,
 };
 use crate::Error;
-use locker_proto::{AcquireRequest, ExtendRequest, KeepaliveRequest, ReleaseRequest};
+use locker_proto::{
+    AcquireRequest, ErrorCode, ExtendRequest, KeepaliveRequest, LockOpStatus as LockStatus,
+    ReleaseRequest,
+};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -142,6 +145,10 @@ struct ClientInner {
 enum Attempt {
     Done(u16, Value),
     Retry {
+        /// Whether the request may have reached the cluster and been applied
+        /// (a timeout or reset after sending, a 503 TIMEOUT or a 500), as
+        /// opposed to certainly not (connection refused, 503 NO_LEADER).
+        maybe_applied: bool,
         why: String,
         retry_after: Option<Duration>,
     },
@@ -207,6 +214,22 @@ impl Client {
         extra_ms: u64,
         budget: Option<Duration>,
     ) -> Result<(u16, Value), Error> {
+        let mut uncertain = false;
+        self.call_noting(method, path, body, extra_ms, budget, &mut uncertain)
+            .await
+    }
+
+    /// [`Client::call`], also setting `uncertain` when a failed try may
+    /// have been applied all the same (its copy may still arrive later).
+    async fn call_noting(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra_ms: u64,
+        budget: Option<Duration>,
+        uncertain: &mut bool,
+    ) -> Result<(u16, Value), Error> {
         let opts = &self.inner.opts;
         let n = opts.endpoints.len();
         let start = Instant::now();
@@ -239,9 +262,11 @@ impl Client {
                 }
                 Attempt::Fatal(e) => return Err(e),
                 Attempt::Retry {
+                    maybe_applied,
                     why,
                     retry_after: ra,
                 } => {
+                    *uncertain |= maybe_applied;
                     tracing::debug!(endpoint = %endpoint, path, %why, "locker request failed; failing over");
                     last = format!("{endpoint}: {why}");
                     if ra.is_some() {
@@ -289,9 +314,12 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Retry {
+                    // Refused before anything was sent; anything else (a
+                    // timeout, a reset) may come after the node read it.
+                    maybe_applied: !e.is_connect(),
                     why: describe_reqwest_error(&e),
                     retry_after: None,
-                }
+                };
             }
         };
         let status = resp.status();
@@ -305,16 +333,23 @@ impl Client {
             Ok(b) => b,
             Err(e) => {
                 return Attempt::Retry {
+                    maybe_applied: true,
                     why: format!("reading the answer: {}", describe_reqwest_error(&e)),
                     retry_after,
                 }
             }
         };
         if status.is_server_error() {
-            let detail = serde_json::from_slice::<ErrorAnswer>(&bytes)
+            let parsed = serde_json::from_slice::<ErrorAnswer>(&bytes).ok();
+            // NO_LEADER: nothing was proposed (docs/http-api.md).
+            let maybe_applied = parsed
+                .as_ref()
+                .is_none_or(|b| b.error.code != ErrorCode::NoLeader);
+            let detail = parsed
                 .map(|b| format!("{} {}", b.error.code, b.error.message))
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
             return Attempt::Retry {
+                maybe_applied,
                 why: format!("HTTP {} {}", status.as_u16(), detail),
                 retry_after,
             };
@@ -355,8 +390,21 @@ impl Client {
         extra_ms: u64,
         budget: Option<Duration>,
     ) -> Result<LockResponse, Error> {
+        let mut uncertain = false;
+        self.lock_op_noting(path, body, extra_ms, budget, &mut uncertain)
+            .await
+    }
+
+    async fn lock_op_noting(
+        &self,
+        path: &str,
+        body: &Value,
+        extra_ms: u64,
+        budget: Option<Duration>,
+        uncertain: &mut bool,
+    ) -> Result<LockResponse, Error> {
         let (status, v) = self
-            .call(Method::POST, path, Some(body), extra_ms, budget)
+            .call_noting(Method::POST, path, Some(body), extra_ms, budget, uncertain)
             .await?;
         let r: LockResponse = decode(path, &v)?;
         if r.status.http_status() != status {
@@ -451,7 +499,44 @@ impl Client {
             // acquire itself still fails over.
             let _ = self.read_lock(key).await;
         }
-        self.lock_op(&path, &body, wait, budget).await
+        let mut uncertain = false;
+        let result = self
+            .lock_op_noting(&path, &body, wait, budget, &mut uncertain)
+            .await;
+        let granted = matches!(&result, Ok(r) if r.status == LockStatus::Success);
+        match (uncertain, granted, req.owner_hash.as_deref()) {
+            (true, false, Some(owner)) => self.fence_unknown_acquire(key, owner, result).await,
+            _ => result,
+        }
+    }
+
+    /// An acquire answered with a refusal (or an error) after an earlier try
+    /// whose fate is unknown: that try's copy may still reach the leader
+    /// later and grant the key to a run we have given up. A release by the
+    /// same owner hash ends the run for good (the node refuses any later
+    /// copy with `OWNER_HASH_RETIRED`), so the answer we return stays true.
+    async fn fence_unknown_acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        result: Result<LockResponse, Error>,
+    ) -> Result<LockResponse, Error> {
+        let unknown = |why: String| Error::Unavailable {
+            elapsed_ms: 0,
+            endpoints: self.inner.opts.endpoints.join(","),
+            last: why,
+        };
+        match self.release(key, owner).await {
+            // The lost try had taken the key after all; it is free again,
+            // but "refused" would be a lie: the outcome was a brief grant.
+            Ok(r) if r.status == LockStatus::Success => Err(unknown(format!(
+                "an earlier try of this acquire took {key:?} after the answer; released again"
+            ))),
+            Ok(_) => result,
+            Err(e) => Err(unknown(format!(
+                "acquire of {key:?}: an earlier try may still be applied, and ending its run failed: {e}"
+            ))),
+        }
     }
 
     /// `POST /v1/locks/{key}/extend`.

@@ -8,7 +8,7 @@ use crate::heartbeater::{Extender, Heartbeater, LockState};
 use crate::reporter::{Reporter, ReporterConfig};
 use crate::types::{LockData, LockResponse, LockStatus, OwnerHashStatus, OwnerStatusResponse};
 use crate::Error;
-use locker_proto::AcquireRequest;
+use locker_proto::{AcquireRequest, ErrorCode};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -536,7 +536,9 @@ impl Locker {
                 // already ended (its lease ran out, its process was counted
                 // dead) before this copy arrived. Nothing was done by this
                 // one, and that run is over: start a new one.
-                Err(Error::Api { code, .. }) if code == "OWNER_HASH_RETIRED" && retired < 2 => {
+                Err(Error::Api { code, .. })
+                    if code == ErrorCode::OwnerHashRetired && retired < 2 =>
+                {
                     retired += 1;
                     continue;
                 }

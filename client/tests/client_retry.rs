@@ -44,3 +44,60 @@ fn an_acquire_whose_answer_was_lost_is_not_refused_on_retry() {
         );
     });
 }
+
+/// A refused acquire after a try whose fate is unknown must stay refused:
+/// the lost try's copy, arriving once the key is free again, must not grant
+/// it to a run the caller was told it did not get (found by the fault
+/// suite in the same family as tests/tests/late_copies.rs). The client ends
+/// that run with a release before it answers, and the node then refuses
+/// the late copy.
+#[test]
+fn a_refused_retry_fences_the_lost_try() {
+    let _slot = cluster_slot();
+    let mut c = start_cluster(3);
+    let leader = c.wait_ready(std::time::Duration::from_secs(30));
+    let follower = c.followers()[0];
+    let (lurl, furl) = (c.url(leader), c.url(follower));
+    let k = key("fence-lost-try/");
+    // Someone else holds the key.
+    let holder = format!("{k}@other/1.1.1");
+    let a = locker_tests::api::acquire(&lurl, &k, serde_json::json!({"owner_hash": holder}));
+    assert_eq!(a.code, 200, "{:?}", a.body);
+    // The first endpoint is a frozen follower: the first try's bytes wait
+    // in its socket, and the try times out with its fate unknown.
+    c.node_mut(follower).pause();
+    let rt = runtime();
+    let owner = format!("{k}@me/2.2.7");
+    let answer = rt.block_on(async {
+        let client = Client::new(ClientOptions {
+            endpoints: vec![furl.clone(), lurl.clone()],
+            failover_timeout_ms: 4_000,
+            ..Default::default()
+        })
+        .expect("client");
+        client
+            .acquire(
+                &k,
+                &AcquireRequest {
+                    owner_hash: Some(owner.clone()),
+                    ttl_ms: Some(60_000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("acquire answered")
+    });
+    assert_eq!(answer.status, LockStatus::SomeoneElseHoldsLock);
+    // The key is freed, then the lost try arrives.
+    let r = locker_tests::api::release(&lurl, &k, &holder);
+    assert_eq!(r.status(), "SUCCESS", "{:?}", r.body);
+    c.node_mut(follower).resume();
+    c.assert_replicas_agree(std::time::Duration::from_secs(30));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let read = locker_tests::api::read(&lurl, &k);
+    assert_eq!(
+        read.body["locked"], false,
+        "the lost try granted the key to a run that was refused: {:?}",
+        read.body
+    );
+}

@@ -103,8 +103,20 @@ fn lock_lifecycle_on_leader_and_follower() {
             json!({"status": "MALFORMED_OWNER_HASH", "key": null, "lock": null})
         );
 
-        // The next holder gets a larger fencing token.
-        let r = api::acquire(url, &key, json!({"owner_hash": b}));
+        // Both runs are over: `a` released, and `b` sent a release too
+        // (refused, but it declared that run ended). Neither comes back.
+        for ended in [&a, &b] {
+            let r = api::acquire(url, &key, json!({"owner_hash": ended}));
+            assert_eq!(
+                (r.code, r.error_code()),
+                (409, "OWNER_HASH_RETIRED"),
+                "{via}: {:?}",
+                r.body
+            );
+        }
+
+        // The next run gets a larger fencing token.
+        let r = api::acquire(url, &key, json!({"owner_hash": owner(&key, 3)}));
         assert!(r.lock().map(|l| l.fencing_token) > Some(token));
     });
 }
