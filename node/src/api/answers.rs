@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use locker_proto::{
-    ErrorCode, KeepaliveAnswer, Lock, LockAnswer, LockOpStatus, OwnerStatus, ProcessStatus, RaftState,
-    StatusAnswer,
+    ErrorCode, KeepaliveAnswer, Lock, LockAnswer, LockOpStatus, OwnerStatus, ProcessStatus,
+    RaftState, StatusAnswer,
 };
 use openraft::ServerState;
 
