@@ -141,6 +141,25 @@ struct ClientInner {
     anonymous_process: String,
 }
 
+/// A 5xx answer: retried elsewhere. Whether it may have been applied
+/// depends on its code: `NO_LEADER` means nothing was proposed
+/// (docs/http-api.md); anything else (TIMEOUT, INTERNAL, a proxy's page)
+/// may come after the write was proposed.
+fn server_error(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> Attempt {
+    let parsed = serde_json::from_slice::<ErrorAnswer>(bytes).ok();
+    let maybe_applied = parsed
+        .as_ref()
+        .is_none_or(|b| b.error.code != ErrorCode::NoLeader);
+    let detail = parsed
+        .map(|b| format!("{} {}", b.error.code, b.error.message))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(200).collect());
+    Attempt::Retry {
+        maybe_applied,
+        why: format!("HTTP {} {}", status.as_u16(), detail),
+        retry_after,
+    }
+}
+
 /// What one attempt against one endpoint produced.
 enum Attempt {
     Done(u16, Value),
@@ -340,19 +359,7 @@ impl Client {
             }
         };
         if status.is_server_error() {
-            let parsed = serde_json::from_slice::<ErrorAnswer>(&bytes).ok();
-            // NO_LEADER: nothing was proposed (docs/http-api.md).
-            let maybe_applied = parsed
-                .as_ref()
-                .is_none_or(|b| b.error.code != ErrorCode::NoLeader);
-            let detail = parsed
-                .map(|b| format!("{} {}", b.error.code, b.error.message))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Attempt::Retry {
-                maybe_applied,
-                why: format!("HTTP {} {}", status.as_u16(), detail),
-                retry_after,
-            };
+            return server_error(status, &bytes, retry_after);
         }
         let value: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,

@@ -512,26 +512,8 @@ impl Locker {
         let mut retired = 0;
         loop {
             let (rep, view) = self.live_process().await?;
-            // A key or trace no owner hash can carry (a line break, a trace
-            // that reads as another owner hash's end) is refused up front.
-            let owner = make_owner_hash(key, &view.process_hash, next_seq(), opts.trace.as_deref())
-                .map_err(|e| Error::Config(e.to_string()))?;
             let sent = self.inner.clock.now_ms();
-            let answer = self
-                .inner
-                .client
-                .acquire(
-                    key,
-                    &AcquireRequest {
-                        owner_hash: Some(owner),
-                        process_hash: Some(view.process_hash.to_string()),
-                        trace: opts.trace.clone(),
-                        ttl_ms: Some(self.inner.opts.lock_ttl_ms),
-                        wait_ms: opts.wait_ms.filter(|w| *w > 0),
-                    },
-                )
-                .await;
-            let resp = match answer {
+            let resp = match self.send_acquire(key, &opts, &view).await {
                 // Another copy of this very request was granted and its run
                 // already ended (its lease ran out, its process was counted
                 // dead) before this copy arrived. Nothing was done by this
@@ -589,6 +571,27 @@ impl Locker {
                 }
             }
         }
+    }
+
+    /// One acquire as a new run (a new owner hash) of this locker's process.
+    async fn send_acquire(
+        &self,
+        key: &str,
+        opts: &AcquireOptions,
+        view: &ProcessView,
+    ) -> Result<LockResponse, Error> {
+        // A key or trace no owner hash can carry (a line break, a trace
+        // that reads as another owner hash's end) is refused up front.
+        let owner = make_owner_hash(key, &view.process_hash, next_seq(), opts.trace.as_deref())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let req = AcquireRequest {
+            owner_hash: Some(owner),
+            process_hash: Some(view.process_hash.to_string()),
+            trace: opts.trace.clone(),
+            ttl_ms: Some(self.inner.opts.lock_ttl_ms),
+            wait_ms: opts.wait_ms.filter(|w| *w > 0),
+        };
+        self.inner.client.acquire(key, &req).await
     }
 
     fn emit(&self, kind: ErrorKind, e: Error) {
