@@ -24,14 +24,14 @@ use tokio::time::{sleep, Instant};
 /// A failover client for the harness's own workers. One attempt may take a
 /// little longer than the node's leader wait + write timeout (3 s + 5 s), so
 /// most faults end in an answer; the whole call gives up after `budget_ms`.
-pub fn client(urls: &[String], budget_ms: u64) -> Result<Client, String> {
+pub fn client(urls: &[String], budget_ms: u64) -> anyhow::Result<Client> {
     Client::new(ClientOptions {
         endpoints: urls.to_vec(),
         request_timeout_ms: 6_500,
         connect_timeout_ms: 1_000,
         failover_timeout_ms: budget_ms,
     })
-    .map_err(|e| format!("locker client: {e}"))
+    .map_err(|e| anyhow::anyhow!("locker client: {e}"))
 }
 
 fn lock_fields(call: &Call, r: &LockResponse) -> (OpType, Fields) {
@@ -167,7 +167,7 @@ pub struct ClientHolderArgs {
 /// history, so the lease checker cannot prove this lock's window (it skips
 /// it); the takeover is judged by the liveness, linearizability and
 /// fencing checkers.
-pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
+pub async fn holder_main(a: ClientHolderArgs) -> anyhow::Result<()> {
     let locker = Locker::new(LockerOptions {
         endpoints: a.urls.clone(),
         report_write_ms: a.keepalive_ms.max(50),
@@ -178,7 +178,7 @@ pub async fn holder_main(a: ClientHolderArgs) -> Result<(), String> {
         failover_timeout_ms: 5_000,
         ..LockerOptions::default()
     })
-    .map_err(|e| format!("locker: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("locker: {e}"))?;
     let end = Instant::now() + Duration::from_secs(a.max_secs);
     let mut attempts = 0u32;
     while Instant::now() < end && attempts < 1_000 {

@@ -339,29 +339,29 @@ pub fn fault_windows(ops: &[Op]) -> Vec<FaultWindow> {
     out
 }
 
-pub fn read_history(path: &Path) -> Result<Vec<Op>, String> {
-    let f = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+pub fn read_history(path: &Path) -> anyhow::Result<Vec<Op>> {
+    let f = File::open(path).map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
     let mut ops = Vec::new();
     for (n, line) in BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+        let line = line.map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
         if line.trim().is_empty() {
             continue;
         }
         let op: Op = serde_json::from_str(&line)
-            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
         ops.push(op);
     }
     Ok(ops)
 }
 
-pub fn write_history(path: &Path, ops: &[Op]) -> Result<(), String> {
-    let f = File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+pub fn write_history(path: &Path, ops: &[Op]) -> anyhow::Result<()> {
+    let f = File::create(path).map_err(|e| anyhow::anyhow!("create {}: {e}", path.display()))?;
     let mut w = BufWriter::new(f);
     for op in ops {
-        let line = serde_json::to_string(op).map_err(|e| e.to_string())?;
-        writeln!(w, "{line}").map_err(|e| e.to_string())?;
+        let line = serde_json::to_string(op)?;
+        writeln!(w, "{line}")?;
     }
-    w.flush().map_err(|e| e.to_string())
+    Ok(w.flush()?)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for the harness and its helper
@@ -392,11 +392,13 @@ struct RecorderInner {
 }
 
 impl Recorder {
-    pub fn new(path: Option<&Path>) -> Result<Recorder, String> {
+    pub fn new(path: Option<&Path>) -> anyhow::Result<Recorder> {
         let file = match path {
-            Some(p) => Some(BufWriter::new(
-                File::create(p).map_err(|e| format!("create {}: {e}", p.display()))?,
-            )),
+            Some(p) => {
+                Some(BufWriter::new(File::create(p).map_err(|e| {
+                    anyhow::anyhow!("create {}: {e}", p.display())
+                })?))
+            }
             None => None,
         };
         Ok(Recorder {
@@ -576,7 +578,7 @@ mod tests {
         assert!(ops[0].time_ns <= ops[1].time_ns);
         std::fs::write(&path, "{not json}\n").expect("write");
         let err = read_history(&path).expect_err("must fail");
-        assert!(err.contains(":1:"), "{err}");
+        assert!(err.to_string().contains(":1:"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

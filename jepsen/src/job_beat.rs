@@ -28,13 +28,13 @@ pub enum OnTerm {
 }
 
 impl OnTerm {
-    pub fn parse(s: &str) -> Result<OnTerm, String> {
+    pub fn parse(s: &str) -> anyhow::Result<OnTerm> {
         match s {
             "exit" => Ok(OnTerm::Exit),
             "ignore" => Ok(OnTerm::Ignore),
             _ => match s.strip_prefix("linger:").map(str::parse::<u64>) {
                 Some(Ok(ms)) if ms <= 60_000 => Ok(OnTerm::Linger(ms)),
-                _ => Err(format!(
+                _ => Err(anyhow::anyhow!(
                     "--on-term {s:?}: expected exit, ignore or linger:MS (MS <= 60000)"
                 )),
             },
@@ -67,7 +67,7 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     TERM.store(true, Ordering::SeqCst);
 }
 
-fn install(on_term: OnTerm) -> Result<(), String> {
+fn install(on_term: OnTerm) -> anyhow::Result<()> {
     let handler = match on_term {
         // The default action: the kernel ends the process at once.
         OnTerm::Exit => return Ok(()),
@@ -77,7 +77,10 @@ fn install(on_term: OnTerm) -> Result<(), String> {
     // SAFETY: installing a handler that only stores to an atomic, or SIG_IGN.
     let prev = unsafe { libc::signal(libc::SIGTERM, handler) };
     if prev == libc::SIG_ERR {
-        return Err(format!("signal: {}", std::io::Error::last_os_error()));
+        return Err(anyhow::anyhow!(
+            "signal: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -90,7 +93,7 @@ pub(crate) fn beat_line(
     job: &str,
     ev: &str,
     extra: &str,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let l = format!(
         "{{\"k\":{},\"j\":{},\"t\":{},\"e\":\"{ev}\"{extra}}}\n",
         serde_json::Value::from(key),
@@ -98,16 +101,16 @@ pub(crate) fn beat_line(
         monotonic_ns()
     );
     f.write_all(l.as_bytes())
-        .map_err(|e| format!("write beat: {e}"))
+        .map_err(|e| anyhow::anyhow!("write beat: {e}"))
 }
 
-pub fn job_beat_main(a: BeatArgs) -> Result<(), String> {
+pub fn job_beat_main(a: BeatArgs) -> anyhow::Result<()> {
     install(a.on_term)?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&a.file)
-        .map_err(|e| format!("open {}: {e}", a.file.display()))?;
+        .map_err(|e| anyhow::anyhow!("open {}: {e}", a.file.display()))?;
     // SAFETY: getpid/getpgid(0) only read our own ids.
     let (pid, pgid) = unsafe { (libc::getpid(), libc::getpgid(0)) };
     beat_line(
@@ -151,14 +154,14 @@ mod tests {
 
     #[test]
     fn on_term_parses() {
-        assert_eq!(OnTerm::parse("exit"), Ok(OnTerm::Exit));
-        assert_eq!(OnTerm::parse("ignore"), Ok(OnTerm::Ignore));
-        assert_eq!(OnTerm::parse("linger:150"), Ok(OnTerm::Linger(150)));
+        assert_eq!(OnTerm::parse("exit").ok(), Some(OnTerm::Exit));
+        assert_eq!(OnTerm::parse("ignore").ok(), Some(OnTerm::Ignore));
+        assert_eq!(OnTerm::parse("linger:150").ok(), Some(OnTerm::Linger(150)));
         assert!(OnTerm::parse("linger:x").is_err());
         assert!(OnTerm::parse("linger:999999").is_err());
         assert!(OnTerm::parse("nap").is_err());
         for t in [OnTerm::Exit, OnTerm::Ignore, OnTerm::Linger(7)] {
-            assert_eq!(OnTerm::parse(&t.arg()), Ok(t));
+            assert_eq!(OnTerm::parse(&t.arg()).ok(), Some(t));
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct LibJobArgs {
 }
 
 /// Exit codes, as `locker run`'s: 0 done, 3 held, 5 lost, 1 error.
-pub async fn lib_job_main(a: LibJobArgs) -> Result<u8, String> {
+pub async fn lib_job_main(a: LibJobArgs) -> anyhow::Result<u8> {
     let p = a.process_ttl_ms.max(500);
     let locker = Locker::new(LockerOptions {
         endpoints: a.urls.clone(),
@@ -40,7 +40,7 @@ pub async fn lib_job_main(a: LibJobArgs) -> Result<u8, String> {
         failover_timeout_ms: 3_000,
         ..LockerOptions::default()
     })
-    .map_err(|e| format!("locker: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("locker: {e}"))?;
     let opts = AcquireOptions {
         trace: None,
         wait_ms: (a.wait_ms > 0).then_some(a.wait_ms),
@@ -61,7 +61,7 @@ pub async fn lib_job_main(a: LibJobArgs) -> Result<u8, String> {
         .create(true)
         .append(true)
         .open(&a.file)
-        .map_err(|e| format!("open {}: {e}", a.file.display()))?;
+        .map_err(|e| anyhow::anyhow!("open {}: {e}", a.file.display()))?;
     let hb = acq.heartbeater();
     let end = Instant::now() + Duration::from_millis(a.run_ms);
     let mut code = 0u8;

@@ -304,9 +304,8 @@ fn real_main() -> Result<ExitCode> {
                 job: a.job,
                 run_ms: a.run_ms.min(600_000),
                 interval_ms: a.interval_ms,
-                on_term: OnTerm::parse(&a.on_term).map_err(anyhow::Error::msg)?,
-            })
-            .map_err(anyhow::Error::msg)?;
+                on_term: OnTerm::parse(&a.on_term)?,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::LibJob(a) => lib_job_cmd(a),
@@ -355,7 +354,7 @@ fn test_cmd(a: TestArgs) -> Result<ExitCode> {
         duration_s: a.fault_duration,
         process_ttl_ms: a.process_ttl_ms,
     };
-    let r = run_test(opts).map_err(anyhow::Error::msg)?;
+    let r = run_test(opts)?;
     println!("{}", report::terminal_summary(&r));
     println!("report: {}", a.out.join("report.html").display());
     if a.require_negative_control_failure && r.negative_control_failed != Some(true) {
@@ -380,7 +379,7 @@ fn previous_results(history: &std::path::Path) -> Option<serde_json::Value> {
 }
 
 fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
-    let ops = read_history(&a.history).map_err(anyhow::Error::msg)?;
+    let ops = read_history(&a.history)?;
     let prev = previous_results(&a.history);
     let mut opts = prev
         .as_ref()
@@ -401,7 +400,7 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
         .filter(|v| v.is_object())
         .unwrap_or_else(|| serde_json::json!({}));
     meta["rechecked_history"] = serde_json::json!(a.history.display().to_string());
-    report::write_all(&dir, &ops, &r, &meta).map_err(anyhow::Error::msg)?;
+    report::write_all(&dir, &ops, &r, &meta)?;
     println!("{}", report::terminal_summary(&r));
     Ok(exit_for(r.valid))
 }
@@ -455,18 +454,16 @@ fn lib_job_cmd(a: LibJobCli) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("runtime")?;
-    let code = rt
-        .block_on(lib_job_main(LibJobArgs {
-            urls: a.urls.split(',').map(str::to_string).collect(),
-            file: a.file,
-            key: a.key,
-            job: a.job,
-            run_ms: a.run_ms.min(600_000),
-            interval_ms: a.interval_ms,
-            wait_ms: a.wait_ms.min(600_000),
-            process_ttl_ms: a.process_ttl_ms,
-        }))
-        .map_err(anyhow::Error::msg)?;
+    let code = rt.block_on(lib_job_main(LibJobArgs {
+        urls: a.urls.split(',').map(str::to_string).collect(),
+        file: a.file,
+        key: a.key,
+        job: a.job,
+        run_ms: a.run_ms.min(600_000),
+        interval_ms: a.interval_ms,
+        wait_ms: a.wait_ms.min(600_000),
+        process_ttl_ms: a.process_ttl_ms,
+    }))?;
     Ok(ExitCode::from(code))
 }
 
@@ -495,6 +492,6 @@ fn holder_cmd(a: HolderCli) -> Result<ExitCode> {
             max_secs,
         })),
     };
-    done.map_err(anyhow::Error::msg)?;
+    done?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,16 +8,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub fn write_results(dir: &Path, results: &Results, meta: &Value) -> Result<(), String> {
-    let mut v = serde_json::to_value(results).map_err(|e| e.to_string())?;
+pub fn write_results(dir: &Path, results: &Results, meta: &Value) -> anyhow::Result<()> {
+    let mut v = serde_json::to_value(results)?;
     v["run"] = meta.clone();
-    let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("results.json"), text).map_err(|e| format!("write results.json: {e}"))
+    let text = serde_json::to_string_pretty(&v)?;
+    std::fs::write(dir.join("results.json"), text)
+        .map_err(|e| anyhow::anyhow!("write results.json: {e}"))
 }
 
-pub fn write_report(dir: &Path, ops: &[Op], results: &Results, meta: &Value) -> Result<(), String> {
+pub fn write_report(dir: &Path, ops: &[Op], results: &Results, meta: &Value) -> anyhow::Result<()> {
     let html = render(ops, results, meta);
-    std::fs::write(dir.join("report.html"), html).map_err(|e| format!("write report.html: {e}"))
+    std::fs::write(dir.join("report.html"), html)
+        .map_err(|e| anyhow::anyhow!("write report.html: {e}"))
 }
 
 pub fn esc(s: &str) -> String {
@@ -475,8 +477,8 @@ pub fn render(ops: &[Op], results: &Results, meta: &Value) -> String {
 }
 
 /// Writes history (if given), results.json and report.html for a checked run.
-pub fn write_all(dir: &Path, ops: &[Op], results: &Results, meta: &Value) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+pub fn write_all(dir: &Path, ops: &[Op], results: &Results, meta: &Value) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
     write_results(dir, results, meta)?;
     write_report(dir, ops, results, meta)
 }

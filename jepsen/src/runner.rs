@@ -121,42 +121,46 @@ pub struct TestOpts {
 }
 
 /// Runs one test; the returned results were also written to `out`.
-pub fn run_test(o: TestOpts) -> Result<Results, String> {
-    std::fs::create_dir_all(&o.out).map_err(|e| format!("create {}: {e}", o.out.display()))?;
+pub fn run_test(o: TestOpts) -> anyhow::Result<Results> {
+    std::fs::create_dir_all(&o.out)
+        .map_err(|e| anyhow::anyhow!("create {}: {e}", o.out.display()))?;
     let mut rng = Rng::new(o.seed);
     let hosts = Hosts::new(o.hosts, &mut rng.fork(1));
     let extra = o.nemesis.contains(&Fault::Member) as u64;
     if hosts.kind == HostKind::Netns {
         eprintln!("[setup] namespaces {}-*", hosts.prefix);
     }
-    hosts.setup(o.nodes + extra)?;
+    hosts.setup(o.nodes + extra).map_err(anyhow::Error::msg)?;
     let clients = Arc::new(ClientHosts::new(&hosts, clients_needed(&o.workloads)));
     if let Err(e) = clients.setup() {
         hosts.teardown();
-        return Err(e);
+        return Err(anyhow::Error::msg(e));
     }
     let h2 = hosts.clone();
     let joined = std::thread::Builder::new()
         .name("harness".into())
-        .spawn(move || -> Result<Results, String> {
+        .spawn(move || -> anyhow::Result<Results> {
             if h2.kind == HostKind::Netns {
-                enter_netns(&h2.harness_ns())?;
+                enter_netns(&h2.harness_ns()).map_err(anyhow::Error::msg)?;
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
-                .map_err(|e| format!("runtime: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("runtime: {e}"))?;
             rt.block_on(run_async(o, h2, rng, clients))
         })
-        .map_err(|e| format!("spawn harness thread: {e}"))
-        .and_then(|h| h.join().map_err(|_| "the harness panicked".to_string()));
+        .map_err(|e| anyhow::anyhow!("spawn harness thread: {e}"))
+        .and_then(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("the harness panicked"))
+        });
     // Always, whatever happened above.
     hosts.teardown();
     joined?
 }
 
-async fn wait_ready(api: &Api, c: &Cluster, limit: Duration) -> Result<(), String> {
+async fn wait_ready(api: &Api, c: &Cluster, limit: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < end {
@@ -173,7 +177,7 @@ async fn wait_ready(api: &Api, c: &Cluster, limit: Duration) -> Result<(), Strin
         }
         sleep(Duration::from_millis(300)).await;
     }
-    Err(format!("cluster not ready after {limit:?}: {last}"))
+    Err(anyhow::anyhow!("cluster not ready after {limit:?}: {last}"))
 }
 
 async fn run_async(
@@ -181,7 +185,7 @@ async fn run_async(
     hosts: Hosts,
     mut rng: Rng,
     clients: Arc<ClientHosts>,
-) -> Result<Results, String> {
+) -> anyhow::Result<Results> {
     let rec = Arc::new(Recorder::new(Some(&o.out.join("history.jsonl")))?);
     let (mut cluster, api) = start_cluster(&o, hosts, &mut rng).await?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -236,7 +240,7 @@ async fn start_cluster(
     o: &TestOpts,
     hosts: Hosts,
     rng: &mut Rng,
-) -> Result<(Cluster, Api), String> {
+) -> anyhow::Result<(Cluster, Api)> {
     let secret = format!("jepsen-{}", rng.next_u64());
     let mut cluster = Cluster::new(
         hosts,
@@ -247,17 +251,19 @@ async fn start_cluster(
     );
     // Longer than the node's leader wait (3 s) and write timeout (5 s), so
     // most faults end in a definite 503 rather than an unknown timeout.
-    let api = Api::new(Duration::from_millis(6_500))?;
-    crate::power_loss::prepare(&mut cluster, &o.nemesis, &o.out)?;
+    let api = Api::new(Duration::from_millis(6_500)).map_err(anyhow::Error::msg)?;
+    crate::power_loss::prepare(&mut cluster, &o.nemesis, &o.out).map_err(anyhow::Error::msg)?;
     for id in 1..=o.nodes {
-        cluster.start(id, NodeFlags::default())?;
+        cluster
+            .start(id, NodeFlags::default())
+            .map_err(anyhow::Error::msg)?;
     }
     if let Err(e) = wait_ready(&api, &cluster, Duration::from_secs(60)).await {
         let tails: Vec<String> = (1..=o.nodes)
             .map(|i| format!("--- node {i} ---\n{}", cluster.node_log_tail(i, 15)))
             .collect();
         cluster.stop_all().await;
-        return Err(format!("{e}\n{}", tails.join("\n")));
+        return Err(anyhow::anyhow!("{e}\n{}", tails.join("\n")));
     }
     eprintln!(
         "[setup] cluster of {} ready at {}",
@@ -271,7 +277,7 @@ async fn start_cluster(
 /// the run workload's shared record.
 struct Spawned {
     resources: Vec<Arc<Resource>>,
-    run_cfg: Option<Result<Arc<RunCfg>, String>>,
+    run_cfg: Option<anyhow::Result<Arc<RunCfg>>>,
 }
 
 /// Spawns every worker of every workload.
@@ -281,8 +287,8 @@ fn spawn_workloads(
     rng: &mut Rng,
     clients: &Arc<ClientHosts>,
     tasks: &mut tokio::task::JoinSet<()>,
-) -> Result<Spawned, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+) -> anyhow::Result<Spawned> {
+    let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("current exe: {e}"))?;
     let mut next_id = 1u64;
     let mut sp = Spawned {
         resources: Vec::new(),
@@ -339,7 +345,13 @@ fn spawn_workloads(
                     RunCfg::new(&o.out, exe.clone(), bin, o.process_ttl_ms, clients.clone())
                         .map(Arc::new)
                 });
-                workload_run::spawn(tasks, w, ctx, cfg.as_ref()?, rng);
+                workload_run::spawn(
+                    tasks,
+                    w,
+                    ctx,
+                    cfg.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?,
+                    rng,
+                );
             }
         }
     }
@@ -355,7 +367,7 @@ async fn drive(
     api: &Api,
     ctx: &Ctx,
     until: Instant,
-) -> Result<(bool, bool), String> {
+) -> anyhow::Result<(bool, bool)> {
     let mut recovered = true;
     let main = async {
         nemesis.run(cluster, until).await;
@@ -368,9 +380,9 @@ async fn drive(
         tokio::time::sleep_until(ctx.deadline).await;
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("signal handler: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| format!("signal handler: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
     let interrupted = tokio::select! {
         _ = main => false,
         Some(()) = int.recv() => {
@@ -393,7 +405,7 @@ async fn wind_down(
     rec: &Arc<Recorder>,
     cluster: &mut Cluster,
     interrupted: bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let drain = tokio::time::timeout(Duration::from_secs(20), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -406,7 +418,8 @@ async fn wind_down(
     }
     if !interrupted {
         // Checker 6's input, once the workers are quiet (see replicas.rs).
-        let admin = crate::admin::Admin::new(&cluster.secret, Duration::from_secs(3))?;
+        let admin = crate::admin::Admin::new(&cluster.secret, Duration::from_secs(3))
+            .map_err(anyhow::Error::msg)?;
         let limit = Duration::from_secs(20);
         let got = crate::replicas::collect(&admin, cluster, rec, limit).await;
         eprintln!("[replicas] {got}");
@@ -431,7 +444,7 @@ struct RunEnd {
 }
 
 /// Checks the history and writes it, results.json and the report.
-fn check_and_report(o: &TestOpts, rec: &Recorder, run: RunEnd) -> Result<Results, String> {
+fn check_and_report(o: &TestOpts, rec: &Recorder, run: RunEnd) -> anyhow::Result<Results> {
     let ops = rec.snapshot();
     // Rewrite in time order (helper-process lines may have arrived late).
     write_history(&o.out.join("history.jsonl"), &ops)?;
@@ -460,7 +473,7 @@ fn check_and_report(o: &TestOpts, rec: &Recorder, run: RunEnd) -> Result<Results
     });
     report::write_all(&o.out, &ops, &results, &meta)?;
     if run.interrupted {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "interrupted; partial results in {}: {}",
             o.out.display(),
             results.verdict

@@ -546,7 +546,7 @@ fn spawn_holder(
     key: &str,
     owner: &str,
     ph: &str,
-) -> Result<tokio::process::Child, String> {
+) -> anyhow::Result<tokio::process::Child> {
     w.ctx
         .clients
         .command(cfg.host, &cfg.exe)
@@ -572,7 +572,7 @@ fn spawn_holder(
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("spawn holder: {e}"))
+        .map_err(|e| anyhow::anyhow!("spawn holder: {e}"))
 }
 
 /// Arguments of the `holder` helper process.
@@ -590,9 +590,9 @@ pub struct HolderArgs {
 /// acquire the lock bound to the process, then just keep the process alive
 /// until killed (or `max_secs`). Each operation is printed as one history
 /// line with an absolute CLOCK_MONOTONIC time, which the harness rebases.
-pub async fn holder_main(a: HolderArgs) -> Result<(), String> {
+pub async fn holder_main(a: HolderArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let api = Api::new(Duration::from_millis(2_000))?;
+    let api = Api::new(Duration::from_millis(2_000)).map_err(anyhow::Error::msg)?;
     let end = Instant::now() + Duration::from_secs(a.max_secs);
     let emit = |kind: OpType, f: &str, key: &str, v: Value| {
         let op =

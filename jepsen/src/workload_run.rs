@@ -86,9 +86,10 @@ impl RunCfg {
         locker_bin: PathBuf,
         process_ttl_ms: u64,
         clients: Arc<ClientHosts>,
-    ) -> Result<RunCfg, String> {
+    ) -> anyhow::Result<RunCfg> {
         let dir = out.join("jobs");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("mkdir {}: {e}", dir.display()))?;
         Ok(RunCfg {
             exe,
             locker_bin,
@@ -376,7 +377,10 @@ impl Runner {
             );
             let (kind, v) = match self.one(&plan).await {
                 Ok(o) => outcome_op(&plan, &o),
-                Err(e) => (OpType::Fail, json!({"job": plan.job, "error": e})),
+                Err(e) => (
+                    OpType::Fail,
+                    json!({"job": plan.job, "error": format!("{e:#}")}),
+                ),
             };
             self.record(RUN_PROCESS + self.id, kind, "run", v);
             self.cfg.clients.set_running(self.host, None);
@@ -390,7 +394,7 @@ impl Runner {
     }
 
     /// Runs one `locker run` (or, unlocked, the job itself) to its end.
-    async fn one(&mut self, plan: &Plan) -> Result<Outcome, String> {
+    async fn one(&mut self, plan: &Plan) -> anyhow::Result<Outcome> {
         let (mut child, started) = self.spawn_run(plan)?;
         let mut o = Outcome {
             exit: None,
@@ -413,25 +417,22 @@ impl Runner {
     fn spawn_run(
         &self,
         plan: &Plan,
-    ) -> Result<
-        (
-            tokio::process::Child,
-            tokio::sync::watch::Receiver<Option<i64>>,
-        ),
-        String,
-    > {
+    ) -> anyhow::Result<(
+        tokio::process::Child,
+        tokio::sync::watch::Receiver<Option<i64>>,
+    )> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.cfg.log_dir.join(format!("runner{}.log", self.id)))
-            .map_err(|e| format!("runner log: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("runner log: {e}"))?;
         let mut cmd = self.command(plan);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("spawn: {e}"))?;
         let (tx, started) = tokio::sync::watch::channel(None::<i64>);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(async move {
@@ -558,11 +559,11 @@ fn outcome_op(plan: &Plan, o: &Outcome) -> (OpType, Value) {
 }
 
 /// Turns the shared heartbeat record into one `job` event per job.
-pub fn collect(rec: &Recorder, record: &Path) -> Result<usize, String> {
+pub fn collect(rec: &Recorder, record: &Path) -> anyhow::Result<usize> {
     let text = match std::fs::read_to_string(record) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(format!("read {}: {e}", record.display())),
+        Err(e) => return Err(anyhow::anyhow!("read {}: {e}", record.display())),
     };
     let (spans, bad) = spans_from_record(&text, |k| k == UNLOCKED_KEY, |t| rec.relative(t));
     if bad > 0 {
