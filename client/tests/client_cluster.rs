@@ -85,6 +85,7 @@ fn a_job_that_blocks_its_runtime_longer_than_the_process_ttl_keeps_its_lock() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn killing_the_leader_during_a_job_does_not_interrupt_it() {
     let _slot = cluster_slot();
     let mut cluster = start_cluster(3);

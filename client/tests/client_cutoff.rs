@@ -17,6 +17,7 @@ const WRITE_MS: u64 = 500;
 /// The default margin: a tenth of the ttl.
 const MARGIN_MS: u64 = PROCESS_TTL_MS / 10;
 
+#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn loss_is_reported_in_time(stop_grace_ms: u64) {
     let _slot = cluster_slot();
     let c = start_cluster(1);

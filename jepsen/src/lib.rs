@@ -1,9 +1,6 @@
 //! Locker's Jepsen-style test suite: history model, checkers, report, and the
 //! runner that drives real clusters under faults.
 
-// Functions a reader can hold in their head: at most 70 lines (clippy.toml).
-#![warn(clippy::too_many_lines)]
-
 pub mod admin;
 pub mod api;
 pub mod bench;

@@ -1,8 +1,5 @@
 //! `locker-jepsen`: fault-injection test suite and benchmark for Locker.
 
-// Functions a reader can hold in their head: at most 70 lines (clippy.toml).
-#![warn(clippy::too_many_lines)]
-
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use locker_jepsen::checker::{check_all, CheckOptions, Validity};

@@ -1,8 +1,5 @@
 //! `locker-node`: one node of a Locker cluster.
 
-// Functions a reader can hold in their head: at most 70 lines (clippy.toml).
-#![warn(clippy::too_many_lines)]
-
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;

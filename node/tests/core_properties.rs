@@ -104,6 +104,7 @@ impl Model {
         }
     }
 
+    #[allow(clippy::too_many_lines)] // TODO: split into named steps
     fn apply(&mut self, index: u64, c: &Command) -> Status {
         let before = self.now;
         self.now = self.now.max(c.time_ms);

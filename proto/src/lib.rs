@@ -13,8 +13,6 @@
 //! server or runtime, so the client stays light. The HTTP contract these
 //! types follow is `docs/http-api.md`.
 
-// Functions a reader can hold in their head: at most 70 lines (clippy.toml).
-#![warn(clippy::too_many_lines)]
 #![deny(missing_docs)]
 
 mod wire_enum;

@@ -29,6 +29,7 @@ fn lock(trace: Option<&str>, process: Option<&str>) -> Lock {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn every_answer_round_trips() {
     round_trip(lock(Some("t"), Some("h/1.2")));
     round_trip(lock(None, None));

@@ -20,6 +20,7 @@ fn through_leader_and_follower(c: &Cluster, f: impl Fn(&str, &str)) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn lock_lifecycle_on_leader_and_follower() {
     let c = Cluster::start(3);
     through_leader_and_follower(&c, |url, via| {

@@ -13,6 +13,7 @@ fn assert_error(a: &locker_tests::Answer, code: u16, error: &str) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn every_bad_input_is_refused_and_changes_nothing() {
     let c = Cluster::start(3);
     for id in [c.leader().expect("leader"), c.followers()[0]] {

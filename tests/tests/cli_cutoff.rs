@@ -41,6 +41,7 @@ fn records(record: &Path) -> Vec<(String, u128)> {
         .collect()
 }
 
+#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn cut_off_job_is_dead_before_the_lock_is_free(on_term: &str) {
     let c = Cluster::start(3);
     c.wait_ready(Duration::from_secs(30));

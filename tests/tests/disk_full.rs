@@ -72,6 +72,7 @@ fn write_unit(base: &str, i: u64, info: &str) -> Option<bool> {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

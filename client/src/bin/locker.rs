@@ -4,9 +4,6 @@
 //! `consul lock` and `etcdctl lock`; the other subcommands inspect and
 //! manipulate locks directly.
 
-// Functions a reader can hold in their head: at most 70 lines (clippy.toml).
-#![warn(clippy::too_many_lines)]
-
 use clap::{Args, Parser, Subcommand};
 use locker_client::{
     make_owner_hash, new_process_hash, parse_endpoints, safety_margin_ms, AcquireOptions,
