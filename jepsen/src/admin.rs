@@ -37,12 +37,12 @@ const SECRET_HEADER: &str = "x-locker-cluster-secret";
 impl Admin {
     /// `timeout` bounds every call; a leadership transfer waits on the node
     /// for the new leader's takeover marker, so give it a few seconds.
-    pub fn new(secret: &str, timeout: Duration) -> Result<Admin, String> {
+    pub fn new(secret: &str, timeout: Duration) -> anyhow::Result<Admin> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_millis(1_000))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("http client: {e}"))?;
         Ok(Admin {
             http,
             secret: secret.to_string(),

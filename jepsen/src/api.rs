@@ -133,13 +133,13 @@ impl Answer {
 }
 
 impl Api {
-    pub fn new(timeout: Duration) -> Result<Api, String> {
+    pub fn new(timeout: Duration) -> anyhow::Result<Api> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_millis(1000))
             .pool_max_idle_per_host(64)
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("http client: {e}"))?;
         Ok(Api { http })
     }
 
@@ -280,16 +280,16 @@ impl Api {
         url: &str,
         body: Value,
         secret: Option<&str>,
-    ) -> Result<(u16, Value), String> {
+    ) -> anyhow::Result<(u16, Value)> {
         self.send_with(reqwest::Method::POST, url, Some(body), secret)
             .await
-            .map_err(|e| e.1)
+            .map_err(|e| anyhow::anyhow!(e.1))
     }
 
-    pub async fn delete(&self, url: &str, secret: Option<&str>) -> Result<(u16, Value), String> {
+    pub async fn delete(&self, url: &str, secret: Option<&str>) -> anyhow::Result<(u16, Value)> {
         self.send_with(reqwest::Method::DELETE, url, None, secret)
             .await
-            .map_err(|e| e.1)
+            .map_err(|e| anyhow::anyhow!(e.1))
     }
 }
 

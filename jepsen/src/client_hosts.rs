@@ -91,7 +91,7 @@ impl ClientHosts {
     /// Creates the client namespaces on the run's bridge (after
     /// `Hosts::setup`); `Hosts::teardown` removes them with the rest, since
     /// they share the run's prefix.
-    pub fn setup(&self) -> Result<(), String> {
+    pub fn setup(&self) -> anyhow::Result<()> {
         let br = self.hosts.bridge_ns();
         for i in 1..=self.count {
             let ns = self.ns(i);
@@ -193,9 +193,9 @@ impl ClientHosts {
     }
 
     /// Starts `client-cut` (`loss == false`) or `client-loss` on client `i`.
-    pub fn fault(&self, c: &Cluster, i: u64, loss: bool) -> Result<Value, String> {
+    pub fn fault(&self, c: &Cluster, i: u64, loss: bool) -> anyhow::Result<Value> {
         if i == 0 || i > self.count {
-            return Err(format!("no client host {i}"));
+            return Err(anyhow::anyhow!("no client host {i}"));
         }
         let stat: Vec<String> = if loss {
             ["-m", "statistic", "--mode", "random", "--probability"]
@@ -245,7 +245,7 @@ impl ClientHosts {
 
     /// Removes the rules of client `i`'s fault (a rule already flushed by a
     /// node heal is not an error worth keeping).
-    pub fn heal(&self, i: u64) -> Result<(), String> {
+    pub fn heal(&self, i: u64) -> anyhow::Result<()> {
         let rules = match self.lock().get_mut((i as usize).wrapping_sub(1)) {
             Some(s) => {
                 if let Some(pid) = s.paused.take() {
@@ -275,16 +275,16 @@ impl ClientHosts {
         }
     }
 
-    fn iptables(&self, node: Option<u64>, op: &str, rule: &[String]) -> Result<(), String> {
+    fn iptables(&self, node: Option<u64>, op: &str, rule: &[String]) -> anyhow::Result<()> {
         let Some(m) = node else {
-            return Err("no node".into());
+            return Err(anyhow::anyhow!("no node"));
         };
         let mut args: Vec<&str> = vec![op];
         args.extend(rule.iter().map(String::as_str));
-        self.hosts.iptables(m, &args)
+        self.hosts.iptables(m, &args).map_err(anyhow::Error::msg)
     }
 
-    fn iptables_client(&self, i: u64, op: &str, rule: &[String]) -> Result<(), String> {
+    fn iptables_client(&self, i: u64, op: &str, rule: &[String]) -> anyhow::Result<()> {
         let ns = self.ns(i);
         let mut args: Vec<&str> = vec!["netns", "exec", &ns, "iptables", "-w", "5", op];
         args.extend(rule.iter().map(String::as_str));
@@ -292,16 +292,16 @@ impl ClientHosts {
     }
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = std::process::Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("ip: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow::anyhow!(
             "ip {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()

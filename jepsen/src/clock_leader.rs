@@ -224,7 +224,7 @@ impl Nemesis {
         c: &mut Cluster,
         skew: Skew,
         hold_s: u64,
-    ) -> Result<(Undo, Value), String> {
+    ) -> anyhow::Result<(Undo, Value)> {
         let before = self.leader(c).await;
         let others: Vec<u64> = c
             .members
@@ -240,7 +240,8 @@ impl Nemesis {
         let target = pick(&mut self.rng, &pool, 1)
             .first()
             .copied()
-            .ok_or("no members")?;
+            .ok_or("no members")
+            .map_err(anyhow::Error::msg)?;
         let lead = self.log_lead_ms(c).await.unwrap_or(0);
         let by = self.rng.range(9_000, 21_000) as i64;
         let mut flags = NodeFlags::default();
@@ -252,13 +253,18 @@ impl Nemesis {
                 flags.clock_rate = if self.rng.chance(0.5) { 1.05 } else { 0.95 };
             }
         }
-        c.restart(target, flags.clone()).await?;
+        c.restart(target, flags.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
         let undo_restart = Undo::RestartPlain(vec![target]);
         if let Err(e) = self
             .wait_node_ready(c, target, Duration::from_secs(30))
             .await
         {
-            return Ok((undo_restart, json!({"node": target, "error": e})));
+            return Ok((
+                undo_restart,
+                json!({"node": target, "error": format!("{e:#}")}),
+            ));
         }
         let witness = self.start_witness(hold_s).await;
         let t0 = Instant::now();
@@ -303,7 +309,7 @@ impl Nemesis {
     async fn make_leader(&mut self, c: &mut Cluster, target: u64) -> Value {
         let admin = match self.admin(c) {
             Ok(a) => a,
-            Err(e) => return json!({"error": e}),
+            Err(e) => return json!({"error": format!("{e:#}")}),
         };
         match admin.transfer_leader(&c.hosts.url(target), target).await {
             Ok(l) => return json!({"via": "route", "leader": l}),
@@ -379,7 +385,7 @@ impl Nemesis {
         c: &Cluster,
         id: u64,
         limit: Duration,
-    ) -> Result<(), String> {
+    ) -> anyhow::Result<()> {
         let end = Instant::now() + limit;
         while Instant::now() < end {
             if self.is_ready(c, id).await {
@@ -387,6 +393,6 @@ impl Nemesis {
             }
             sleep(Duration::from_millis(200)).await;
         }
-        Err(format!("node {id} not ready after {limit:?}"))
+        Err(anyhow::anyhow!("node {id} not ready after {limit:?}"))
     }
 }

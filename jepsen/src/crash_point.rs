@@ -37,7 +37,7 @@ impl Nemesis {
         &mut self,
         c: &mut Cluster,
         wait: Duration,
-    ) -> Result<(Undo, Value), String> {
+    ) -> anyhow::Result<(Undo, Value)> {
         let admin = self.admin(c)?;
         let running: Vec<u64> = c
             .members
@@ -48,12 +48,17 @@ impl Nemesis {
         let node = pick(&mut self.rng, &running, 1)
             .first()
             .copied()
-            .ok_or("no running member")?;
+            .ok_or("no running member")
+            .map_err(anyhow::Error::msg)?;
         let peer = format!("http://{}", c.hosts.peer_addr(node));
         if self.state.failpoints.is_empty() {
-            self.state.failpoints = admin.failpoints(&peer).await.map_err(|e| {
-                format!("{e} (is the node built with --features locker-node/failpoints?)")
-            })?;
+            self.state.failpoints = admin
+                .failpoints(&peer)
+                .await
+                .map_err(|e| {
+                    format!("{e} (is the node built with --features locker-node/failpoints?)")
+                })
+                .map_err(anyhow::Error::msg)?;
         }
         // JEPSEN_CRASH_POINTS=substring narrows the choice (by hand).
         let only = std::env::var("JEPSEN_CRASH_POINTS").unwrap_or_default();
@@ -67,7 +72,8 @@ impl Nemesis {
         let name = pick(&mut self.rng, &pool, 1)
             .first()
             .cloned()
-            .ok_or("the node lists no failpoints")?;
+            .ok_or("the node lists no failpoints")
+            .map_err(anyhow::Error::msg)?;
         if name.contains("snapshot_install") {
             return self.crash_on_install(c, node, name, wait).await;
         }
@@ -76,7 +82,8 @@ impl Nemesis {
         admin
             .set_failpoint(&peer, &name, action)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+            .map_err(anyhow::Error::msg)?;
         let t0 = Instant::now();
         if name.contains("::vote::") {
             // A vote is written only in an election: start one by moving
@@ -126,7 +133,7 @@ impl Nemesis {
         node: u64,
         name: String,
         wait: Duration,
-    ) -> Result<(Undo, Value), String> {
+    ) -> anyhow::Result<(Undo, Value)> {
         c.kill(node).await;
         sleep(Duration::from_secs(4)).await;
         let mut flags = c
@@ -135,7 +142,7 @@ impl Nemesis {
             .map(|n| n.flags.clone())
             .unwrap_or_default();
         flags.env = vec![("FAILPOINTS".into(), format!("{name}=return"))];
-        c.start(node, flags)?;
+        c.start(node, flags).map_err(anyhow::Error::msg)?;
         let t0 = Instant::now();
         let mut crashed = false;
         while t0.elapsed() < wait {
@@ -160,7 +167,7 @@ impl Nemesis {
         c: &mut Cluster,
         node: u64,
         name: &str,
-    ) -> Result<(), String> {
+    ) -> anyhow::Result<()> {
         let mut flags = c
             .nodes
             .get(&node)
@@ -182,7 +189,7 @@ impl Nemesis {
             }
         }
         flags.env.clear();
-        c.restart(node, flags).await
+        c.restart(node, flags).await.map_err(anyhow::Error::msg)
     }
 }
 

@@ -419,7 +419,7 @@ fn mutations_cmd(a: MutationArgs) -> Result<ExitCode> {
         baseline: a.baseline,
         seed: a.seed,
     };
-    let (summary, ok) = mutations::run_all(&opts).map_err(anyhow::Error::msg)?;
+    let (summary, ok) = mutations::run_all(&opts)?;
     for r in summary["runs"].as_array().into_iter().flatten() {
         println!("{}", mutations::line(r));
     }

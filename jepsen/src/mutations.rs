@@ -112,7 +112,7 @@ pub struct MutationOpts {
 
 /// Names of the cases `--only` selects (all when empty); unknown names are
 /// an error.
-pub fn select(only: &[String]) -> Result<Vec<&'static Case>, String> {
+pub fn select(only: &[String]) -> anyhow::Result<Vec<&'static Case>> {
     if only.is_empty() {
         return Ok(CASES.iter().collect());
     }
@@ -120,7 +120,7 @@ pub fn select(only: &[String]) -> Result<Vec<&'static Case>, String> {
         .map(|n| {
             CASES.iter().find(|c| c.name == n).ok_or_else(|| {
                 let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
-                format!("unknown mutation case {n:?} (known: {})", names.join(", "))
+                anyhow::anyhow!("unknown mutation case {n:?} (known: {})", names.join(", "))
             })
         })
         .collect()
@@ -128,8 +128,9 @@ pub fn select(only: &[String]) -> Result<Vec<&'static Case>, String> {
 
 /// Runs the selected cases one after the other; returns the summary that
 /// was also written to `out/mutations.json`, and whether every case passed.
-pub fn run_all(o: &MutationOpts) -> Result<(Value, bool), String> {
-    std::fs::create_dir_all(&o.out).map_err(|e| format!("create {}: {e}", o.out.display()))?;
+pub fn run_all(o: &MutationOpts) -> anyhow::Result<(Value, bool)> {
+    std::fs::create_dir_all(&o.out)
+        .map_err(|e| anyhow::anyhow!("create {}: {e}", o.out.display()))?;
     let mut rows = Vec::new();
     let mut all_ok = true;
     for case in select(&o.only)? {
@@ -146,9 +147,11 @@ pub fn run_all(o: &MutationOpts) -> Result<(Value, bool), String> {
     }
     let summary = json!({"short": o.short, "seed": o.seed, "node_bin": o.node_bin.display().to_string(),
                          "all_passed": all_ok, "runs": rows});
-    let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&summary)
+        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::msg)?;
     std::fs::write(o.out.join("mutations.json"), text)
-        .map_err(|e| format!("write mutations.json: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("write mutations.json: {e}"))?;
     Ok((summary, all_ok))
 }
 
@@ -199,7 +202,7 @@ fn run_case(o: &MutationOpts, case: &Case, mutated: bool) -> Value {
         Err(e) => {
             row["outcome"] = json!("error");
             row["passed"] = json!(false);
-            row["note"] = json!(e);
+            row["note"] = json!(format!("{e:#}"));
         }
     }
     row
@@ -211,10 +214,13 @@ fn spawn_test(
     mutated: bool,
     dir: &Path,
     limit: u64,
-) -> Result<i32, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let log = std::fs::File::create(dir.join("run.log")).map_err(|e| format!("run.log: {e}"))?;
-    let log2 = log.try_clone().map_err(|e| format!("run.log: {e}"))?;
+) -> anyhow::Result<i32> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+    let log =
+        std::fs::File::create(dir.join("run.log")).map_err(|e| anyhow::anyhow!("run.log: {e}"))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| anyhow::anyhow!("run.log: {e}"))?;
     let mut cmd = Command::new(&o.exe);
     cmd.arg("test")
         .arg("--node-bin")
@@ -243,7 +249,7 @@ fn spawn_test(
     };
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("spawn {}: {e}", o.exe.display()))?;
+        .map_err(|e| anyhow::anyhow!("spawn {}: {e}", o.exe.display()))?;
     // Bounded: the run's own time plus set-up, heal and checking.
     let end = Instant::now() + Duration::from_secs(limit + 150);
     loop {
@@ -256,9 +262,9 @@ fn spawn_test(
                 std::thread::sleep(Duration::from_secs(30));
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("run did not finish in {} s", limit + 150));
+                return Err(anyhow::anyhow!("run did not finish in {} s", limit + 150));
             }
-            Err(e) => return Err(format!("wait: {e}")),
+            Err(e) => return Err(anyhow::anyhow!("wait: {e}")),
         }
     }
 }
@@ -283,14 +289,16 @@ fn mutation_active(dir: &Path) -> bool {
 
 type Judged = (&'static str, bool, String, Vec<String>);
 
-fn judge(case: &Case, mutated: bool, dir: &Path, code: i32) -> Result<Judged, String> {
-    let text = std::fs::read_to_string(dir.join("results.json")).map_err(|e| {
-        format!(
-            "exit {code}, no results.json ({e}); see {}/run.log",
-            dir.display()
-        )
-    })?;
-    let r: Value = serde_json::from_str(&text).map_err(|e| format!("results.json: {e}"))?;
+fn judge(case: &Case, mutated: bool, dir: &Path, code: i32) -> anyhow::Result<Judged> {
+    let text = std::fs::read_to_string(dir.join("results.json"))
+        .map_err(|e| {
+            format!(
+                "exit {code}, no results.json ({e}); see {}/run.log",
+                dir.display()
+            )
+        })
+        .map_err(anyhow::Error::msg)?;
+    let r: Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("results.json: {e}"))?;
     let invalid: Vec<String> = r["checkers"]
         .as_array()
         .into_iter()
@@ -300,9 +308,9 @@ fn judge(case: &Case, mutated: bool, dir: &Path, code: i32) -> Result<Judged, St
         .collect();
     let verdict = r["verdict"].as_str().unwrap_or("").to_string();
     if mutated && case.mutation.is_some() && !mutation_active(dir) {
-        return Err(
-            "mutation not active: build the node with --features locker-node/mutations".into(),
-        );
+        return Err(anyhow::anyhow!(
+            "mutation not active: build the node with --features locker-node/mutations"
+        ));
     }
     let expected: Vec<String> = invalid
         .iter()
@@ -343,7 +351,7 @@ mod tests {
 
     #[test]
     fn case_selection() {
-        assert_eq!(select(&[]).map(|v| v.len()), Ok(CASES.len()));
+        assert_eq!(select(&[]).map(|v| v.len()).ok(), Some(CASES.len()));
         let v = select(&["early-lease".to_string()]).expect("known");
         assert_eq!(v[0].name, "early-lease");
         assert!(select(&["bogus".to_string()]).is_err());
@@ -376,16 +384,22 @@ mod tests {
             std::fs::write(dir.join("results.json"), r.to_string()).expect("write");
         };
         results(json!(true), "");
-        assert_eq!(judge(case, true, &dir, 0).map(|j| j.0), Ok("not-caught"));
+        assert_eq!(
+            judge(case, true, &dir, 0).map(|j| j.0).ok(),
+            Some("not-caught")
+        );
         results(json!(false), "liveness");
         assert_eq!(
-            judge(case, true, &dir, 1).map(|j| j.0),
-            Ok("caught-by-other")
+            judge(case, true, &dir, 1).map(|j| j.0).ok(),
+            Some("caught-by-other")
         );
         results(json!(false), "linearizable-mutex");
-        assert_eq!(judge(case, true, &dir, 1).map(|j| j.0), Ok("caught"));
+        assert_eq!(judge(case, true, &dir, 1).map(|j| j.0).ok(), Some("caught"));
         // The baseline of the same case must be valid.
-        assert_eq!(judge(case, false, &dir, 1).map(|j| j.0), Ok("not-valid"));
+        assert_eq!(
+            judge(case, false, &dir, 1).map(|j| j.0).ok(),
+            Some("not-valid")
+        );
         // A node log without the banner: the mutation was not compiled in.
         std::fs::write(n1.join("node.log"), "plain node\n").expect("log");
         assert!(judge(case, true, &dir, 1).is_err());

@@ -191,7 +191,7 @@ pub fn parse_list(s: &str) -> anyhow::Result<Vec<Fault>> {
 }
 
 /// What starting a fault gives: how to undo it, and what it did.
-type Started = Result<(Undo, Value), String>;
+type Started = anyhow::Result<(Undo, Value)>;
 
 /// How to undo the active fault.
 pub(crate) enum Undo {
@@ -272,7 +272,7 @@ impl Nemesis {
                     self.record(
                         OpType::Fail,
                         "start",
-                        json!({"fault": fault.name(), "error": e}),
+                        json!({"fault": fault.name(), "error": format!("{e:#}")}),
                     );
                     Undo::Nothing
                 }
@@ -291,7 +291,7 @@ impl Nemesis {
         self.record(OpType::Ok, "stop", json!({"fault": "final-heal"}));
     }
 
-    pub(crate) fn admin(&mut self, c: &Cluster) -> Result<Admin, String> {
+    pub(crate) fn admin(&mut self, c: &Cluster) -> anyhow::Result<Admin> {
         if self.state.admin.is_none() {
             // Longer than the node's leader transfer wait (503 on timeout).
             self.state.admin = Some(Admin::new(&c.secret, Duration::from_secs(10))?);
@@ -299,7 +299,7 @@ impl Nemesis {
         self.state
             .admin
             .clone()
-            .ok_or_else(|| "no admin client".into())
+            .ok_or_else(|| anyhow::anyhow!("no admin client"))
     }
 
     pub(crate) async fn leader(&self, cluster: &Cluster) -> Option<u64> {
@@ -333,7 +333,7 @@ impl Nemesis {
     /// Starts fault `f`; returns how to undo it and what it did.
     async fn start(&mut self, c: &mut Cluster, f: Fault) -> Started {
         if f.needs_network() && !c.hosts.supports_network_faults() {
-            return Err("network faults need --hosts netns".into());
+            return Err(anyhow::anyhow!("network faults need --hosts netns"));
         }
         match f {
             KillOne | KillLeader | KillMinority | KillAll => self.kill(c, f).await,
@@ -425,7 +425,7 @@ impl Nemesis {
                     .first()
                     .copied()
                     .unwrap_or(l);
-                c.hosts.drop_from(l, v)?;
+                c.hosts.drop_from(l, v).map_err(anyhow::Error::msg)?;
                 Ok((Undo::Heal, json!({"deaf": l, "unheard": v})))
             }
             _ => {
@@ -442,7 +442,7 @@ impl Nemesis {
                     "DROP",
                 ];
                 for &m in &members {
-                    c.hosts.iptables(m, &drop_30)?;
+                    c.hosts.iptables(m, &drop_30).map_err(anyhow::Error::msg)?;
                 }
                 Ok((Undo::Heal, json!({"probability": 0.3})))
             }
@@ -461,8 +461,12 @@ impl Nemesis {
             for j in (i + 1)..n {
                 let adjacent = j == i + 1 || (n > 3 && i == 0 && j == n - 1);
                 if !adjacent {
-                    c.hosts.drop_from(ring[i], ring[j])?;
-                    c.hosts.drop_from(ring[j], ring[i])?;
+                    c.hosts
+                        .drop_from(ring[i], ring[j])
+                        .map_err(anyhow::Error::msg)?;
+                    c.hosts
+                        .drop_from(ring[j], ring[i])
+                        .map_err(anyhow::Error::msg)?;
                     cut.push((ring[i], ring[j]));
                 }
             }
@@ -483,7 +487,9 @@ impl Nemesis {
             // promised only for bounded clock-rate error.
             flags.clock_rate = if self.rng.chance(0.5) { 1.05 } else { 0.95 };
         }
-        c.restart(v, flags.clone()).await?;
+        c.restart(v, flags.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
         Ok((
             Undo::RestartPlain(vec![v]),
             json!({"node": v, "offset_ms": flags.clock_offset_ms, "rate": flags.clock_rate}),
@@ -506,7 +512,8 @@ impl Nemesis {
                 let cl = self.ctx.clients.clone();
                 let i = cl
                     .pick_target(&mut self.rng)
-                    .ok_or("no client hosts (the run workload, --hosts netns)")?;
+                    .ok_or("no client hosts (the run workload, --hosts netns)")
+                    .map_err(anyhow::Error::msg)?;
                 let detail = cl.fault(c, i, f == ClientLoss)?;
                 Ok((Undo::HealClient(i), detail))
             }
@@ -515,7 +522,8 @@ impl Nemesis {
                     .ctx
                     .clients
                     .pause_running(&mut self.rng)
-                    .ok_or("no run-workload job running")?;
+                    .ok_or("no run-workload job running")
+                    .map_err(anyhow::Error::msg)?;
                 Ok((Undo::HealClient(i), json!({"client": i, "pid": pid})))
             }
             _ => {
@@ -535,7 +543,7 @@ impl Nemesis {
     async fn add_member(&mut self, c: &mut Cluster) -> Started {
         let id = c.initial.iter().max().copied().unwrap_or(0) + 1;
         if c.members.contains(&id) {
-            return Err("extra member already present".into());
+            return Err(anyhow::anyhow!("extra member already present"));
         }
         let _ = std::fs::remove_dir_all(c.dir.join(format!("n{id}")));
         c.start(
@@ -544,7 +552,8 @@ impl Nemesis {
                 join: true,
                 ..NodeFlags::default()
             },
-        )?;
+        )
+        .map_err(anyhow::Error::msg)?;
         let body = serde_json::to_value(AddMemberRequest {
             id,
             peer_addr: c.hosts.peer_addr(id),
@@ -567,11 +576,11 @@ impl Nemesis {
     }
 
     /// Cuts all traffic between two groups, both ways.
-    fn split(&self, c: &Cluster, a: &[u64], b: &[u64]) -> Result<(), String> {
+    fn split(&self, c: &Cluster, a: &[u64], b: &[u64]) -> anyhow::Result<()> {
         for &x in a {
             for &y in b {
-                c.hosts.drop_from(x, y)?;
-                c.hosts.drop_from(y, x)?;
+                c.hosts.drop_from(x, y).map_err(anyhow::Error::msg)?;
+                c.hosts.drop_from(y, x).map_err(anyhow::Error::msg)?;
             }
         }
         Ok(())
@@ -585,7 +594,7 @@ impl Nemesis {
         method: &str,
         body: Option<Value>,
         id: Option<u64>,
-    ) -> Result<Value, String> {
+    ) -> anyhow::Result<Value> {
         let mut last = String::from("no member answered");
         for attempt in 0..10u32 {
             for &m in &c.members {
@@ -608,20 +617,20 @@ impl Nemesis {
                             .delete(&format!("{base}/v1/cluster/members/{i}"), Some(&c.secret))
                             .await
                     }
-                    _ => return Err("bad membership call".into()),
+                    _ => return Err(anyhow::anyhow!("bad membership call")),
                 };
                 match r {
                     Ok((200, v)) => return Ok(v),
                     Ok((code, v)) => last = format!("HTTP {code}: {v}"),
-                    Err(e) => last = e,
+                    Err(e) => last = format!("{e:#}"),
                 }
             }
             sleep(Duration::from_millis(500 + 250 * attempt as u64)).await;
         }
-        Err(last)
+        Err(anyhow::anyhow!(last))
     }
 
-    async fn undo(&mut self, c: &mut Cluster, u: Undo) -> Result<(), String> {
+    async fn undo(&mut self, c: &mut Cluster, u: Undo) -> anyhow::Result<()> {
         match u {
             Undo::Restart(ids) => {
                 for id in ids {
@@ -630,20 +639,22 @@ impl Nemesis {
                         .get(&id)
                         .map(|n| n.flags.clone())
                         .unwrap_or_default();
-                    c.start(id, flags)?;
+                    c.start(id, flags).map_err(anyhow::Error::msg)?;
                 }
                 self.probe_after_restart(c).await;
             }
             Undo::Resume(ids) => ids.into_iter().for_each(|id| c.resume(id)),
             Undo::Heal => {
                 for &m in &c.members.clone() {
-                    c.hosts.heal(m)?;
+                    c.hosts.heal(m).map_err(anyhow::Error::msg)?;
                 }
             }
             Undo::ClearStalls => self.ctx.stall_requests.store(0, Ordering::SeqCst),
             Undo::RestartPlain(ids) => {
                 for id in ids {
-                    c.restart(id, NodeFlags::default()).await?;
+                    c.restart(id, NodeFlags::default())
+                        .await
+                        .map_err(anyhow::Error::msg)?;
                 }
             }
             Undo::RemoveMember(id) => {
@@ -655,7 +666,9 @@ impl Nemesis {
             Undo::HealClient(i) => self.ctx.clients.heal(i)?,
             Undo::ClockLeader(id, witness) => {
                 witness.finish().await;
-                c.restart(id, NodeFlags::default()).await?;
+                c.restart(id, NodeFlags::default())
+                    .await
+                    .map_err(anyhow::Error::msg)?;
             }
             Undo::CrashPoint(id, name) => self.undo_crash_point(c, id, &name).await?,
             Undo::Nothing => {}

@@ -31,11 +31,12 @@ pub fn needed(faults: &[Fault]) -> bool {
 }
 
 /// Compiles the shim into `out/powerloss/powerloss.so`.
-pub fn build_shim(out: &Path) -> Result<PathBuf, String> {
+pub fn build_shim(out: &Path) -> anyhow::Result<PathBuf> {
     let dir = out.join("powerloss");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("mkdir {}: {e}", dir.display()))?;
     let src = dir.join("powerloss.c");
-    std::fs::write(&src, SHIM_SOURCE).map_err(|e| format!("write {}: {e}", src.display()))?;
+    std::fs::write(&src, SHIM_SOURCE)
+        .map_err(|e| anyhow::anyhow!("write {}: {e}", src.display()))?;
     let so = dir.join("powerloss.so");
     let o = Command::new("gcc")
         .args(["-shared", "-fPIC", "-O2", "-o"])
@@ -44,9 +45,9 @@ pub fn build_shim(out: &Path) -> Result<PathBuf, String> {
         .args(["-ldl", "-lpthread"])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("the power-loss nemesis needs gcc: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the power-loss nemesis needs gcc: {e}"))?;
     if !o.status.success() {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "gcc could not build the power-loss shim: {}",
             String::from_utf8_lossy(&o.stderr).trim()
         ));
@@ -56,7 +57,7 @@ pub fn build_shim(out: &Path) -> Result<PathBuf, String> {
 
 /// Before the first node starts: puts every node of the run under the shim
 /// when a power-loss fault is on the list.
-pub fn prepare(c: &mut Cluster, faults: &[Fault], out: &Path) -> Result<(), String> {
+pub fn prepare(c: &mut Cluster, faults: &[Fault], out: &Path) -> anyhow::Result<()> {
     if needed(faults) {
         let so = build_shim(out)?;
         eprintln!(
@@ -74,9 +75,9 @@ impl Nemesis {
         &mut self,
         c: &mut Cluster,
         all: bool,
-    ) -> Result<(Undo, Value), String> {
+    ) -> anyhow::Result<(Undo, Value)> {
         if c.power_shim.is_none() {
-            return Err("nodes are not under the power-loss shim".into());
+            return Err(anyhow::anyhow!("nodes are not under the power-loss shim"));
         }
         let members = c.members.clone();
         let victims = if all {
