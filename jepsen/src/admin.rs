@@ -26,6 +26,8 @@ impl std::fmt::Display for AdminError {
     }
 }
 
+impl std::error::Error for AdminError {}
+
 #[derive(Clone)]
 pub struct Admin {
     http: reqwest::Client,

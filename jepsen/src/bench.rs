@@ -412,7 +412,8 @@ impl Started {
             "bench".into(),
         );
         for id in 1..=3 {
-            c.start(id, NodeFlags::default())?;
+            c.start(id, NodeFlags::default())
+                .map_err(|e| format!("{e:#}"))?;
         }
         let urls = c.urls();
         let pids = c.nodes.values().map(|n| n.pid).collect();

@@ -281,7 +281,7 @@ impl ClientHosts {
         };
         let mut args: Vec<&str> = vec![op];
         args.extend(rule.iter().map(String::as_str));
-        self.hosts.iptables(m, &args).map_err(anyhow::Error::msg)
+        self.hosts.iptables(m, &args)
     }
 
     fn iptables_client(&self, i: u64, op: &str, rule: &[String]) -> anyhow::Result<()> {

@@ -240,8 +240,7 @@ impl Nemesis {
         let target = pick(&mut self.rng, &pool, 1)
             .first()
             .copied()
-            .ok_or("no members")
-            .map_err(anyhow::Error::msg)?;
+            .ok_or_else(|| anyhow::anyhow!("no members"))?;
         let lead = self.log_lead_ms(c).await.unwrap_or(0);
         let by = self.rng.range(9_000, 21_000) as i64;
         let mut flags = NodeFlags::default();
@@ -253,9 +252,7 @@ impl Nemesis {
                 flags.clock_rate = if self.rng.chance(0.5) { 1.05 } else { 0.95 };
             }
         }
-        c.restart(target, flags.clone())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        c.restart(target, flags.clone()).await?;
         let undo_restart = Undo::RestartPlain(vec![target]);
         if let Err(e) = self
             .wait_node_ready(c, target, Duration::from_secs(30))

@@ -90,7 +90,7 @@ impl Hosts {
 
     /// Creates namespaces, bridge and veths for node ids `1..=max_id`.
     /// On error, whatever was created is removed again.
-    pub fn setup(&self, max_id: u64) -> Result<(), String> {
+    pub fn setup(&self, max_id: u64) -> anyhow::Result<()> {
         if self.kind == HostKind::Local {
             return Ok(());
         }
@@ -101,12 +101,12 @@ impl Hosts {
         r
     }
 
-    fn try_setup(&self, max_id: u64) -> Result<(), String> {
+    fn try_setup(&self, max_id: u64) -> anyhow::Result<()> {
         let br = self.bridge_ns();
         ip(&["netns", "add", &br])?;
         ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &br, "link", "set", "br0", "up"])?;
-        let attach = |ns: &str, port: &str, addr: &str| -> Result<(), String> {
+        let attach = |ns: &str, port: &str, addr: &str| -> anyhow::Result<()> {
             ip(&["netns", "add", ns])?;
             ip(&[
                 "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns",
@@ -143,9 +143,9 @@ impl Hosts {
     }
 
     /// Runs iptables inside a node's namespace.
-    pub fn iptables(&self, id: u64, args: &[&str]) -> Result<(), String> {
+    pub fn iptables(&self, id: u64, args: &[&str]) -> anyhow::Result<()> {
         if self.kind != HostKind::Netns {
-            return Err("network faults need --hosts netns".into());
+            return Err(anyhow::anyhow!("network faults need --hosts netns"));
         }
         let ns = self.node_ns(id);
         let mut full = vec!["netns", "exec", ns.as_str(), "iptables", "-w", "5"];
@@ -154,13 +154,13 @@ impl Hosts {
     }
 
     /// Drops, inside node `id`, all traffic arriving from node `from`.
-    pub fn drop_from(&self, id: u64, from: u64) -> Result<(), String> {
+    pub fn drop_from(&self, id: u64, from: u64) -> anyhow::Result<()> {
         let src = self.node_ip(from);
         self.iptables(id, &["-A", "INPUT", "-s", &src, "-j", "DROP"])
     }
 
     /// Removes every rule inside node `id`.
-    pub fn heal(&self, id: u64) -> Result<(), String> {
+    pub fn heal(&self, id: u64) -> anyhow::Result<()> {
         self.iptables(id, &["-F", "INPUT"])
     }
 }
@@ -205,20 +205,20 @@ pub fn cleanup_prefix(prefix: &str) -> Vec<String> {
     removed
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+fn ip(args: &[&str]) -> anyhow::Result<()> {
     run_cmd("ip", args)
 }
 
-fn run_cmd(cmd: &str, args: &[&str]) -> Result<(), String> {
+fn run_cmd(cmd: &str, args: &[&str]) -> anyhow::Result<()> {
     let out = std::process::Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{cmd}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow::anyhow!(
             "{cmd} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -229,14 +229,17 @@ fn run_cmd(cmd: &str, args: &[&str]) -> Result<(), String> {
 /// Moves the calling thread into a named network namespace. Threads it
 /// creates afterwards (a tokio runtime's workers) inherit the namespace, so
 /// every socket the harness opens lives there.
-pub fn enter_netns(name: &str) -> Result<(), String> {
+pub fn enter_netns(name: &str) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd;
     let path = format!("/var/run/netns/{name}");
-    let f = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    let f = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("open {path}: {e}"))?;
     // SAFETY: setns on a valid namespace fd; affects only this thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        return Err(format!("setns {name}: {}", std::io::Error::last_os_error()));
+        return Err(anyhow::anyhow!(
+            "setns {name}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -309,16 +312,8 @@ impl Cluster {
         self.dir.join(format!("n{id}"))
     }
 
-    /// Starts (or restarts) node `id` with `flags`.
-    pub fn start(&mut self, id: u64, flags: NodeFlags) -> Result<(), String> {
-        let dd = self.data_dir(id);
-        std::fs::create_dir_all(&dd).map_err(|e| format!("mkdir {}: {e}", dd.display()))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dd.join("node.log"))
-            .map_err(|e| format!("node log: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("node log: {e}"))?;
+    /// The command line of node `id`.
+    fn node_args(&self, id: u64, dd: &std::path::Path, flags: &NodeFlags) -> Vec<String> {
         let initial: Vec<String> = self
             .initial
             .iter()
@@ -350,6 +345,22 @@ impl Cluster {
         if flags.clock_rate != 0.0 && flags.clock_rate != 1.0 {
             args.push(format!("--test-clock-rate={}", flags.clock_rate));
         }
+        args
+    }
+
+    /// Starts (or restarts) node `id` with `flags`.
+    pub fn start(&mut self, id: u64, flags: NodeFlags) -> anyhow::Result<()> {
+        let dd = self.data_dir(id);
+        std::fs::create_dir_all(&dd).map_err(|e| anyhow::anyhow!("mkdir {}: {e}", dd.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dd.join("node.log"))
+            .map_err(|e| anyhow::anyhow!("node log: {e}"))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| anyhow::anyhow!("node log: {e}"))?;
+        let args = self.node_args(id, &dd, &flags);
         let mut cmd = match self.hosts.kind {
             HostKind::Netns => {
                 // `ip netns exec` execs the node in place, so the pid we get
@@ -370,7 +381,9 @@ impl Cluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| format!("start node {id}: {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("start node {id}: {e}"))?;
         let pid = child.id().unwrap_or(0);
         self.nodes.insert(
             id,
@@ -442,7 +455,7 @@ impl Cluster {
         }
     }
 
-    pub async fn restart(&mut self, id: u64, flags: NodeFlags) -> Result<(), String> {
+    pub async fn restart(&mut self, id: u64, flags: NodeFlags) -> anyhow::Result<()> {
         self.kill(id).await;
         self.start(id, flags)
     }

@@ -48,17 +48,12 @@ impl Nemesis {
         let node = pick(&mut self.rng, &running, 1)
             .first()
             .copied()
-            .ok_or("no running member")
-            .map_err(anyhow::Error::msg)?;
+            .ok_or_else(|| anyhow::anyhow!("no running member"))?;
         let peer = format!("http://{}", c.hosts.peer_addr(node));
         if self.state.failpoints.is_empty() {
-            self.state.failpoints = admin
-                .failpoints(&peer)
-                .await
-                .map_err(|e| {
-                    format!("{e} (is the node built with --features locker-node/failpoints?)")
-                })
-                .map_err(anyhow::Error::msg)?;
+            self.state.failpoints = admin.failpoints(&peer).await.map_err(|e| {
+                anyhow::anyhow!("{e} (is the node built with --features locker-node/failpoints?)")
+            })?;
         }
         // JEPSEN_CRASH_POINTS=substring narrows the choice (by hand).
         let only = std::env::var("JEPSEN_CRASH_POINTS").unwrap_or_default();
@@ -72,18 +67,13 @@ impl Nemesis {
         let name = pick(&mut self.rng, &pool, 1)
             .first()
             .cloned()
-            .ok_or("the node lists no failpoints")
-            .map_err(anyhow::Error::msg)?;
+            .ok_or_else(|| anyhow::anyhow!("the node lists no failpoints"))?;
         if name.contains("snapshot_install") {
             return self.crash_on_install(c, node, name, wait).await;
         }
         let action = ACTIONS[self.rng.below(ACTIONS.len() as u64) as usize];
         no_core_dumps(c, node);
-        admin
-            .set_failpoint(&peer, &name, action)
-            .await
-            .map_err(|e| e.to_string())
-            .map_err(anyhow::Error::msg)?;
+        admin.set_failpoint(&peer, &name, action).await?;
         let t0 = Instant::now();
         if name.contains("::vote::") {
             // A vote is written only in an election: start one by moving
@@ -142,7 +132,7 @@ impl Nemesis {
             .map(|n| n.flags.clone())
             .unwrap_or_default();
         flags.env = vec![("FAILPOINTS".into(), format!("{name}=return"))];
-        c.start(node, flags).map_err(anyhow::Error::msg)?;
+        c.start(node, flags)?;
         let t0 = Instant::now();
         let mut crashed = false;
         while t0.elapsed() < wait {
@@ -189,7 +179,7 @@ impl Nemesis {
             }
         }
         flags.env.clear();
-        c.restart(node, flags).await.map_err(anyhow::Error::msg)
+        c.restart(node, flags).await
     }
 }
 

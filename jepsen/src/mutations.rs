@@ -147,9 +147,7 @@ pub fn run_all(o: &MutationOpts) -> anyhow::Result<(Value, bool)> {
     }
     let summary = json!({"short": o.short, "seed": o.seed, "node_bin": o.node_bin.display().to_string(),
                          "all_passed": all_ok, "runs": rows});
-    let text = serde_json::to_string_pretty(&summary)
-        .map_err(|e| e.to_string())
-        .map_err(anyhow::Error::msg)?;
+    let text = serde_json::to_string_pretty(&summary)?;
     std::fs::write(o.out.join("mutations.json"), text)
         .map_err(|e| anyhow::anyhow!("write mutations.json: {e}"))?;
     Ok((summary, all_ok))
@@ -290,14 +288,12 @@ fn mutation_active(dir: &Path) -> bool {
 type Judged = (&'static str, bool, String, Vec<String>);
 
 fn judge(case: &Case, mutated: bool, dir: &Path, code: i32) -> anyhow::Result<Judged> {
-    let text = std::fs::read_to_string(dir.join("results.json"))
-        .map_err(|e| {
-            format!(
-                "exit {code}, no results.json ({e}); see {}/run.log",
-                dir.display()
-            )
-        })
-        .map_err(anyhow::Error::msg)?;
+    let text = std::fs::read_to_string(dir.join("results.json")).map_err(|e| {
+        anyhow::anyhow!(
+            "exit {code}, no results.json ({e}); see {}/run.log",
+            dir.display()
+        )
+    })?;
     let r: Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("results.json: {e}"))?;
     let invalid: Vec<String> = r["checkers"]
         .as_array()

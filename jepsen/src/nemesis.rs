@@ -425,7 +425,7 @@ impl Nemesis {
                     .first()
                     .copied()
                     .unwrap_or(l);
-                c.hosts.drop_from(l, v).map_err(anyhow::Error::msg)?;
+                c.hosts.drop_from(l, v)?;
                 Ok((Undo::Heal, json!({"deaf": l, "unheard": v})))
             }
             _ => {
@@ -442,7 +442,7 @@ impl Nemesis {
                     "DROP",
                 ];
                 for &m in &members {
-                    c.hosts.iptables(m, &drop_30).map_err(anyhow::Error::msg)?;
+                    c.hosts.iptables(m, &drop_30)?;
                 }
                 Ok((Undo::Heal, json!({"probability": 0.3})))
             }
@@ -461,12 +461,8 @@ impl Nemesis {
             for j in (i + 1)..n {
                 let adjacent = j == i + 1 || (n > 3 && i == 0 && j == n - 1);
                 if !adjacent {
-                    c.hosts
-                        .drop_from(ring[i], ring[j])
-                        .map_err(anyhow::Error::msg)?;
-                    c.hosts
-                        .drop_from(ring[j], ring[i])
-                        .map_err(anyhow::Error::msg)?;
+                    c.hosts.drop_from(ring[i], ring[j])?;
+                    c.hosts.drop_from(ring[j], ring[i])?;
                     cut.push((ring[i], ring[j]));
                 }
             }
@@ -487,9 +483,7 @@ impl Nemesis {
             // promised only for bounded clock-rate error.
             flags.clock_rate = if self.rng.chance(0.5) { 1.05 } else { 0.95 };
         }
-        c.restart(v, flags.clone())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        c.restart(v, flags.clone()).await?;
         Ok((
             Undo::RestartPlain(vec![v]),
             json!({"node": v, "offset_ms": flags.clock_offset_ms, "rate": flags.clock_rate}),
@@ -510,10 +504,9 @@ impl Nemesis {
             }
             ClientCut | ClientLoss => {
                 let cl = self.ctx.clients.clone();
-                let i = cl
-                    .pick_target(&mut self.rng)
-                    .ok_or("no client hosts (the run workload, --hosts netns)")
-                    .map_err(anyhow::Error::msg)?;
+                let i = cl.pick_target(&mut self.rng).ok_or_else(|| {
+                    anyhow::anyhow!("no client hosts (the run workload, --hosts netns)")
+                })?;
                 let detail = cl.fault(c, i, f == ClientLoss)?;
                 Ok((Undo::HealClient(i), detail))
             }
@@ -522,8 +515,7 @@ impl Nemesis {
                     .ctx
                     .clients
                     .pause_running(&mut self.rng)
-                    .ok_or("no run-workload job running")
-                    .map_err(anyhow::Error::msg)?;
+                    .ok_or_else(|| anyhow::anyhow!("no run-workload job running"))?;
                 Ok((Undo::HealClient(i), json!({"client": i, "pid": pid})))
             }
             _ => {
@@ -552,8 +544,7 @@ impl Nemesis {
                 join: true,
                 ..NodeFlags::default()
             },
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         let body = serde_json::to_value(AddMemberRequest {
             id,
             peer_addr: c.hosts.peer_addr(id),
@@ -579,8 +570,8 @@ impl Nemesis {
     fn split(&self, c: &Cluster, a: &[u64], b: &[u64]) -> anyhow::Result<()> {
         for &x in a {
             for &y in b {
-                c.hosts.drop_from(x, y).map_err(anyhow::Error::msg)?;
-                c.hosts.drop_from(y, x).map_err(anyhow::Error::msg)?;
+                c.hosts.drop_from(x, y)?;
+                c.hosts.drop_from(y, x)?;
             }
         }
         Ok(())
@@ -639,22 +630,20 @@ impl Nemesis {
                         .get(&id)
                         .map(|n| n.flags.clone())
                         .unwrap_or_default();
-                    c.start(id, flags).map_err(anyhow::Error::msg)?;
+                    c.start(id, flags)?;
                 }
                 self.probe_after_restart(c).await;
             }
             Undo::Resume(ids) => ids.into_iter().for_each(|id| c.resume(id)),
             Undo::Heal => {
                 for &m in &c.members.clone() {
-                    c.hosts.heal(m).map_err(anyhow::Error::msg)?;
+                    c.hosts.heal(m)?;
                 }
             }
             Undo::ClearStalls => self.ctx.stall_requests.store(0, Ordering::SeqCst),
             Undo::RestartPlain(ids) => {
                 for id in ids {
-                    c.restart(id, NodeFlags::default())
-                        .await
-                        .map_err(anyhow::Error::msg)?;
+                    c.restart(id, NodeFlags::default()).await?;
                 }
             }
             Undo::RemoveMember(id) => {
@@ -666,9 +655,7 @@ impl Nemesis {
             Undo::HealClient(i) => self.ctx.clients.heal(i)?,
             Undo::ClockLeader(id, witness) => {
                 witness.finish().await;
-                c.restart(id, NodeFlags::default())
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                c.restart(id, NodeFlags::default()).await?;
             }
             Undo::CrashPoint(id, name) => self.undo_crash_point(c, id, &name).await?,
             Undo::Nothing => {}

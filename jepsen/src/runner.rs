@@ -130,7 +130,7 @@ pub fn run_test(o: TestOpts) -> anyhow::Result<Results> {
     if hosts.kind == HostKind::Netns {
         eprintln!("[setup] namespaces {}-*", hosts.prefix);
     }
-    hosts.setup(o.nodes + extra).map_err(anyhow::Error::msg)?;
+    hosts.setup(o.nodes + extra)?;
     let clients = Arc::new(ClientHosts::new(&hosts, clients_needed(&o.workloads)));
     if let Err(e) = clients.setup() {
         hosts.teardown();
@@ -141,7 +141,7 @@ pub fn run_test(o: TestOpts) -> anyhow::Result<Results> {
         .name("harness".into())
         .spawn(move || -> anyhow::Result<Results> {
             if h2.kind == HostKind::Netns {
-                enter_netns(&h2.harness_ns()).map_err(anyhow::Error::msg)?;
+                enter_netns(&h2.harness_ns())?;
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -251,12 +251,10 @@ async fn start_cluster(
     );
     // Longer than the node's leader wait (3 s) and write timeout (5 s), so
     // most faults end in a definite 503 rather than an unknown timeout.
-    let api = Api::new(Duration::from_millis(6_500)).map_err(anyhow::Error::msg)?;
-    crate::power_loss::prepare(&mut cluster, &o.nemesis, &o.out).map_err(anyhow::Error::msg)?;
+    let api = Api::new(Duration::from_millis(6_500))?;
+    crate::power_loss::prepare(&mut cluster, &o.nemesis, &o.out)?;
     for id in 1..=o.nodes {
-        cluster
-            .start(id, NodeFlags::default())
-            .map_err(anyhow::Error::msg)?;
+        cluster.start(id, NodeFlags::default())?;
     }
     if let Err(e) = wait_ready(&api, &cluster, Duration::from_secs(60)).await {
         let tails: Vec<String> = (1..=o.nodes)
@@ -418,8 +416,7 @@ async fn wind_down(
     }
     if !interrupted {
         // Checker 6's input, once the workers are quiet (see replicas.rs).
-        let admin = crate::admin::Admin::new(&cluster.secret, Duration::from_secs(3))
-            .map_err(anyhow::Error::msg)?;
+        let admin = crate::admin::Admin::new(&cluster.secret, Duration::from_secs(3))?;
         let limit = Duration::from_secs(20);
         let got = crate::replicas::collect(&admin, cluster, rec, limit).await;
         eprintln!("[replicas] {got}");

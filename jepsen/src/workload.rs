@@ -592,7 +592,7 @@ pub struct HolderArgs {
 /// line with an absolute CLOCK_MONOTONIC time, which the harness rebases.
 pub async fn holder_main(a: HolderArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let api = Api::new(Duration::from_millis(2_000)).map_err(anyhow::Error::msg)?;
+    let api = Api::new(Duration::from_millis(2_000))?;
     let end = Instant::now() + Duration::from_secs(a.max_secs);
     let emit = |kind: OpType, f: &str, key: &str, v: Value| {
         let op =

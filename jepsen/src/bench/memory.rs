@@ -50,7 +50,8 @@ async fn measure(
     n: usize,
     out: &mut Value,
 ) -> Result<(), String> {
-    c.start(1, NodeFlags::default())?;
+    c.start(1, NodeFlags::default())
+        .map_err(|e| format!("{e:#}"))?;
     let url = c.urls().first().cloned().ok_or("no node")?;
     if !ready(http, &url, 60).await {
         return Err("node not ready after 60 s".into());
@@ -69,7 +70,9 @@ async fn measure(
     out["bytes_per_lock"] = json!(loaded.saturating_sub(empty) as f64 / n.max(1) as f64);
     out["data_dir_mb"] = json!(mb(procs::dir_size(&c.dir)));
     let t1 = Instant::now();
-    c.restart(1, NodeFlags::default()).await?;
+    c.restart(1, NodeFlags::default())
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     if !ready(http, &url, 600).await {
         return Err("node not ready within 600 s of its restart".into());
     }
