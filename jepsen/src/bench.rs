@@ -409,7 +409,8 @@ impl Started {
             p.node_bin.clone(),
             dir.join("locker"),
             3,
-            "bench".into(),
+            // A multi-node cluster refuses secrets under 16 bytes.
+            "locker-bench-cluster-secret".into(),
         );
         for id in 1..=3 {
             c.start(id, NodeFlags::default())

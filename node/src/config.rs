@@ -76,15 +76,30 @@ pub struct NodeConfig {
     #[arg(long, env = "LOCKER_JOIN")]
     pub join: bool,
 
-    /// Shared secret every peer request must carry. Set the same value on all
-    /// nodes of a cluster; the default is only fit for a single node.
+    /// Shared secret every peer request and membership change must carry.
+    /// Set the same value on all nodes of a cluster. Prefer
+    /// --cluster-secret-file or the environment to this flag: a command line
+    /// is visible to every user of the machine (`ps`). The built-in default
+    /// is only fit for a single node; a multi-node cluster refuses it.
     #[arg(
         long,
         env = "LOCKER_CLUSTER_SECRET",
-        default_value = "locker-dev-secret",
-        hide_default_value = true
+        default_value = DEFAULT_CLUSTER_SECRET,
+        hide_default_value = true,
+        hide_env_values = true,
+        conflicts_with = "cluster_secret_file"
     )]
     pub cluster_secret: String,
+
+    /// Read the cluster secret from this file (its first line; surrounding
+    /// whitespace is ignored) instead of --cluster-secret.
+    #[arg(long, env = "LOCKER_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// LOCAL DEVELOPMENT ONLY: let a multi-node cluster start with the
+    /// built-in, an empty or a short (under 16 bytes) cluster secret.
+    #[arg(long, env = "LOCKER_INSECURE_DEV")]
+    pub insecure_dev: bool,
 
     /// Raft heartbeat interval, in milliseconds.
     #[arg(long, env = "LOCKER_HEARTBEAT_MS", default_value_t = 100)]
@@ -140,6 +155,14 @@ pub struct NodeConfig {
     pub test_clock_rate: f64,
 }
 
+/// The built-in cluster secret: the same for everyone, so it protects
+/// nothing; accepted only for a single node (or with --insecure-dev).
+pub const DEFAULT_CLUSTER_SECRET: &str = "locker-dev-secret";
+
+/// The shortest cluster secret a multi-node cluster accepts: a one-letter
+/// secret was guessed by a fuzzer within minutes.
+pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+
 /// `--initial-cluster`: node id → peer address of every founding member, in
 /// id order (the lowest id bootstraps).
 pub type InitialCluster = BTreeMap<u64, String>;
@@ -180,8 +203,49 @@ impl NodeConfig {
             .unwrap_or_else(|| self.peer_addr.to_string())
     }
 
+    /// Replaces the secret with the content of --cluster-secret-file, if
+    /// given. The message names the file, never its content.
+    pub fn load_secret_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.cluster_secret_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --cluster-secret-file {}: {e}", path.display()))?;
+        self.cluster_secret = text.lines().next().unwrap_or("").trim().to_string();
+        Ok(())
+    }
+
+    /// Whether this node is (or joins) a cluster of more than one member.
+    pub fn multi_node(&self) -> bool {
+        self.join || self.initial_cluster.len() > 1
+    }
+
+    /// A multi-node cluster with a guessable secret is open to anyone who
+    /// can reach a port: forged votes, membership changes. Refused unless
+    /// --insecure-dev says this is a local experiment.
+    fn check_secret(&self) -> Result<(), String> {
+        if !self.multi_node() || self.insecure_dev {
+            return Ok(());
+        }
+        let why = if self.cluster_secret == DEFAULT_CLUSTER_SECRET {
+            "is the built-in default".to_string()
+        } else if self.cluster_secret.is_empty() {
+            "is empty".to_string()
+        } else if self.cluster_secret.len() < MIN_CLUSTER_SECRET_BYTES {
+            format!("is shorter than {MIN_CLUSTER_SECRET_BYTES} bytes")
+        } else {
+            return Ok(());
+        };
+        Err(format!(
+            "the cluster secret {why}: a multi-node cluster needs its own secret of at least \
+             {MIN_CLUSTER_SECRET_BYTES} bytes (--cluster-secret-file, LOCKER_CLUSTER_SECRET), \
+             or --insecure-dev for a local experiment"
+        ))
+    }
+
     /// Checks the flags against each other; the message names the problem.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_secret()?;
         if self.id == 0 {
             return Err("--id must be a positive integer".into());
         }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod guard;
 pub mod metrics;
 pub mod mutation;
 pub mod network;

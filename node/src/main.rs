@@ -1,6 +1,7 @@
 //! `locker-node`: one node of a Locker cluster.
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +12,15 @@ use locker_node::node::Node;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if let Some(Subcommand_::Healthcheck { timeout_ms }) = cli.command {
         return healthcheck(&cli.node, timeout_ms);
     }
-    if let Err(e) = cli.node.validate() {
+    if let Err(e) = cli
+        .node
+        .load_secret_file()
+        .and_then(|()| cli.node.validate())
+    {
         eprintln!("locker-node: {e}");
         return std::process::ExitCode::from(2);
     }
@@ -146,8 +151,16 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         secret: cfg.cluster_secret.clone(),
         info: node.peer_info(),
     });
-    let peer_server =
-        tokio::spawn(async move { axum::serve(peer_listener, peer_router(peer_state)).await });
+    let peer_app = peer_router(peer_state).layer(axum::middleware::from_fn(
+        locker_node::guard::peer_auth_failures,
+    ));
+    let peer_server = tokio::spawn(async move {
+        axum::serve(
+            peer_listener,
+            peer_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
 
     // Raft stopped by a storage error or a panic: exit, never linger.
     tokio::spawn(locker_node::store::exit_when_raft_stops(
@@ -166,7 +179,8 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     });
 
-    let app = locker_node::api::router(node.clone());
+    let app =
+        locker_node::api::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
     tracing::info!(addr = %cfg.client_addr, "serving the client API");
     let signalled = node.clone();
     let server = axum::serve(client_listener, app).with_graceful_shutdown(async move {

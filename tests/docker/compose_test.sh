@@ -19,6 +19,8 @@ cd "$(dirname "$0")/../.."
 root="$(pwd)"
 
 export LOCKER_IMAGE="${LOCKER_IMAGE:-locker:local}"
+# docker-compose.yml has no default secret: a cluster refuses a weak one.
+export LOCKER_CLUSTER_SECRET="${LOCKER_CLUSTER_SECRET:-compose-test-secret-$RANDOM$RANDOM}"
 project="${LOCKER_TEST_PROJECT:-lockercomposetest}"
 started=$SECONDS
 

@@ -60,6 +60,7 @@ pub fn router(node: Arc<Node>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .layer(middleware::from_fn(crate::guard::client_auth_failures))
         .with_state(node)
 }
 

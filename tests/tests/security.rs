@@ -1,0 +1,206 @@
+//! Issue 11's attacks, run against real nodes: weak cluster secrets refused
+//! at start, secrets kept out of `--help`, authentication failures logged.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use locker_tests::{bin, eventually, free_port, get, http};
+
+/// A node process killed when the test ends, whatever happens.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `locker-node` with `args` and `env`, in `dir`, stderr to `dir/node.log`.
+fn node_cmd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let log = std::fs::File::create(dir.join("node.log")).expect("log");
+    let mut cmd = Command::new(bin("locker-node"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("LOCKER_CLUSTER_SECRET")
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd
+}
+
+/// Waits up to 10 s for the node to exit; `None` if it is still running.
+fn exit_code(child: &mut Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn two_member_flags(client: &str, peer: &str) -> Vec<String> {
+    let other = free_port();
+    ["--id", "1", "--client-addr", client, "--peer-addr", peer]
+        .iter()
+        .map(ToString::to_string)
+        .chain([
+            "--initial-cluster".to_string(),
+            format!("1={peer},2=127.0.0.1:{other}"),
+        ])
+        .collect()
+}
+
+/// Starts node 1 of a 2-member cluster with `extra` flags and `env`; returns
+/// its exit code (None: still running after 10 s) and its log.
+fn start_member(extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let client = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_port());
+    let mut args = two_member_flags(&client, &peer);
+    args.extend(extra.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = Running(
+        node_cmd(dir.path(), &args, env)
+            .spawn()
+            .expect("spawn locker-node"),
+    );
+    let code = exit_code(&mut child.0);
+    let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+    (code, log)
+}
+
+/// A refused start: exit code 2, a message about the secret, no value.
+fn assert_refused(what: &str, (code, log): (Option<i32>, String)) {
+    assert_eq!(
+        code,
+        Some(2),
+        "{what} secret: the node must refuse to start\n{log}"
+    );
+    assert!(
+        log.contains("cluster secret"),
+        "{what}: the message names the secret\n{log}"
+    );
+    assert!(
+        !log.contains("fifteen-bytes!!"),
+        "{what}: the value is never printed\n{log}"
+    );
+}
+
+#[test]
+fn a_multi_node_cluster_refuses_a_weak_cluster_secret() {
+    assert_refused("the built-in default", start_member(&[], &[]));
+    assert_refused("an empty", start_member(&["--cluster-secret", ""], &[]));
+    let short = [("LOCKER_CLUSTER_SECRET", "fifteen-bytes!!")];
+    assert_refused("a short", start_member(&[], &short));
+    // --join (which excludes --initial-cluster) with the default.
+    let dir = tempfile::tempdir().expect("dir");
+    let client = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_port());
+    let args = ["--client-addr", &client, "--peer-addr", &peer, "--join"];
+    let mut child = Running(node_cmd(dir.path(), &args, &[]).spawn().expect("spawn"));
+    let code = exit_code(&mut child.0);
+    let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+    assert_refused("a joining node's default", (code, log));
+    // --insecure-dev lets a local experiment use the default: still running
+    // (waiting for its peer) after the 10 s the refusals took at most.
+    let (code, log) = start_member(&["--insecure-dev"], &[]);
+    assert_eq!(
+        code, None,
+        "--insecure-dev accepts the default secret\n{log}"
+    );
+}
+
+#[test]
+fn help_never_shows_the_secret_from_the_environment() {
+    let out: Output = Command::new(bin("locker-node"))
+        .arg("--help")
+        .env("LOCKER_CLUSTER_SECRET", "do-not-print-me-0123456789")
+        .output()
+        .expect("locker-node --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    assert!(help.contains("--cluster-secret-file"), "{help}");
+    assert!(
+        !help.contains("do-not-print-me"),
+        "--help printed the secret:\n{help}"
+    );
+}
+
+/// A node with its secret from a file; wrong secrets on both ports are
+/// refused and logged at warn once per source and port, not once per try.
+#[test]
+fn secret_from_a_file_and_auth_failures_logged_at_warn_once_per_source() {
+    let dir = tempfile::tempdir().expect("dir");
+    let secret = "file-secret-0123456789abcdef";
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    let client = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_port());
+    let file_arg = file.display().to_string();
+    let args = [
+        "--client-addr",
+        &client,
+        "--peer-addr",
+        &peer,
+        "--cluster-secret-file",
+        &file_arg,
+    ];
+    let mut cmd = node_cmd(dir.path(), &args, &[]);
+    let _node = Running(cmd.spawn().expect("spawn"));
+    let url = format!("http://{client}");
+    eventually(Duration::from_secs(20), "the node ready", || {
+        (get(&format!("{url}/readyz")).code == 200).then_some(())
+    });
+    let transfer = |s: &str| {
+        http()
+            .post(format!("{url}/v1/cluster/leader"))
+            .header("x-locker-cluster-secret", s)
+            .json(&serde_json::json!({"id": 1}))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        transfer(secret),
+        200,
+        "the file's secret is the cluster secret"
+    );
+    for _ in 0..5 {
+        assert_eq!(transfer("locker-dev-secret"), 401);
+        let peer_info = http()
+            .get(format!("http://{peer}/peer/info"))
+            .header("x-locker-cluster-secret", "wrong-secret-but-long-enough")
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(peer_info, 401);
+    }
+    let log = eventually(Duration::from_secs(5), "the warnings in the log", || {
+        let log = std::fs::read_to_string(dir.path().join("node.log")).ok()?;
+        (log.matches("authentication failed").count() >= 2).then_some(log)
+    });
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failed"))
+        .collect();
+    assert_eq!(
+        warned.len(),
+        2,
+        "one warning per port, not one per try:\n{log}"
+    );
+    assert!(
+        warned
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("127.0.0.1")),
+        "{log}"
+    );
+    // One from each port (the log may carry colour codes around `=`).
+    assert!(warned.iter().any(|l| l.contains("\"peer\"")), "{log}");
+    assert!(warned.iter().any(|l| l.contains("\"client\"")), "{log}");
+    assert!(!log.contains(secret), "the secret is never logged:\n{log}");
+}
