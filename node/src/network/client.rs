@@ -1,6 +1,7 @@
 //! The sending side: openraft's network factory over reqwest.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use openraft::{OptionalSend, RPCTypes, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{SECRET_HEADER, TARGET_HEADER};
+use super::{PEER_PROTOCOL, PROTOCOL_HEADER, SECRET_HEADER, TARGET_HEADER};
 use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
 
 /// Creates one [`PeerClient`] per target; all share one connection pool.
@@ -53,6 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             net: self.clone(),
             target,
             base: format!("http://{}", node.peer_addr),
+            peer_protocol: AtomicU32::new(UNKNOWN_PROTOCOL),
         }
     }
 }
@@ -61,7 +63,12 @@ pub struct PeerClient {
     net: PeerNetwork,
     target: NodeId,
     base: String,
+    /// The target's protocol, from its last answer's [`PROTOCOL_HEADER`]
+    /// (none: protocol 0); [`UNKNOWN_PROTOCOL`] before any answer.
+    peer_protocol: AtomicU32,
 }
+
+const UNKNOWN_PROTOCOL: u32 = u32::MAX;
 
 enum Failure {
     Unreachable(String),
@@ -83,6 +90,7 @@ impl PeerClient {
             .post(format!("{}{path}", self.base))
             .header(SECRET_HEADER, &*self.net.secret)
             .header(TARGET_HEADER, self.target.to_string())
+            .header(PROTOCOL_HEADER, PEER_PROTOCOL)
             .header("content-type", "application/octet-stream")
             .timeout(timeout)
             .body(body)
@@ -95,6 +103,16 @@ impl PeerClient {
             Err(e) => return Err(Failure::Network(e.to_string())),
         };
         let status = resp.status();
+        if status.is_success() {
+            // Only a served answer says what the peer speaks (a refusal
+            // may come before its protocol header is added).
+            let protocol = resp
+                .headers()
+                .get(PROTOCOL_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            self.peer_protocol.store(protocol, Ordering::Relaxed);
+        }
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) if e.is_timeout() => return Err(Failure::Timeout),
@@ -183,7 +201,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let ttl = option.hard_ttl();
-        let req = (vote, snapshot.meta, snapshot.snapshot);
+        let mut data = snapshot.snapshot;
+        // A protocol 0 peer (the release before versions, during a rolling
+        // upgrade) reads only bare images: send it the same image without
+        // the header. Append entries always come first, so its protocol is
+        // known by now.
+        if self.peer_protocol.load(Ordering::Relaxed) == 0 {
+            if let Some(bare) = crate::store::format::snapshot_as_format_0(&data) {
+                data = bare.to_vec();
+            }
+        }
+        let req = (vote, snapshot.meta, data);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = self.call("/raft/snapshot", &req, ttl) => r.map_err(|f| match self.rpc_error(f, RPCTypes::InstallSnapshot, ttl) {

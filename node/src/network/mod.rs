@@ -13,6 +13,15 @@ pub const SECRET_HEADER: &str = "x-locker-cluster-secret";
 /// Header naming the node id a peer request is meant for, so a request that
 /// reaches the wrong process (a reused address) is refused, not obeyed.
 pub const TARGET_HEADER: &str = "x-locker-target-id";
+/// Header carrying the peer protocol version ([`PEER_PROTOCOL`]) on every
+/// peer request and answer. A request without it comes from the release
+/// before protocols were numbered (protocol 0, whose bodies are protocol 1's
+/// byte for byte, except snapshot data: see `PeerClient::full_snapshot`). A
+/// request of a newer protocol is refused with 400 and a message naming both
+/// versions, logged at warn, rather than failing somewhere in bincode.
+pub const PROTOCOL_HEADER: &str = "x-locker-protocol";
+
+pub use crate::store::format::PEER_PROTOCOL;
 
 /// Asks the node at `peer_addr` who it is (used when forming or growing a cluster).
 pub async fn fetch_peer_info(
@@ -23,6 +32,7 @@ pub async fn fetch_peer_info(
     let resp = http
         .get(format!("http://{peer_addr}/peer/info"))
         .header(SECRET_HEADER, secret)
+        .header(PROTOCOL_HEADER, PEER_PROTOCOL)
         .timeout(std::time::Duration::from_secs(2))
         .send()
         .await

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{SECRET_HEADER, TARGET_HEADER};
+use super::{PEER_PROTOCOL, PROTOCOL_HEADER, SECRET_HEADER, TARGET_HEADER};
 use crate::types::{NodeId, Raft, Snapshot, SnapshotMeta, Vote};
 
 /// What the peer port's handlers share.
@@ -92,7 +92,53 @@ async fn authenticate(State(st): State<Arc<PeerState>>, req: Request, next: Next
                 .into_response();
         }
     }
-    next.run(req).await
+    if let Err(msg) = check_protocol(req.headers()) {
+        warn_refused(&msg);
+        return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from(PEER_PROTOCOL));
+    resp
+}
+
+/// The sender's peer protocol: absent is protocol 0 (the release before
+/// protocols were numbered), which this build still speaks; newer than
+/// [`PEER_PROTOCOL`] is refused, naming both.
+fn check_protocol(headers: &HeaderMap) -> Result<u32, String> {
+    let Some(v) = headers.get(PROTOCOL_HEADER) else {
+        return Ok(0);
+    };
+    let version = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .ok_or_else(|| format!("unreadable {PROTOCOL_HEADER} header {v:?}"))?;
+    if version > PEER_PROTOCOL {
+        return Err(format!(
+            "refused: the sender speaks peer protocol {version}, newer than protocol {PEER_PROTOCOL}, the newest this node (locker-node {}) speaks; upgrade this node",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+    Ok(version)
+}
+
+/// At warn, but at most once per 10 s: a newer leader retries every
+/// heartbeat.
+fn warn_refused(msg: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(%msg, "peer request of a newer protocol or format refused");
+    }
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
@@ -142,6 +188,12 @@ async fn snapshot(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(r) => return *r,
     };
+    // A newer format is refused here, by name, rather than stopping Raft
+    // with a storage error at install.
+    if let Err(e) = crate::store::format::snapshot_format(&data) {
+        warn_refused(&e.to_string());
+        return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+    }
     let snapshot = Snapshot {
         meta,
         snapshot: data,

@@ -6,6 +6,7 @@
 
 pub mod crash;
 mod flusher;
+pub mod format;
 mod log_store;
 mod state_machine;
 mod watchdog;
@@ -32,6 +33,9 @@ pub fn open(
         .flush_every_ms(Some(1000))
         .open()
         .map_err(to_io)?;
+    // Before anything reads a record: a newer format is refused untouched.
+    format::check_db(&db)
+        .map_err(|e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())))?;
     let data_file = sync_sled_files(dir)?;
     let flusher = Flusher::start(db.clone(), data_file);
     let log = LogStore::open(&db, flusher.clone())?;

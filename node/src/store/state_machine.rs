@@ -316,7 +316,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let image: TableImage = decode(&snapshot)?;
+        // A snapshot of a newer format is refused here, before any of it is used.
+        let image: TableImage = super::format::decode_snapshot(&snapshot)?;
         let table = LockTable::from_image(image);
         let installed = Replica {
             table,
@@ -407,7 +408,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             let stored = StoredSnapshot {
                 meta: meta.clone(),
-                data: encode(&r.table.to_image())?,
+                data: super::format::encode_snapshot(&r.table.to_image())?,
             };
             hit("store::snapshot_build::before_record");
             if stored_meta(&self.snapshots)?.is_some_and(|m| m.last_log_id > meta.last_log_id) {

@@ -1,0 +1,181 @@
+//! Versions of everything this node writes to disk or sends to a peer, so a
+//! later release can read what this one wrote, and this release refuses,
+//! with a message naming both versions, data it does not know.
+//!
+//! * **Data directory format** ([`DB_FORMAT`]): a record under
+//!   [`FORMAT_KEY`] in sled's default tree, written at the first open. A
+//!   database without it was written before formats were recorded: format
+//!   0, whose log entries, vote, state records and snapshot records are
+//!   those of format 1 byte for byte; opening it records format 1. A later
+//!   release that changes a record's encoding raises [`DB_FORMAT`] and
+//!   decodes each record by the format the database records.
+//! * **Snapshot data** ([`SNAPSHOT_FORMAT`]): [`SNAPSHOT_MAGIC`], the format
+//!   as a big-endian `u32`, then the bincode of the `TableImage`. Format 0
+//!   data (no header) is the bare bincode image, and is told apart by its
+//!   first 8 bytes: there they are the image's log time `now` in Unix
+//!   milliseconds (little-endian), which would have to be some 184 million
+//!   years away to spell the magic.
+//! * **Peer protocol** ([`PEER_PROTOCOL`]): see `network::PROTOCOL_HEADER`.
+
+use std::io;
+
+use crate::core::TableImage;
+
+/// The data directory format this build writes, and the newest it reads.
+pub const DB_FORMAT: u32 = 1;
+/// Where the data directory's format is recorded (sled's default tree).
+pub const FORMAT_KEY: &[u8] = b"locker:format";
+/// The snapshot data format this build writes, and the newest it reads.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The first bytes of versioned snapshot data.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"LOCKSNAP";
+/// The peer protocol this build speaks, and the newest it accepts.
+pub const PEER_PROTOCOL: u32 = 1;
+
+const HEADER_LEN: usize = SNAPSHOT_MAGIC.len() + 4;
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Checks the data directory's recorded format, recording [`DB_FORMAT`] if
+/// there is none (a new directory, or one of format 0). Returns the format
+/// the data was written in. A newer format than this build knows is
+/// refused: its records may mean something this build would misread.
+pub fn check_db(db: &sled::Db) -> io::Result<u32> {
+    let Some(raw) = db.get(FORMAT_KEY).map_err(super::to_io)? else {
+        let had_data = db.tree_names().len() > 1;
+        if had_data {
+            tracing::info!(
+                from = 0,
+                to = DB_FORMAT,
+                "data directory written before formats were recorded: recording format {DB_FORMAT} (same records)"
+            );
+        }
+        db.insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
+            .map_err(super::to_io)?;
+        db.flush().map_err(super::to_io)?;
+        return Ok(if had_data { 0 } else { DB_FORMAT });
+    };
+    let format = <[u8; 4]>::try_from(raw.as_ref())
+        .map(u32::from_be_bytes)
+        .map_err(|_| {
+            invalid(format!(
+                "the data directory's format record is unreadable ({} bytes); refusing to start",
+                raw.len()
+            ))
+        })?;
+    if format > DB_FORMAT {
+        return Err(invalid(format!(
+            "the data directory is in storage format {format}, newer than format {DB_FORMAT}, the newest this build (locker-node {}) reads; refusing to start: run a release that reads format {format}",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    if format < DB_FORMAT {
+        db.insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
+            .map_err(super::to_io)?;
+        db.flush().map_err(super::to_io)?;
+    }
+    Ok(format)
+}
+
+/// Snapshot data of this build's format: header, then the bincode image.
+pub fn encode_snapshot(image: &TableImage) -> io::Result<Vec<u8>> {
+    let body = super::encode(image)?;
+    let mut data = Vec::with_capacity(HEADER_LEN + body.len());
+    data.extend_from_slice(SNAPSHOT_MAGIC);
+    data.extend_from_slice(&SNAPSHOT_FORMAT.to_be_bytes());
+    data.extend_from_slice(&body);
+    Ok(data)
+}
+
+/// The snapshot data's format and its image bytes (format 0: all of it).
+fn split_snapshot(data: &[u8]) -> io::Result<(u32, &[u8])> {
+    let Some(rest) = data.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
+        return Ok((0, data));
+    };
+    let (version, body) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| invalid("snapshot data cut short inside its header".into()))?;
+    Ok((u32::from_be_bytes(*version), body))
+}
+
+/// Snapshot data's format, or the refusal of a newer one, naming both
+/// (also checked by the peer port before a snapshot reaches Raft).
+pub fn snapshot_format(data: &[u8]) -> io::Result<u32> {
+    let (format, _) = split_snapshot(data)?;
+    if format > SNAPSHOT_FORMAT {
+        return Err(invalid(format!(
+            "snapshot data in format {format}, newer than format {SNAPSHOT_FORMAT}, the newest this build (locker-node {}) reads; refusing it: upgrade this node",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(format)
+}
+
+/// Reads snapshot data of format 0 or 1; refuses a newer format with a
+/// message naming both, before anything of it is used.
+pub fn decode_snapshot(data: &[u8]) -> io::Result<TableImage> {
+    snapshot_format(data)?;
+    let (_, body) = split_snapshot(data)?;
+    // Formats 0 and 1 carry the same image encoding.
+    super::decode(body)
+}
+
+/// The same snapshot in format 0, for a peer of protocol 0 (the release
+/// before versions), which reads only bare images. `None` if the data is in
+/// a format other than 0 or 1.
+pub fn snapshot_as_format_0(data: &[u8]) -> Option<&[u8]> {
+    match split_snapshot(data).ok()? {
+        (0 | 1, body) => Some(body),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::LockTable;
+
+    fn image() -> TableImage {
+        LockTable::from_parts(1_764_000_000_000, Vec::new(), Vec::new(), Vec::new()).to_image()
+    }
+
+    /// Data written before snapshots had a header still installs.
+    #[test]
+    fn format_0_snapshot_data_decodes() {
+        let old = bincode::serialize(&image()).expect("encode");
+        assert_eq!(
+            decode_snapshot(&old).expect("decode").now,
+            1_764_000_000_000
+        );
+        assert_eq!(snapshot_as_format_0(&old), Some(old.as_slice()));
+    }
+
+    #[test]
+    fn format_1_snapshot_data_round_trips_and_strips_to_format_0() {
+        let data = encode_snapshot(&image()).expect("encode");
+        assert!(data.starts_with(SNAPSHOT_MAGIC));
+        assert_eq!(
+            decode_snapshot(&data).expect("decode").now,
+            1_764_000_000_000
+        );
+        let old = bincode::serialize(&image()).expect("encode");
+        assert_eq!(snapshot_as_format_0(&data), Some(old.as_slice()));
+    }
+
+    #[test]
+    fn newer_snapshot_format_is_refused_by_name() {
+        let mut data = encode_snapshot(&image()).expect("encode");
+        data[8..12].copy_from_slice(&7u32.to_be_bytes());
+        let err = decode_snapshot(&data).expect_err("format 7 accepted");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("format 7") && msg.contains("format 1"),
+            "{msg}"
+        );
+        assert_eq!(snapshot_as_format_0(&data), None);
+        let cut = decode_snapshot(&data[..10]).expect_err("cut header accepted");
+        assert!(cut.to_string().contains("header"), "{cut}");
+    }
+}
