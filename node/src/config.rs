@@ -101,6 +101,20 @@ pub struct NodeConfig {
     #[arg(long, env = "LOCKER_INSECURE_DEV")]
     pub insecure_dev: bool,
 
+    /// Open connections at most on the client port (more wait in the
+    /// kernel's queue). Lowered at start to fit the open files limit, so a
+    /// flood of connections cannot take the descriptors peers and storage
+    /// need.
+    #[arg(long, env = "LOCKER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// A connection that has not sent a complete request header this long
+    /// after it opened, or after its previous answer, is closed (both
+    /// ports), in milliseconds. Above the 30 s the Locker clients keep an
+    /// idle connection, so they close theirs first.
+    #[arg(long, env = "LOCKER_IDLE_TIMEOUT_MS", default_value_t = 40_000)]
+    pub idle_timeout_ms: u64,
+
     /// Raft heartbeat interval, in milliseconds.
     #[arg(long, env = "LOCKER_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
@@ -264,6 +278,9 @@ impl NodeConfig {
             if self.join {
                 return Err("--join and --initial-cluster exclude each other".into());
             }
+        }
+        if self.max_connections == 0 || self.idle_timeout_ms == 0 {
+            return Err("--max-connections and --idle-timeout-ms must be positive".into());
         }
         if !(self.test_clock_rate > 0.0 && self.test_clock_rate.is_finite()) {
             return Err("--test-clock-rate must be a positive number".into());

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod mutation;
 pub mod network;
 pub mod node;
+pub mod serve;
 pub mod store;
 pub mod types;
 pub mod waiters;

@@ -1,7 +1,5 @@
 //! `locker-node`: one node of a Locker cluster.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +7,7 @@ use clap::Parser;
 use locker_node::config::{Cli, NodeConfig, Subcommand_};
 use locker_node::network::{peer_router, PeerState};
 use locker_node::node::Node;
+use locker_node::serve::{serve, ServeLimits};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -25,7 +24,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     init_tracing(&cli.node.log_format);
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
     locker_node::mutation::announce();
     #[cfg(feature = "failpoints")]
     let _crash_points = match locker_node::store::crash::setup() {
@@ -45,7 +44,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.node)) {
+    match runtime.block_on(run(cli.node, open_files)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "locker-node stopped");
@@ -74,14 +73,14 @@ fn init_tracing(format: &str) {
 /// its `wait_ms`. Under the usual soft limit (1024 with systemd and recent
 /// container runtimes, whose hard limit is far higher) a few hundred waiters
 /// used up the node's descriptors: it accepted nothing more, peers included.
-fn raise_open_files_limit() {
+fn raise_open_files_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return;
+        return None;
     }
     let before = lim.rlim_cur;
     // An unlimited hard limit is not a valid soft one for open files.
@@ -91,18 +90,20 @@ fn raise_open_files_limit() {
         lim.rlim_max
     };
     if before >= target {
-        return;
+        return Some(before);
     }
     lim.rlim_cur = target;
     // SAFETY: as above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
         tracing::info!(from = before, to = target, "raised the open files limit");
+        Some(target)
     } else {
         tracing::warn!(
             limit = before,
             error = %std::io::Error::last_os_error(),
             "cannot raise the open files limit; each waiting acquire holds one"
         );
+        Some(before)
     }
 }
 
@@ -135,16 +136,12 @@ fn healthcheck(cfg: &NodeConfig, timeout_ms: u64) -> std::process::ExitCode {
     }
 }
 
-async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
-    tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, data = %cfg.data_dir.display(), "starting");
-    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on peer address {}: {e}", cfg.peer_addr))?;
-    let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on client address {}: {e}", cfg.client_addr))?;
-    let node = Node::start(cfg.clone()).await?;
-
+/// The peer port: Raft RPCs behind the cluster secret, its failures logged.
+fn spawn_peer_server(
+    cfg: &NodeConfig,
+    node: &Arc<Node>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let peer_state = Arc::new(PeerState {
         raft: node.raft.clone(),
         node_id: node.id,
@@ -154,13 +151,58 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let peer_app = peer_router(peer_state).layer(axum::middleware::from_fn(
         locker_node::guard::peer_auth_failures,
     ));
-    let peer_server = tokio::spawn(async move {
-        axum::serve(
-            peer_listener,
-            peer_app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
+    let peer_limits = ServeLimits {
+        max_connections: PEER_MAX_CONNECTIONS,
+        idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+    };
+    tokio::spawn(serve(
+        listener,
+        peer_app,
+        peer_limits,
+        std::future::pending(),
+    ))
+}
+
+/// Peers keep a few pooled connections each: this is plenty for any
+/// cluster, and keeps a flood on the peer port from taking descriptors.
+const PEER_MAX_CONNECTIONS: usize = 256;
+
+/// Descriptors kept for everything that is not a client connection: the
+/// peer port's connections, storage files, outgoing peer connections.
+const RESERVED_FILES: u64 = 512;
+
+/// The client port's limits: --max-connections, lowered to fit the open
+/// files limit (a connection past it would fail to accept, and so would
+/// every file and peer connection the node opens).
+fn client_limits(cfg: &NodeConfig, open_files: Option<u64>) -> ServeLimits {
+    let fit = open_files.map_or(u64::MAX, |n| n.saturating_sub(RESERVED_FILES).max(16));
+    let max = cfg
+        .max_connections
+        .min(usize::try_from(fit).unwrap_or(usize::MAX));
+    if max < cfg.max_connections {
+        tracing::info!(
+            max_connections = max,
+            open_files_limit = open_files,
+            "--max-connections lowered to fit the open files limit"
+        );
+    }
+    ServeLimits {
+        max_connections: max,
+        idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+    }
+}
+
+async fn run(cfg: NodeConfig, open_files: Option<u64>) -> anyhow::Result<()> {
+    tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, data = %cfg.data_dir.display(), "starting");
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
         .await
-    });
+        .map_err(|e| anyhow::anyhow!("cannot listen on peer address {}: {e}", cfg.peer_addr))?;
+    let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on client address {}: {e}", cfg.client_addr))?;
+    let node = Node::start(cfg.clone()).await?;
+
+    let peer_server = spawn_peer_server(&cfg, &node, peer_listener);
 
     // Raft stopped by a storage error or a panic: exit, never linger.
     tokio::spawn(locker_node::store::exit_when_raft_stops(
@@ -179,11 +221,11 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     });
 
-    let app =
-        locker_node::api::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    tracing::info!(addr = %cfg.client_addr, "serving the client API");
+    let app = locker_node::api::router(node.clone());
+    let limits = client_limits(&cfg, open_files);
+    tracing::info!(addr = %cfg.client_addr, max_connections = limits.max_connections, "serving the client API");
     let signalled = node.clone();
-    let server = axum::serve(client_listener, app).with_graceful_shutdown(async move {
+    let server = serve(client_listener, app, limits, async move {
         shutdown_signal().await;
         // Blocked acquires answer 503 now instead of waiting out wait_ms.
         signalled.begin_shutdown();
@@ -196,7 +238,7 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        served = server.into_future() => served?,
+        () = server => {}
         _ = bounded => tracing::warn!(?grace, "requests still in flight; stopping without them"),
         Ok(e) = refused_rx => {
             peer_server.abort();

@@ -204,3 +204,54 @@ fn secret_from_a_file_and_auth_failures_logged_at_warn_once_per_source() {
     assert!(warned.iter().any(|l| l.contains("\"client\"")), "{log}");
     assert!(!log.contains(secret), "the secret is never logged:\n{log}");
 }
+
+/// 1,100 idle sockets against a node limited to 1,024 open files used to
+/// take all its descriptors for good: `/healthz`, peers and writes stopped.
+/// Now connections past the limit wait in the kernel's queue and idle ones
+/// are closed after --idle-timeout-ms, so `/healthz` answers.
+#[test]
+fn a_flood_of_idle_connections_does_not_stop_healthz() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let client = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_port());
+    let args = ["--client-addr", &client, "--peer-addr", &peer];
+    // Through the environment, so a node without the flag runs this too.
+    let mut cmd = node_cmd(dir.path(), &args, &[("LOCKER_IDLE_TIMEOUT_MS", "2000")]);
+    let limit = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let _node = Running(cmd.spawn().expect("spawn"));
+    let url = format!("http://{client}");
+    eventually(Duration::from_secs(20), "the node ready", || {
+        (get(&format!("{url}/readyz")).code == 200).then_some(())
+    });
+    let idle: Vec<std::net::TcpStream> = (0..1100)
+        .filter_map(|_| std::net::TcpStream::connect(&client).ok())
+        .collect();
+    assert_eq!(idle.len(), 1100, "the flood's sockets all connect");
+    let started = Instant::now();
+    let health = http()
+        .get(format!("{url}/healthz"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .map(|r| r.status().as_u16());
+    assert_eq!(
+        health.as_ref().ok(),
+        Some(&200),
+        "with 1,100 idle sockets open, /healthz got {health:?} after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
