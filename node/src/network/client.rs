@@ -204,9 +204,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut data = snapshot.snapshot;
         // A protocol 0 peer (the release before versions, during a rolling
         // upgrade) reads only bare images: send it the same image without
-        // the header. Append entries always come first, so its protocol is
-        // known by now.
-        if self.peer_protocol.load(Ordering::Relaxed) == 0 {
+        // the header. So does a peer not heard from yet: openraft sends a
+        // new learner behind a purged log a snapshot first, and format 0
+        // data is read by every release.
+        let protocol = self.peer_protocol.load(Ordering::Relaxed);
+        if protocol == 0 || protocol == UNKNOWN_PROTOCOL {
             if let Some(bare) = crate::store::format::snapshot_as_format_0(&data) {
                 data = bare.to_vec();
             }
