@@ -305,7 +305,19 @@ impl Node {
                 if !still_ours {
                     return;
                 }
-                match node.write(&lt, Op::LeaderTakeover).await {
+                // No timeout: a marker that is slow to apply (it rewrites
+                // every live lease; a million of them take seconds) must
+                // not be proposed again while it is still on its way: each
+                // copy would rewrite them all again (a restarted node with a
+                // million locks once grew to 16 GB doing that, never ready).
+                let mut leader = node.leader.subscribe();
+                let term_over =
+                    leader.wait_for(|t| t.as_ref().is_none_or(|t| t.leader_id != lt.leader_id));
+                let written = tokio::select! {
+                    w = node.write_within(&lt, Op::LeaderTakeover, None) => w,
+                    _ = term_over => return,
+                };
+                match written {
                     Ok(_) => {
                         node.leader.send_modify(|cur| {
                             if let Some(t) = cur.as_mut().filter(|t| t.leader_id == lt.leader_id) {
@@ -421,6 +433,19 @@ impl Node {
     }
 
     async fn write(&self, term: &LeaderTerm, op: Op) -> Result<Outcome, Unavailable> {
+        let timeout = Duration::from_millis(self.cfg.write_timeout_ms);
+        self.write_within(term, op, Some(timeout)).await
+    }
+
+    /// [`Node::write`] waiting at most `timeout` for the outcome, or, with
+    /// `None`, until openraft answers: applied, or dropped because the term
+    /// ended (openraft answers every appended entry one way or the other).
+    async fn write_within(
+        &self,
+        term: &LeaderTerm,
+        op: Op,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, Unavailable> {
         let started = Instant::now();
         let cmd = Command {
             time_ms: term.clock.now_ms(),
@@ -433,8 +458,11 @@ impl Node {
             .responder(responder)
             .await
             .map_err(|e| Unavailable::NoLeader(e.to_string()))?;
-        let timeout = Duration::from_millis(self.cfg.write_timeout_ms);
-        let result = match tokio::time::timeout(timeout, rx).await {
+        let answer = match timeout {
+            Some(t) => tokio::time::timeout(t, rx).await,
+            None => Ok(rx.await),
+        };
+        let result = match answer {
             Err(_) => Err(Unavailable::Unknown(format!(
                 "not committed within {timeout:?}"
             ))),
