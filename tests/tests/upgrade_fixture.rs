@@ -185,28 +185,37 @@ fn a_killed_format_0_directory_is_served() {
 /// node refuses to start, names both formats, and changes nothing.
 #[test]
 fn a_newer_format_is_refused_with_both_versions_named() {
+    let log = refused_with_record(&99u32.to_be_bytes());
+    assert!(
+        log.contains("storage format 99") && log.contains("format 1,"),
+        "the refusal does not name both formats:\n{log}"
+    );
+}
+
+/// A format record that is not 4 bytes is refused too, not guessed at.
+#[test]
+fn an_unreadable_format_record_is_refused() {
+    let log = refused_with_record(b"v2");
+    assert!(log.contains("format record is unreadable"), "{log}");
+}
+
+/// Starts a node on a data directory whose format record is `record`;
+/// checks it exits 1 without touching the record; returns its log.
+fn refused_with_record(record: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("n1");
     {
         let db = sled::open(data.join("sled")).expect("sled");
-        db.insert(b"locker:format", &99u32.to_be_bytes())
-            .expect("insert");
+        db.insert(b"locker:format", record).expect("insert");
         db.flush().expect("flush");
     }
     let mut node = Node::start(&data);
     let (code, log) = node.wait_exit(Duration::from_secs(20));
     assert_eq!(code, Some(1), "exit code; log:\n{log}");
-    assert!(
-        log.contains("storage format 99") && log.contains("format 1,"),
-        "the refusal does not name both formats:\n{log}"
-    );
     let db = sled::open(data.join("sled")).expect("sled");
     let kept = db.get(b"locker:format").expect("get").expect("record");
-    assert_eq!(
-        kept.as_ref(),
-        99u32.to_be_bytes(),
-        "the refusal changed the record"
-    );
+    assert_eq!(kept.as_ref(), record, "the refusal changed the record");
+    log
 }
 
 /// A peer request of a newer protocol is refused by name, at warn, before
