@@ -50,6 +50,10 @@ wire_enum! {
         MethodNotAllowed = "METHOD_NOT_ALLOWED",
         /// 413: a body over 64 KiB.
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
+        /// 415: a POST or PUT with a body that is not
+        /// `Content-Type: application/json` (what a cross-site form or
+        /// `text/plain` request from a browser page would send).
+        UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE",
         /// 500: a bug or a storage failure.
         Internal = "INTERNAL",
         /// 503: no leader could serve; nothing was proposed (a definite failure).
@@ -75,6 +79,7 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             OwnerHashRetired => 409,
             PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
             Internal => 500,
             NoLeader | Timeout | MembershipChangeFailed => 503,
         }

@@ -245,6 +245,7 @@ fn error_codes_and_their_http_statuses() {
         ("METHOD_NOT_ALLOWED", 405),
         ("OWNER_HASH_RETIRED", 409),
         ("PAYLOAD_TOO_LARGE", 413),
+        ("UNSUPPORTED_MEDIA_TYPE", 415),
         ("INTERNAL", 500),
         ("NO_LEADER", 503),
         ("TIMEOUT", 503),

@@ -160,6 +160,7 @@ fn a_few_hundred_blocking_acquires_do_not_exhaust_the_nodes_open_files() {
     let other = locker_tests::http()
         .post(format!("{url}/v1/locks/fd%2Fother/acquire"))
         .timeout(Duration::from_secs(5))
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .map(|r| r.status().as_u16());

@@ -44,6 +44,7 @@ fn openapi_documents_every_route_and_only_real_ones() {
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let r = http()
                 .request(m, format!("{url}{concrete}"))
+                .header("content-type", "application/json")
                 .body("{}")
                 .send()
                 .expect("send");

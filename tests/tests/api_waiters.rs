@@ -312,6 +312,7 @@ fn waiter_moved_to_a_new_leader_via(flags: &[&str], via_follower: bool) {
     let moved = locker_tests::http()
         .post(format!("{url}/v1/cluster/leader"))
         .header("x-locker-cluster-secret", locker_tests::SECRET)
+        .header("content-type", "application/json")
         .body(json!({ "id": target }).to_string())
         .send()
         .map(|r| r.status().as_u16());

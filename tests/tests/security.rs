@@ -255,3 +255,53 @@ fn a_flood_of_idle_connections_does_not_stop_healthz() {
     );
     drop(idle);
 }
+
+/// A browser page can POST `text/plain` or a form to 127.0.0.1:7070 without
+/// asking first (CSRF): such bodies are refused with 415 and change nothing.
+#[test]
+fn a_write_without_a_json_content_type_is_refused_and_changes_nothing() {
+    let c = locker_tests::Cluster::start(1);
+    let url = c.url(1);
+    let send = |method: reqwest::Method, path: &str, ct: Option<&str>, body: &str| {
+        let mut req = http().request(method, format!("{url}{path}"));
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let r = req.body(body.to_string()).send().expect("send");
+        let code = r.status().as_u16();
+        (code, r.json::<serde_json::Value>().unwrap_or_default())
+    };
+    let acquire = "/v1/locks/csrf%2Fk/acquire";
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let (code, body) = send(reqwest::Method::POST, acquire, ct, "{}");
+        assert_eq!(code, 415, "{ct:?}: {body}");
+        assert_eq!(
+            body["error"]["code"], "UNSUPPORTED_MEDIA_TYPE",
+            "{ct:?}: {body}"
+        );
+    }
+    let process = "/v1/processes/h%2F1.2";
+    let (code, body) = send(reqwest::Method::PUT, process, Some("text/plain"), "{}");
+    assert_eq!(
+        (code, &body["error"]["code"]),
+        (415, &"UNSUPPORTED_MEDIA_TYPE".into())
+    );
+    assert!(!locker_tests::api::read(&url, "csrf/k").read().locked);
+    // JSON (with parameters, any case) and a body-less POST still work.
+    let json = Some("Application/JSON; charset=utf-8");
+    assert_eq!(send(reqwest::Method::POST, acquire, json, "{}").0, 200);
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            "/v1/locks/csrf%2Fe/acquire",
+            None,
+            ""
+        )
+        .0,
+        200
+    );
+}

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
@@ -58,6 +59,7 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             forward::route_to_leader,
         ))
+        .layer(middleware::from_fn(require_json))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .layer(middleware::from_fn(crate::guard::client_auth_failures))
@@ -76,6 +78,38 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "this route does not take that method",
     )
+}
+
+/// POST and PUT bodies must be JSON, said so in `Content-Type`. A browser
+/// page may send a cross-site `text/plain` or form POST without asking the
+/// server first (CSRF); only other content types need a CORS preflight,
+/// which this API never grants. A request without a body and without a
+/// content type (`curl -X POST` of an acquire with all defaults) is fine.
+async fn require_json(req: Request, next: Next) -> Response {
+    let writes = matches!(*req.method(), Method::POST | Method::PUT);
+    if writes && !json_or_no_body(req.headers()) {
+        return ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "a POST or PUT body must be sent with Content-Type: application/json",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn json_or_no_body(h: &HeaderMap) -> bool {
+    match h.get(header::CONTENT_TYPE) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")),
+        None => {
+            !h.contains_key(header::TRANSFER_ENCODING)
+                && h.get(header::CONTENT_LENGTH)
+                    .is_none_or(|n| n.as_bytes() == b"0")
+        }
+    }
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
