@@ -5,6 +5,7 @@
 use crate::api::{Answer, Api, Call};
 use crate::history::{Fields, Op, OpType, Process, Recorder, WORKER_STRIDE};
 use crate::rng::Rng;
+use locker_proto::ErrorCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -510,7 +511,7 @@ async fn take_over(
     cfg: &TakeoverCfg,
 ) {
     let give_up = Instant::now() + Duration::from_millis(cfg.process_ttl_ms + 60_000);
-    let mine = w.owner(key);
+    let mut mine = w.owner(key);
     let mut got = false;
     while Instant::now() < give_up
         && !w.ctx.stop.load(Ordering::Relaxed)
@@ -528,6 +529,11 @@ async fn take_over(
         if a.kind == OpType::Ok {
             got = true;
             break;
+        }
+        if a.error.as_deref() == Some(ErrorCode::OwnerHashRetired.as_str()) {
+            // That run is over (a lost try was fenced, or it was granted
+            // and ended): polling with it would be refused forever.
+            mine = w.owner(key);
         }
         sleep(Duration::from_millis(100)).await;
     }
