@@ -115,6 +115,14 @@ pub struct NodeConfig {
     #[arg(long, env = "LOCKER_IDLE_TIMEOUT_MS", default_value_t = 40_000)]
     pub idle_timeout_ms: u64,
 
+    /// Host names the client port answers to (the `Host` header, port
+    /// ignored), comma-separated, besides `localhost`, IP addresses and this
+    /// node's advertised client address. Empty: that default set when the
+    /// client address is loopback, any host otherwise. Closes DNS rebinding:
+    /// a web page whose own name resolves to the node's address.
+    #[arg(long, env = "LOCKER_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
     /// Raft heartbeat interval, in milliseconds.
     #[arg(long, env = "LOCKER_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,

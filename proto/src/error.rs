@@ -54,6 +54,9 @@ wire_enum! {
         /// `Content-Type: application/json` (what a cross-site form or
         /// `text/plain` request from a browser page would send).
         UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE",
+        /// 421: a `Host` header the node does not answer to (DNS
+        /// rebinding: a web page's own name pointed at the node's address).
+        HostNotAllowed = "HOST_NOT_ALLOWED",
         /// 500: a bug or a storage failure.
         Internal = "INTERNAL",
         /// 503: no leader could serve; nothing was proposed (a definite failure).
@@ -80,6 +83,7 @@ impl ErrorCode {
             OwnerHashRetired => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
+            HostNotAllowed => 421,
             Internal => 500,
             NoLeader | Timeout | MembershipChangeFailed => 503,
         }

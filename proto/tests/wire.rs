@@ -246,6 +246,7 @@ fn error_codes_and_their_http_statuses() {
         ("OWNER_HASH_RETIRED", 409),
         ("PAYLOAD_TOO_LARGE", 413),
         ("UNSUPPORTED_MEDIA_TYPE", 415),
+        ("HOST_NOT_ALLOWED", 421),
         ("INTERNAL", 500),
         ("NO_LEADER", 503),
         ("TIMEOUT", 503),

@@ -143,7 +143,7 @@ fn a_few_hundred_blocking_acquires_do_not_exhaust_the_nodes_open_files() {
     // 200 waiters, each its own connection, sent and left waiting.
     let body = json!({"owner_hash": "fd/held@h/1.1.1", "wait_ms": 60_000}).to_string();
     let request = format!(
-        "POST /v1/locks/fd%2Fheld/acquire HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /v1/locks/fd%2Fheld/acquire HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let waiters: Vec<std::net::TcpStream> = (0..200)

@@ -305,3 +305,49 @@ fn a_write_without_a_json_content_type_is_refused_and_changes_nothing() {
         200
     );
 }
+
+/// DNS rebinding: a page on `evil.example` that resolves to 127.0.0.1 sends
+/// its own name as Host. A loopback node answers only names it knows.
+#[test]
+fn a_loopback_node_refuses_an_unknown_host_name() {
+    let c = locker_tests::Cluster::start_with(1, &["--allowed-hosts", "locker.internal"]);
+    let url = c.url(1);
+    let with_host = |path: &str, host: &str| {
+        let r = http()
+            .post(format!("{url}{path}"))
+            .header("host", host)
+            .json(&serde_json::json!({}))
+            .send()
+            .expect("send");
+        let code = r.status().as_u16();
+        (code, r.json::<serde_json::Value>().unwrap_or_default())
+    };
+    let (code, body) = with_host("/v1/locks/dns%2Fk/acquire", "evil.example:7070");
+    assert_eq!(
+        (code, &body["error"]["code"]),
+        (421, &"HOST_NOT_ALLOWED".into()),
+        "{body}"
+    );
+    assert!(
+        !locker_tests::api::read(&url, "dns/k").read().locked,
+        "nothing changed"
+    );
+    for host in [
+        "localhost:1",
+        "127.0.0.1",
+        "[::1]:7070",
+        "LOCKER.internal:80",
+    ] {
+        let (code, body) = with_host(&format!("/v1/locks/dns%2F{}/acquire", host.len()), host);
+        assert_eq!(code, 200, "{host}: {body}");
+    }
+    let probe = http()
+        .get(format!("{url}/healthz"))
+        .header("host", "evil.example")
+        .send();
+    assert_eq!(
+        probe.map(|r| r.status().as_u16()).ok(),
+        Some(200),
+        "probes stay open"
+    );
+}

@@ -60,6 +60,7 @@ pub fn router(node: Arc<Node>) -> Router {
             forward::route_to_leader,
         ))
         .layer(middleware::from_fn(require_json))
+        .layer(middleware::from_fn_with_state(node.clone(), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .layer(middleware::from_fn(crate::guard::client_auth_failures))
@@ -109,6 +110,55 @@ fn json_or_no_body(h: &HeaderMap) -> bool {
                 && h.get(header::CONTENT_LENGTH)
                     .is_none_or(|n| n.as_bytes() == b"0")
         }
+    }
+}
+
+/// DNS rebinding: a web page on a name its owner points at 127.0.0.1 could
+/// talk to a node on loopback as if it were the page's own site. The page's
+/// name is in `Host`, so only known names are answered (421 otherwise); the
+/// probes (`/healthz`, `/readyz`, `/metrics`) stay open.
+async fn check_host(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    if probe || host_allowed(&node.cfg, req.headers()) {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        ErrorCode::HostNotAllowed,
+        "this node does not answer to that Host; see --allowed-hosts",
+    )
+    .into_response()
+}
+
+fn host_allowed(cfg: &crate::config::NodeConfig, h: &HeaderMap) -> bool {
+    if cfg.allowed_hosts.is_empty() && !cfg.client_addr.ip().is_loopback() {
+        return true;
+    }
+    // No Host at all is HTTP/1.0, which no browser sends.
+    let Some(v) = h.get(header::HOST) else {
+        return true;
+    };
+    let Ok(v) = v.to_str() else {
+        return false;
+    };
+    let host = host_part(v).to_ascii_lowercase();
+    // A rebinding page always has a name: an IP literal cannot be one.
+    host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok()
+        || host_part(&cfg.advertised_client_addr()).eq_ignore_ascii_case(&host)
+        || cfg
+            .allowed_hosts
+            .iter()
+            .any(|a| host_part(a.trim()).eq_ignore_ascii_case(&host))
+}
+
+/// `name:port` → `name`, `[::1]:7070` → `::1`.
+fn host_part(v: &str) -> &str {
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match v.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => v,
     }
 }
 
