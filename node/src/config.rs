@@ -65,9 +65,9 @@ pub struct NodeConfig {
     pub advertise_peer_addr: Option<String>,
 
     /// The first members, as ID=PEER_ADDR,... including this node. Used only
-    /// on the first start: the lowest id bootstraps the cluster once it has
-    /// reached every member; the others join through replication. Ignored once
-    /// the node is initialized. Empty: a single-node cluster.
+    /// on the first start: the cluster forms once a majority of the members is
+    /// up; the others join through replication. Ignored once the node is
+    /// initialized. Empty: a single-node cluster.
     #[arg(long, env = "LOCKER_INITIAL_CLUSTER", value_parser = parse_initial_cluster, default_value = "")]
     pub initial_cluster: InitialCluster,
 
@@ -186,7 +186,7 @@ pub const DEFAULT_CLUSTER_SECRET: &str = "locker-dev-secret";
 pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
 
 /// `--initial-cluster`: node id → peer address of every founding member, in
-/// id order (the lowest id bootstraps).
+/// id order.
 pub type InitialCluster = BTreeMap<u64, String>;
 
 fn parse_initial_cluster(s: &str) -> Result<InitialCluster, String> {

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod core;

@@ -147,6 +147,7 @@ fn spawn_peer_server(
         node_id: node.id,
         secret: cfg.cluster_secret.clone(),
         info: node.peer_info(),
+        admitted: node.admitted(),
     });
     let peer_app = peer_router(peer_state).layer(axum::middleware::from_fn(
         locker_node::guard::peer_auth_failures,

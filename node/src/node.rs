@@ -3,7 +3,7 @@
 //! operations the HTTP layer needs (propose a command, serve a read).
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::core::{Command, Op, Outcome};
 use crate::metrics::Metrics;
 use crate::network::{PeerInfo, PeerNetwork};
 use crate::store::{Flusher, SharedReplica};
-use crate::types::{NodeId, PeerNode, Raft};
+use crate::types::{NodeId, Raft};
 use crate::waiters::Waiters;
 
 /// Why a request could not be served here and now. All are retryable.
@@ -80,6 +80,13 @@ pub struct Node {
     owner_seq: AtomicU64,
     /// Set once on SIGTERM: long waits (blocking acquires) give up at once.
     stopping: watch::Sender<bool>,
+    /// Whether the data directory held no cluster when the node opened it,
+    /// read before the peer port listens: a leader's first append can make
+    /// the node initialized before `bootstrap` runs, and `bootstrap` must
+    /// still tell a fresh member from one that lost its volume.
+    pub(crate) started_empty: bool,
+    /// Whether Raft RPCs from peers are served (see `PeerState::admitted`).
+    pub(crate) admitted: watch::Sender<bool>,
 }
 
 /// Where the leader is, from this node's point of view.
@@ -122,6 +129,7 @@ impl Node {
         .validate()?;
         let network = PeerNetwork::new(cfg.id, &cfg.cluster_secret);
         let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log, sm).await?;
+        let started_empty = !raft.is_initialized().await?;
         let wall = WallClock::new(cfg.test_clock_offset_ms, cfg.test_clock_rate);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
@@ -142,8 +150,18 @@ impl Node {
             waiters: Waiters::default(),
             owner_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
+            started_empty,
+            // A node with data on disk is what it was; an empty one decides
+            // in `bootstrap`.
+            admitted: watch::channel(!started_empty).0,
         });
         Ok(node)
+    }
+
+    /// Whether peers' Raft RPCs are served (false until `bootstrap` admits
+    /// a node that started on an empty data directory).
+    pub fn admitted(&self) -> watch::Receiver<bool> {
+        self.admitted.subscribe()
     }
 
     /// What this node tells peers about itself.
@@ -154,104 +172,6 @@ impl Node {
             client_addr: self.cfg.advertised_client_addr(),
             initialized: false,
         }
-    }
-
-    /// Forms the cluster on first start; a no-op once initialized.
-    pub async fn bootstrap(self: &Arc<Self>) -> anyhow::Result<()> {
-        if self.raft.is_initialized().await? {
-            tracing::info!("already initialized; rejoining with the data on disk");
-            return Ok(());
-        }
-        if self.cfg.join {
-            tracing::info!("waiting to be added to a cluster (--join)");
-            return Ok(());
-        }
-        let me = self.peer_info();
-        let members: BTreeMap<NodeId, PeerNode> = if self.cfg.initial_cluster.is_empty() {
-            BTreeMap::from([(
-                self.id,
-                PeerNode {
-                    peer_addr: me.peer_addr,
-                    client_addr: me.client_addr,
-                },
-            )])
-        } else {
-            let lowest = self.cfg.initial_cluster.keys().next().copied();
-            if lowest != Some(self.id) {
-                tracing::info!(bootstrapper = ?lowest, "waiting for the lowest id to form the cluster");
-                return Ok(());
-            }
-            self.gather_members().await?
-        };
-        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initializing the cluster");
-        match self.raft.initialize(members).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // Already initialized by an earlier run that crashed after
-                // initializing: harmless.
-                tracing::warn!(error = %e, "initialize refused");
-                Ok(())
-            }
-        }
-    }
-
-    /// Asks every initial member for its addresses, retrying until all answer.
-    async fn gather_members(&self) -> anyhow::Result<BTreeMap<NodeId, PeerNode>> {
-        let mut members = BTreeMap::new();
-        let mut attempt = 0u32;
-        while members.len() < self.cfg.initial_cluster.len() {
-            for (&id, addr) in &self.cfg.initial_cluster {
-                if members.contains_key(&id) {
-                    continue;
-                }
-                if id == self.id {
-                    let me = self.peer_info();
-                    members.insert(
-                        id,
-                        PeerNode {
-                            peer_addr: me.peer_addr,
-                            client_addr: me.client_addr,
-                        },
-                    );
-                    continue;
-                }
-                match crate::network::fetch_peer_info(&self.http, addr, &self.cfg.cluster_secret)
-                    .await
-                {
-                    // Our data directory is empty but the cluster exists: a
-                    // lost volume. A second cluster would split the first.
-                    Ok(info) if info.node_id == id && info.initialized => anyhow::bail!(
-                        "node {id} at {addr} says the cluster is already initialized, but this \
-                         node's data directory {} holds none: refusing to form a second cluster. \
-                         Restore this node's data directory, or remove this node from the \
-                         cluster and add it back with a new id and --join",
-                        self.cfg.data_dir.display()
-                    ),
-                    Ok(info) if info.node_id == id => {
-                        members.insert(
-                            id,
-                            PeerNode {
-                                peer_addr: info.peer_addr,
-                                client_addr: info.client_addr,
-                            },
-                        );
-                    }
-                    Ok(info) => anyhow::bail!(
-                        "{addr} answered as node {}, but --initial-cluster says node {id}",
-                        info.node_id
-                    ),
-                    Err(e) if attempt.is_multiple_of(20) => {
-                        tracing::info!(node = id, %addr, error = %e, "waiting for peer")
-                    }
-                    Err(_) => {}
-                }
-            }
-            attempt += 1;
-            if members.len() < self.cfg.initial_cluster.len() {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-        Ok(members)
     }
 
     /// Runs for the node's life: keeps `self.leader` in step with Raft and
@@ -388,6 +308,9 @@ impl Node {
         match m.current_leader {
             Some(id) if id == self.id => LeaderHint::Me,
             Some(id) => match m.membership_config.membership().get_node(&id) {
+                // A member of the initial cluster whose client address is
+                // not recorded yet (see `bootstrap`): nowhere to forward.
+                Some(n) if n.client_addr.is_empty() => LeaderHint::Unknown,
                 Some(n) => LeaderHint::Other {
                     id,
                     client_addr: n.client_addr.clone(),

@@ -410,6 +410,14 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra flags for every node.
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let all: Vec<u64> = (1..=n as u64).collect();
+        Self::start_only(n, extra, &all)
+    }
+
+    /// A cluster of `n` configured members of which only `up` are started
+    /// (the others start later with [`Cluster::restart`]); waits until a
+    /// leader serves writes.
+    pub fn start_only(n: usize, extra: &[&str], up: &[u64]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes: Vec<NodeProc> = (1..=n as u64)
             .map(|id| NodeProc {
@@ -445,11 +453,33 @@ impl Cluster {
             }
             args.extend(extra.iter().cloned());
             p.args = args;
-            p.spawn();
+            if up.contains(&p.id) {
+                p.spawn();
+            }
         }
         let c = Cluster { nodes, dir, extra };
-        c.wait_ready(Duration::from_secs(30));
+        let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.wait_ready(Duration::from_secs(30))
+        }));
+        if let Err(e) = ready {
+            c.print_log_tails();
+            std::panic::resume_unwind(e);
+        }
         c
+    }
+
+    /// The last lines of every node's log on stderr (request noise left
+    /// out): why a cluster did not become ready.
+    pub fn print_log_tails(&self) {
+        for n in &self.nodes {
+            let text = n.log_text();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("path=/readyz") && !l.contains("__ready_probe"))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("=== node {} log tail:\n{}", n.id, tail.join("\n"));
+        }
     }
 
     pub fn node(&self, id: u64) -> &NodeProc {
@@ -521,6 +551,21 @@ impl Cluster {
 
     /// Starts node `id` empty with `--join` and adds it through the leader.
     pub fn add_node(&mut self, id: u64) -> Answer {
+        let peer_addr = self.start_joining(id);
+        let leader = self.wait_ready(Duration::from_secs(20));
+        answer(
+            http()
+                .post(format!("{}/v1/cluster/members", self.url(leader)))
+                .header("x-locker-cluster-secret", SECRET)
+                .json(&json!({"id": id, "peer_addr": peer_addr}))
+                .send(),
+        )
+    }
+
+    /// Starts node `id` empty with `--join` (not added yet); returns its
+    /// peer address. Call `wait_ready` only once it is added: until then
+    /// it is not ready.
+    pub fn start_joining(&mut self, id: u64) -> String {
         let mut p = NodeProc {
             id,
             client_addr: format!("127.0.0.1:{}", free_port()),
@@ -551,15 +596,9 @@ impl Cluster {
             (get(&health).code == 200).then_some(())
         });
         // Not a member yet, so not counted by `wait_ready` until added.
-        let leader = self.wait_ready(Duration::from_secs(20));
+        self.wait_ready(Duration::from_secs(20));
         self.nodes.push(p);
-        answer(
-            http()
-                .post(format!("{}/v1/cluster/members", self.url(leader)))
-                .header("x-locker-cluster-secret", SECRET)
-                .json(&json!({"id": id, "peer_addr": peer_addr}))
-                .send(),
-        )
+        peer_addr
     }
 }
 

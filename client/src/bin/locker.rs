@@ -175,8 +175,10 @@ enum Command {
         /// An owner hash, `{key}@{host}/{pid}.{nanos}.{seq}[#trace]`.
         owner_hash: String,
     },
-    /// Show the cluster: members, leader, term, log indexes.
-    Cluster,
+    /// Show the cluster (members, leader, term, log indexes), or change
+    /// its membership: `locker cluster add|remove|promote` (these need the
+    /// cluster secret, from LOCKER_CLUSTER_SECRET or --cluster-secret).
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +245,8 @@ struct AcquireArgs {
 }
 
 // Not src/bin/guard.rs: cargo would take that for a second binary.
+#[path = "locker/cluster.rs"]
+mod cluster;
 #[path = "locker/guard.rs"]
 mod guard;
 
@@ -317,7 +321,17 @@ async fn real_main(cli: Cli) -> u8 {
         Command::Show { key } => cmd_show(&client, &key, json).await,
         Command::List { prefix, limit } => cmd_list(&client, prefix.as_deref(), limit, json).await,
         Command::Owner { owner_hash } => cmd_owner(&client, &owner_hash, json).await,
-        Command::Cluster => client.cluster().await.map(|v| {
+        Command::Cluster(cluster::ClusterArgs {
+            action: Some(action),
+        }) => {
+            return cluster::run(action, &endpoints, cli.timeout_ms, json)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("locker: {e}");
+                    EXIT_ERROR
+                })
+        }
+        Command::Cluster(_) => client.cluster().await.map(|v| {
             if json {
                 print_json(&v);
             } else {

@@ -118,6 +118,10 @@ pub async fn add_member(
         peer_addr: info.peer_addr,
         client_addr: info.client_addr,
     };
+    if is_member(&node, b.id) {
+        update_member(&node, b.id, peer).await?;
+        return Ok(Json(cluster_json(&node)).into_response());
+    }
     tracing::info!(id = b.id, %peer, "adding a learner");
     node.raft
         .add_learner(b.id, peer, true)
@@ -131,12 +135,58 @@ pub async fn add_member(
     Ok(Json(cluster_json(&node)).into_response())
 }
 
+fn is_member(node: &Node, id: u64) -> bool {
+    let m = node.raft.metrics();
+    let m = m.borrow_watched();
+    m.membership_config.membership().get_node(&id).is_some()
+}
+
+/// Adding a node that is already a member records the addresses it answers
+/// with now (a member of the initial cluster registering its client address,
+/// or a node moved to a new address), and makes a learner a voter. The
+/// addresses were just checked to answer as node `id`, so the change cannot
+/// point the id at another node.
+async fn update_member(node: &Node, id: u64, peer: PeerNode) -> Result<(), ApiError> {
+    let known = {
+        let m = node.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().get_node(&id).cloned()
+    };
+    if known.as_ref() != Some(&peer) {
+        tracing::info!(id, %peer, "recording a member's addresses");
+        let change = ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, peer)]));
+        node.raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_error)?;
+    }
+    let voter = {
+        let m = node.raft.metrics();
+        let m = m.borrow_watched();
+        let is_voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
+        is_voter
+    };
+    if !voter {
+        tracing::info!(id, "promoting a learner to voter");
+        node.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+    }
+    Ok(())
+}
+
 /// Remove a node from the cluster.
 #[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster",
     params(("id" = u64, Path, description = "Node id"), ("x-locker-cluster-secret" = String, Header, description = "The cluster secret")),
     responses(
         (status = 200, description = "The new cluster status", body = ClusterAnswer),
         (status = 401, description = "Missing or wrong secret", body = ErrorAnswer),
+        (status = 404, description = "No such member", body = ErrorAnswer),
         (status = 503, description = "Change failed or no leader", body = ErrorAnswer)))]
 pub async fn remove_member(
     State(node): State<Arc<Node>>,
@@ -152,9 +202,29 @@ pub async fn remove_member(
                 "the node id must be a positive integer",
             )
         })?;
-    tracing::info!(id, "removing a member");
+    let voter = {
+        let m = node.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::new(
+                ErrorCode::UnknownNode,
+                format!("node {id} is not a member of the cluster"),
+            ));
+        }
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        is_voter
+    };
+    // A voter leaves the voters and the membership at once (not kept as a
+    // learner); a learner only has to leave the membership.
+    let change = if voter {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    tracing::info!(id, voter, "removing a member");
     node.raft
-        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+        .change_membership(change, false)
         .await
         .map_err(membership_error)?;
     Ok(Json(cluster_json(&node)).into_response())

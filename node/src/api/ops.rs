@@ -37,21 +37,24 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     let m = node.raft.metrics().borrow_watched().clone();
     let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
     let mut committed = m.local_committed.as_ref().map_or(0, |l| l.index);
-    let ready = match node.leader_hint() {
-        LeaderHint::Me => node.leader_now().is_some(),
-        // A restarted follower knows only its own, possibly stale, commit
-        // index: ask the leader for the real one.
-        LeaderHint::Other { client_addr, .. } => {
-            match leader_committed(&node, &client_addr).await {
-                Some(c) => {
-                    committed = committed.max(c);
-                    applied >= committed
+    // A member whose addresses the membership does not hold yet (just
+    // formed, see `bootstrap`) cannot be forwarded to: not ready either.
+    let ready = node.addresses_recorded()
+        && match node.leader_hint() {
+            LeaderHint::Me => node.leader_now().is_some(),
+            // A restarted follower knows only its own, possibly stale, commit
+            // index: ask the leader for the real one.
+            LeaderHint::Other { client_addr, .. } => {
+                match leader_committed(&node, &client_addr).await {
+                    Some(c) => {
+                        committed = committed.max(c);
+                        applied >= committed
+                    }
+                    None => false,
                 }
-                None => false,
             }
-        }
-        LeaderHint::Unknown => false,
-    };
+            LeaderHint::Unknown => false,
+        };
     let body = ReadyAnswer {
         ready,
         leader_id: m.current_leader,

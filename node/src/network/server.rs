@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -28,10 +30,15 @@ pub struct PeerState {
     pub secret: String,
     /// Answered to `GET /peer/info` (bootstrap and membership changes).
     pub info: PeerInfo,
+    /// False while a node that started on an empty data directory has not
+    /// yet decided whether it may take part (see `bootstrap`): until then
+    /// Raft RPCs are refused, so a member that lost its volume never
+    /// answers a vote or acknowledges an append before it stops.
+    pub admitted: watch::Receiver<bool>,
 }
 
-/// What a node tells a peer about itself, so the bootstrapping node can put
-/// every member's client address into the first membership.
+/// What a node tells a peer about itself: who it is and whether it holds a
+/// cluster (bootstrap), and its addresses (membership changes).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerInfo {
     /// The node's id.
@@ -95,6 +102,14 @@ async fn authenticate(State(st): State<Arc<PeerState>>, req: Request, next: Next
     if let Err(msg) = check_protocol(req.headers()) {
         warn_refused(&msg);
         return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    if req.uri().path().starts_with("/raft/") && !*st.admitted.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node started on an empty data directory and is still checking whether it \
+             may take part",
+        )
+            .into_response();
     }
     let mut resp = next.run(req).await;
     resp.headers_mut()
