@@ -167,7 +167,13 @@ impl Node {
     async fn check_never_joined(&self, client_addrs: &[String]) -> anyhow::Result<bool> {
         let mut views = 0;
         for addr in client_addrs {
-            let Some(view) = self.cluster_view(addr).await else {
+            // A member that has just initialized may not show its first
+            // membership yet: no members means it cannot tell either.
+            let Some(view) = self
+                .cluster_view(addr)
+                .await
+                .filter(|v| !v.members.is_empty())
+            else {
                 continue;
             };
             views += 1;

@@ -551,8 +551,7 @@ impl Cluster {
 
     /// Starts node `id` empty with `--join` and adds it through the leader.
     pub fn add_node(&mut self, id: u64) -> Answer {
-        let peer_addr = self.start_joining(id);
-        let leader = self.wait_ready(Duration::from_secs(20));
+        let (peer_addr, leader) = self.spawn_joining(id);
         answer(
             http()
                 .post(format!("{}/v1/cluster/members", self.url(leader)))
@@ -566,6 +565,11 @@ impl Cluster {
     /// peer address. Call `wait_ready` only once it is added: until then
     /// it is not ready.
     pub fn start_joining(&mut self, id: u64) -> String {
+        self.spawn_joining(id).0
+    }
+
+    /// `start_joining`, also returning the leader then.
+    fn spawn_joining(&mut self, id: u64) -> (String, u64) {
         let mut p = NodeProc {
             id,
             client_addr: format!("127.0.0.1:{}", free_port()),
@@ -596,9 +600,9 @@ impl Cluster {
             (get(&health).code == 200).then_some(())
         });
         // Not a member yet, so not counted by `wait_ready` until added.
-        self.wait_ready(Duration::from_secs(20));
+        let leader = self.wait_ready(Duration::from_secs(20));
         self.nodes.push(p);
-        peer_addr
+        (peer_addr, leader)
     }
 }
 
