@@ -1,4 +1,4 @@
-//! Issue 9, bug 2, library side: cut off from the cluster (every packet
+//! Library side of a cut-off client: cut off from the cluster (every packet
 //! swallowed by a black-holed proxy), `heartbeat()` and `lost()` must report
 //! the loss by the local deadline (last keep-alive *sent* + process ttl -
 //! margin) minus `stop_grace_ms`, even while a network call hangs, and

@@ -1,4 +1,4 @@
-//! Issue 9, bug 4: a node that accepts connections and never answers, first
+//! A node that accepts connections and never answers, first
 //! in the endpoint list, must not stop the library: acquire, keep-alives,
 //! heartbeats, reads and release all reach the healthy node within their
 //! budgets, and the good endpoint is remembered.

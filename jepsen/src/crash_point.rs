@@ -116,7 +116,7 @@ impl Nemesis {
     /// (kill -9) for a few seconds while the others go on (crash-point runs
     /// snapshot every few hundred entries, see [`small_snapshots`]), then
     /// start it with the point armed through `FAILPOINTS`: it installs the
-    /// leader's snapshot and aborts at that step (issue 9's bug 1 scenario).
+    /// leader's snapshot and aborts at that step (the bricked-follower scenario).
     async fn crash_on_install(
         &mut self,
         c: &mut Cluster,

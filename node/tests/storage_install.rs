@@ -1,4 +1,4 @@
-//! Disk-boundary checks on snapshot install (issue 9, "Assertions at the
+//! Disk-boundary checks on snapshot install ("assertions at the
 //! disk boundary": log time never goes back): a snapshot newer by index but
 //! older by log time contradicts the log (log time only moves forward along
 //! it, which apply already enforces) and must be refused before any of it

@@ -1,5 +1,5 @@
 //! What `store::open` does with the states a crash can leave on disk
-//! (issue 9, bug 1 and the disk-boundary checks). Each test writes the
+//! (the follower once bricked by a crash after a snapshot catch-up, and the disk-boundary checks). Each test writes the
 //! trees directly with sled, in the store's own format, as a crash would
 //! have left them, then opens the store.
 
@@ -41,7 +41,7 @@ fn indexes(v: Option<LogId>) -> Option<u64> {
     v.map(|l| l.index)
 }
 
-/// Issue 9 bug 1: the purge mark (after a snapshot install at 7) reached
+/// The bricked-follower bug: the purge mark (after a snapshot install at 7) reached
 /// the disk, the deletions of the follower's old entries 1..=5 did not.
 /// Before the fix the log state said last_log_id 5 < last_purged 7 and
 /// openraft refused to start ("inverted log order").

@@ -1,4 +1,4 @@
-//! Snapshot storage races (issue 9, item 7): a snapshot built while a newer
+//! Snapshot storage races (a race found by review): a snapshot built while a newer
 //! one is installed must not overwrite the installed one.
 //!
 //! Uses the `store::snapshot_build::before_record` crash point with the

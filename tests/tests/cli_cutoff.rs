@@ -1,4 +1,4 @@
-//! Issue 9, bug 2: a `locker run` cut off from the cluster (every packet
+//! A `locker run` cut off from the cluster (every packet
 //! swallowed) must have its command dead (SIGKILL delivered, reaped) before
 //! the cluster frees the lock and a second `locker run` of the key starts.
 //!

@@ -1,4 +1,4 @@
-//! Issue 9, bug 3: the job's own children must not outlive `locker run`.
+//! The job's own children must not outlive `locker run`.
 //! `sh -c 'sleep N; true'` forks `sleep`; after `kill -9` of locker, after
 //! SIGTERM to locker, and after the main command exits, no process of the
 //! job may survive, and the lock is freed only once they are all dead. A job

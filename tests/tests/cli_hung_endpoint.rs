@@ -1,4 +1,4 @@
-//! Issue 9, bug 4: one hung endpoint (accepts connections, never answers)
+//! One hung endpoint (accepts connections, never answers)
 //! first in `--endpoints` must not stop `locker run`: every call has to
 //! reach the healthy node within its budget.
 //!

@@ -10,7 +10,7 @@
 //! * purge and snapshot install: a follower stopped while the leader
 //!   snapshots and purges past its log, restarted with `FAILPOINTS`, so it
 //!   catches up by snapshot and crashes in the install or the purge after it
-//!   (issue 9, bug 1: this used to brick the follower);
+//!   (this used to brick the follower);
 //! * truncation: an old leader with uncommitted entries rejoins a newer
 //!   leader and must truncate them;
 //! * vote: armed on a follower, then the leader is killed;
@@ -290,7 +290,7 @@ fn raft_stop_exits(point: &str, action: &str, code: i32) {
     restart_and_check(&mut c, id, &mut acked);
 }
 
-/// A read that fails stops openraft's core for good (issue 9, item 7: the
+/// A read that fails stops openraft's core for good (the
 /// node used to linger, Raft stopped, 503 to everything, /healthz ok). It
 /// must exit non-zero at once with a clear line, and reopen cleanly.
 #[test]

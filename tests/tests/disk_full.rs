@@ -1,4 +1,4 @@
-//! A full disk (issue 9, item 7): a node whose write or fsync fails must not
+//! A full disk (a failure found by review): a node whose write or fsync fails must not
 //! linger (Raft stopped, 503 to everything, /healthz ok): it exits non-zero
 //! promptly with a clear log line, and after a restart with more space every
 //! acknowledged write is still there.

@@ -1,4 +1,4 @@
-//! Issue 11's attacks, run against real nodes: weak cluster secrets refused
+//! Attacks a stranger on the network could try, run against real nodes: weak cluster secrets refused
 //! at start, secrets kept out of `--help`, authentication failures logged.
 
 use std::path::Path;
