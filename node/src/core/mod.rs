@@ -9,14 +9,8 @@
 
 pub mod digest;
 mod hashes;
-// The records and the table are documented item by item where it matters;
-// their remaining fields and variants are covered by the module and type docs.
-#[allow(missing_docs)]
 mod model;
-// Documented where it matters; the persisted record's fields are named plainly.
-#[allow(missing_docs)]
 pub mod retired;
-#[allow(missing_docs)]
 mod table;
 
 pub use hashes::{parse_owner_hash, valid_process_hash, OwnerHashParts};

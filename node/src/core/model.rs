@@ -9,14 +9,21 @@ use super::retired::Retired;
 /// A lease on a key: who holds it, until when, and the fencing token of the grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
+    /// The key the lock is on (also its record's key).
     pub key: String,
+    /// The run holding it: `{key}@{process_hash}.{seq}[#trace]`.
     pub owner_hash: String,
     /// A lock with a process dies with that process; one without lives by its TTL alone.
     pub process_hash: Option<String>,
+    /// Free text from the client, for people reading the table.
     pub trace: Option<String>,
+    /// Log time of the grant; never moved (the incarnation rule compares it).
     pub acquired_at: u64,
+    /// Log time of the last extend or re-acquire.
     pub extended_at: u64,
+    /// Log time the lease ends, unless extended; shifted by takeover markers.
     pub expires_at: u64,
+    /// The ttl of the last grant or extend.
     pub ttl_ms: u64,
     /// The log index of the entry that granted this lock.
     pub fencing_token: u64,
@@ -25,8 +32,11 @@ pub struct Lock {
 /// A client process that keeps itself alive with short keep-alives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
+    /// `{hostname}/{pid}.{nanoseconds}` (also its record's key).
     pub process_hash: String,
+    /// The ttl of the last keep-alive.
     pub ttl_ms: u64,
+    /// Log time the process dies unless a keep-alive comes first.
     pub alive_until: u64,
     /// Log time when this incarnation began. A lock acquired before it belongs
     /// to an earlier incarnation that died, so it must not come back to life
@@ -41,11 +51,18 @@ pub struct Process {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
+    /// The operation did what was asked.
     Success,
+    /// Another owner holds a live lock on the key (its lock comes along).
     SomeoneElseHoldsLock,
+    /// No live lock (or process) to act on.
     NoKey,
+    /// The named process is not alive (acquire), or the lock's process is
+    /// dead while its own ttl still runs (owner query).
     NoRunningProcess,
+    /// Owner query: this owner holds a live lock.
     Running,
+    /// Owner query: the hash does not parse.
     MalformedOwnerHash,
     /// Not a seed status: an acquire by an owner hash whose run has ended
     /// (see `core::retired`). The API answers it as the error
@@ -54,6 +71,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// The wire spelling (`SUCCESS`, ...), also used in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Success => "SUCCESS",
@@ -71,28 +89,48 @@ impl Status {
 /// proposed; apply still never panics on any value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
+    /// Creates or refreshes a process (a new incarnation if it was dead).
     Keepalive {
+        /// The process.
         process_hash: String,
+        /// Alive until now + this.
         ttl_ms: u64,
+        /// Free-form JSON from the client, as text; kept when absent.
         info: Option<String>,
     },
+    /// Ends a process and every lock bound to it at once.
     EndProcess {
+        /// The process.
         process_hash: String,
     },
+    /// Grants a free key, re-acquires (extends) the owner's own live lock,
+    /// or refuses (see the statuses).
     Acquire {
+        /// The key.
         key: String,
+        /// The run asking; an ended run is refused (`core::retired`).
         owner_hash: String,
+        /// The process the lock dies with, if any (must be alive).
         process_hash: Option<String>,
+        /// Free text kept with the lock.
         trace: Option<String>,
+        /// The lease's length from now.
         ttl_ms: u64,
     },
+    /// Extends the owner's live lock to now + `ttl_ms`.
     Extend {
+        /// The key.
         key: String,
+        /// The holder.
         owner_hash: String,
+        /// The new lease length from now.
         ttl_ms: u64,
     },
+    /// Deletes the owner's live lock; ends that run whatever the answer.
     Release {
+        /// The key.
         key: String,
+        /// The run giving the key up.
         owner_hash: String,
     },
     /// Drops records whose own TTL has ended. Correctness never depends on it.
@@ -114,6 +152,7 @@ pub enum Op {
 pub struct Command {
     /// Milliseconds since the Unix epoch on the proposing leader's clock.
     pub time_ms: u64,
+    /// What to do.
     pub op: Op,
 }
 
@@ -140,6 +179,7 @@ impl fmt::Display for Command {
 /// The answer to a command, returned to the client that proposed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The operation's status.
     pub status: Status,
     /// The lock granted or extended, or the holder's lock on a refusal.
     pub lock: Option<Lock>,
@@ -148,6 +188,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome with a status and nothing else.
     pub fn status_only(status: Status) -> Self {
         Outcome {
             status,
@@ -169,10 +210,16 @@ impl Outcome {
 /// on-disk table matches the in-memory one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// Write this lock record (keyed by its key).
     PutLock(Lock),
+    /// Remove the lock record of this key.
     DeleteLock(String),
+    /// Write this process record (keyed by its hash).
     PutProcess(Process),
+    /// Remove the record of this process hash.
     DeleteProcess(String),
+    /// Write this retired-runs record (keyed by its process part).
     PutRetired(Retired),
+    /// Remove the retired-runs record of this process part.
     DeleteRetired(String),
 }

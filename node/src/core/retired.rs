@@ -50,7 +50,9 @@ pub struct Retired {
 /// What a change to the retired set asks storage to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetiredChange {
+    /// Write this record.
     Put(Retired),
+    /// Remove the record of this process part.
     Delete(String),
 }
 
@@ -78,10 +80,12 @@ impl RetiredOwners {
         self.by_process.values()
     }
 
+    /// Number of records (process parts).
     pub fn len(&self) -> usize {
         self.by_process.len()
     }
 
+    /// Whether no run has ended (or all were forgotten).
     pub fn is_empty(&self) -> bool {
         self.by_process.is_empty()
     }

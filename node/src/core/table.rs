@@ -74,21 +74,30 @@ impl Switch {
 /// The persisted form of a table, in key order, for snapshots.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableImage {
+    /// The log clock.
     pub now: u64,
+    /// Every lock record, live or not yet swept.
     pub locks: Vec<Lock>,
+    /// Every process record, live or not yet swept.
     pub processes: Vec<Process>,
+    /// Every retired-runs record.
     pub retired: Vec<Retired>,
 }
 
 /// The answer to an owner-hash query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerStatus {
+    /// RUNNING, SOMEONE_ELSE_HOLDS_LOCK, NO_KEY, NO_RUNNING_PROCESS or
+    /// MALFORMED_OWNER_HASH.
     pub status: Status,
+    /// The key the hash names (none when it does not parse).
     pub key: Option<String>,
+    /// The lock on that key, when the status carries one.
     pub lock: Option<Lock>,
 }
 
 impl LockTable {
+    /// An empty table at log time 0.
     pub fn new() -> Self {
         Self::default()
     }
@@ -123,10 +132,12 @@ impl LockTable {
         table
     }
 
+    /// Rebuilds a table from a snapshot image.
     pub fn from_image(image: TableImage) -> Self {
         Self::from_parts(image.now, image.locks, image.processes, image.retired)
     }
 
+    /// The table as a snapshot image, every record in key order.
     pub fn to_image(&self) -> TableImage {
         TableImage {
             now: self.now,
