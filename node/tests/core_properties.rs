@@ -1066,3 +1066,53 @@ mod mutations {
         assert_eq!(check_fencing(t, &granted_twice()), Ok(()));
     }
 }
+
+/// Ending a process retires all its runs in one record write: storage gets
+/// the final retired-runs record once per apply, not once per lock.
+#[test]
+fn one_apply_writes_each_retired_record_once() {
+    let mut t = LockTable::new();
+    let p = "h1/1.100";
+    let cmd = |time_ms, op| Command { time_ms, op };
+    t.apply(
+        1,
+        &cmd(
+            1_000,
+            Op::Keepalive {
+                process_hash: p.into(),
+                ttl_ms: 60_000,
+                info: None,
+            },
+        ),
+    );
+    for (i, key) in KEYS.iter().enumerate() {
+        let op = Op::Acquire {
+            key: key.to_string(),
+            owner_hash: format!("{key}@{p}.{i}"),
+            process_hash: Some(p.into()),
+            trace: None,
+            ttl_ms: 60_000,
+        };
+        assert_eq!(
+            t.apply(2 + i as u64, &cmd(1_001, op)).0.status,
+            Status::Success
+        );
+    }
+    let (_, changes) = t.apply(
+        9,
+        &cmd(
+            1_002,
+            Op::EndProcess {
+                process_hash: p.into(),
+            },
+        ),
+    );
+    let puts = changes
+        .iter()
+        .filter(|c| matches!(c, locker_node::core::Change::PutRetired(_)))
+        .count();
+    assert_eq!(puts, 1, "{changes:?}");
+    for (i, key) in KEYS.iter().enumerate() {
+        assert!(t.is_retired(&format!("{key}@{p}.{i}")));
+    }
+}

@@ -183,6 +183,7 @@ impl LockTable {
         let mut tx = Tx {
             table: self,
             changes: Vec::new(),
+            retired: BTreeMap::new(),
         };
         let outcome = match &cmd.op {
             Op::Keepalive {
@@ -216,7 +217,8 @@ impl LockTable {
             // The log time moved above; nothing else changes.
             Op::Tick => Outcome::status_only(Status::Success),
         };
-        let changes = tx.changes;
+        let mut changes = tx.changes;
+        changes.extend(tx.retired.into_values());
         #[cfg(debug_assertions)]
         self.check_invariants(index);
         (outcome, changes)
@@ -448,6 +450,10 @@ fn run_of(owner_hash: &str) -> Option<(&str, &str, u64)> {
 struct Tx<'a> {
     table: &'a mut LockTable,
     changes: Vec<Change>,
+    /// The last write of each retired-runs record in this apply, keyed by
+    /// process part: one apply may retire many runs of one process (ending
+    /// it, a sweep), and storage needs only the final record, once.
+    retired: BTreeMap<String, Change>,
 }
 
 impl Tx<'_> {
@@ -486,10 +492,13 @@ impl Tx<'_> {
     }
 
     fn push_retired(&mut self, changes: Vec<RetiredChange>) {
-        self.changes.extend(changes.into_iter().map(|c| match c {
-            RetiredChange::Put(r) => Change::PutRetired(r),
-            RetiredChange::Delete(h) => Change::DeleteRetired(h),
-        }));
+        for c in changes {
+            let (process, change) = match c {
+                RetiredChange::Put(r) => (r.process_hash.clone(), Change::PutRetired(r)),
+                RetiredChange::Delete(h) => (h.clone(), Change::DeleteRetired(h)),
+            };
+            self.retired.insert(process, change);
+        }
     }
 
     fn put_process(&mut self, process: Process) {
@@ -645,16 +654,19 @@ impl Tx<'_> {
     }
 
     fn release(&mut self, key: &str, owner_hash: &str) -> Outcome {
-        // Whatever the answer, the owner is done with this run: a copy of
-        // its acquire still on the way must not grant it afterwards (e.g. a
-        // release after an acquire that failed with an unknown outcome).
-        self.retire(owner_hash);
         match self.held_by(key, owner_hash) {
+            // Deleting the lock retires its run.
             Ok(_) => {
                 self.delete_lock(key);
                 Outcome::status_only(Status::Success)
             }
-            Err(refusal) => refusal,
+            // Refused, but the owner is done with this run all the same: a
+            // copy of its acquire still on the way must not grant it
+            // afterwards (a release after an acquire of unknown outcome).
+            Err(refusal) => {
+                self.retire(owner_hash);
+                refusal
+            }
         }
     }
 
