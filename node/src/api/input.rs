@@ -74,6 +74,30 @@ pub fn owner_hash_for(key: &str, owner_hash: &str) -> Result<(), ApiError> {
     }
 }
 
+/// `v` (`default` when absent) if it lies in `range`; else `code`, naming
+/// the field (`what`) and the range. The one range check of every numeric
+/// input, so every refusal reads alike.
+pub fn within<T: Copy + PartialOrd + std::fmt::Display>(
+    v: Option<T>,
+    range: &RangeInclusive<T>,
+    default: T,
+    code: ErrorCode,
+    what: &str,
+) -> Result<T, ApiError> {
+    let x = v.unwrap_or(default);
+    if range.contains(&x) {
+        return Ok(x);
+    }
+    Err(ApiError::new(
+        code,
+        format!(
+            "{what} {x} is out of range {}..={}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
 /// A TTL (`default` when absent) within `range`.
 pub fn ttl(
     v: Option<u64>,
@@ -81,34 +105,24 @@ pub fn ttl(
     default: u64,
     what: &str,
 ) -> Result<u64, ApiError> {
-    let t = v.unwrap_or(default);
-    if !range.contains(&t) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidTtl,
-            format!(
-                "{what} ttl_ms {t} is out of range {}..={}",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-    Ok(t)
+    within(
+        v,
+        &range,
+        default,
+        ErrorCode::InvalidTtl,
+        &format!("{what} ttl_ms"),
+    )
 }
 
 /// An acquire's `wait_ms` (0 when absent) within [`limits::WAIT_MS`].
 pub fn wait(v: Option<u64>) -> Result<u64, ApiError> {
-    let w = v.unwrap_or(limits::DEFAULT_WAIT_MS);
-    if !limits::WAIT_MS.contains(&w) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidWait,
-            format!(
-                "wait_ms {w} is out of range {}..={}",
-                limits::WAIT_MS.start(),
-                limits::WAIT_MS.end()
-            ),
-        ));
-    }
-    Ok(w)
+    within(
+        v,
+        &limits::WAIT_MS,
+        limits::DEFAULT_WAIT_MS,
+        ErrorCode::InvalidWait,
+        "wait_ms",
+    )
 }
 
 /// A trace must fit and carry no line break (it ends the owner hash).

@@ -334,17 +334,13 @@ pub async fn list(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = input::query(q)?;
-    let limit = q.limit.unwrap_or(limits::DEFAULT_LIST_LIMIT);
-    if !limits::LIST_LIMIT.contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidLimit,
-            format!(
-                "limit {limit} is out of range {}..={}",
-                limits::LIST_LIMIT.start(),
-                limits::LIST_LIMIT.end()
-            ),
-        ));
-    }
+    let limit = input::within(
+        q.limit,
+        &limits::LIST_LIMIT,
+        limits::DEFAULT_LIST_LIMIT,
+        ErrorCode::InvalidLimit,
+        "limit",
+    )?;
     let prefix = q.prefix.unwrap_or_default();
     if prefix.len() > limits::MAX_KEY_BYTES {
         return Err(ApiError::new(
