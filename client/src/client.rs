@@ -1014,6 +1014,23 @@ mod tests {
         assert_eq!(srv.hits(), 2);
     }
 
+    /// A refusal with an error code this client does not know (a newer
+    /// node's) is not retried, and the error names the code.
+    #[tokio::test]
+    async fn an_unknown_error_code_is_a_clear_error_and_not_retried() {
+        let srv = FakePeer::serve(Router::new().fallback(|| async {
+            let body = serde_json::json!({"error": {"code": "FROM_A_NEWER_NODE", "message": "m"}});
+            reply(400, &body)
+        }))
+        .await;
+        let c = client(vec![srv.url()], 5_000);
+        let e = c.release("k", "k@me/1.2.3").await.expect_err("refused");
+        assert!(e.to_string().contains("FROM_A_NEWER_NODE"), "{e}");
+        let e = c.read_lock("k").await.expect_err("refused");
+        assert!(e.to_string().contains("FROM_A_NEWER_NODE"), "{e}");
+        assert_eq!(srv.hits(), 2);
+    }
+
     #[test]
     fn endpoint_parsing() {
         assert_eq!(

@@ -24,6 +24,10 @@ struct FakeState {
     read_delay_ms: u64,
     keepalives: Vec<String>,
     ended: Vec<String>,
+    /// Acquires still to refuse with `OWNER_HASH_RETIRED`.
+    retire_acquires: usize,
+    /// The owner hash of every acquire seen.
+    acquires: Vec<String>,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -82,6 +86,11 @@ async fn end_process(State(st): State<Shared>, Path(ph): Path<String>) -> Respon
 async fn acquire(State(st): State<Shared>, Json(body): Json<AcquireRequest>) -> Response {
     let mut s = st.lock().expect("state");
     let owner = body.owner_hash.unwrap_or_default();
+    s.acquires.push(owner.clone());
+    if s.retire_acquires > 0 {
+        s.retire_acquires -= 1;
+        return refuse(ErrorCode::OwnerHashRetired, "scripted");
+    }
     if let Some(h) = s.holder.clone().filter(|h| *h != owner) {
         return held_by_other(&s, &h);
     }
@@ -484,5 +493,35 @@ async fn transient_errors_do_not_fail_heartbeats() {
     }
     assert!(kinds.contains(&ErrorKind::Locker), "{kinds:?}");
     assert!(!hb.is_lost());
+    locker.terminate().await;
+}
+
+/// A retired owner hash means a copy of this very acquire was granted and
+/// its run already ended: the Locker starts a new run (a new owner hash).
+#[tokio::test]
+async fn a_retired_owner_hash_starts_a_new_run() {
+    let (srv, st) = fake_node().await;
+    st.lock().expect("state").retire_acquires = 1;
+    let locker = Locker::new(opts(srv.url(), Arc::new(ManualClock::new(1_000)))).expect("locker");
+    let a = acquired(&locker).await;
+    let seen = st.lock().expect("state").acquires.clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_ne!(seen[0], seen[1], "the new run has a new owner hash");
+    assert_eq!(a.owner_hash(), seen[1]);
+    locker.terminate().await;
+}
+
+/// A node that answers `OWNER_HASH_RETIRED` to every new run is not
+/// retried forever: after three runs the refusal reaches the caller.
+#[tokio::test]
+async fn a_node_that_retires_every_run_is_refused_after_three() {
+    let (srv, st) = fake_node().await;
+    st.lock().expect("state").retire_acquires = usize::MAX;
+    let locker = Locker::new(opts(srv.url(), Arc::new(ManualClock::new(1_000)))).expect("locker");
+    match locker.acquire("k", None).await {
+        Err(Error::Api { code, .. }) => assert_eq!(code, ErrorCode::OwnerHashRetired),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert_eq!(srv.hits_of("POST /v1/locks/k/acquire"), 3);
     locker.terminate().await;
 }
