@@ -474,6 +474,7 @@ impl Client {
     /// get a new one); a key or trace no owner hash can carry is refused
     /// with [`Error::Config`] before anything is sent.
     pub async fn acquire(&self, key: &str, req: &AcquireRequest) -> Result<LockResponse, Error> {
+        let started = Instant::now();
         let path = format!("/v1/locks/{}/acquire", encode_segment(key));
         // One owner hash for every try: a try whose answer was lost (a
         // timeout, then failover) may have taken the lock, and the retry
@@ -512,7 +513,10 @@ impl Client {
             .await;
         let granted = matches!(&result, Ok(r) if r.status == LockStatus::Success);
         match (uncertain, granted, req.owner_hash.as_deref()) {
-            (true, false, Some(owner)) => self.fence_unknown_acquire(key, owner, result).await,
+            (true, false, Some(owner)) => {
+                self.fence_unknown_acquire(key, owner, started, result)
+                    .await
+            }
             _ => result,
         }
     }
@@ -526,10 +530,12 @@ impl Client {
         &self,
         key: &str,
         owner: &str,
+        started: Instant,
         result: Result<LockResponse, Error>,
     ) -> Result<LockResponse, Error> {
+        // The whole acquire, fence included, is what the caller waited.
         let unknown = |why: String| Error::Unavailable {
-            elapsed_ms: 0,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             endpoints: self.inner.opts.endpoints.join(","),
             last: why,
         };
@@ -1012,6 +1018,50 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(srv.hits(), 2);
+    }
+
+    /// The fault the fence itself can meet: the first try hangs (its fate
+    /// unknown), the second is refused, and then the fencing release hangs
+    /// too. The acquire must still end (two budgets at most: the acquire's
+    /// and the release's) with an error that says how long it took; it
+    /// used to claim it had given up after 0 ms.
+    #[tokio::test]
+    async fn a_fence_whose_release_hangs_ends_and_reports_the_time_taken() {
+        let hung = FakePeer::hung_url().await;
+        let refusing = FakePeer::serve(
+            Router::new()
+                .route(
+                    "/v1/locks/{key}/acquire",
+                    post(|| async {
+                        let answer = LockResponse {
+                            status: LockStatus::SomeoneElseHoldsLock,
+                            lock: Some(holder(5)),
+                        };
+                        reply(409, &answer)
+                    }),
+                )
+                .route(
+                    "/v1/locks/{key}/release",
+                    post(|| std::future::pending::<axum::response::Response>()),
+                ),
+        )
+        .await;
+        let c = client(vec![hung, refusing.url()], 1_000);
+        let t = Instant::now();
+        let e = c
+            .acquire("k", &AcquireRequest::default())
+            .await
+            .expect_err("the fence could not end the lost try");
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(3_500), "took {took:?}");
+        match e {
+            Error::Unavailable { elapsed_ms, last, .. } => {
+                assert!(elapsed_ms >= 900, "claimed {elapsed_ms} ms after {took:?}");
+                assert!(last.contains("ending its run failed"), "{last}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(refusing.hits_of("POST /v1/locks/k/release") >= 1);
     }
 
     /// A refusal with an error code this client does not know (a newer
