@@ -473,6 +473,12 @@ impl Client {
     /// is made here for the call (not by the node: each retry would then
     /// get a new one); a key or trace no owner hash can carry is refused
     /// with [`Error::Config`] before anything is sent.
+    ///
+    /// When a try's fate is unknown (a timeout, a reset, a 5xx other than
+    /// `NO_LEADER`) and the acquire then ends without the lock, the owner
+    /// hash is released before the answer: that run is over, and a later
+    /// acquire with the same owner hash is refused `OWNER_HASH_RETIRED`.
+    /// Use a new owner hash (a new sequence number) for a new attempt.
     pub async fn acquire(&self, key: &str, req: &AcquireRequest) -> Result<LockResponse, Error> {
         let started = Instant::now();
         let path = format!("/v1/locks/{}/acquire", encode_segment(key));
@@ -481,16 +487,17 @@ impl Client {
         // must be a re-acquire by the same owner, not a second owner that
         // is refused while the first holds the lock for nobody.
         let mut req = req.clone();
-        if req.owner_hash.is_none() {
-            let owner = crate::hash::make_owner_hash(
+        let owner = match req.owner_hash.take() {
+            Some(o) => o,
+            None => crate::hash::make_owner_hash(
                 key,
                 &self.inner.anonymous_process,
                 crate::hash::next_seq(),
                 req.trace.as_deref(),
             )
-            .map_err(|e| Error::Config(e.to_string()))?;
-            req.owner_hash = Some(owner);
-        }
+            .map_err(|e| Error::Config(e.to_string()))?,
+        };
+        req.owner_hash = Some(owner.clone());
         let body = to_body(&req)?;
         let wait = req.wait_ms.unwrap_or(0);
         // A waiting acquire may legitimately take `wait_ms`: widen the budget
@@ -512,13 +519,12 @@ impl Client {
             .lock_op_noting(&path, &body, wait, budget, &mut uncertain)
             .await;
         let granted = matches!(&result, Ok(r) if r.status == LockStatus::Success);
-        match (uncertain, granted, req.owner_hash.as_deref()) {
-            (true, false, Some(owner)) => {
-                self.fence_unknown_acquire(key, owner, started, result)
-                    .await
-            }
-            _ => result,
+        if uncertain && !granted {
+            return self
+                .fence_unknown_acquire(key, &owner, started, result)
+                .await;
         }
+        result
     }
 
     /// An acquire answered with a refusal (or an error) after an earlier try
@@ -1055,7 +1061,9 @@ mod tests {
         let took = t.elapsed();
         assert!(took < Duration::from_millis(3_500), "took {took:?}");
         match e {
-            Error::Unavailable { elapsed_ms, last, .. } => {
+            Error::Unavailable {
+                elapsed_ms, last, ..
+            } => {
                 assert!(elapsed_ms >= 900, "claimed {elapsed_ms} ms after {took:?}");
                 assert!(last.contains("ending its run failed"), "{last}");
             }
