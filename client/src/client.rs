@@ -6,8 +6,8 @@ use crate::types::{
 };
 use crate::Error;
 use locker_proto::{
-    AcquireRequest, ErrorCode, ExtendRequest, KeepaliveRequest, LockOpStatus as LockStatus,
-    ReleaseRequest,
+    AcquireRequest, AddMemberRequest, ErrorCode, ExtendRequest, KeepaliveRequest,
+    LockOpStatus as LockStatus, ReleaseRequest,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
@@ -160,6 +160,18 @@ fn server_error(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>)
     }
 }
 
+/// The header the node's membership routes read the cluster secret from.
+const SECRET_HEADER: &str = "x-locker-cluster-secret";
+
+/// One request, as the failover loop sends it to each endpoint in turn.
+struct Req<'a> {
+    method: Method,
+    path: &'a str,
+    body: Option<&'a Value>,
+    /// The cluster secret, for the operator routes that require it.
+    secret: Option<&'a str>,
+}
+
 /// What one attempt against one endpoint produced.
 enum Attempt {
     Done(u16, Value),
@@ -233,8 +245,14 @@ impl Client {
         extra_ms: u64,
         budget: Option<Duration>,
     ) -> Result<(u16, Value), Error> {
+        let req = Req {
+            method,
+            path,
+            body,
+            secret: None,
+        };
         let mut uncertain = false;
-        self.call_noting(method, path, body, extra_ms, budget, &mut uncertain)
+        self.call_noting(&req, extra_ms, budget, &mut uncertain)
             .await
     }
 
@@ -242,9 +260,7 @@ impl Client {
     /// have been applied all the same (its copy may still arrive later).
     async fn call_noting(
         &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
+        req: &Req<'_>,
         extra_ms: u64,
         budget: Option<Duration>,
         uncertain: &mut bool,
@@ -274,7 +290,7 @@ impl Client {
                 extra_ms,
             );
             let endpoint = &opts.endpoints[idx];
-            match self.attempt(&method, endpoint, path, body, per_try).await {
+            match self.attempt(req, endpoint, per_try).await {
                 Attempt::Done(status, value) => {
                     self.inner.preferred.store(idx, Ordering::Relaxed);
                     return Ok((status, value));
@@ -286,7 +302,7 @@ impl Client {
                     retry_after: ra,
                 } => {
                     *uncertain |= maybe_applied;
-                    tracing::debug!(endpoint = %endpoint, path, %why, "locker request failed; failing over");
+                    tracing::debug!(endpoint = %endpoint, path = req.path, %why, "locker request failed; failing over");
                     last = format!("{endpoint}: {why}");
                     if ra.is_some() {
                         retry_after = ra;
@@ -312,24 +328,20 @@ impl Client {
         }
     }
 
-    async fn attempt(
-        &self,
-        method: &Method,
-        endpoint: &str,
-        path: &str,
-        body: Option<&Value>,
-        timeout: Duration,
-    ) -> Attempt {
-        let url = format!("{endpoint}{path}");
-        let mut req = self
+    async fn attempt(&self, req: &Req<'_>, endpoint: &str, timeout: Duration) -> Attempt {
+        let url = format!("{endpoint}{}", req.path);
+        let mut sent = self
             .inner
             .http
-            .request(method.clone(), &url)
+            .request(req.method.clone(), &url)
             .timeout(timeout);
-        if let Some(b) = body {
-            req = req.json(b);
+        if let Some(b) = req.body {
+            sent = sent.json(b);
         }
-        let resp = match req.send().await {
+        if let Some(secret) = req.secret {
+            sent = sent.header(SECRET_HEADER, secret);
+        }
+        let resp = match sent.send().await {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Retry {
@@ -410,9 +422,13 @@ impl Client {
         budget: Option<Duration>,
         uncertain: &mut bool,
     ) -> Result<LockResponse, Error> {
-        let (status, v) = self
-            .call_noting(Method::POST, path, Some(body), extra_ms, budget, uncertain)
-            .await?;
+        let req = Req {
+            method: Method::POST,
+            path,
+            body: Some(body),
+            secret: None,
+        };
+        let (status, v) = self.call_noting(&req, extra_ms, budget, uncertain).await?;
         let r: LockResponse = decode(path, &v)?;
         if r.status.http_status() != status {
             return Err(unexpected(path, status, &v));
@@ -648,6 +664,60 @@ impl Client {
     pub async fn cluster(&self) -> Result<ClusterInfo, Error> {
         let (status, v) = self.call(Method::GET, "/v1/cluster", None, 0, None).await?;
         decode_ok("/v1/cluster", status, &v)
+    }
+
+    /// `POST /v1/cluster/members` (operator route, needs the cluster
+    /// secret): adds node `id`, started with `--join` and listening for
+    /// peers at `peer_addr`, as a learner, and makes it a voter once it
+    /// has caught up; answers the new view once it votes. Repeating it is
+    /// harmless (it re-records the addresses, promotes a learner).
+    pub async fn add_member(
+        &self,
+        id: u64,
+        peer_addr: &str,
+        secret: &str,
+    ) -> Result<ClusterInfo, Error> {
+        let body = to_body(&AddMemberRequest {
+            id,
+            peer_addr: peer_addr.to_string(),
+        })?;
+        self.operator(Method::POST, "/v1/cluster/members", Some(&body), secret)
+            .await
+    }
+
+    /// `DELETE /v1/cluster/members/{id}` (operator route, needs the cluster
+    /// secret): removes voter or learner `id`; answers the new view.
+    pub async fn remove_member(&self, id: u64, secret: &str) -> Result<ClusterInfo, Error> {
+        let path = format!("/v1/cluster/members/{id}");
+        self.operator(Method::DELETE, &path, None, secret).await
+    }
+
+    /// A membership change, with failover like every call. It answers only
+    /// once done (a learner caught up and promoted), which can outlast a
+    /// request timeout: each try may take the whole failover budget.
+    async fn operator(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        secret: &str,
+    ) -> Result<ClusterInfo, Error> {
+        let req = Req {
+            method,
+            path,
+            body,
+            secret: Some(secret),
+        };
+        // A try that may take the whole budget would give a hung node all
+        // of it: first find a node that answers (a read; it becomes the
+        // remembered endpoint), as a waiting acquire does.
+        let _ = self.cluster().await;
+        let extra_ms = self.inner.opts.failover_timeout_ms;
+        let mut uncertain = false;
+        let (status, v) = self
+            .call_noting(&req, extra_ms, None, &mut uncertain)
+            .await?;
+        decode_ok(path, status, &v)
     }
 
     /// GET any path and return the JSON body as is (for tools).

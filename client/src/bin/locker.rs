@@ -324,7 +324,7 @@ async fn real_main(cli: Cli) -> u8 {
         Command::Cluster(cluster::ClusterArgs {
             action: Some(action),
         }) => {
-            return cluster::run(action, &endpoints, cli.timeout_ms, json)
+            return cluster::run(action, &client, json)
                 .await
                 .unwrap_or_else(|e| {
                     eprintln!("locker: {e}");
