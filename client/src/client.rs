@@ -1118,7 +1118,7 @@ mod tests {
                 )
                 .route(
                     "/v1/locks/{key}/release",
-                    post(|| std::future::pending::<axum::response::Response>()),
+                    post(std::future::pending::<axum::response::Response>),
                 ),
         )
         .await;
