@@ -167,7 +167,7 @@ const SECRET_HEADER: &str = "x-locker-cluster-secret";
 struct Req<'a> {
     method: Method,
     path: &'a str,
-    body: Option<&'a Value>,
+    body: Option<&'a [u8]>,
     /// The cluster secret, for the operator routes that require it.
     secret: Option<&'a str>,
 }
@@ -241,7 +241,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         extra_ms: u64,
         budget: Option<Duration>,
     ) -> Result<(u16, Value), Error> {
@@ -336,7 +336,10 @@ impl Client {
             .request(req.method.clone(), &url)
             .timeout(timeout);
         if let Some(b) = req.body {
-            sent = sent.json(b);
+            // Serialised once by the route; each try only copies the bytes.
+            sent = sent
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_vec());
         }
         if let Some(secret) = req.secret {
             sent = sent.header(SECRET_HEADER, secret);
@@ -405,7 +408,7 @@ impl Client {
     async fn lock_op(
         &self,
         path: &str,
-        body: &Value,
+        body: &[u8],
         extra_ms: u64,
         budget: Option<Duration>,
     ) -> Result<LockResponse, Error> {
@@ -417,7 +420,7 @@ impl Client {
     async fn lock_op_noting(
         &self,
         path: &str,
-        body: &Value,
+        body: &[u8],
         extra_ms: u64,
         budget: Option<Duration>,
         uncertain: &mut bool,
@@ -699,7 +702,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         secret: &str,
     ) -> Result<ClusterInfo, Error> {
         let req = Req {
@@ -735,9 +738,10 @@ fn is_success(status: u16) -> bool {
     StatusCode::from_u16(status).is_ok_and(|s| s.is_success())
 }
 
-/// A request body as JSON (the proto request types always serialise).
-fn to_body<T: Serialize>(req: &T) -> Result<Value, Error> {
-    serde_json::to_value(req).map_err(|e| Error::Config(format!("cannot encode the request: {e}")))
+/// A request body as JSON bytes, serialised once for every try (the proto
+/// request types always serialise).
+fn to_body<T: Serialize>(req: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(req).map_err(|e| Error::Config(format!("cannot encode the request: {e}")))
 }
 
 /// Decodes an answer body as the route's proto type: a body that does not
