@@ -836,6 +836,21 @@ mod tests {
             .await
     }
 
+    /// Asserts that `r` is the cluster's refusal `code` with `http_status`.
+    fn assert_refused<T: std::fmt::Debug>(r: Result<T, Error>, http_status: u16, code: ErrorCode) {
+        match r {
+            Err(Error::Api {
+                http_status: s,
+                code: c,
+                ..
+            }) => {
+                assert_eq!(s, http_status);
+                assert_eq!(c, code);
+            }
+            other => panic!("expected the refusal {code}, got {other:?}"),
+        }
+    }
+
     fn client(endpoints: Vec<String>, failover_ms: u64) -> Client {
         Client::new(ClientOptions {
             endpoints,
@@ -907,15 +922,7 @@ mod tests {
     async fn four_hundreds_are_not_retried() {
         let srv = refusing_peer(ErrorCode::InvalidKey).await;
         let c = client(vec![srv.url()], 5_000);
-        match c.read_lock("").await {
-            Err(Error::Api {
-                http_status, code, ..
-            }) => {
-                assert_eq!(http_status, 400);
-                assert_eq!(code, ErrorCode::InvalidKey);
-            }
-            other => panic!("expected Api error, got {other:?}"),
-        }
+        assert_refused(c.read_lock("").await, 400, ErrorCode::InvalidKey);
         assert_eq!(srv.hits(), 1);
     }
 
@@ -1032,15 +1039,7 @@ mod tests {
     async fn a_missing_route_is_an_error_not_no_key() {
         let srv = refusing_peer(ErrorCode::NotFound).await;
         let c = client(vec![srv.url()], 5_000);
-        match c.release("k", "k@me/1.2.3").await {
-            Err(Error::Api {
-                http_status, code, ..
-            }) => {
-                assert_eq!(http_status, 404);
-                assert_eq!(code, ErrorCode::NotFound);
-            }
-            other => panic!("expected an Api error, got {other:?}"),
-        }
+        assert_refused(c.release("k", "k@me/1.2.3").await, 404, ErrorCode::NotFound);
     }
 
     #[tokio::test]
