@@ -87,11 +87,12 @@ pub use locker::{
 pub use locker_proto as proto;
 /// The body of an acquire request.
 pub use locker_proto::AcquireRequest;
+// One name per type at the crate root: the seed's names where it has one
+// (the proto names of those stay reachable as `proto::Lock` etc.).
 pub use types::{
-    ClusterAnswer, ClusterInfo, ClusterMember, ErrorAnswer, ErrorCode, ErrorDetail,
-    KeepaliveAnswer, KeepaliveResponse, ListAnswer, Lock, LockAnswer, LockData, LockOpStatus,
-    LockResponse, LockStatus, Member, OwnerAnswer, OwnerHashStatus, OwnerStatus,
-    OwnerStatusResponse, ProcessStatus, RaftState, ReadAnswer, StatusAnswer,
+    ClusterInfo, ClusterMember, ErrorAnswer, ErrorCode, ErrorDetail, KeepaliveResponse, ListAnswer,
+    LockData, LockResponse, LockStatus, OwnerHashStatus, OwnerStatusResponse, ProcessStatus,
+    RaftState, ReadAnswer, StatusAnswer,
 };
 
 mod types;

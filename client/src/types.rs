@@ -2,16 +2,16 @@
 //!
 //! They are not defined here: `locker-proto` is the one wire vocabulary the
 //! node, this client, the fault suite and the tests share. This module
-//! re-exports what the client's API exposes, under the proto names and under
-//! the names this crate has always used (which mirror the seed's library).
+//! re-exports what the client's API exposes; the crate root offers each type
+//! once, under the name this crate has always used where there is one
+//! (mirroring the seed's library), and `locker_client::proto` has them all.
 
 pub use locker_proto::{
-    ClusterAnswer, ErrorAnswer, ErrorCode, ErrorDetail, KeepaliveAnswer, ListAnswer, Lock,
-    LockAnswer, LockOpStatus, Member, OwnerAnswer, OwnerStatus, ProcessStatus, RaftState,
-    ReadAnswer, StatusAnswer,
+    ErrorAnswer, ErrorCode, ErrorDetail, ListAnswer, ProcessStatus, RaftState, ReadAnswer,
+    StatusAnswer,
 };
 
-/// A lock record as the cluster reports it (the seed's name for [`Lock`]).
+/// A lock record as the cluster reports it (the seed's name for [`locker_proto::Lock`]).
 ///
 /// ```
 /// let json = r#"{"key":"k","owner_hash":"k@h/1.2.3","process_hash":"h/1.2","trace":null,
