@@ -6,9 +6,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use locker_client::{
-    make_owner_hash, new_process_hash, parse_endpoints, safety_margin_ms, AcquireOptions,
-    AcquireRequest, AcquireResult, Client, ClientOptions, ClusterInfo, Error, ListAnswer, LockData,
-    LockResponse, LockStatus, Locker, LockerOptions, ReadAnswer, DEFAULT_ENDPOINT,
+    parse_endpoints, safety_margin_ms, AcquireOptions, AcquireRequest, AcquireResult, Client,
+    ClientOptions, ClusterInfo, Error, ListAnswer, LockData, LockResponse, LockStatus, Locker,
+    LockerOptions, ReadAnswer, DEFAULT_ENDPOINT,
 };
 use serde_json::json;
 use std::process::ExitCode;
@@ -533,18 +533,13 @@ fn report_lock_op(op: &str, key: &str, r: &LockResponse, json: bool) -> u8 {
 }
 
 async fn cmd_acquire(client: &Client, a: AcquireArgs, json: bool) -> Result<u8, Error> {
-    // The owner hash is made here, not by the server, so a retried request
-    // (after a timeout or failover) is a re-acquire, not a second owner.
-    let owner = match a.owner_hash.clone() {
-        Some(o) => o,
-        None => make_owner_hash(&a.key, &new_process_hash(), 1, a.trace.as_deref())
-            .map_err(|e| Error::Config(e.to_string()))?,
-    };
+    // Without --owner-hash, Client::acquire makes the owner hash (not the
+    // server), so a retried request is a re-acquire, not a second owner.
     let r = client
         .acquire(
             &a.key,
             &AcquireRequest {
-                owner_hash: Some(owner),
+                owner_hash: a.owner_hash.clone(),
                 process_hash: a.process_hash.clone(),
                 trace: a.trace.clone(),
                 ttl_ms: a.ttl_ms,
