@@ -255,8 +255,12 @@ fn every_crash_point_has_a_test_and_arming_is_validated() {
     );
     assert_eq!(
         crash::error_points(n),
-        vec!["store::read::entries".to_string()],
-        "error points (tested by a_failed_read_makes_the_node_exit)"
+        vec![
+            "store::read::entries".to_string(),
+            "store::flush::sync".to_string()
+        ],
+        "error points (tested by a_failed_read_makes_the_node_exit and \
+         disk_full.rs a_failed_fsync_stops_the_node_before_it_acknowledges)"
     );
     assert_eq!(crash::arm(n, "store::no::such", "return").code, 400);
     assert_eq!(crash::arm(n, "store::flush::before", "bogus(").code, 400);

@@ -189,3 +189,34 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// An fsync the disk refuses (EIO; `Db::flush` itself succeeded, so the
+/// record sits in the page cache): the write waiting on it is never
+/// acknowledged, the node exits 74 at once with a clear line rather than
+/// syncing again (after a failed fsync Linux may have dropped the dirty
+/// pages, so a retry that succeeds proves nothing), and it reopens with
+/// every acknowledged write. Needs no root: error point `store::flush::sync`.
+#[test]
+fn a_failed_fsync_stops_the_node_before_it_acknowledges() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = single_node(dir.path().join("n1"), &[]);
+    let base = node.url();
+    assert_eq!(write_unit(&base, 1, "before"), Some(true));
+    assert_eq!(crash::arm(&node, "store::flush::sync", "return").code, 200);
+    assert_ne!(
+        write_unit(&base, 2, "during"),
+        Some(true),
+        "a write whose fsync failed was acknowledged"
+    );
+    let status = node
+        .wait_exit(Duration::from_secs(10))
+        .expect("the node kept running after a failed fsync");
+    assert_eq!(status.code(), Some(74), "{status:?}");
+    let log = node.log_text();
+    assert!(log.contains("FATAL: cannot flush to disk (fsync)"), "{log}");
+    node.start();
+    crash::wait_serving(&node, Duration::from_secs(30));
+    let owner = get(&format!("{base}/v1/owners/{}", enc(&owner_of(1))));
+    let owner: OwnerAnswer = owner.json();
+    assert_eq!(owner.status, OwnerStatus::Running, "{owner:?}");
+}

@@ -41,13 +41,16 @@ pub const CRASH_POINTS: &[&str] = &[
     "store::snapshot_install::after_flush",
 ];
 
-/// Error points: named reads that, when armed, fail with an IO error instead
-/// of crashing (a failing disk read, a corrupt page). openraft stops its core
-/// on such an error; the node must then exit, not linger (see
-/// `store::watchdog`). Listed apart so the crash tests stay one per crash point.
+/// Error points: named disk operations that, when armed, fail with an IO
+/// error instead of crashing (a failing disk read, a corrupt page, an fsync
+/// the disk refuses). The node must then exit, not linger (see
+/// `store::watchdog` and `store::disk_failed`). Listed apart so the crash
+/// tests stay one per crash point.
 pub const ERROR_POINTS: &[&str] = &[
     // Every read of log entries (replication, apply, re-apply at start).
     "store::read::entries",
+    // The flusher's fdatasync of sled's data file, after `Db::flush`.
+    "store::flush::sync",
 ];
 
 /// Dies here if the crash point `name` is armed.
@@ -70,7 +73,7 @@ pub fn hit(_name: &'static str) {}
 /// Fails with an IO error here if the error point `name` is armed.
 #[cfg(feature = "failpoints")]
 #[inline]
-pub fn read_error(name: &'static str) -> std::io::Result<()> {
+pub fn io_error(name: &'static str) -> std::io::Result<()> {
     debug_assert!(ERROR_POINTS.contains(&name), "unlisted error point {name}");
     match fail::eval(name, |_| ()) {
         Some(()) => Err(std::io::Error::other(format!("error point {name} armed"))),
@@ -81,7 +84,7 @@ pub fn read_error(name: &'static str) -> std::io::Result<()> {
 /// Error points are compiled out without the `failpoints` feature.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn read_error(_name: &'static str) -> std::io::Result<()> {
+pub fn io_error(_name: &'static str) -> std::io::Result<()> {
     Ok(())
 }
 

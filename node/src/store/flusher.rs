@@ -96,10 +96,10 @@ fn run(db: sled::Db, data_file: std::fs::File, rx: mpsc::Receiver<Job>, stats: A
         jobs.extend(rx.try_iter());
         let started = std::time::Instant::now();
         super::crash::hit("store::flush::before");
-        let result = db
-            .flush()
-            .map_err(super::to_io)
-            .and_then(|_| data_file.sync_data());
+        let result = db.flush().map_err(super::to_io).and_then(|_| {
+            super::crash::io_error("store::flush::sync")?;
+            data_file.sync_data()
+        });
         super::crash::hit("store::flush::after");
         stats.fsync_seconds.inc_by(started.elapsed().as_secs_f64());
         stats.fsyncs.inc();

@@ -130,7 +130,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         // A read that fails stops Raft; the watchdog then stops the node.
-        super::crash::read_error("store::read::entries")?;
+        super::crash::io_error("store::read::entries")?;
         let Some((start, end)) = index_range(&range) else {
             return Ok(Vec::new());
         };
