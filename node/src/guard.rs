@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -93,10 +93,7 @@ pub async fn client_auth_failures(req: Request, next: Next) -> Response {
 }
 
 async fn log_auth_failures(port: &'static str, req: Request, next: Next) -> Response {
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let source = crate::serve::peer_of(&req);
     let path = req.uri().path().to_string();
     let resp = next.run(req).await;
     if resp.status() == StatusCode::UNAUTHORIZED {
