@@ -201,16 +201,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let ttl = option.hard_ttl();
-        let mut data = snapshot.snapshot;
+        let mut data = snapshot.snapshot.as_slice();
         // A protocol 0 peer (the release before versions, during a rolling
         // upgrade) reads only bare images: send it the same image without
         // the header. So does a peer not heard from yet: openraft sends a
         // new learner behind a purged log a snapshot first, and format 0
-        // data is read by every release.
+        // data is read by every release. A slice, not a copy: bincode
+        // encodes `&[u8]` as it does the `Vec<u8>` the peer decodes.
         let protocol = self.peer_protocol.load(Ordering::Relaxed);
         if protocol == 0 || protocol == UNKNOWN_PROTOCOL {
-            if let Some(bare) = crate::store::format::snapshot_as_format_0(&data) {
-                data = bare.to_vec();
+            if let Some(bare) = crate::store::format::snapshot_as_format_0(data) {
+                data = bare;
             }
         }
         let req = (vote, snapshot.meta, data);
@@ -223,5 +224,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 RPCError::RemoteError(e) => StreamingError::Network(NetworkError::from_string(e.to_string())),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `full_snapshot` sends the image as a borrowed slice; the peer port
+    /// decodes a `Vec<u8>` (`network::server::snapshot`).
+    #[test]
+    fn a_sent_slice_decodes_as_the_vec_the_peer_expects() {
+        let data = vec![0u8, 1, 2, 255];
+        let sent = bincode::serialize(&(7u64, data.as_slice())).expect("encode");
+        let got: (u64, Vec<u8>) = bincode::deserialize(&sent).expect("decode");
+        assert_eq!(got, (7, data));
     }
 }

@@ -100,24 +100,28 @@ fn split_snapshot(data: &[u8]) -> io::Result<(u32, &[u8])> {
     Ok((u32::from_be_bytes(*version), body))
 }
 
-/// Snapshot data's format, or the refusal of a newer one, naming both
-/// (also checked by the peer port before a snapshot reaches Raft).
-pub fn snapshot_format(data: &[u8]) -> io::Result<u32> {
-    let (format, _) = split_snapshot(data)?;
+/// [`split_snapshot`], refusing a format newer than this build reads.
+fn split_known_snapshot(data: &[u8]) -> io::Result<(u32, &[u8])> {
+    let (format, body) = split_snapshot(data)?;
     if format > SNAPSHOT_FORMAT {
         return Err(invalid(format!(
             "snapshot data in format {format}, newer than format {SNAPSHOT_FORMAT}, the newest this build (locker-node {}) reads; refusing it: upgrade this node",
             env!("CARGO_PKG_VERSION")
         )));
     }
-    Ok(format)
+    Ok((format, body))
+}
+
+/// Snapshot data's format, or the refusal of a newer one, naming both
+/// (also checked by the peer port before a snapshot reaches Raft).
+pub fn snapshot_format(data: &[u8]) -> io::Result<u32> {
+    split_known_snapshot(data).map(|(format, _)| format)
 }
 
 /// Reads snapshot data of format 0 or 1; refuses a newer format with a
 /// message naming both, before anything of it is used.
 pub fn decode_snapshot(data: &[u8]) -> io::Result<TableImage> {
-    snapshot_format(data)?;
-    let (_, body) = split_snapshot(data)?;
+    let (_, body) = split_known_snapshot(data)?;
     // Formats 0 and 1 carry the same image encoding.
     super::decode(body)
 }
