@@ -193,6 +193,50 @@ pub struct Cluster {
     extra: Vec<String>,
 }
 
+/// A process started by a test outside [`Cluster`], killed and reaped when
+/// dropped, whatever the test did.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Makes `cmd` start with the open files limit `soft`/`hard` (as systemd and
+/// container runtimes set it), for tests of descriptor exhaustion.
+pub fn limit_open_files(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Sends `req` (bounded by its own timeout) and asserts it answered 200;
+/// the failure names `what`, the result and how long it took.
+pub fn assert_answers_200(req: reqwest::blocking::RequestBuilder, what: &str) {
+    let started = Instant::now();
+    let code = req.send().map(|r| r.status().as_u16());
+    assert_eq!(
+        code.as_ref().ok(),
+        Some(&200),
+        "{what} got {code:?} after {:?}",
+        started.elapsed()
+    );
+}
+
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))

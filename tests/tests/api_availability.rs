@@ -81,19 +81,14 @@ fn a_lone_follower_answers_503_within_the_bound() {
     assert_eq!(a.status(), "SUCCESS", "{:?}", a.body);
 }
 
-/// A node process started with a low soft limit on open files (as systemd
-/// and recent container runtimes do: soft 1024, hard far above), killed on drop.
-struct LowFdNode(std::process::Child);
-
-impl Drop for LowFdNode {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_with_fd_limit(soft: u64, hard: u64, dir: &std::path::Path, client: &str) -> LowFdNode {
-    use std::os::unix::process::CommandExt;
+/// A node started with a low soft limit on open files (as systemd and
+/// recent container runtimes do: soft 1024, hard far above).
+fn start_with_fd_limit(
+    soft: u64,
+    hard: u64,
+    dir: &std::path::Path,
+    client: &str,
+) -> locker_tests::Reaped {
     let peer = format!("127.0.0.1:{}", locker_tests::free_port());
     let mut cmd = std::process::Command::new(locker_tests::bin("locker-node"));
     cmd.args(["--id", "1", "--data-dir"])
@@ -102,21 +97,8 @@ fn start_with_fd_limit(soft: u64, hard: u64, dir: &std::path::Path, client: &str
         .args(["--cluster-secret", locker_tests::SECRET])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let limit = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    LowFdNode(cmd.spawn().expect("spawn locker-node"))
+    locker_tests::limit_open_files(&mut cmd, soft, hard);
+    locker_tests::Reaped(cmd.spawn().expect("spawn locker-node"))
 }
 
 #[test]
@@ -156,19 +138,13 @@ fn a_few_hundred_blocking_acquires_do_not_exhaust_the_nodes_open_files() {
         .collect();
     assert_eq!(waiters.len(), 200);
     std::thread::sleep(Duration::from_millis(1_000));
-    let started = Instant::now();
-    let other = locker_tests::http()
-        .post(format!("{url}/v1/locks/fd%2Fother/acquire"))
-        .timeout(Duration::from_secs(5))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .map(|r| r.status().as_u16());
-    assert_eq!(
-        other.as_ref().ok(),
-        Some(&200),
-        "with 200 waiters queued, another acquire got {other:?} after {:?}",
-        started.elapsed()
+    locker_tests::assert_answers_200(
+        locker_tests::http()
+            .post(format!("{url}/v1/locks/fd%2Fother/acquire"))
+            .timeout(Duration::from_secs(5))
+            .header("content-type", "application/json")
+            .body("{}"),
+        "with 200 waiters queued, another acquire",
     );
     drop(waiters);
 }

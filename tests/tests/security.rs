@@ -5,17 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use locker_tests::{bin, eventually, free_port, get, http};
-
-/// A node process killed when the test ends, whatever happens.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use locker_tests::{
+    assert_answers_200, bin, eventually, free_port, get, http, limit_open_files, Reaped,
+};
 
 /// `locker-node` with `args` and `env`, in `dir`, stderr to `dir/node.log`.
 fn node_cmd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -64,7 +56,7 @@ fn start_member(extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut args = two_member_flags(&client, &peer);
     args.extend(extra.iter().map(ToString::to_string));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = Running(
+    let mut child = Reaped(
         node_cmd(dir.path(), &args, env)
             .spawn()
             .expect("spawn locker-node"),
@@ -102,7 +94,7 @@ fn a_multi_node_cluster_refuses_a_weak_cluster_secret() {
     let client = format!("127.0.0.1:{}", free_port());
     let peer = format!("127.0.0.1:{}", free_port());
     let args = ["--client-addr", &client, "--peer-addr", &peer, "--join"];
-    let mut child = Running(node_cmd(dir.path(), &args, &[]).spawn().expect("spawn"));
+    let mut child = Reaped(node_cmd(dir.path(), &args, &[]).spawn().expect("spawn"));
     let code = exit_code(&mut child.0);
     let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
     assert_refused("a joining node's default", (code, log));
@@ -151,7 +143,7 @@ fn secret_from_a_file_and_auth_failures_logged_at_warn_once_per_source() {
         &file_arg,
     ];
     let mut cmd = node_cmd(dir.path(), &args, &[]);
-    let _node = Running(cmd.spawn().expect("spawn"));
+    let _node = Reaped(cmd.spawn().expect("spawn"));
     let url = format!("http://{client}");
     eventually(Duration::from_secs(20), "the node ready", || {
         (get(&format!("{url}/readyz")).code == 200).then_some(())
@@ -211,28 +203,14 @@ fn secret_from_a_file_and_auth_failures_logged_at_warn_once_per_source() {
 /// are closed after --idle-timeout-ms, so `/healthz` answers.
 #[test]
 fn a_flood_of_idle_connections_does_not_stop_healthz() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().expect("dir");
     let client = format!("127.0.0.1:{}", free_port());
     let peer = format!("127.0.0.1:{}", free_port());
     let args = ["--client-addr", &client, "--peer-addr", &peer];
     // Through the environment, so a node without the flag runs this too.
     let mut cmd = node_cmd(dir.path(), &args, &[("LOCKER_IDLE_TIMEOUT_MS", "2000")]);
-    let limit = libc::rlimit {
-        rlim_cur: 1024,
-        rlim_max: 1024,
-    };
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let _node = Running(cmd.spawn().expect("spawn"));
+    limit_open_files(&mut cmd, 1024, 1024);
+    let _node = Reaped(cmd.spawn().expect("spawn"));
     let url = format!("http://{client}");
     eventually(Duration::from_secs(20), "the node ready", || {
         (get(&format!("{url}/readyz")).code == 200).then_some(())
@@ -241,17 +219,11 @@ fn a_flood_of_idle_connections_does_not_stop_healthz() {
         .filter_map(|_| std::net::TcpStream::connect(&client).ok())
         .collect();
     assert_eq!(idle.len(), 1100, "the flood's sockets all connect");
-    let started = Instant::now();
-    let health = http()
-        .get(format!("{url}/healthz"))
-        .timeout(Duration::from_secs(20))
-        .send()
-        .map(|r| r.status().as_u16());
-    assert_eq!(
-        health.as_ref().ok(),
-        Some(&200),
-        "with 1,100 idle sockets open, /healthz got {health:?} after {:?}",
-        started.elapsed()
+    assert_answers_200(
+        http()
+            .get(format!("{url}/healthz"))
+            .timeout(Duration::from_secs(20)),
+        "with 1,100 idle sockets open, /healthz",
     );
     drop(idle);
 }
