@@ -462,6 +462,24 @@ impl Cluster {
     /// (the others start later with [`Cluster::restart`]); waits until a
     /// leader serves writes.
     pub fn start_only(n: usize, extra: &[&str], up: &[u64]) -> Cluster {
+        let mut c = Self::configure(n, extra);
+        for p in c.nodes.iter_mut().filter(|p| up.contains(&p.id)) {
+            p.spawn();
+        }
+        let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.wait_ready(Duration::from_secs(30))
+        }));
+        if let Err(e) = ready {
+            c.print_log_tails();
+            std::panic::resume_unwind(e);
+        }
+        c
+    }
+
+    /// A cluster of `n` configured members, none started yet (start each
+    /// with [`Cluster::restart`]): for tests that must act between choosing
+    /// the addresses and the first start.
+    pub fn configure(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes: Vec<NodeProc> = (1..=n as u64)
             .map(|id| NodeProc {
@@ -497,19 +515,8 @@ impl Cluster {
             }
             args.extend(extra.iter().cloned());
             p.args = args;
-            if up.contains(&p.id) {
-                p.spawn();
-            }
         }
-        let c = Cluster { nodes, dir, extra };
-        let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            c.wait_ready(Duration::from_secs(30))
-        }));
-        if let Err(e) = ready {
-            c.print_log_tails();
-            std::panic::resume_unwind(e);
-        }
-        c
+        Cluster { nodes, dir, extra }
     }
 
     /// The last lines of every node's log on stderr (request noise left

@@ -92,6 +92,30 @@ fn nodes_2_and_3_form_the_cluster_without_the_lowest_id() {
     c.assert_replicas_agree(Duration::from_secs(20));
 }
 
+/// A member that accepts connections but never answers (a stopped process,
+/// a proxy that black-holes) does not hold up the others: each of its
+/// "does a cluster exist" answers times out and the majority that did
+/// answer forms the cluster.
+#[test]
+fn a_member_that_hangs_during_the_census_does_not_stop_the_majority() {
+    let mut c = Cluster::configure(3, &[]);
+    // Bound but never accepted: the kernel completes every handshake and
+    // the requests wait for an answer that never comes.
+    let _hung = std::net::TcpListener::bind(&c.node(3).peer_addr).expect("hold node 3's port");
+    let started = Instant::now();
+    c.restart(1);
+    c.restart(2);
+    let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.wait_ready(Duration::from_secs(20))
+    }));
+    if let Err(e) = ready {
+        c.print_log_tails();
+        std::panic::resume_unwind(e);
+    }
+    write_through_leader(&c, "with-3-hung");
+    eprintln!("formed with node 3 hung in {:?}", started.elapsed());
+}
+
 #[test]
 fn a_member_that_took_part_refuses_to_rejoin_on_an_empty_data_dir() {
     let mut c = Cluster::start(3);
