@@ -37,7 +37,7 @@ pub fn open(
     format::check_db(&db)
         .map_err(|e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())))?;
     let data_file = sync_sled_files(dir)?;
-    let flusher = Flusher::start(db.clone(), data_file);
+    let flusher = Flusher::start(db.clone(), data_file, dir.join("sled").join("blobs"));
     let log = LogStore::open(&db, flusher.clone())?;
     let sm = StateMachine::open(&db, flusher.clone())?;
     let replica = sm.replica();
