@@ -1,5 +1,6 @@
 //! Protections around both ports that are not about locks: authentication
-//! failures logged at warn without letting a flood of them flood the log.
+//! failures and refused peer versions logged at warn without letting a
+//! flood of them flood the log.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,52 +25,54 @@ struct Window {
     suppressed: u64,
 }
 
-/// Per (port, source address): when its last warning was logged and how
-/// many failures were left out since.
-static AUTH_FAILURES: LazyLock<Mutex<HashMap<(&'static str, IpAddr), Window>>> =
+/// Per (kind of warning, source address): when its last warning was logged
+/// and how many were left out since.
+static WARNED: LazyLock<Mutex<HashMap<(&'static str, IpAddr), Window>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// Logs an authentication failure at warn, at most once per source and
-/// port every [`AUTH_LOG_WINDOW`]. Returns whether it logged.
-pub fn record_auth_failure(port: &'static str, source: Option<SocketAddr>, path: &str) -> bool {
-    let ip = source.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |s| s.ip());
+/// Whether a warning of `kind` from `source` is the first in its
+/// [`AUTH_LOG_WINDOW`]: `Some(how many were left out before it)` if it is to
+/// be logged, `None` if it is left out.
+fn first_in_window(kind: &'static str, ip: IpAddr) -> Option<u64> {
     let now = Instant::now();
-    let suppressed = {
-        // A poisoned lock only means another thread panicked mid-update of
-        // this log-only table: keep using it.
-        let mut seen = AUTH_FAILURES
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A poisoned lock only means another thread panicked mid-update of
+    // this log-only table: keep using it.
+    let mut seen = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.len() >= AUTH_LOG_SOURCES {
+        seen.retain(|_, w| now.duration_since(w.started) < AUTH_LOG_WINDOW);
         if seen.len() >= AUTH_LOG_SOURCES {
-            seen.retain(|_, w| now.duration_since(w.started) < AUTH_LOG_WINDOW);
-            if seen.len() >= AUTH_LOG_SOURCES {
-                seen.clear();
-            }
+            seen.clear();
         }
-        match seen.get_mut(&(port, ip)) {
-            Some(w) if now.duration_since(w.started) < AUTH_LOG_WINDOW => {
-                w.suppressed += 1;
-                return false;
-            }
-            Some(w) => {
-                let n = w.suppressed;
-                *w = Window {
-                    started: now,
-                    suppressed: 0,
-                };
-                n
-            }
-            None => {
-                seen.insert(
-                    (port, ip),
-                    Window {
-                        started: now,
-                        suppressed: 0,
-                    },
-                );
-                0
-            }
+    }
+    let fresh = Window {
+        started: now,
+        suppressed: 0,
+    };
+    match seen.get_mut(&(kind, ip)) {
+        Some(w) if now.duration_since(w.started) < AUTH_LOG_WINDOW => {
+            w.suppressed += 1;
+            None
         }
+        Some(w) => Some(std::mem::replace(w, fresh).suppressed),
+        None => {
+            seen.insert((kind, ip), fresh);
+            Some(0)
+        }
+    }
+}
+
+fn source_ip(source: Option<SocketAddr>) -> IpAddr {
+    source.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |s| s.ip())
+}
+
+/// Logs an authentication failure at warn, at most once per source and
+/// port every [`AUTH_LOG_WINDOW`].
+pub fn record_auth_failure(port: &'static str, source: Option<SocketAddr>, path: &str) {
+    let ip = source_ip(source);
+    let Some(suppressed) = first_in_window(port, ip) else {
+        return;
     };
     tracing::warn!(
         port,
@@ -78,7 +81,22 @@ pub fn record_auth_failure(port: &'static str, source: Option<SocketAddr>, path:
         not_logged_since_last = suppressed,
         "authentication failed: missing or wrong cluster secret"
     );
-    true
+}
+
+/// Logs a peer request refused for its protocol or snapshot format at
+/// warn, at most once per source every [`AUTH_LOG_WINDOW`]: a newer leader
+/// retries every heartbeat.
+pub fn record_version_refusal(source: Option<SocketAddr>, msg: &str) {
+    let ip = source_ip(source);
+    let Some(suppressed) = first_in_window("peer-version", ip) else {
+        return;
+    };
+    tracing::warn!(
+        source = %ip,
+        %msg,
+        not_logged_since_last = suppressed,
+        "peer request of a newer protocol or format refused"
+    );
 }
 
 /// Middleware for the peer port: a 401 answer is an authentication failure.

@@ -100,7 +100,7 @@ async fn authenticate(State(st): State<Arc<PeerState>>, req: Request, next: Next
         }
     }
     if let Err(msg) = check_protocol(req.headers()) {
-        warn_refused(&msg);
+        crate::guard::record_version_refusal(crate::serve::peer_of(&req), &msg);
         return (StatusCode::BAD_REQUEST, msg).into_response();
     }
     if req.uri().path().starts_with("/raft/") && !*st.admitted.borrow() {
@@ -136,24 +136,6 @@ fn check_protocol(headers: &HeaderMap) -> Result<u32, String> {
         ));
     }
     Ok(version)
-}
-
-/// At warn, but at most once per 10 s: a newer leader retries every
-/// heartbeat.
-fn warn_refused(msg: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    if now >= last + 10
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(%msg, "peer request of a newer protocol or format refused");
-    }
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
@@ -206,7 +188,8 @@ async fn snapshot(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
     // A newer format is refused here, by name, rather than stopping Raft
     // with a storage error at install.
     if let Err(e) = crate::store::format::snapshot_format(&data) {
-        warn_refused(&e.to_string());
+        // The source is not at hand here; one window for all senders.
+        crate::guard::record_version_refusal(None, &e.to_string());
         return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
     }
     let snapshot = Snapshot {
