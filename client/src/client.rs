@@ -498,6 +498,8 @@ impl Client {
     /// hash is released before the answer: that run is over, and a later
     /// acquire with the same owner hash is refused `OWNER_HASH_RETIRED`.
     /// Use a new owner hash (a new sequence number) for a new attempt.
+    /// That release fails over within a `failover_timeout_ms` of its own,
+    /// so such an acquire can take up to twice the budget.
     pub async fn acquire(&self, key: &str, req: &AcquireRequest) -> Result<LockResponse, Error> {
         let started = Instant::now();
         let path = format!("/v1/locks/{}/acquire", encode_segment(key));

@@ -325,6 +325,12 @@ pub struct Locker {
     inner: Arc<LockerInner>,
 }
 
+/// How many runs in a row [`Locker::acquire_with`] starts anew when the
+/// node answers `OWNER_HASH_RETIRED`. Each new run has a fresh owner hash,
+/// so a node that keeps retiring them is not answering about late copies;
+/// after this many the refusal reaches the caller instead of looping.
+const RETIRED_RUNS_RETRIED: u32 = 2;
+
 impl Locker {
     /// Builds a locker; does not connect. The reporter thread starts with
     /// the first acquire, as in the seed.
@@ -509,7 +515,7 @@ impl Locker {
             return Err(Error::Config("the key must not be empty".into()));
         }
         let mut rotations = 0;
-        let mut retired = 0;
+        let mut retired = 0u32;
         loop {
             let (rep, view) = self.live_process().await?;
             let sent = self.inner.clock.now_ms();
@@ -519,7 +525,7 @@ impl Locker {
                 // dead) before this copy arrived. Nothing was done by this
                 // one, and that run is over: start a new one.
                 Err(Error::Api { code, .. })
-                    if code == ErrorCode::OwnerHashRetired && retired < 2 =>
+                    if code == ErrorCode::OwnerHashRetired && retired < RETIRED_RUNS_RETRIED =>
                 {
                     retired += 1;
                     continue;
