@@ -102,12 +102,14 @@ pub fn parse_endpoints(s: &str) -> Result<Vec<String>, Error> {
 ///
 /// Writes are retried with the same owner hash: while the lock is held, a
 /// repeated acquire is a re-acquire (same fencing token) and a repeated
-/// extend is an extend; a repeated release may answer `NO_KEY`. KNOWN
-/// LIMIT: a copy of an acquire that a try gave up on can still reach the
-/// leader late; arriving after the owner released, it grants the key to that
-/// finished owner again, blocking it until the lock's ttl (seen by the fault
-/// suite under packet loss; see jepsen/runs/SUMMARY.md). Never two holders,
-/// but not yet exactly-once.
+/// extend is an extend; a repeated release may answer `NO_KEY`. A copy of
+/// an acquire that a try gave up on can still reach the leader late; once
+/// its run has ended (released, expired, or fenced by [`Client::acquire`]
+/// after a refusal) the node refuses it with `OWNER_HASH_RETIRED`, so it
+/// cannot take the key again for a finished owner. The node's memory of
+/// ended runs is bounded (docs/protocol.md): a copy held back for longer
+/// than an hour, or behind 64 later runs of the same process part, is no
+/// longer recognised.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), locker_client::Error> {
