@@ -1149,6 +1149,42 @@ mod tests {
         assert!(refusing.hits_of("POST /v1/locks/k/release") >= 1);
     }
 
+    /// Tries that certainly did nothing (connection refused, 503 NO_LEADER)
+    /// leave no run to fence: a refusal after them is answered as it is,
+    /// with no release sent. A try of unknown fate does get one (the test
+    /// above).
+    #[tokio::test]
+    async fn a_refusal_after_tries_that_did_nothing_is_not_fenced() {
+        let dead = FakePeer::dead_url().await;
+        let no_leader = refusing_peer(ErrorCode::NoLeader).await;
+        let held = FakePeer::serve(
+            Router::new()
+                .route(
+                    "/v1/locks/{key}/acquire",
+                    post(|| async {
+                        let answer = LockResponse {
+                            status: LockStatus::SomeoneElseHoldsLock,
+                            lock: Some(holder(5)),
+                        };
+                        reply(409, &answer)
+                    }),
+                )
+                .route(
+                    "/v1/locks/{key}/release",
+                    post(|| async { refuse(ErrorCode::Internal, "must not be called") }),
+                ),
+        )
+        .await;
+        let c = client(vec![dead, no_leader.url(), held.url()], 5_000);
+        let r = c
+            .acquire("k", &AcquireRequest::default())
+            .await
+            .expect("answered");
+        assert_eq!(r.status, LockStatus::SomeoneElseHoldsLock);
+        assert_eq!(no_leader.hits(), 1);
+        assert_eq!(held.hits_of("POST /v1/locks/k/release"), 0);
+    }
+
     /// A refusal with an error code this client does not know (a newer
     /// node's) is not retried, and the error names the code.
     #[tokio::test]
