@@ -85,7 +85,6 @@ fn a_job_that_blocks_its_runtime_longer_than_the_process_ttl_keeps_its_lock() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn killing_the_leader_during_a_job_does_not_interrupt_it() {
     let _slot = cluster_slot();
     let mut cluster = start_cluster(3);
@@ -93,8 +92,34 @@ fn killing_the_leader_during_a_job_does_not_interrupt_it() {
     let leader = cluster.leader().expect("a leader");
     let k = key("leader-kill");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let k2 = k.clone();
-    let job = std::thread::spawn(move || {
+    let job = spawn_ten_second_job(endpoints, k.clone(), tx);
+    with_logs_on_panic(&mut cluster, |cluster| {
+        let owner = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the job started");
+        std::thread::sleep(Duration::from_millis(1_500));
+        kill_the_leader_and_see_the_lock_stay(cluster, leader, &k, &owner);
+    });
+    let (res, lost) = job.join().expect("job thread");
+    assert!(lost.is_empty(), "lost the lock: {lost:?}");
+    match res {
+        Ok(RunResult::Success(beats)) => assert!(beats > 30, "only {beats} heartbeats"),
+        other => panic!("the job was interrupted: {other:?}"),
+    }
+}
+
+/// What the job brought back: its result (heartbeats done) and the lost-lock
+/// events the client reported.
+type JobOutcome = (Result<RunResult<u32>, Error>, Vec<String>);
+
+/// A job holding `k` through the client for 10 s, heartbeating every 100 ms;
+/// it sends its owner hash on `tx` once it runs.
+fn spawn_ten_second_job(
+    endpoints: Vec<String>,
+    k: String,
+    tx: std::sync::mpsc::Sender<String>,
+) -> std::thread::JoinHandle<JobOutcome> {
+    std::thread::spawn(move || {
         runtime().block_on(async move {
             let locker = Locker::new(LockerOptions {
                 endpoints,
@@ -110,7 +135,7 @@ fn killing_the_leader_during_a_job_does_not_interrupt_it() {
             let mut errors = locker.errors();
             let res = locker
                 .acquire_and_run(
-                    &k2,
+                    &k,
                     |hb, owner| async move {
                         let _ = tx.send(owner);
                         let mut beats = 0u32;
@@ -133,47 +158,44 @@ fn killing_the_leader_during_a_job_does_not_interrupt_it() {
             locker.terminate().await;
             (res, lost)
         })
-    });
-    with_logs_on_panic(&mut cluster, |cluster| {
-        let owner = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the job started");
-        std::thread::sleep(Duration::from_millis(1_500));
-        let killed_at = Instant::now();
-        cluster.kill(leader);
-        // The lock stays ours across the election, as a survivor sees it.
-        let survivor = cluster
-            .nodes
-            .iter()
-            .find(|n| n.is_running())
-            .map(|n| n.url())
-            .expect("a survivor");
-        eventually(
-            Duration::from_secs(20),
-            "a new leader serving reads",
-            || {
-                let r = api::read(&survivor, &k);
-                (r.code == 200).then_some(())
-            },
-        );
-        let r = api::read(&survivor, &k);
-        assert_eq!(
-            r.lock().map(|l| l.owner_hash).as_deref(),
-            Some(owner.as_str()),
-            "{:?}",
-            r.body
-        );
-        eprintln!(
-            "reads served again {:?} after the kill",
-            killed_at.elapsed()
-        );
-    });
-    let (res, lost) = job.join().expect("job thread");
-    assert!(lost.is_empty(), "lost the lock: {lost:?}");
-    match res {
-        Ok(RunResult::Success(beats)) => assert!(beats > 30, "only {beats} heartbeats"),
-        other => panic!("the job was interrupted: {other:?}"),
-    }
+    })
+}
+
+/// Kills the leader; the lock stays `owner`'s across the election, as a
+/// survivor sees it.
+fn kill_the_leader_and_see_the_lock_stay(
+    cluster: &mut locker_tests::Cluster,
+    leader: u64,
+    k: &str,
+    owner: &str,
+) {
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|n| n.is_running())
+        .map(|n| n.url())
+        .expect("a survivor");
+    eventually(
+        Duration::from_secs(20),
+        "a new leader serving reads",
+        || {
+            let r = api::read(&survivor, k);
+            (r.code == 200).then_some(())
+        },
+    );
+    let r = api::read(&survivor, k);
+    assert_eq!(
+        r.lock().map(|l| l.owner_hash).as_deref(),
+        Some(owner),
+        "{:?}",
+        r.body
+    );
+    eprintln!(
+        "reads served again {:?} after the kill",
+        killed_at.elapsed()
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{cluster_slot, key, runtime, start_cluster};
-use locker_client::{AcquireResult, Error, Locker, LockerOptions};
+use locker_client::{AcquireResult, Error, Heartbeater, Locker, LockerOptions};
 use locker_tests::api;
 use locker_tests::proxy::Proxy;
 use std::time::{Duration, Instant};
@@ -17,7 +17,6 @@ const WRITE_MS: u64 = 500;
 /// The default margin: a tenth of the ttl.
 const MARGIN_MS: u64 = PROCESS_TTL_MS / 10;
 
-#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn loss_is_reported_in_time(stop_grace_ms: u64) {
     let _slot = cluster_slot();
     let c = start_cluster(1);
@@ -47,49 +46,22 @@ fn loss_is_reported_in_time(stop_grace_ms: u64) {
         hb.delay(1_500).await.expect("heartbeats before the cut");
 
         proxy.black_hole();
-        let cut = Instant::now();
-        // The last keep-alive that got through was sent at most one write
-        // interval (plus a little) before the cut.
-        let latest = Duration::from_millis(PROCESS_TTL_MS - MARGIN_MS - stop_grace_ms + 400);
-        let earliest =
-            Duration::from_millis(PROCESS_TTL_MS - MARGIN_MS - stop_grace_ms - WRITE_MS - 300);
-
+        let w = Window::after_cut(stop_grace_ms);
         let hb2 = hb.clone();
+        let cut = w.cut;
         let lost = tokio::spawn(async move {
             let e = hb2.lost().await;
             (cut.elapsed(), e)
         });
-        let err = loop {
-            let one = Instant::now();
-            let r = hb.heartbeat().await;
-            assert!(
-                cut.elapsed() <= latest || one.elapsed() < Duration::from_millis(200),
-                "a heartbeat waited {:?} past the point the loss was due",
-                one.elapsed()
-            );
-            match r {
-                Ok(()) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(e) => break e,
-            }
-        };
-        let hb_at = cut.elapsed();
-        assert!(matches!(err, Error::Lost(_)), "{err}");
+        let hb_at = heartbeat_until_lost(&hb, &w).await;
         let (lost_at, lost_err) = lost.await.expect("lost task");
         eprintln!(
             "FIGURES grace {stop_grace_ms}: heartbeat failed {hb_at:?}, lost() {lost_at:?} \
              after the cut, {:?} left to the deadline: {lost_err}",
             hb.time_left_ms()
         );
-        for (what, at) in [("heartbeat()", hb_at), ("lost()", lost_at)] {
-            assert!(
-                at <= latest,
-                "{what} reported the loss {at:?} after the cut (> {latest:?})"
-            );
-            assert!(
-                at >= earliest,
-                "{what} reported the loss early: {at:?} < {earliest:?}"
-            );
-        }
+        w.assert_within("heartbeat()", hb_at);
+        w.assert_within("lost()", lost_at);
         // Told before the cluster could free the lock: it still names us.
         let r = tokio::task::spawn_blocking(move || api::read(&url, &k))
             .await
@@ -101,6 +73,61 @@ fn loss_is_reported_in_time(stop_grace_ms: u64) {
             r.body
         );
     });
+}
+
+/// When the loss must be reported, counted from the cut.
+struct Window {
+    cut: Instant,
+    earliest: Duration,
+    latest: Duration,
+}
+
+impl Window {
+    /// The last keep-alive that got through was sent at most one write
+    /// interval (plus a little) before the cut.
+    fn after_cut(stop_grace_ms: u64) -> Window {
+        Window {
+            cut: Instant::now(),
+            latest: Duration::from_millis(PROCESS_TTL_MS - MARGIN_MS - stop_grace_ms + 400),
+            earliest: Duration::from_millis(
+                PROCESS_TTL_MS - MARGIN_MS - stop_grace_ms - WRITE_MS - 300,
+            ),
+        }
+    }
+
+    fn assert_within(&self, what: &str, at: Duration) {
+        let (earliest, latest) = (self.earliest, self.latest);
+        assert!(
+            at <= latest,
+            "{what} reported the loss {at:?} after the cut (> {latest:?})"
+        );
+        assert!(
+            at >= earliest,
+            "{what} reported the loss early: {at:?} < {earliest:?}"
+        );
+    }
+}
+
+/// Heartbeats until one fails, which must be with `Error::Lost`; no
+/// heartbeat may wait past the point the loss was due. Gives when the
+/// failure came, after the cut.
+async fn heartbeat_until_lost(hb: &Heartbeater, w: &Window) -> Duration {
+    let err = loop {
+        let one = Instant::now();
+        let r = hb.heartbeat().await;
+        assert!(
+            w.cut.elapsed() <= w.latest || one.elapsed() < Duration::from_millis(200),
+            "a heartbeat waited {:?} past the point the loss was due",
+            one.elapsed()
+        );
+        match r {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => break e,
+        }
+    };
+    let hb_at = w.cut.elapsed();
+    assert!(matches!(err, Error::Lost(_)), "{err}");
+    hb_at
 }
 
 trait WithStopGrace {

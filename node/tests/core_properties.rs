@@ -104,7 +104,6 @@ impl Model {
         }
     }
 
-    #[allow(clippy::too_many_lines)] // TODO: split into named steps
     fn apply(&mut self, index: u64, c: &Command) -> Status {
         let before = self.now;
         self.now = self.now.max(c.time_ms);
@@ -114,32 +113,8 @@ impl Model {
                 process_hash,
                 ttl_ms,
                 ..
-            } => {
-                let since = match self.procs.get(process_hash) {
-                    Some(&(until, since, _)) if now < until => since,
-                    _ => now,
-                };
-                self.procs
-                    .insert(process_hash.clone(), (now + ttl_ms, since, *ttl_ms));
-                Status::Success
-            }
-            Op::EndProcess { process_hash } => {
-                let live = matches!(self.procs.get(process_hash), Some(&(u, _, _)) if now < u);
-                self.procs.remove(process_hash);
-                let ended = &mut self.ended;
-                self.locks.retain(|_, l| {
-                    let keep = l.process_hash.as_ref() != Some(process_hash);
-                    if !keep {
-                        ended.insert(l.owner_hash.clone());
-                    }
-                    keep
-                });
-                if live {
-                    Status::Success
-                } else {
-                    Status::NoKey
-                }
-            }
+            } => self.keepalive(process_hash, *ttl_ms, now),
+            Op::EndProcess { process_hash } => self.end_process(process_hash, now),
             Op::Acquire {
                 key,
                 owner_hash,
@@ -152,44 +127,18 @@ impl Model {
                         return Status::NoRunningProcess;
                     }
                 }
-                match self.locks.get(key).filter(|l| self.live(l, now)).cloned() {
-                    Some(l) if &l.owner_hash != owner_hash => Status::SomeoneElseHoldsLock,
-                    Some(mut l) => {
-                        l.extended_at = now;
-                        l.expires_at = now + ttl_ms;
-                        l.ttl_ms = *ttl_ms;
-                        self.locks.insert(key.clone(), l);
-                        Status::Success
-                    }
-                    None if self.ended.contains(owner_hash)
-                        || self
-                            .locks
-                            .get(key)
-                            .is_some_and(|d| &d.owner_hash == owner_hash) =>
-                    {
-                        Status::OwnerHashRetired
-                    }
-                    None => {
-                        if let Some(old) = self.locks.get(key) {
-                            self.ended.insert(old.owner_hash.clone());
-                        }
-                        self.locks.insert(
-                            key.clone(),
-                            Lock {
-                                key: key.clone(),
-                                owner_hash: owner_hash.clone(),
-                                process_hash: process_hash.clone(),
-                                trace: trace.clone(),
-                                acquired_at: now,
-                                extended_at: now,
-                                expires_at: now + ttl_ms,
-                                ttl_ms: *ttl_ms,
-                                fencing_token: index,
-                            },
-                        );
-                        Status::Success
-                    }
-                }
+                let new = Lock {
+                    key: key.clone(),
+                    owner_hash: owner_hash.clone(),
+                    process_hash: process_hash.clone(),
+                    trace: trace.clone(),
+                    acquired_at: now,
+                    extended_at: now,
+                    expires_at: now + ttl_ms,
+                    ttl_ms: *ttl_ms,
+                    fencing_token: index,
+                };
+                self.acquire(new, now)
             }
             Op::Extend {
                 key,
@@ -198,59 +147,121 @@ impl Model {
             } => match self.locks.get(key).filter(|l| self.live(l, now)).cloned() {
                 None => Status::NoKey,
                 Some(l) if &l.owner_hash != owner_hash => Status::SomeoneElseHoldsLock,
-                Some(mut l) => {
-                    l.extended_at = now;
-                    l.expires_at = now + ttl_ms;
-                    l.ttl_ms = *ttl_ms;
-                    self.locks.insert(key.clone(), l);
-                    Status::Success
-                }
+                Some(l) => self.prolong(l, *ttl_ms, now),
             },
-            Op::Release { key, owner_hash } => {
-                self.ended.insert(owner_hash.clone());
-                match self.locks.get(key).filter(|l| self.live(l, now)).cloned() {
-                    None => Status::NoKey,
-                    Some(l) if &l.owner_hash != owner_hash => Status::SomeoneElseHoldsLock,
-                    Some(_) => {
-                        self.locks.remove(key);
-                        Status::Success
-                    }
-                }
-            }
-            Op::Sweep => {
-                let ended = &mut self.ended;
-                self.locks.retain(|_, l| {
-                    if now >= l.expires_at {
-                        ended.insert(l.owner_hash.clone());
-                    }
-                    now < l.expires_at
-                });
-                self.procs.retain(|_, p| now < p.0);
-                Status::Success
-            }
-            Op::LeaderTakeover => {
-                // Judge at `before`, then shift what was live by the gap.
-                let gap = now - before;
-                let live: Vec<String> = self
-                    .locks
-                    .values()
-                    .filter(|l| self.live(l, before))
-                    .map(|l| l.key.clone())
-                    .collect();
-                for p in self.procs.values_mut() {
-                    if before < p.0 {
-                        p.0 += gap;
-                    }
-                }
-                for k in live {
-                    if let Some(l) = self.locks.get_mut(&k) {
-                        l.expires_at += gap;
-                    }
-                }
-                Status::Success
-            }
+            Op::Release { key, owner_hash } => self.release(key, owner_hash, now),
+            Op::Sweep => self.sweep(now),
+            Op::LeaderTakeover => self.leader_takeover(before, now),
             Op::Tick => Status::Success,
         }
+    }
+
+    fn keepalive(&mut self, process_hash: &str, ttl_ms: u64, now: u64) -> Status {
+        let since = match self.procs.get(process_hash) {
+            Some(&(until, since, _)) if now < until => since,
+            _ => now,
+        };
+        self.procs
+            .insert(process_hash.to_string(), (now + ttl_ms, since, ttl_ms));
+        Status::Success
+    }
+
+    fn end_process(&mut self, process_hash: &str, now: u64) -> Status {
+        let live = matches!(self.procs.get(process_hash), Some(&(u, _, _)) if now < u);
+        self.procs.remove(process_hash);
+        let ended = &mut self.ended;
+        self.locks.retain(|_, l| {
+            let keep = l.process_hash.as_deref() != Some(process_hash);
+            if !keep {
+                ended.insert(l.owner_hash.clone());
+            }
+            keep
+        });
+        if live {
+            Status::Success
+        } else {
+            Status::NoKey
+        }
+    }
+
+    /// An acquire whose process (if any) is alive: `new` is the lock it
+    /// creates when the key is free.
+    fn acquire(&mut self, new: Lock, now: u64) -> Status {
+        let (key, owner_hash) = (&new.key, &new.owner_hash);
+        match self.locks.get(key).filter(|l| self.live(l, now)).cloned() {
+            Some(l) if &l.owner_hash != owner_hash => Status::SomeoneElseHoldsLock,
+            Some(l) => self.prolong(l, new.ttl_ms, now),
+            None if self.ended.contains(owner_hash)
+                || self
+                    .locks
+                    .get(key)
+                    .is_some_and(|d| &d.owner_hash == owner_hash) =>
+            {
+                Status::OwnerHashRetired
+            }
+            None => {
+                if let Some(old) = self.locks.get(key) {
+                    self.ended.insert(old.owner_hash.clone());
+                }
+                self.locks.insert(key.clone(), new);
+                Status::Success
+            }
+        }
+    }
+
+    /// The holder's re-acquire or extend: a new ttl from now.
+    fn prolong(&mut self, mut l: Lock, ttl_ms: u64, now: u64) -> Status {
+        l.extended_at = now;
+        l.expires_at = now + ttl_ms;
+        l.ttl_ms = ttl_ms;
+        self.locks.insert(l.key.clone(), l);
+        Status::Success
+    }
+
+    fn release(&mut self, key: &str, owner_hash: &str, now: u64) -> Status {
+        self.ended.insert(owner_hash.to_string());
+        match self.locks.get(key).filter(|l| self.live(l, now)).cloned() {
+            None => Status::NoKey,
+            Some(l) if l.owner_hash != owner_hash => Status::SomeoneElseHoldsLock,
+            Some(_) => {
+                self.locks.remove(key);
+                Status::Success
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: u64) -> Status {
+        let ended = &mut self.ended;
+        self.locks.retain(|_, l| {
+            if now >= l.expires_at {
+                ended.insert(l.owner_hash.clone());
+            }
+            now < l.expires_at
+        });
+        self.procs.retain(|_, p| now < p.0);
+        Status::Success
+    }
+
+    /// Judge at `before`, then shift what was live by the gap.
+    fn leader_takeover(&mut self, before: u64, now: u64) -> Status {
+        let gap = now - before;
+        let live: Vec<String> = self
+            .locks
+            .values()
+            .filter(|l| self.live(l, before))
+            .map(|l| l.key.clone())
+            .collect();
+        for p in self.procs.values_mut() {
+            if before < p.0 {
+                p.0 += gap;
+            }
+        }
+        for k in live {
+            if let Some(l) = self.locks.get_mut(&k) {
+                l.expires_at += gap;
+            }
+        }
+        Status::Success
     }
 }
 

@@ -20,106 +20,126 @@ fn through_leader_and_follower(c: &Cluster, f: impl Fn(&str, &str)) {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn lock_lifecycle_on_leader_and_follower() {
     let c = Cluster::start(3);
     through_leader_and_follower(&c, |url, via| {
         let key = format!("life/{via}");
         let (a, b) = (owner(&key, 1), owner(&key, 2));
+        let (token, acquired_at) = grant_first_lock(url, &key, via, &a);
+        holder_extends_and_strangers_are_refused(url, &key, via, (&a, &b), token, acquired_at);
+        read_list_and_owner_status(url, &key, via, &a, &b);
+        release_frees_the_key(url, &key, &a);
+        ended_runs_stay_retired(url, &key, via, &[&a, &b], token);
+    });
+}
 
-        let r = api::acquire(
-            url,
-            &key,
-            json!({"owner_hash": a, "ttl_ms": 30_000, "trace": "t-1"}),
-        );
+/// The first acquire grants the lock as asked; gives its token and start.
+fn grant_first_lock(url: &str, key: &str, via: &str, a: &str) -> (u64, u64) {
+    let r = api::acquire(
+        url,
+        key,
+        json!({"owner_hash": a, "ttl_ms": 30_000, "trace": "t-1"}),
+    );
+    assert_eq!(
+        (r.code, r.status()),
+        (200, "SUCCESS"),
+        "{via}: {:?}",
+        r.body
+    );
+    let lock = r.lock().expect("the granted lock");
+    assert_eq!(lock.key, key);
+    assert_eq!(lock.owner_hash, a);
+    assert_eq!(lock.trace.as_deref(), Some("t-1"));
+    assert_eq!(lock.process_hash, None);
+    assert_eq!(lock.ttl_ms, 30_000);
+    assert_eq!(lock.expires_at, lock.acquired_at + 30_000);
+    (lock.fencing_token, lock.acquired_at)
+}
+
+/// A second owner is refused and told who holds it; the holder re-acquires
+/// (an extend keeping the token) and extends; a stranger cannot extend or
+/// release.
+fn holder_extends_and_strangers_are_refused(
+    url: &str,
+    key: &str,
+    via: &str,
+    (a, b): (&str, &str),
+    token: u64,
+    acquired_at: u64,
+) {
+    let r = api::acquire(url, key, json!({"owner_hash": b}));
+    assert_eq!(
+        (r.code, r.status()),
+        (409, "SOMEONE_ELSE_HOLDS_LOCK"),
+        "{via}"
+    );
+    assert_eq!(r.lock().map(|l| l.owner_hash), Some(a.to_string()));
+
+    let r = api::acquire(url, key, json!({"owner_hash": a, "ttl_ms": 40_000}));
+    assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{via}");
+    let lock = r.lock().expect("the re-acquired lock");
+    assert_eq!(lock.fencing_token, token);
+    assert_eq!(lock.ttl_ms, 40_000);
+
+    let r = api::extend(url, key, a, Some(50_000));
+    assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{via}");
+    assert!(r.lock().map(|l| l.extended_at) >= Some(acquired_at));
+    let r = api::extend(url, key, b, None);
+    assert_eq!((r.code, r.status()), (409, "SOMEONE_ELSE_HOLDS_LOCK"));
+    let r = api::release(url, key, b);
+    assert_eq!((r.code, r.status()), (409, "SOMEONE_ELSE_HOLDS_LOCK"));
+    assert_eq!(r.lock().map(|l| l.owner_hash), Some(a.to_string()));
+}
+
+/// Read and list show the lock; owner status is RUNNING for the holder,
+/// SOMEONE_ELSE for another owner of the key.
+fn read_list_and_owner_status(url: &str, key: &str, via: &str, a: &str, b: &str) {
+    let r = api::read(url, key);
+    assert!(r.read().locked);
+    let r = locker_tests::get(&format!("{url}/v1/locks?prefix=life%2F{via}&limit=10"));
+    assert_eq!(r.code, 200);
+    assert_eq!(r.json::<ListAnswer>().locks.len(), 1, "{:?}", r.body);
+
+    let r = api::owner(url, a);
+    let o = r.json::<OwnerAnswer>();
+    assert_eq!((r.status(), o.key), ("RUNNING", Some(key.to_string())));
+    let r = api::owner(url, b);
+    assert_eq!(r.status(), "SOMEONE_ELSE_HOLDS_LOCK");
+}
+
+/// Release, then everything reads as free.
+fn release_frees_the_key(url: &str, key: &str, a: &str) {
+    let r = api::release(url, key, a);
+    assert_eq!((r.code, r.status()), (200, "SUCCESS"));
+    let r = api::release(url, key, a);
+    assert_eq!((r.code, r.status()), (404, "NO_KEY"));
+    let r = api::extend(url, key, a, None);
+    assert_eq!((r.code, r.status()), (404, "NO_KEY"));
+    assert_eq!(api::read(url, key).body, json!({"locked": false}));
+    let r = api::owner(url, a);
+    assert_eq!((r.status(), r.json::<OwnerAnswer>().lock), ("NO_KEY", None));
+    let r = api::owner(url, "not an owner hash");
+    assert_eq!(
+        r.body,
+        json!({"status": "MALFORMED_OWNER_HASH", "key": null, "lock": null})
+    );
+}
+
+/// Both runs are over: `a` released, and `b` sent a release too (refused,
+/// but it declared that run ended). Neither comes back; the next run gets a
+/// larger fencing token.
+fn ended_runs_stay_retired(url: &str, key: &str, via: &str, ended: &[&str], token: u64) {
+    for ended in ended {
+        let r = api::acquire(url, key, json!({"owner_hash": ended}));
         assert_eq!(
-            (r.code, r.status()),
-            (200, "SUCCESS"),
+            (r.code, r.error_code()),
+            (409, "OWNER_HASH_RETIRED"),
             "{via}: {:?}",
             r.body
         );
-        let lock = r.lock().expect("the granted lock");
-        assert_eq!(lock.key, key);
-        assert_eq!(lock.owner_hash, a);
-        assert_eq!(lock.trace.as_deref(), Some("t-1"));
-        assert_eq!(lock.process_hash, None);
-        assert_eq!(lock.ttl_ms, 30_000);
-        let token = lock.fencing_token;
-        let acquired_at = lock.acquired_at;
-        assert_eq!(lock.expires_at, acquired_at + 30_000);
-
-        // A second owner is refused and told who holds it.
-        let r = api::acquire(url, &key, json!({"owner_hash": b}));
-        assert_eq!(
-            (r.code, r.status()),
-            (409, "SOMEONE_ELSE_HOLDS_LOCK"),
-            "{via}"
-        );
-        assert_eq!(r.lock().map(|l| l.owner_hash), Some(a.clone()));
-
-        // The same owner re-acquires: an extend keeping the token.
-        let r = api::acquire(url, &key, json!({"owner_hash": a, "ttl_ms": 40_000}));
-        assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{via}");
-        let lock = r.lock().expect("the re-acquired lock");
-        assert_eq!(lock.fencing_token, token);
-        assert_eq!(lock.ttl_ms, 40_000);
-
-        // Extend by the owner; a stranger cannot extend or release.
-        let r = api::extend(url, &key, &a, Some(50_000));
-        assert_eq!((r.code, r.status()), (200, "SUCCESS"), "{via}");
-        assert!(r.lock().map(|l| l.extended_at) >= Some(acquired_at));
-        let r = api::extend(url, &key, &b, None);
-        assert_eq!((r.code, r.status()), (409, "SOMEONE_ELSE_HOLDS_LOCK"));
-        let r = api::release(url, &key, &b);
-        assert_eq!((r.code, r.status()), (409, "SOMEONE_ELSE_HOLDS_LOCK"));
-        assert_eq!(r.lock().map(|l| l.owner_hash), Some(a.clone()));
-
-        // Read and list.
-        let r = api::read(url, &key);
-        assert!(r.read().locked);
-        let r = locker_tests::get(&format!("{url}/v1/locks?prefix=life%2F{via}&limit=10"));
-        assert_eq!(r.code, 200);
-        assert_eq!(r.json::<ListAnswer>().locks.len(), 1, "{:?}", r.body);
-
-        // Owner status: RUNNING for the holder, SOMEONE_ELSE for another owner of the key.
-        let r = api::owner(url, &a);
-        let o = r.json::<OwnerAnswer>();
-        assert_eq!((r.status(), o.key), ("RUNNING", Some(key.clone())));
-        let r = api::owner(url, &b);
-        assert_eq!(r.status(), "SOMEONE_ELSE_HOLDS_LOCK");
-
-        // Release, then everything reads as free.
-        let r = api::release(url, &key, &a);
-        assert_eq!((r.code, r.status()), (200, "SUCCESS"));
-        let r = api::release(url, &key, &a);
-        assert_eq!((r.code, r.status()), (404, "NO_KEY"));
-        let r = api::extend(url, &key, &a, None);
-        assert_eq!((r.code, r.status()), (404, "NO_KEY"));
-        assert_eq!(api::read(url, &key).body, json!({"locked": false}));
-        let r = api::owner(url, &a);
-        assert_eq!((r.status(), r.json::<OwnerAnswer>().lock), ("NO_KEY", None));
-        let r = api::owner(url, "not an owner hash");
-        assert_eq!(
-            r.body,
-            json!({"status": "MALFORMED_OWNER_HASH", "key": null, "lock": null})
-        );
-
-        // Both runs are over: `a` released, and `b` sent a release too
-        // (refused, but it declared that run ended). Neither comes back.
-        for ended in [&a, &b] {
-            let r = api::acquire(url, &key, json!({"owner_hash": ended}));
-            assert_eq!(
-                (r.code, r.error_code()),
-                (409, "OWNER_HASH_RETIRED"),
-                "{via}: {:?}",
-                r.body
-            );
-        }
-
-        // The next run gets a larger fencing token.
-        let r = api::acquire(url, &key, json!({"owner_hash": owner(&key, 3)}));
-        assert!(r.lock().map(|l| l.fencing_token) > Some(token));
-    });
+    }
+    let r = api::acquire(url, key, json!({"owner_hash": owner(key, 3)}));
+    assert!(r.lock().map(|l| l.fencing_token) > Some(token));
 }
 
 #[test]

@@ -12,7 +12,7 @@
 use locker_tests::proxy::Proxy;
 use locker_tests::{api, bin, eventually, procs, Cluster};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 fn key(name: &str) -> String {
@@ -41,7 +41,6 @@ fn records(record: &Path) -> Vec<(String, u128)> {
         .collect()
 }
 
-#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn cut_off_job_is_dead_before_the_lock_is_free(on_term: &str) {
     let c = Cluster::start(3);
     c.wait_ready(Duration::from_secs(30));
@@ -53,26 +52,14 @@ fn cut_off_job_is_dead_before_the_lock_is_free(on_term: &str) {
     let k = key("cutoff");
     let dir = tempfile::tempdir().expect("tmp");
     let record = dir.path().join("record");
-    let pid_a = dir.path().join("pid-a");
 
-    // Job A, with default timings, talks to the cluster only through the
-    // proxies.
-    let mut a = Command::new(bin("locker"))
-        .env_remove("LOCKER_ENDPOINTS")
-        .arg("--endpoints")
-        .arg(via_proxies.join(","))
-        .args(["run", &k, "--", "sh", "-c"])
-        .arg(job_script("A", &record, &pid_a, on_term))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn job A");
-    let a_pid: i32 = eventually(Duration::from_secs(20), "job A to start", || {
-        std::fs::read_to_string(&pid_a).ok()?.trim().parse().ok()
-    });
-    eventually(Duration::from_secs(10), "job A's heartbeats", || {
-        (records(&record).len() >= 3).then_some(())
-    });
+    let (a, a_pid) = start_job_a(
+        &via_proxies,
+        &k,
+        &record,
+        &dir.path().join("pid-a"),
+        on_term,
+    );
     let lock = api::read(&direct[0], &k);
     assert!(lock.read().locked, "{:?}", lock.body);
 
@@ -80,23 +67,71 @@ fn cut_off_job_is_dead_before_the_lock_is_free(on_term: &str) {
     for p in &proxies {
         p.black_hole();
     }
-    let cut_at = procs::wall_ns();
+    let cut = CutOff {
+        at: procs::wall_ns(),
+        on_term: on_term.to_string(),
+    };
+    let b = start_job_b(&direct, &k, &record);
+    let ended = wait_for_both(a, a_pid, b);
+    cut.assert_a_was_dead_before_b_started(&record, &ended);
+}
 
-    // Job B, straight to the cluster, queued until the lock is free.
-    let mut b = Command::new(bin("locker"))
+/// Job A, with default timings, talks to the cluster only through the
+/// proxies; returns once its command heartbeats, with the command's pid.
+fn start_job_a(
+    via_proxies: &[String],
+    k: &str,
+    record: &Path,
+    pid_a: &Path,
+    on_term: &str,
+) -> (Child, i32) {
+    let a = Command::new(bin("locker"))
+        .env_remove("LOCKER_ENDPOINTS")
+        .arg("--endpoints")
+        .arg(via_proxies.join(","))
+        .args(["run", k, "--", "sh", "-c"])
+        .arg(job_script("A", record, pid_a, on_term))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn job A");
+    let a_pid: i32 = eventually(Duration::from_secs(20), "job A to start", || {
+        std::fs::read_to_string(pid_a).ok()?.trim().parse().ok()
+    });
+    eventually(Duration::from_secs(10), "job A's heartbeats", || {
+        (records(record).len() >= 3).then_some(())
+    });
+    (a, a_pid)
+}
+
+/// Job B, straight to the cluster, queued until the lock is free.
+fn start_job_b(direct: &[String], k: &str, record: &Path) -> Child {
+    Command::new(bin("locker"))
         .env_remove("LOCKER_ENDPOINTS")
         .arg("--endpoints")
         .arg(direct.join(","))
-        .args(["run", "--wait-ms", "60000", &k, "--", "sh", "-c"])
+        .args(["run", "--wait-ms", "60000", k, "--", "sh", "-c"])
         .arg(format!(
             "for i in 1 2 3 4 5; do echo \"B $(date +%s%N)\" >> '{}'; sleep 0.05; done",
             record.display()
         ))
         .stdin(Stdio::null())
         .spawn()
-        .expect("spawn job B");
+        .expect("spawn job B")
+}
 
-    // Watch A's command: when was it first seen gone (dead and reaped)?
+/// How job A ended.
+struct Ended {
+    a_pid: i32,
+    /// When A's command was first seen gone (dead and reaped).
+    a_gone_seen: Option<u128>,
+    a_status: ExitStatus,
+    a_err: String,
+}
+
+/// Waits for B to finish (it must succeed), watching A's command, then for
+/// A's locker to exit.
+fn wait_for_both(mut a: Child, a_pid: i32, mut b: Child) -> Ended {
     let mut a_gone_seen: Option<u128> = None;
     let b_status = eventually(Duration::from_secs(60), "job B to finish", || {
         if a_gone_seen.is_none() && procs::is_gone(a_pid) {
@@ -113,40 +148,62 @@ fn cut_off_job_is_dead_before_the_lock_is_free(on_term: &str) {
         use std::io::Read;
         let _ = e.read_to_string(&mut a_err);
     }
+    Ended {
+        a_pid,
+        a_gone_seen,
+        a_status,
+        a_err,
+    }
+}
 
-    let recs = records(&record);
-    let last_a = recs.iter().filter(|(t, _)| t == "A").map(|r| r.1).max();
-    let first_b = recs.iter().filter(|(t, _)| t == "B").map(|r| r.1).min();
-    let (Some(last_a), Some(first_b)) = (last_a, first_b) else {
-        panic!("records of both jobs expected: {recs:?}");
-    };
-    let ms = |ns: u128| ns as f64 / 1e6;
-    eprintln!(
-        "FIGURES ({on_term}): cut off -> A's last heartbeat {:.0} ms, A seen gone {:?} ms, \
-         B's first heartbeat {:.0} ms; A's last heartbeat was {:.0} ms before B's first; \
-         A's locker exited {a_status:?}: {a_err}",
-        ms(last_a.saturating_sub(cut_at)),
-        a_gone_seen.map(|g| ms(g.saturating_sub(cut_at)).round()),
-        ms(first_b.saturating_sub(cut_at)),
-        (first_b as f64 - last_a as f64) / 1e6,
-    );
-    assert!(
-        last_a < first_b,
-        "job A heartbeated {:.0} ms after job B started (cut off at +0: A's last at +{:.0} ms, \
-         B's first at +{:.0} ms); A's stderr: {a_err}",
-        ms(last_a - first_b),
-        ms(last_a.saturating_sub(cut_at)),
-        ms(first_b.saturating_sub(cut_at)),
-    );
-    let gone = a_gone_seen.unwrap_or(u128::MAX);
-    assert!(
-        gone < first_b,
-        "job A's command (pid {a_pid}) was still there when job B started \
-         (seen gone at +{:.0} ms, B started at +{:.0} ms)",
-        ms(gone.saturating_sub(cut_at)),
-        ms(first_b.saturating_sub(cut_at)),
-    );
-    assert_eq!(a_status.code(), Some(5), "A lost its lock: {a_err}");
+/// The moment A was cut off, and how its command treats SIGTERM.
+struct CutOff {
+    at: u128,
+    on_term: String,
+}
+
+impl CutOff {
+    /// A's last heartbeat came before B's first, A's command was gone before
+    /// B started, and A's locker exited 5 (lock lost).
+    fn assert_a_was_dead_before_b_started(&self, record: &Path, e: &Ended) {
+        let recs = records(record);
+        let last_a = recs.iter().filter(|(t, _)| t == "A").map(|r| r.1).max();
+        let first_b = recs.iter().filter(|(t, _)| t == "B").map(|r| r.1).min();
+        let (Some(last_a), Some(first_b)) = (last_a, first_b) else {
+            panic!("records of both jobs expected: {recs:?}");
+        };
+        let (cut_at, a_err) = (self.at, &e.a_err);
+        let ms = |ns: u128| ns as f64 / 1e6;
+        eprintln!(
+            "FIGURES ({}): cut off -> A's last heartbeat {:.0} ms, A seen gone {:?} ms, \
+             B's first heartbeat {:.0} ms; A's last heartbeat was {:.0} ms before B's first; \
+             A's locker exited {:?}: {a_err}",
+            self.on_term,
+            ms(last_a.saturating_sub(cut_at)),
+            e.a_gone_seen.map(|g| ms(g.saturating_sub(cut_at)).round()),
+            ms(first_b.saturating_sub(cut_at)),
+            (first_b as f64 - last_a as f64) / 1e6,
+            e.a_status,
+        );
+        assert!(
+            last_a < first_b,
+            "job A heartbeated {:.0} ms after job B started (cut off at +0: A's last at +{:.0} ms, \
+             B's first at +{:.0} ms); A's stderr: {a_err}",
+            ms(last_a - first_b),
+            ms(last_a.saturating_sub(cut_at)),
+            ms(first_b.saturating_sub(cut_at)),
+        );
+        let gone = e.a_gone_seen.unwrap_or(u128::MAX);
+        assert!(
+            gone < first_b,
+            "job A's command (pid {}) was still there when job B started \
+             (seen gone at +{:.0} ms, B started at +{:.0} ms)",
+            e.a_pid,
+            ms(gone.saturating_sub(cut_at)),
+            ms(first_b.saturating_sub(cut_at)),
+        );
+        assert_eq!(e.a_status.code(), Some(5), "A lost its lock: {a_err}");
+    }
 }
 
 #[test]

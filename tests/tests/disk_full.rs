@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use locker_proto::{OwnerAnswer, OwnerStatus};
 use locker_tests::crash::{self, single_node};
-use locker_tests::{api, enc, get, put};
+use locker_tests::{api, enc, get, put, NodeProc};
 use serde_json::json;
 
 /// A tmpfs mounted for the test, unmounted on every path (even a panic).
@@ -72,11 +72,11 @@ fn write_unit(base: &str, i: u64, info: &str) -> Option<bool> {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO: split into named steps
 fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
+    const NAME: &str = "a_full_disk_stops_the_node_and_loses_nothing_acknowledged";
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED a_full_disk_stops_the_node_and_loses_nothing_acknowledged: needs root to mount a tmpfs");
+        eprintln!("SKIPPED {NAME}: needs root to mount a tmpfs");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -84,61 +84,98 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     let _tmpfs = match Tmpfs::mount(&small, "24m") {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("SKIPPED a_full_disk_stops_the_node_and_loses_nothing_acknowledged: cannot mount a tmpfs: {e}");
+            eprintln!("SKIPPED {NAME}: cannot mount a tmpfs: {e}");
             return;
         }
     };
     let mut node = single_node(small.clone(), &[]);
     let base = node.url();
+    let filled = fill_until_the_node_stops(&mut node, &base);
+    the_node_stopped_promptly_with_a_clear_line(&node, &filled);
+    restart_with_more_space(&mut node, &small, &dir.path().join("big"));
+    for i in &filled.acked {
+        let r = get(&format!("{base}/v1/owners/{}", enc(&owner_of(*i))));
+        assert_eq!(
+            r.json::<OwnerAnswer>().status,
+            OwnerStatus::Running,
+            "acknowledged unit {i} lost after the restart: {:?}",
+            r.body
+        );
+    }
+}
 
-    // Fill the disk from 4 writers until the node stops answering.
-    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let first_failure: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
-    let gone = Arc::new(AtomicBool::new(false));
+/// What filling the disk left: the acknowledged units, when the first write
+/// was refused, when and how the node exited.
+struct Filled {
+    acked: Vec<u64>,
+    first_failure: Option<Instant>,
+    exited_at: Instant,
+    status: Option<std::process::ExitStatus>,
+}
+
+/// The writers' shared state.
+#[derive(Clone, Default)]
+struct Writers {
+    acked: Arc<Mutex<Vec<u64>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+    first_failure: Arc<Mutex<Option<Instant>>>,
+    gone: Arc<AtomicBool>,
+}
+
+impl Writers {
+    /// One writer: units until the node is gone (or 120 s).
+    fn run(&self, base: &str, info: &str) {
+        let started = Instant::now();
+        while !self.gone.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            let unit = write_unit(base, i, info);
+            if unit == Some(true) {
+                self.acked.lock().expect("lock").push(i);
+                continue;
+            }
+            self.first_failure
+                .lock()
+                .expect("lock")
+                .get_or_insert_with(Instant::now);
+            if unit.is_none() {
+                self.gone.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Fills the disk from 4 writers until the node stops answering.
+fn fill_until_the_node_stops(node: &mut NodeProc, base: &str) -> Filled {
+    let shared = Writers::default();
     let info = "x".repeat(15 * 1024);
     let writers: Vec<_> = (0..4)
         .map(|_| {
-            let (acked, next, first_failure, gone, base, info) = (
-                acked.clone(),
-                next.clone(),
-                first_failure.clone(),
-                gone.clone(),
-                base.clone(),
-                info.clone(),
-            );
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while !gone.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    match write_unit(&base, i, &info) {
-                        Some(true) => acked.lock().expect("lock").push(i),
-                        Some(false) => {
-                            first_failure
-                                .lock()
-                                .expect("lock")
-                                .get_or_insert_with(Instant::now);
-                        }
-                        None => {
-                            first_failure
-                                .lock()
-                                .expect("lock")
-                                .get_or_insert_with(Instant::now);
-                            gone.store(true, Ordering::SeqCst);
-                        }
-                    }
-                }
-            })
+            let (w, base, info) = (shared.clone(), base.to_string(), info.clone());
+            std::thread::spawn(move || w.run(&base, &info))
         })
         .collect();
     let status = node.wait_exit(Duration::from_secs(150));
-    gone.store(true, Ordering::SeqCst);
+    shared.gone.store(true, Ordering::SeqCst);
     for w in writers {
         let _ = w.join();
     }
     let exited_at = Instant::now();
-    let acked = acked.lock().expect("lock").clone();
-    let status = status.expect("the node never stopped although its disk is full");
+    let acked = shared.acked.lock().expect("lock").clone();
+    let first_failure = *shared.first_failure.lock().expect("lock");
+    Filled {
+        acked,
+        first_failure,
+        exited_at,
+        status,
+    }
+}
+
+/// The node exited non-zero with a clear log line, within 10 s of the first
+/// refused write (it lingered forever before), after enough writes.
+fn the_node_stopped_promptly_with_a_clear_line(node: &NodeProc, f: &Filled) {
+    let status = f
+        .status
+        .expect("the node never stopped although its disk is full");
     assert!(
         !status.success(),
         "the node exited with success on a full disk: {status:?}"
@@ -149,12 +186,11 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
         "no clear log line about the disk:\n{}",
         &log[log.len().saturating_sub(3000)..]
     );
-    // Promptly: within 10 s of the first refused write (it lingered forever before).
-    if let Some(t) = *first_failure.lock().expect("lock") {
-        let lag = exited_at.saturating_duration_since(t);
+    if let Some(t) = f.first_failure {
+        let lag = f.exited_at.saturating_duration_since(t);
         eprintln!(
             "full disk: {} units acknowledged; exit {status:?} {lag:?} after the first failed write",
-            acked.len()
+            f.acked.len()
         );
         assert!(
             lag < Duration::from_secs(10),
@@ -162,32 +198,24 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
         );
     }
     assert!(
-        acked.len() > 50,
+        f.acked.len() > 50,
         "too few writes before the disk filled: {}",
-        acked.len()
+        f.acked.len()
     );
+}
 
-    // More space: copy the data dir to the real disk and restart there.
-    let big = dir.path().join("big");
+/// More space: copies the data dir to the real disk and restarts there.
+fn restart_with_more_space(node: &mut NodeProc, small: &Path, big: &Path) {
     let cp = Command::new("cp")
         .args(["-a"])
-        .arg(&small)
-        .arg(&big)
+        .arg(small)
+        .arg(big)
         .status()
         .expect("cp");
     assert!(cp.success(), "copying the data dir failed");
     node.set_flag("--data-dir", Some(&big.display().to_string()));
     node.start();
-    crash::wait_serving(&node, Duration::from_secs(60));
-    for i in &acked {
-        let r = get(&format!("{base}/v1/owners/{}", enc(&owner_of(*i))));
-        assert_eq!(
-            r.json::<OwnerAnswer>().status,
-            OwnerStatus::Running,
-            "acknowledged unit {i} lost after the restart: {:?}",
-            r.body
-        );
-    }
+    crash::wait_serving(node, Duration::from_secs(60));
 }
 
 /// An fsync the disk refuses (EIO; `Db::flush` itself succeeded, so the
