@@ -21,6 +21,7 @@ mod target;
 
 use crate::cluster::{Cluster, HostKind, Hosts, NodeFlags};
 use crate::rng::Rng;
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use run::{Level, Sys, Workload};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -44,12 +45,22 @@ pub struct BenchArgs {
     /// processes, and the memory part with 5,000 locks.
     #[arg(long)]
     pub quick: bool,
-    /// Systems to run: locker, etcd, redis (comma-separated).
-    #[arg(long, default_value = "locker,etcd,redis")]
-    pub systems: String,
-    /// Workloads: uncontended, contended, extend, keepalive, read.
-    #[arg(long, default_value = "uncontended,contended,extend,keepalive,read")]
-    pub workloads: String,
+    /// Systems to run (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "locker,etcd,redis"
+    )]
+    pub systems: Vec<System>,
+    /// Workloads (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "uncontended,contended,extend,keepalive,read"
+    )]
+    pub workloads: Vec<Workload>,
     /// Client counts (default 1,16,64,256; quick 1,16).
     #[arg(long)]
     pub concurrency: Option<String>,
@@ -104,7 +115,7 @@ struct Plan {
     endpoints: Vec<String>,
 }
 
-fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
     s.split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
@@ -112,9 +123,9 @@ fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>,
         .collect()
 }
 
-fn plan(a: &BenchArgs) -> Result<Plan, String> {
-    let systems = list(&a.systems, System::parse)?;
-    let workloads = list(&a.workloads, Workload::parse)?;
+fn plan(a: &BenchArgs) -> Result<Plan> {
+    let systems = a.systems.clone();
+    let workloads = a.workloads.clone();
     let conc = a
         .concurrency
         .clone()
@@ -123,16 +134,15 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
         x.parse::<usize>()
             .ok()
             .filter(|c| (1..=1024).contains(c))
-            .ok_or_else(|| format!("--concurrency: {x:?} is not 1..=1024"))
+            .ok_or_else(|| anyhow!("--concurrency: {x:?} is not 1..=1024"))
     })?;
     let secs = a.duration.unwrap_or(if a.quick { 1.5 } else { 10.0 });
-    if !(0.1..=3600.0).contains(&secs) {
-        return Err("--duration must be 0.1..=3600 seconds".into());
-    }
+    ensure!(
+        (0.1..=3600.0).contains(&secs),
+        "--duration must be 0.1..=3600 seconds"
+    );
     let processes = a.processes.unwrap_or(if a.quick { 1_000 } else { 10_000 });
-    if processes == 0 {
-        return Err("--processes must be at least 1".into());
-    }
+    ensure!(processes > 0, "--processes must be at least 1");
     let memory = a.memory || a.memory_only || a.quick;
     let locks = a
         .memory_locks
@@ -173,9 +183,9 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
 
 /// The node binary: the flag, else the one built next to this binary (same
 /// profile), else a release or debug build in the workspace.
-fn node_bin(flag: Option<&Path>) -> Result<PathBuf, String> {
+fn node_bin(flag: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = flag {
-        return std::fs::canonicalize(p).map_err(|e| format!("node binary {}: {e}", p.display()));
+        return std::fs::canonicalize(p).with_context(|| format!("node binary {}", p.display()));
     }
     let mut cands = Vec::new();
     if let Some(dir) = std::env::current_exe()
@@ -187,23 +197,24 @@ fn node_bin(flag: Option<&Path>) -> Result<PathBuf, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     cands.push(root.join("target/release/locker-node"));
     cands.push(root.join("target/debug/locker-node"));
-    cands.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        "no locker-node binary: cargo build -p locker-node, or pass --node-bin".into()
-    })
+    cands
+        .into_iter()
+        .find(|p| p.is_file())
+        .context("no locker-node binary: cargo build -p locker-node, or pass --node-bin")
 }
 
 /// `locker-jepsen bench`: exit 0 when every system produced throughput in
 /// every workload and level, 1 when some did not, Err on a harness error.
-pub fn main(a: BenchArgs) -> Result<ExitCode, String> {
+pub fn main(a: BenchArgs) -> Result<ExitCode> {
     let mut p = plan(&a)?;
-    std::fs::create_dir_all(&p.out).map_err(|e| format!("create {}: {e}", p.out.display()))?;
+    std::fs::create_dir_all(&p.out).with_context(|| format!("create {}", p.out.display()))?;
     // Servers run in their own directories: hand them absolute paths.
-    p.out = std::fs::canonicalize(&p.out).map_err(|e| format!("{}: {e}", p.out.display()))?;
+    p.out = std::fs::canonicalize(&p.out).with_context(|| p.out.display().to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+        .context("runtime")?;
     let r = rt.block_on(bench(&p))?;
     output::write_all(&p.out, &r)?;
     println!("report: {}", p.out.join("bench.md").display());
@@ -246,14 +257,14 @@ pub fn zero_cells(r: &Value) -> Vec<String> {
 
 /// A base port whose 20 ports on 127.0.0.1 are free (runs of other test
 /// suites on this machine use the same range).
-fn free_base(rng: &mut Rng) -> Result<u16, String> {
+fn free_base(rng: &mut Rng) -> Result<u16> {
     for _ in 0..50 {
         let base = 20_000 + (rng.below(1_000) as u16) * 20;
         if (base..base + 20).all(procs::port_free) {
             return Ok(base);
         }
     }
-    Err("no free block of 20 ports in 20000..40000".into())
+    bail!("no free block of 20 ports in 20000..40000")
 }
 
 fn seed() -> u64 {
@@ -264,7 +275,7 @@ fn seed() -> u64 {
     t ^ u64::from(std::process::id())
 }
 
-async fn bench(p: &Plan) -> Result<Value, String> {
+async fn bench(p: &Plan) -> Result<Value> {
     let mut rng = Rng::new(seed());
     let http = target::http_client()?;
     let mut r = json!({"setup": setup_text(p), "machine": machine(), "versions": versions(p),
@@ -275,9 +286,9 @@ async fn bench(p: &Plan) -> Result<Value, String> {
         let res = tokio::select! {
             x = async {
                 let systems = st.start(p, base, &http).await?;
-                Ok::<_, String>(compare(p, &systems).await)
+                anyhow::Ok(compare(p, &systems).await)
             } => x,
-            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
         };
         st.stop().await;
         r["results"] = json!(res?);
@@ -339,12 +350,7 @@ struct Started {
 }
 
 impl Started {
-    async fn start(
-        &mut self,
-        p: &Plan,
-        base: u16,
-        http: &reqwest::Client,
-    ) -> Result<Vec<Sys>, String> {
+    async fn start(&mut self, p: &Plan, base: u16, http: &reqwest::Client) -> Result<Vec<Sys>> {
         let mut out = Vec::new();
         let dir = p.out.join("servers");
         let _ = std::fs::remove_dir_all(&dir);
@@ -352,7 +358,7 @@ impl Started {
             let (addrs, pids) = match s {
                 System::Locker => self.start_locker(p, base, &dir)?,
                 System::Etcd => {
-                    let bin = p.etcd_bin.as_deref().ok_or("no etcd binary")?;
+                    let bin = p.etcd_bin.as_deref().context("no etcd binary")?;
                     let sv = procs::start_etcd(bin, &dir, base, 3)?;
                     let pids = sv.pids();
                     self.etcd = Some(sv);
@@ -364,7 +370,7 @@ impl Started {
                     )
                 }
                 System::Redis => {
-                    let bin = p.redis_bin.as_deref().ok_or("no redis binary")?;
+                    let bin = p.redis_bin.as_deref().context("no redis binary")?;
                     let sv = procs::start_redis(bin, &dir, base)?;
                     let pids = sv.pids();
                     self.redis = Some(sv);
@@ -373,7 +379,7 @@ impl Started {
             };
             let shas = wait_ready(s, &addrs, &pids, http)
                 .await
-                .map_err(|e| format!("{e} (logs under {})", dir.display()))?;
+                .map_err(|e| anyhow!("{e:#} (logs under {})", dir.display()))?;
             let ep = Endpoint {
                 system: s,
                 addrs,
@@ -390,12 +396,7 @@ impl Started {
         Ok(out)
     }
 
-    fn start_locker(
-        &mut self,
-        p: &Plan,
-        base: u16,
-        dir: &Path,
-    ) -> Result<(Vec<String>, Vec<u32>), String> {
+    fn start_locker(&mut self, p: &Plan, base: u16, dir: &Path) -> Result<(Vec<String>, Vec<u32>)> {
         if !p.endpoints.is_empty() {
             return Ok((p.endpoints.clone(), Vec::new()));
         }
@@ -413,8 +414,7 @@ impl Started {
             "locker-bench-cluster-secret".into(),
         );
         for id in 1..=3 {
-            c.start(id, NodeFlags::default())
-                .map_err(|e| format!("{e:#}"))?;
+            c.start(id, NodeFlags::default())?;
         }
         let urls = c.urls();
         let pids = c.nodes.values().map(|n| n.pid).collect();
@@ -442,7 +442,7 @@ async fn wait_ready(
     addrs: &[String],
     pids: &[u32],
     http: &reqwest::Client,
-) -> Result<[String; 3], String> {
+) -> Result<[String; 3]> {
     let end = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = match s {
@@ -459,8 +459,8 @@ async fn wait_ready(
                 for a in addrs {
                     match http.get(format!("{a}{path}")).send().await {
                         Ok(r) if r.status().is_success() => {}
-                        Ok(r) => ok = Err(format!("{a}{path}: {}", r.status())),
-                        Err(e) => ok = Err(format!("{a}{path}: {e}")),
+                        Ok(r) => ok = Err(anyhow!("{a}{path}: {}", r.status())),
+                        Err(e) => ok = Err(anyhow!("{a}{path}: {e}")),
                     }
                 }
                 ok
@@ -469,10 +469,10 @@ async fn wait_ready(
         match r {
             Ok(v) => return Ok(v),
             Err(e) if !pids.iter().all(|&p| procs::alive(p)) => {
-                return Err(format!("{} exited at start: {e}", s.name()))
+                return Err(e.context(format!("{} exited at start", s.name())))
             }
             Err(e) if tokio::time::Instant::now() > end => {
-                return Err(format!("{} not ready after 60 s: {e}", s.name()))
+                return Err(e.context(format!("{} not ready after 60 s", s.name())))
             }
             Err(_) => {}
         }
@@ -490,7 +490,7 @@ async fn compare(p: &Plan, systems: &[Sys]) -> Vec<Value> {
                 match run::grant_leases(&s.ep, p.processes).await {
                     Ok(l) => l,
                     Err(e) => {
-                        eprintln!("{}: granting keep-alive leases: {e}", s.ep.system.name());
+                        eprintln!("{}: granting keep-alive leases: {e:#}", s.ep.system.name());
                         Vec::new()
                     }
                 }

@@ -13,6 +13,7 @@
 
 use crate::api::{Answer, Call};
 use crate::history::{status, Fields, Op, OpType, Process};
+use crate::workload::{HolderArgs, MAX_HOLDER_SECS};
 use locker_client::{
     AcquireRequest, AcquireResult, Client, ClientOptions, Error, LockData, LockResponse,
     LockStatus, Locker, LockerOptions,
@@ -145,15 +146,6 @@ pub async fn exec(client: &Client, key: &str, call: &Call) -> Answer {
     }
 }
 
-/// Arguments of the client-driven holder process.
-pub struct ClientHolderArgs {
-    pub urls: Vec<String>,
-    pub key: String,
-    pub process_ttl_ms: u64,
-    pub keepalive_ms: u64,
-    pub max_secs: u64,
-}
-
 /// The takeover holder driven through [`Locker`]: its reporter thread keeps
 /// this process alive (`report_write_ms` = keepalive, `report_ttl_ms` =
 /// process ttl), `Locker::acquire` takes the lock bound to the process
@@ -167,7 +159,7 @@ pub struct ClientHolderArgs {
 /// history, so the lease checker cannot prove this lock's window (it skips
 /// it); the takeover is judged by the liveness, linearizability and
 /// fencing checkers.
-pub async fn holder_main(a: ClientHolderArgs) -> anyhow::Result<()> {
+pub async fn holder_main(a: HolderArgs) -> anyhow::Result<()> {
     let locker = Locker::new(LockerOptions {
         endpoints: a.urls.clone(),
         report_write_ms: a.keepalive_ms.max(50),
@@ -179,7 +171,7 @@ pub async fn holder_main(a: ClientHolderArgs) -> anyhow::Result<()> {
         ..LockerOptions::default()
     })
     .map_err(|e| anyhow::anyhow!("locker: {e}"))?;
-    let end = Instant::now() + Duration::from_secs(a.max_secs);
+    let end = Instant::now() + Duration::from_secs(a.max_secs.min(MAX_HOLDER_SECS));
     let mut attempts = 0u32;
     while Instant::now() < end && attempts < 1_000 {
         attempts += 1;

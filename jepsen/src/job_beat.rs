@@ -50,13 +50,36 @@ impl OnTerm {
     }
 }
 
-pub struct BeatArgs {
+/// The longest a job works (`--run-ms` is capped at this).
+pub const MAX_RUN_MS: u64 = 600_000;
+
+/// The flags every job of the run workloads takes (`job-beat` and
+/// `lib-job`): its record, key and name, how long and how often it beats.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JobArgs {
+    /// The shared record the job appends its lines to.
+    #[arg(long)]
     pub file: PathBuf,
+    #[arg(long)]
     pub key: String,
+    /// The job's name in the record.
+    #[arg(long)]
     pub job: String,
-    /// How long the job works before finishing by itself.
+    /// How long the job works before finishing by itself (at most 600000).
+    #[arg(long, default_value_t = 1_000)]
     pub run_ms: u64,
+    /// Milliseconds between heartbeats (1 to 1000).
+    #[arg(long, default_value_t = 30)]
     pub interval_ms: u64,
+}
+
+/// `locker-jepsen job-beat` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BeatArgs {
+    #[command(flatten)]
+    pub run: JobArgs,
+    /// exit, ignore or linger:MS
+    #[arg(long, default_value = "exit", value_parser = OnTerm::parse)]
     pub on_term: OnTerm,
 }
 
@@ -104,8 +127,9 @@ pub(crate) fn beat_line(
         .map_err(|e| anyhow::anyhow!("write beat: {e}"))
 }
 
-pub fn job_beat_main(a: BeatArgs) -> anyhow::Result<()> {
-    install(a.on_term)?;
+pub fn job_beat_main(args: BeatArgs) -> anyhow::Result<()> {
+    let (a, on_term) = (args.run, args.on_term);
+    install(on_term)?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -125,7 +149,7 @@ pub fn job_beat_main(a: BeatArgs) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     let interval = Duration::from_millis(a.interval_ms.clamp(1, 1_000));
     let start = std::time::Instant::now();
-    let end = start + Duration::from_millis(a.run_ms);
+    let end = start + Duration::from_millis(a.run_ms.min(MAX_RUN_MS));
     let mut term_seen: Option<std::time::Instant> = None;
     loop {
         std::thread::sleep(interval);
@@ -134,7 +158,7 @@ pub fn job_beat_main(a: BeatArgs) -> anyhow::Result<()> {
             term_seen = Some(now);
             beat_line(&mut f, &a.key, &a.job, "t", "")?;
         }
-        if let (Some(t), OnTerm::Linger(ms)) = (term_seen, a.on_term) {
+        if let (Some(t), OnTerm::Linger(ms)) = (term_seen, on_term) {
             if now >= t + Duration::from_millis(ms) {
                 beat_line(&mut f, &a.key, &a.job, "x", ",\"after_term\":true")?;
                 return Ok(());

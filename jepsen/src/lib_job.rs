@@ -8,42 +8,34 @@
 //! The checker then proves that the library's own loss detection keeps two
 //! library-driven jobs of a key from ever running at once.
 
-use crate::job_beat::beat_line;
+use crate::job_beat::{beat_line, JobArgs, MAX_RUN_MS};
 use locker_client::{AcquireOptions, AcquireResult, Locker, LockerOptions};
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
+/// `locker-jepsen lib-job` flags.
+#[derive(clap::Args, Debug, Clone)]
 pub struct LibJobArgs {
+    /// The cluster's client URLs (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
     pub urls: Vec<String>,
-    pub file: PathBuf,
-    pub key: String,
-    pub job: String,
-    pub run_ms: u64,
-    pub interval_ms: u64,
+    #[command(flatten)]
+    pub run: JobArgs,
+    /// How long to wait in the key's queue (at most 600000).
+    #[arg(long, default_value_t = 5_000)]
     pub wait_ms: u64,
+    #[arg(long, default_value_t = 2_000)]
     pub process_ttl_ms: u64,
 }
 
 /// Exit codes, as `locker run`'s: 0 done, 3 held, 5 lost, 1 error.
-pub async fn lib_job_main(a: LibJobArgs) -> anyhow::Result<u8> {
-    let p = a.process_ttl_ms.max(500);
-    let locker = Locker::new(LockerOptions {
-        endpoints: a.urls.clone(),
-        report_write_ms: (p / 5).max(50),
-        report_ttl_ms: p,
-        lock_ttl_ms: 3 * p,
-        lock_extend_ms: p,
-        lock_recheck_ms: p,
-        request_timeout_ms: 1_000,
-        failover_timeout_ms: 3_000,
-        ..LockerOptions::default()
-    })
-    .map_err(|e| anyhow::anyhow!("locker: {e}"))?;
+pub async fn lib_job_main(args: LibJobArgs) -> anyhow::Result<u8> {
+    let a = &args.run;
+    let locker = locker_for(&args)?;
     let opts = AcquireOptions {
         trace: None,
-        wait_ms: (a.wait_ms > 0).then_some(a.wait_ms),
+        wait_ms: (args.wait_ms > 0).then_some(args.wait_ms.min(600_000)),
     };
     let acq = match locker.acquire_with(&a.key, opts).await {
         Ok(AcquireResult::Success(acq)) => acq,
@@ -63,7 +55,7 @@ pub async fn lib_job_main(a: LibJobArgs) -> anyhow::Result<u8> {
         .open(&a.file)
         .map_err(|e| anyhow::anyhow!("open {}: {e}", a.file.display()))?;
     let hb = acq.heartbeater();
-    let end = Instant::now() + Duration::from_millis(a.run_ms);
+    let end = Instant::now() + Duration::from_millis(a.run_ms.min(MAX_RUN_MS));
     let mut code = 0u8;
     let mut first = true;
     while Instant::now() < end {
@@ -98,4 +90,21 @@ pub async fn lib_job_main(a: LibJobArgs) -> anyhow::Result<u8> {
     }
     locker.terminate().await;
     Ok(code)
+}
+
+/// The job's client: timings scaled to the process ttl (at least 500 ms).
+fn locker_for(args: &LibJobArgs) -> anyhow::Result<Locker> {
+    let p = args.process_ttl_ms.max(500);
+    Locker::new(LockerOptions {
+        endpoints: args.urls.clone(),
+        report_write_ms: (p / 5).max(50),
+        report_ttl_ms: p,
+        lock_ttl_ms: 3 * p,
+        lock_extend_ms: p,
+        lock_recheck_ms: p,
+        request_timeout_ms: 1_000,
+        failover_timeout_ms: 3_000,
+        ..LockerOptions::default()
+    })
+    .map_err(|e| anyhow::anyhow!("locker: {e}"))
 }

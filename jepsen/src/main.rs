@@ -6,7 +6,7 @@ use locker_jepsen::checker::{check_all, CheckOptions, Validity};
 use locker_jepsen::client_api;
 use locker_jepsen::cluster::{cleanup_prefix, HostKind};
 use locker_jepsen::history::read_history;
-use locker_jepsen::job_beat::{job_beat_main, BeatArgs, OnTerm};
+use locker_jepsen::job_beat::{job_beat_main, BeatArgs};
 use locker_jepsen::lib_job::{lib_job_main, LibJobArgs};
 use locker_jepsen::mutations;
 use locker_jepsen::nemesis::{expand, Fault, NemesisItem};
@@ -52,14 +52,14 @@ enum Cmd {
     /// Internal: the job of the run workload: appends timestamped heartbeats
     /// to a shared record until its run is over (see job_beat.rs).
     #[command(hide = true)]
-    JobBeat(JobBeatArgs),
+    JobBeat(BeatArgs),
     /// Internal: the job of the run-lib workload: takes KEY through the
     /// client library and beats while its heartbeat says the lock is held.
     #[command(hide = true)]
-    LibJob(LibJobCli),
+    LibJob(LibJobArgs),
     /// Internal: the lock-holding helper process of the takeover workload.
     #[command(hide = true)]
-    Holder(HolderCli),
+    Holder(HolderArgs),
 }
 
 #[derive(Args)]
@@ -139,64 +139,6 @@ struct MutationArgs {
     hosts: HostKind,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-#[derive(Args)]
-struct JobBeatArgs {
-    #[arg(long)]
-    file: PathBuf,
-    #[arg(long)]
-    key: String,
-    #[arg(long)]
-    job: String,
-    #[arg(long, default_value_t = 1_000)]
-    run_ms: u64,
-    #[arg(long, default_value_t = 30)]
-    interval_ms: u64,
-    /// exit, ignore or linger:MS
-    #[arg(long, default_value = "exit")]
-    on_term: String,
-}
-
-#[derive(Args)]
-struct LibJobCli {
-    #[arg(long)]
-    urls: String,
-    #[arg(long)]
-    file: PathBuf,
-    #[arg(long)]
-    key: String,
-    #[arg(long)]
-    job: String,
-    #[arg(long, default_value_t = 1_000)]
-    run_ms: u64,
-    #[arg(long, default_value_t = 30)]
-    interval_ms: u64,
-    #[arg(long, default_value_t = 5_000)]
-    wait_ms: u64,
-    #[arg(long, default_value_t = 2_000)]
-    process_ttl_ms: u64,
-}
-
-#[derive(Args)]
-struct HolderCli {
-    #[arg(long)]
-    urls: String,
-    #[arg(long)]
-    key: String,
-    #[arg(long)]
-    owner: String,
-    #[arg(long)]
-    process_hash: String,
-    #[arg(long)]
-    process_ttl_ms: u64,
-    #[arg(long)]
-    keepalive_ms: u64,
-    #[arg(long, default_value_t = 120)]
-    max_secs: u64,
-    /// http (raw API calls) or client (the locker_client library).
-    #[arg(long, value_enum, default_value_t = Via::Http)]
-    via: Via,
 }
 
 /// The command-line name of a value enum (e.g. `netns`).
@@ -295,14 +237,7 @@ fn real_main() -> Result<ExitCode> {
         Cmd::Mutations(a) => mutations_cmd(a),
         Cmd::Cleanup { prefix } => cleanup_cmd(&prefix),
         Cmd::JobBeat(a) => {
-            job_beat_main(BeatArgs {
-                file: a.file,
-                key: a.key,
-                job: a.job,
-                run_ms: a.run_ms.min(600_000),
-                interval_ms: a.interval_ms,
-                on_term: OnTerm::parse(&a.on_term)?,
-            })?;
+            job_beat_main(a)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::LibJob(a) => lib_job_cmd(a),
@@ -362,7 +297,7 @@ fn test_cmd(a: TestArgs) -> Result<ExitCode> {
 }
 
 fn bench_cmd(a: locker_jepsen::bench::BenchArgs) -> Result<ExitCode> {
-    locker_jepsen::bench::main(a).map_err(anyhow::Error::msg)
+    locker_jepsen::bench::main(a)
 }
 
 /// The run's own options and parameters, when its results.json sits next
@@ -445,50 +380,24 @@ fn cleanup_cmd(prefix: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn lib_job_cmd(a: LibJobCli) -> Result<ExitCode> {
+fn lib_job_cmd(a: LibJobArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("runtime")?;
-    let code = rt.block_on(lib_job_main(LibJobArgs {
-        urls: a.urls.split(',').map(str::to_string).collect(),
-        file: a.file,
-        key: a.key,
-        job: a.job,
-        run_ms: a.run_ms.min(600_000),
-        interval_ms: a.interval_ms,
-        wait_ms: a.wait_ms.min(600_000),
-        process_ttl_ms: a.process_ttl_ms,
-    }))?;
+    let code = rt.block_on(lib_job_main(a))?;
     Ok(ExitCode::from(code))
 }
 
-fn holder_cmd(a: HolderCli) -> Result<ExitCode> {
+fn holder_cmd(a: HolderArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("runtime")?;
-    let urls: Vec<String> = a.urls.split(',').map(str::to_string).collect();
-    let max_secs = a.max_secs.min(3_600);
-    let done = match a.via {
-        Via::Client => rt.block_on(client_api::holder_main(client_api::ClientHolderArgs {
-            urls,
-            key: a.key,
-            process_ttl_ms: a.process_ttl_ms,
-            keepalive_ms: a.keepalive_ms,
-            max_secs,
-        })),
-        Via::Http => rt.block_on(holder_main(HolderArgs {
-            urls,
-            key: a.key,
-            owner: a.owner,
-            process_hash: a.process_hash,
-            process_ttl_ms: a.process_ttl_ms,
-            keepalive_ms: a.keepalive_ms,
-            max_secs,
-        })),
-    };
-    done?;
+    match a.via {
+        Via::Client => rt.block_on(client_api::holder_main(a))?,
+        Via::Http => rt.block_on(holder_main(a))?,
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -581,15 +581,35 @@ fn spawn_holder(
         .map_err(|e| anyhow::anyhow!("spawn holder: {e}"))
 }
 
-/// Arguments of the `holder` helper process.
+/// The longest a holder lives (`--max-secs` is capped at this).
+pub const MAX_HOLDER_SECS: u64 = 3_600;
+
+/// `locker-jepsen holder` flags, for both drivers (`--via`).
+#[derive(clap::Args, Debug, Clone)]
 pub struct HolderArgs {
+    /// The cluster's client URLs (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
     pub urls: Vec<String>,
+    #[arg(long)]
     pub key: String,
+    /// The owner hash to acquire with (http; the client makes its own).
+    #[arg(long)]
     pub owner: String,
+    /// The process to keep alive and bind the lock to (http; the client
+    /// makes its own).
+    #[arg(long)]
     pub process_hash: String,
+    #[arg(long)]
     pub process_ttl_ms: u64,
+    /// Milliseconds between keep-alives.
+    #[arg(long)]
     pub keepalive_ms: u64,
+    /// Exit after this many seconds if not killed before (at most 3600).
+    #[arg(long, default_value_t = 120)]
     pub max_secs: u64,
+    /// http (raw API calls) or client (the locker_client library).
+    #[arg(long, value_enum, default_value_t = Via::Http)]
+    pub via: Via,
 }
 
 /// The helper process: keep-alives every `keepalive_ms` from the start,
@@ -599,7 +619,7 @@ pub struct HolderArgs {
 pub async fn holder_main(a: HolderArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let api = Api::new(Duration::from_millis(2_000))?;
-    let end = Instant::now() + Duration::from_secs(a.max_secs);
+    let end = Instant::now() + Duration::from_secs(a.max_secs.min(MAX_HOLDER_SECS));
     let emit = |kind: OpType, f: &str, key: &str, v: Value| {
         let op =
             Op::new(Process::Client(0), kind, f, Some(key), v).at(crate::history::monotonic_ns());

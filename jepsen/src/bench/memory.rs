@@ -4,6 +4,7 @@
 
 use super::procs;
 use crate::cluster::{Cluster, NodeFlags};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,23 +39,17 @@ fn mb(b: u64) -> f64 {
 pub async fn run(mut c: Cluster, http: reqwest::Client, n: usize) -> Value {
     let mut out = json!({"locks": n});
     if let Err(e) = measure(&mut c, &http, n, &mut out).await {
-        out["error"] = json!(e);
+        out["error"] = json!(format!("{e:#}"));
     }
     c.stop_all().await;
     out
 }
 
-async fn measure(
-    c: &mut Cluster,
-    http: &reqwest::Client,
-    n: usize,
-    out: &mut Value,
-) -> Result<(), String> {
-    c.start(1, NodeFlags::default())
-        .map_err(|e| format!("{e:#}"))?;
-    let url = c.urls().first().cloned().ok_or("no node")?;
+async fn measure(c: &mut Cluster, http: &reqwest::Client, n: usize, out: &mut Value) -> Result<()> {
+    c.start(1, NodeFlags::default())?;
+    let url = c.urls().first().cloned().context("no node")?;
     if !ready(http, &url, 60).await {
-        return Err("node not ready after 60 s".into());
+        bail!("node not ready after 60 s");
     }
     let pid = c.nodes.get(&1).map(|p| p.pid).unwrap_or(0);
     let empty = procs::status_bytes(pid, "VmRSS").unwrap_or(0);
@@ -70,11 +65,9 @@ async fn measure(
     out["bytes_per_lock"] = json!(loaded.saturating_sub(empty) as f64 / n.max(1) as f64);
     out["data_dir_mb"] = json!(mb(procs::dir_size(&c.dir)));
     let t1 = Instant::now();
-    c.restart(1, NodeFlags::default())
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    c.restart(1, NodeFlags::default()).await?;
     if !ready(http, &url, 600).await {
-        return Err("node not ready within 600 s of its restart".into());
+        bail!("node not ready within 600 s of its restart");
     }
     out["restart_ready_s"] = json!(t1.elapsed().as_secs_f64());
     let pid = c.nodes.get(&1).map(|p| p.pid).unwrap_or(0);
@@ -121,7 +114,7 @@ async fn serves(http: &reqwest::Client, url: &str, n: usize) -> bool {
 }
 
 /// Takes locks 0..n with 64 clients, printing progress every 10%.
-async fn load(http: &reqwest::Client, url: &str, n: usize) -> Result<(), String> {
+async fn load(http: &reqwest::Client, url: &str, n: usize) -> Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut set = JoinSet::new();
     for _ in 0..64 {
@@ -130,7 +123,7 @@ async fn load(http: &reqwest::Client, url: &str, n: usize) -> Result<(), String>
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
-                    return Ok::<(), String>(());
+                    return anyhow::Ok(());
                 }
                 if n >= 10 && i % (n / 10) == 0 {
                     println!("memory: {i} of {n} locks");
@@ -140,12 +133,12 @@ async fn load(http: &reqwest::Client, url: &str, n: usize) -> Result<(), String>
         });
     }
     while let Some(r) = set.join_next().await {
-        r.map_err(|e| format!("load task: {e}"))??;
+        r.context("load task")??;
     }
     Ok(())
 }
 
-async fn acquire_retrying(http: &reqwest::Client, url: &str, k: &str) -> Result<(), String> {
+async fn acquire_retrying(http: &reqwest::Client, url: &str, k: &str) -> Result<()> {
     let owner = format!("{k}@bench/{}.1.1", std::process::id());
     let body = json!({"owner_hash": owner, "ttl_ms": TTL_MS});
     let u = format!("{url}/v1/locks/{}/acquire", crate::api::enc(k));
@@ -160,5 +153,5 @@ async fn acquire_retrying(http: &reqwest::Client, url: &str, k: &str) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(format!("acquire {k}: {last}"))
+    Err(anyhow!("acquire {k}: {last}"))
 }

@@ -2,6 +2,8 @@
 
 use super::run::Workload;
 use crate::report::esc;
+use anyhow::{Context, Result};
+use clap::ValueEnum;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,16 +15,16 @@ const SYSTEMS: [(&str, &str, &str); 3] = [
 ];
 
 /// Writes bench.json, bench.md and one SVG per workload into `dir`.
-pub fn write_all(dir: &Path, r: &Value) -> Result<(), String> {
+pub fn write_all(dir: &Path, r: &Value) -> Result<()> {
     let put = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text).map_err(|e| format!("write {name}: {e}"))
+        std::fs::write(dir.join(name), text).with_context(|| format!("write {name}"))
     };
     put(
         "bench.json",
-        serde_json::to_string_pretty(r).map_err(|e| e.to_string())?,
+        serde_json::to_string_pretty(r).context("bench.json")?,
     )?;
     put("bench.md", markdown(r))?;
-    for w in Workload::ALL {
+    for &w in Workload::value_variants() {
         if let Some(s) = svg(r, w) {
             put(&format!("{}.svg", w.name()), s)?;
         }
@@ -87,7 +89,7 @@ pub fn markdown(r: &Value) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Locker vs etcd vs Redis\n");
     let _ = writeln!(s, "{}\n", r["setup"].as_str().unwrap_or(""));
-    for w in Workload::ALL {
+    for &w in Workload::value_variants() {
         let rows: Vec<&Value> = results_of(r, w.name());
         if rows.is_empty() {
             continue;

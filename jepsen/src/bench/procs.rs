@@ -2,6 +2,7 @@
 //! `appendfsync always`) and what the benchmark reads about every server
 //! process from /proc: CPU time and peak resident memory.
 
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,20 +10,19 @@ use tokio::process::{Child, Command};
 
 /// Finds a peer's binary: the flag, else `$PATH`. A missing one is an error
 /// that says how to install it (CI must not silently skip a peer).
-pub fn find_bin(flag: Option<&Path>, name: &str, package: &str) -> Result<PathBuf, String> {
+pub fn find_bin(flag: Option<&Path>, name: &str, package: &str) -> Result<PathBuf> {
     if let Some(p) = flag {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(format!("{} not found (--{name}-bin)", p.display()))
-        };
+        if !p.is_file() {
+            bail!("{} not found (--{name}-bin)", p.display());
+        }
+        return Ok(p.to_path_buf());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            format!(
+            anyhow!(
                 "`{name}` is not installed: `apt-get install {package}` (or leave it out with --systems)"
             )
         })
@@ -68,10 +68,10 @@ impl Servers {
     }
 }
 
-fn spawn(bin: &Path, args: &[String], dir: &Path, log: &str) -> Result<Child, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let out = std::fs::File::create(dir.join(log)).map_err(|e| format!("{log}: {e}"))?;
-    let err = out.try_clone().map_err(|e| format!("{log}: {e}"))?;
+fn spawn(bin: &Path, args: &[String], dir: &Path, log: &str) -> Result<Child> {
+    std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    let out = std::fs::File::create(dir.join(log)).context(log.to_string())?;
+    let err = out.try_clone().context(log.to_string())?;
     Command::new(bin)
         .args(args)
         .current_dir(dir)
@@ -80,7 +80,7 @@ fn spawn(bin: &Path, args: &[String], dir: &Path, log: &str) -> Result<Child, St
         .stderr(Stdio::from(err))
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("start {}: {e}", bin.display()))
+        .with_context(|| format!("start {}", bin.display()))
 }
 
 /// Client and peer ports of etcd member `i` (0-based).
@@ -94,7 +94,7 @@ pub fn redis_port(base: u16) -> u16 {
 
 /// Starts a 3-member etcd cluster on 127.0.0.1 with its defaults (fsync of
 /// the WAL on every commit, 100 ms heartbeat, 1 s election timeout).
-pub fn start_etcd(bin: &Path, dir: &Path, base: u16, n: u16) -> Result<Servers, String> {
+pub fn start_etcd(bin: &Path, dir: &Path, base: u16, n: u16) -> Result<Servers> {
     let initial: Vec<String> = (0..n)
         .map(|i| format!("e{i}=http://127.0.0.1:{}", etcd_ports(base, i).1))
         .collect();
@@ -122,7 +122,7 @@ pub fn start_etcd(bin: &Path, dir: &Path, base: u16, n: u16) -> Result<Servers, 
 
 /// Starts one Redis on 127.0.0.1 that fsyncs its append-only file before
 /// answering each write (`appendfsync always`), with RDB snapshots off.
-pub fn start_redis(bin: &Path, dir: &Path, base: u16) -> Result<Servers, String> {
+pub fn start_redis(bin: &Path, dir: &Path, base: u16) -> Result<Servers> {
     let d = dir.join("redis");
     let args: Vec<String> = [
         "--port",
@@ -245,6 +245,6 @@ mod tests {
         assert!(cpu_seconds(me).is_some());
         assert!(alive(me) && !alive(u32::MAX));
         assert!(find_bin(None, "definitely-not-a-bench-peer", "x")
-            .is_err_and(|e| e.contains("apt-get install x")));
+            .is_err_and(|e| e.to_string().contains("apt-get install x")));
     }
 }

@@ -8,6 +8,7 @@
 //! its `ownerHash` matches. A process keep-alive is a plain
 //! `SET proc:{hash} {json} PX ttl`, as the seed's reporter thread does.
 
+use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -84,12 +85,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub async fn connect(addr: &str) -> Result<Conn, String> {
+    pub async fn connect(addr: &str) -> Result<Conn> {
         let s = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("redis {addr}: {e}"))?;
+            .with_context(|| format!("redis {addr}"))?;
         // Requests are small and each waits for its answer: no Nagle delay.
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_nodelay(true).context("redis: TCP_NODELAY")?;
         Ok(Conn {
             io: BufReader::new(s),
             buf: Vec::with_capacity(256),
@@ -97,26 +98,26 @@ impl Conn {
     }
 
     /// Sends one command and reads its reply; a Redis error reply is `Err`.
-    pub async fn call(&mut self, args: &[&[u8]]) -> Result<Reply, String> {
+    pub async fn call(&mut self, args: &[&[u8]]) -> Result<Reply> {
         self.buf.clear();
         encode(&mut self.buf, args);
         self.io
             .get_mut()
             .write_all(&self.buf)
             .await
-            .map_err(|e| format!("redis write: {e}"))?;
+            .context("redis write")?;
         match read_reply(&mut self.io).await? {
-            Reply::Error(e) => Err(format!("redis: {e}")),
+            Reply::Error(e) => Err(anyhow!("redis: {e}")),
             r => Ok(r),
         }
     }
 
     /// SCRIPT LOAD: the script's SHA1 for EVALSHA.
-    pub async fn load(&mut self, script: &str) -> Result<String, String> {
+    pub async fn load(&mut self, script: &str) -> Result<String> {
         self.call(&[b"SCRIPT", b"LOAD", script.as_bytes()])
             .await?
             .text()
-            .ok_or_else(|| "redis: SCRIPT LOAD gave no sha".to_string())
+            .context("redis: SCRIPT LOAD gave no sha")
     }
 }
 
@@ -132,29 +133,26 @@ pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// Longest bulk string or array we accept: a guard against a corrupt length.
 const MAX_LEN: i64 = 64 << 20;
 
-async fn read_line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<String, String> {
+async fn read_line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<String> {
     let mut line = String::new();
-    let n = r
-        .read_line(&mut line)
-        .await
-        .map_err(|e| format!("redis read: {e}"))?;
+    let n = r.read_line(&mut line).await.context("redis read")?;
     if n == 0 {
-        return Err("redis closed the connection".into());
+        bail!("redis closed the connection");
     }
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-fn parse_len(s: &str) -> Result<i64, String> {
-    let n: i64 = s.parse().map_err(|_| format!("redis: bad length {s:?}"))?;
+fn parse_len(s: &str) -> Result<i64> {
+    let n: i64 = s.parse().map_err(|_| anyhow!("redis: bad length {s:?}"))?;
     if n > MAX_LEN {
-        return Err(format!("redis: length {n} too large"));
+        bail!("redis: length {n} too large");
     }
     Ok(n)
 }
 
 /// Reads one reply; arrays are read iteratively (a stack of open arrays) so
 /// a hostile nesting depth cannot overflow the stack.
-pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<Reply, String> {
+pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<Reply> {
     let mut stack: Vec<(usize, Vec<Reply>)> = Vec::new();
     loop {
         let line = read_line(r).await?;
@@ -164,7 +162,7 @@ pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<Reply, 
             "-" => Reply::Error(rest.to_string()),
             ":" => Reply::Int(
                 rest.parse()
-                    .map_err(|_| format!("redis: bad int {rest:?}"))?,
+                    .map_err(|_| anyhow!("redis: bad int {rest:?}"))?,
             ),
             "$" => {
                 let n = parse_len(rest)?;
@@ -172,9 +170,7 @@ pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<Reply, 
                     Reply::Bulk(None)
                 } else {
                     let mut b = vec![0u8; n as usize + 2];
-                    r.read_exact(&mut b)
-                        .await
-                        .map_err(|e| format!("redis read: {e}"))?;
+                    r.read_exact(&mut b).await.context("redis read")?;
                     b.truncate(n as usize);
                     Reply::Bulk(Some(b))
                 }
@@ -187,7 +183,7 @@ pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<Reply, 
                 }
                 Reply::Array(if n < 0 { None } else { Some(Vec::new()) })
             }
-            _ => return Err(format!("redis: bad reply line {line:?}")),
+            _ => bail!("redis: bad reply line {line:?}"),
         };
         // Close every array this item completes.
         loop {
@@ -208,7 +204,7 @@ pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<Reply, 
 mod tests {
     use super::*;
 
-    async fn parse(s: &[u8]) -> Result<Reply, String> {
+    async fn parse(s: &[u8]) -> Result<Reply> {
         let mut r = BufReader::new(s);
         read_reply(&mut r).await
     }
@@ -218,9 +214,12 @@ mod tests {
         let mut out = Vec::new();
         encode(&mut out, &[b"GET", b"lock:k"]);
         assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$6\r\nlock:k\r\n");
-        assert_eq!(parse(b"+OK\r\n").await, Ok(Reply::Simple("OK".into())));
-        assert_eq!(parse(b":42\r\n").await, Ok(Reply::Int(42)));
-        assert_eq!(parse(b"$-1\r\n").await, Ok(Reply::Bulk(None)));
+        assert_eq!(
+            parse(b"+OK\r\n").await.ok(),
+            Some(Reply::Simple("OK".into()))
+        );
+        assert_eq!(parse(b":42\r\n").await.ok(), Some(Reply::Int(42)));
+        assert_eq!(parse(b"$-1\r\n").await.ok(), Some(Reply::Bulk(None)));
         let r = parse(b"*2\r\n$7\r\nSUCCESS\r\n*1\r\n$1\r\nx\r\n")
             .await
             .unwrap_or(Reply::Int(0));
@@ -232,7 +231,10 @@ mod tests {
                 Reply::Array(Some(vec![Reply::Bulk(Some(b"x".to_vec()))])),
             ]))
         );
-        assert_eq!(parse(b"-ERR x\r\n").await, Ok(Reply::Error("ERR x".into())));
+        assert_eq!(
+            parse(b"-ERR x\r\n").await.ok(),
+            Some(Reply::Error("ERR x".into()))
+        );
         assert!(parse(b"?\r\n").await.is_err());
         assert!(parse(b"$5\r\nab").await.is_err());
         assert!(parse(b"").await.is_err());

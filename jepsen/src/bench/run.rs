@@ -4,12 +4,15 @@
 use super::procs;
 use super::target::{Client, Endpoint, Held, System};
 use crate::bench::percentile;
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A benchmark workload. Its command-line name (`--workloads`) is the
+/// lower-case variant, also its name in bench.json and its SVG file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     Uncontended,
     Contended,
@@ -19,14 +22,6 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
-        Workload::Uncontended,
-        Workload::Contended,
-        Workload::Extend,
-        Workload::Keepalive,
-        Workload::Read,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Workload::Uncontended => "uncontended",
@@ -35,15 +30,6 @@ impl Workload {
             Workload::Keepalive => "keepalive",
             Workload::Read => "read",
         }
-    }
-
-    pub fn parse(s: &str) -> Result<Workload, String> {
-        Workload::ALL
-            .into_iter()
-            .find(|w| w.name() == s)
-            .ok_or_else(|| {
-                format!("unknown workload {s:?} (uncontended, contended, extend, keepalive, read)")
-            })
     }
 
     /// What one counted operation is, for the report.
@@ -105,12 +91,14 @@ impl Tally {
 pub async fn run_level(sys: &Sys, lv: &Level) -> Value {
     let mut clients = match connect_all(&sys.ep, lv.clients).await {
         Ok(c) => c,
-        Err(e) => return json!({"ops": 0, "ops_per_s": 0.0, "errors": 1, "error": e}),
+        Err(e) => {
+            return json!({"ops": 0, "ops_per_s": 0.0, "errors": 1, "error": format!("{e:#}")})
+        }
     };
     let mut held = Vec::new();
     if let Err(e) = prepare(&mut clients, lv, &mut held).await {
         close_all(clients, &held).await;
-        return json!({"ops": 0, "ops_per_s": 0.0, "errors": 1, "error": e});
+        return json!({"ops": 0, "ops_per_s": 0.0, "errors": 1, "error": format!("{e:#}")});
     }
     let cpu0 = procs::cpu_total(&sys.pids);
     let me0 = procs::cpu_seconds(std::process::id()).unwrap_or(0.0);
@@ -196,7 +184,7 @@ fn figures(
     v
 }
 
-async fn connect_all(ep: &Endpoint, n: usize) -> Result<Vec<Client>, String> {
+async fn connect_all(ep: &Endpoint, n: usize) -> Result<Vec<Client>> {
     let mut set = JoinSet::new();
     for i in 0..n {
         let ep = ep.clone();
@@ -204,7 +192,7 @@ async fn connect_all(ep: &Endpoint, n: usize) -> Result<Vec<Client>, String> {
     }
     let mut v: Vec<(usize, Client)> = Vec::with_capacity(n);
     while let Some(r) = set.join_next().await {
-        let (i, c) = r.map_err(|e| format!("connect task: {e}"))?;
+        let (i, c) = r.context("connect task")?;
         v.push((i, c?));
     }
     v.sort_by_key(|(i, _)| *i);
@@ -213,11 +201,7 @@ async fn connect_all(ep: &Endpoint, n: usize) -> Result<Vec<Client>, String> {
 
 /// Locks held for the level: extend gives each client one of its own; read
 /// has client 0 hold the 10 keys everyone reads.
-async fn prepare(
-    clients: &mut [Client],
-    lv: &Level,
-    held: &mut Vec<Vec<Held>>,
-) -> Result<(), String> {
+async fn prepare(clients: &mut [Client], lv: &Level, held: &mut Vec<Vec<Held>>) -> Result<()> {
     held.resize(clients.len(), Vec::new());
     match lv.workload {
         Workload::Extend => {
@@ -276,7 +260,7 @@ async fn drive(
             }
             Workload::Extend => match mine {
                 Some(h) => c.extend(h).await,
-                None => Err("no held lock".into()),
+                None => Err(anyhow!("no held lock")),
             },
             Workload::Keepalive => c.keepalive((i + seq * n) % procs_n.max(1), leases).await,
             Workload::Read => c
@@ -288,7 +272,7 @@ async fn drive(
         match r {
             Ok(()) => t.lat_ms.push(t0.elapsed().as_secs_f64() * 1e3),
             Err(e) => {
-                t.error(e);
+                t.error(format!("{e:#}"));
                 // A failing system must not turn the loop into a busy spin.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -297,7 +281,7 @@ async fn drive(
     t
 }
 
-async fn cycle(c: &mut Client, key: &str, wait: bool, t: &mut Tally) -> Result<(), String> {
+async fn cycle(c: &mut Client, key: &str, wait: bool, t: &mut Tally) -> Result<()> {
     let t0 = Instant::now();
     let h = c.acquire(key, wait).await?;
     t.acq_ms.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -306,7 +290,7 @@ async fn cycle(c: &mut Client, key: &str, wait: bool, t: &mut Tally) -> Result<(
 
 /// etcd: grants one lease per live process for the keep-alive workload
 /// (not timed); other systems create their process records on first use.
-pub async fn grant_leases(ep: &Endpoint, n: usize) -> Result<Vec<i64>, String> {
+pub async fn grant_leases(ep: &Endpoint, n: usize) -> Result<Vec<i64>> {
     if ep.system != System::Etcd {
         return Ok(Vec::new());
     }
@@ -322,12 +306,12 @@ pub async fn grant_leases(ep: &Endpoint, n: usize) -> Result<Vec<i64>, String> {
                 v.push(c.grant(3_600).await?);
             }
             c.close().await;
-            Ok::<_, String>(v)
+            anyhow::Ok(v)
         });
     }
     let mut all = Vec::with_capacity(n);
     while let Some(r) = set.join_next().await {
-        all.extend(r.map_err(|e| format!("lease task: {e}"))??);
+        all.extend(r.context("lease task")??);
     }
     Ok(all)
 }

@@ -12,11 +12,14 @@
 
 use super::resp::{self, Conn, Reply};
 use crate::api::enc;
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A system under test. Its command-line name (`--systems`) is the
+/// lower-case variant, also the key of its figures in bench.json.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum System {
     Locker,
     Etcd,
@@ -24,21 +27,12 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 3] = [System::Locker, System::Etcd, System::Redis];
-
     pub fn name(self) -> &'static str {
         match self {
             System::Locker => "locker",
             System::Etcd => "etcd",
             System::Redis => "redis",
         }
-    }
-
-    pub fn parse(s: &str) -> Result<System, String> {
-        System::ALL
-            .into_iter()
-            .find(|x| x.name() == s)
-            .ok_or_else(|| format!("unknown system {s:?} (locker, etcd, redis)"))
     }
 }
 
@@ -76,7 +70,7 @@ pub struct Client {
 /// A lock TTL long enough that no lock expires during a run.
 const TTL_MS: u64 = 600_000;
 
-pub fn http_client() -> Result<reqwest::Client, String> {
+pub fn http_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         // Contended acquires wait their turn behind up to 255 others.
         .timeout(Duration::from_secs(60))
@@ -84,7 +78,7 @@ pub fn http_client() -> Result<reqwest::Client, String> {
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()
-        .map_err(|e| format!("http client: {e}"))
+        .context("http client")
 }
 
 pub fn b64(data: &[u8]) -> String {
@@ -130,12 +124,12 @@ impl Client {
     /// Connects client number `n`: Locker and etcd clients spread over the
     /// members (followers forward to the leader in both); etcd grants the
     /// client's lease here; Redis opens the client's connection.
-    pub async fn connect(ep: &Endpoint, n: usize) -> Result<Client, String> {
+    pub async fn connect(ep: &Endpoint, n: usize) -> Result<Client> {
         let base = ep
             .addrs
             .get(n % ep.addrs.len().max(1))
             .cloned()
-            .ok_or("no address")?;
+            .context("no address")?;
         let mut c = Client {
             ep: ep.clone(),
             base,
@@ -161,7 +155,7 @@ impl Client {
         }
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<(u16, Value), String> {
+    async fn post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let r = self
             .ep
@@ -170,26 +164,24 @@ impl Client {
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .with_context(|| url.clone())?;
         let code = r.status().as_u16();
-        let text = r.text().await.map_err(|e| format!("{url}: {e}"))?;
+        let text = r.text().await.with_context(|| url.clone())?;
         // etcd's streaming keep-alive answers one JSON document per line.
         let first = text.lines().next().unwrap_or("");
         Ok((code, serde_json::from_str(first).unwrap_or(Value::Null)))
     }
 
-    pub async fn grant(&self, ttl_s: u64) -> Result<i64, String> {
+    pub async fn grant(&self, ttl_s: u64) -> Result<i64> {
         let (code, v) = self.post("/v3/lease/grant", json!({"TTL": ttl_s})).await?;
         v["ID"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("etcd lease grant: {code} {v}"))
+            .ok_or_else(|| anyhow!("etcd lease grant: {code} {v}"))
     }
 
-    fn redis(&mut self) -> Result<&mut Conn, String> {
-        self.redis
-            .as_mut()
-            .ok_or_else(|| "no redis connection".into())
+    fn redis(&mut self) -> Result<&mut Conn> {
+        self.redis.as_mut().context("no redis connection")
     }
 
     fn owner(&mut self, key: &str) -> String {
@@ -205,7 +197,7 @@ impl Client {
     /// Takes `key`; `wait` queues behind the holder instead of failing
     /// (Locker: a blocking acquire; etcd: its lock call always waits;
     /// Redis: the seed's mutex loop, create again after 1 ms).
-    pub async fn acquire(&mut self, key: &str, wait: bool) -> Result<Held, String> {
+    pub async fn acquire(&mut self, key: &str, wait: bool) -> Result<Held> {
         match self.ep.system {
             System::Locker => self.locker_acquire(key, wait).await,
             System::Etcd => {
@@ -216,7 +208,7 @@ impl Client {
                         key: key.into(),
                         token: k.into(),
                     }),
-                    None => Err(format!("etcd lock: {code} {v}")),
+                    None => Err(anyhow!("etcd lock: {code} {v}")),
                 }
             }
             System::Redis => loop {
@@ -241,13 +233,13 @@ impl Client {
                     Some("SOMEONE_ELSE_HOLDS_LOCK") if wait => {
                         tokio::time::sleep(Duration::from_millis(1)).await
                     }
-                    other => return Err(format!("redis create: {other:?}")),
+                    other => bail!("redis create: {other:?}"),
                 }
             },
         }
     }
 
-    async fn locker_acquire(&mut self, key: &str, wait: bool) -> Result<Held, String> {
+    async fn locker_acquire(&mut self, key: &str, wait: bool) -> Result<Held> {
         let owner = self.owner(key);
         let mut body = json!({"owner_hash": owner, "ttl_ms": TTL_MS});
         if wait {
@@ -262,18 +254,18 @@ impl Client {
                 token: owner,
             })
         } else {
-            Err(format!("locker acquire: {code} {v}"))
+            Err(anyhow!("locker acquire: {code} {v}"))
         }
     }
 
-    async fn eval(&mut self, script: usize, key: &str, args: &[&[u8]]) -> Result<Reply, String> {
+    async fn eval(&mut self, script: usize, key: &str, args: &[&[u8]]) -> Result<Reply> {
         let sha = self.ep.shas[script].clone();
         let mut full: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), b"1", key.as_bytes()];
         full.extend_from_slice(args);
         self.redis()?.call(&full).await
     }
 
-    pub async fn release(&mut self, h: &Held) -> Result<(), String> {
+    pub async fn release(&mut self, h: &Held) -> Result<()> {
         match self.ep.system {
             System::Locker => {
                 let path = format!("/v1/locks/{}/release", enc(&h.key));
@@ -305,7 +297,7 @@ impl Client {
         }
     }
 
-    pub async fn extend(&mut self, h: &Held) -> Result<(), String> {
+    pub async fn extend(&mut self, h: &Held) -> Result<()> {
         match self.ep.system {
             System::Locker => {
                 let path = format!("/v1/locks/{}/extend", enc(&h.key));
@@ -336,7 +328,7 @@ impl Client {
         }
     }
 
-    async fn lease_keepalive(&self, id: i64) -> Result<(), String> {
+    async fn lease_keepalive(&self, id: i64) -> Result<()> {
         let (code, v) = self.post("/v3/lease/keepalive", json!({"ID": id})).await?;
         // An unknown or expired lease answers without a TTL.
         let ttl = v["result"]["TTL"]
@@ -346,7 +338,7 @@ impl Client {
     }
 
     /// Keep-alive of process number `p` (etcd: its pre-granted lease).
-    pub async fn keepalive(&mut self, p: usize, leases: &[i64]) -> Result<(), String> {
+    pub async fn keepalive(&mut self, p: usize, leases: &[i64]) -> Result<()> {
         let hash = format!("bench/{}.{p}", std::process::id());
         match self.ep.system {
             System::Locker => {
@@ -359,7 +351,7 @@ impl Client {
                     .json(&json!({"ttl_ms": TTL_MS}))
                     .send()
                     .await;
-                let r = r.map_err(|e| format!("{url}: {e}"))?;
+                let r = r.with_context(|| url.clone())?;
                 let code = r.status().as_u16();
                 let v: Value = r.json().await.unwrap_or(Value::Null);
                 ok_if(
@@ -370,7 +362,7 @@ impl Client {
                 )
             }
             System::Etcd => {
-                let id = leases.get(p).copied().ok_or("no lease for the process")?;
+                let id = leases.get(p).copied().context("no lease for the process")?;
                 self.lease_keepalive(id).await
             }
             System::Redis => {
@@ -386,14 +378,14 @@ impl Client {
                 ];
                 match self.redis()?.call(&args).await? {
                     Reply::Simple(s) if s == "OK" => Ok(()),
-                    r => Err(format!("redis SET: {r:?}")),
+                    r => Err(anyhow!("redis SET: {r:?}")),
                 }
             }
         }
     }
 
     /// A linearizable read of who holds `key`; Ok(true) if someone does.
-    pub async fn read(&mut self, key: &str) -> Result<bool, String> {
+    pub async fn read(&mut self, key: &str) -> Result<bool> {
         match self.ep.system {
             System::Locker => {
                 let url = format!("{}/v1/locks/{}", self.base, enc(key));
@@ -403,12 +395,12 @@ impl Client {
                     .get(&url)
                     .send()
                     .await
-                    .map_err(|e| format!("{url}: {e}"))?;
+                    .with_context(|| url.clone())?;
                 let code = r.status().as_u16();
                 let v: Value = r.json().await.unwrap_or(Value::Null);
                 v["locked"]
                     .as_bool()
-                    .ok_or(format!("locker read: {code} {v}"))
+                    .ok_or_else(|| anyhow!("locker read: {code} {v}"))
             }
             System::Etcd => {
                 let p = format!("{key}/");
@@ -416,7 +408,7 @@ impl Client {
                     "limit": 1, "sort_target": "CREATE", "sort_order": "ASCEND"});
                 let (code, v) = self.post("/v3/kv/range", body).await?;
                 if !v["header"].is_object() {
-                    return Err(format!("etcd range: {code} {v}"));
+                    bail!("etcd range: {code} {v}");
                 }
                 Ok(v["kvs"].as_array().is_some_and(|a| !a.is_empty()))
             }
@@ -429,23 +421,20 @@ impl Client {
     }
 }
 
-fn ok_if(ok: bool, what: &str, code: u16, v: &Value) -> Result<(), String> {
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{what}: {code} {v}"))
-    }
+fn ok_if(ok: bool, what: &str, code: u16, v: &Value) -> Result<()> {
+    anyhow::ensure!(ok, "{what}: {code} {v}");
+    Ok(())
 }
 
-fn script_ok(r: &Reply, what: &str) -> Result<(), String> {
+fn script_ok(r: &Reply, what: &str) -> Result<()> {
     match r.status().as_deref() {
         Some("SUCCESS") => Ok(()),
-        other => Err(format!("{what}: {other:?}")),
+        other => Err(anyhow!("{what}: {other:?}")),
     }
 }
 
 /// Loads the three scripts into Redis once; clients call them by SHA1.
-pub async fn load_scripts(addr: &str) -> Result<[String; 3], String> {
+pub async fn load_scripts(addr: &str) -> Result<[String; 3]> {
     let mut c = Conn::connect(addr).await?;
     Ok([
         c.load(resp::CREATE_LUA).await?,
@@ -458,6 +447,19 @@ pub async fn load_scripts(addr: &str) -> Result<[String; 3], String> {
 mod tests {
     use super::*;
     use crate::bench::procs;
+
+    /// The value of a call that must succeed.
+    fn ok<T>(r: Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// True if the call failed with `what` in its error.
+    fn refused<T: std::fmt::Debug>(r: Result<T>, what: &str) -> bool {
+        match r {
+            Ok(v) => panic!("expected a refusal ({what}), got {v:?}"),
+            Err(e) => format!("{e:#}").contains(what),
+        }
+    }
 
     /// The seed's script semantics through our client, against a real
     /// redis-server (scripts/test.sh installs it; under CI a missing one
@@ -476,7 +478,7 @@ mod tests {
             .unwrap_or(30_000);
         let mut sv = procs::start_redis(&bin, &dir, base).unwrap_or_else(|e| panic!("{e}"));
         let addr = format!("127.0.0.1:{}", procs::redis_port(base));
-        let mut shas = Err(String::new());
+        let mut shas = Err(anyhow!("redis never tried"));
         for _ in 0..50 {
             shas = load_scripts(&addr).await;
             if shas.is_ok() {
@@ -484,7 +486,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let shas = shas.unwrap_or_else(|e| panic!("redis never answered: {e}"));
+        let shas = shas.unwrap_or_else(|e| panic!("redis never answered: {e:#}"));
         let http = http_client().unwrap_or_else(|e| panic!("{e}"));
         let ep = Endpoint {
             system: System::Redis,
@@ -508,28 +510,22 @@ mod tests {
         assert!(
             taken
                 .as_ref()
-                .is_err_and(|e| e.contains("SOMEONE_ELSE_HOLDS_LOCK")),
+                .is_err_and(|e| format!("{e:#}").contains("SOMEONE_ELSE_HOLDS_LOCK")),
             "{taken:?}"
         );
-        assert_eq!(b.read("k").await, Ok(true));
-        assert_eq!(a.extend(&h).await, Ok(()));
+        assert!(ok(b.read("k").await));
+        ok(a.extend(&h).await);
         let stranger = Held {
             key: "k".into(),
             token: "k@other/1.0.1".into(),
         };
-        assert!(b
-            .extend(&stranger)
-            .await
-            .is_err_and(|e| e.contains("SOMEONE_ELSE")));
-        assert!(b
-            .release(&stranger)
-            .await
-            .is_err_and(|e| e.contains("SOMEONE_ELSE")));
-        assert_eq!(a.release(&h).await, Ok(()));
-        assert!(a.release(&h).await.is_err_and(|e| e.contains("NO_KEY")));
-        assert!(a.extend(&h).await.is_err_and(|e| e.contains("NO_KEY")));
-        assert_eq!(b.read("k").await, Ok(false));
-        assert_eq!(b.keepalive(7, &[]).await, Ok(()));
+        assert!(refused(b.extend(&stranger).await, "SOMEONE_ELSE"));
+        assert!(refused(b.release(&stranger).await, "SOMEONE_ELSE"));
+        ok(a.release(&h).await);
+        assert!(refused(a.release(&h).await, "NO_KEY"));
+        assert!(refused(a.extend(&h).await, "NO_KEY"));
+        assert!(!ok(b.read("k").await));
+        ok(b.keepalive(7, &[]).await);
         sv.stop().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -543,7 +539,12 @@ mod tests {
         assert_eq!(b64(b"k1/"), "azEv");
         assert_eq!(prefix_end(b"k1/"), b"k10".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(System::parse("etcd"), Ok(System::Etcd));
-        assert!(System::parse("zk").is_err());
+        use clap::ValueEnum;
+        assert_eq!(System::from_str("etcd", false), Ok(System::Etcd));
+        assert!(System::from_str("zk", false).is_err());
+        for s in System::value_variants() {
+            let cli = s.to_possible_value().map(|p| p.get_name().to_string());
+            assert_eq!(cli.as_deref(), Some(s.name()), "{s:?}");
+        }
     }
 }
