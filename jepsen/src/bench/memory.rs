@@ -5,6 +5,7 @@
 use super::procs;
 use crate::cluster::{Cluster, NodeFlags};
 use anyhow::{anyhow, bail, Context, Result};
+use locker_proto::{AcquireRequest, ReadAnswer};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -89,15 +90,11 @@ async fn serves(http: &reqwest::Client, url: &str, n: usize) -> bool {
         .send()
         .await
     {
-        Ok(r) => r
-            .json::<Value>()
-            .await
-            .map(|v| v["locked"] == true)
-            .unwrap_or(false),
+        Ok(r) => r.json::<ReadAnswer>().await.is_ok_and(|a| a.locked),
         Err(_) => false,
     };
     let fresh = key(n + 1);
-    let body = json!({"owner_hash": format!("{fresh}@bench/{}.1.1", std::process::id()), "ttl_ms": TTL_MS});
+    let body = acquire_body(&fresh);
     let took = match http
         .post(format!(
             "{url}/v1/locks/{}/acquire",
@@ -111,6 +108,15 @@ async fn serves(http: &reqwest::Client, url: &str, n: usize) -> bool {
         Err(_) => false,
     };
     held && took
+}
+
+/// The acquire of key `k` by this process, with the long ttl.
+fn acquire_body(k: &str) -> AcquireRequest {
+    AcquireRequest {
+        owner_hash: Some(format!("{k}@bench/{}.1.1", std::process::id())),
+        ttl_ms: Some(TTL_MS),
+        ..AcquireRequest::default()
+    }
 }
 
 /// Takes locks 0..n with 64 clients, printing progress every 10%.
@@ -139,8 +145,7 @@ async fn load(http: &reqwest::Client, url: &str, n: usize) -> Result<()> {
 }
 
 async fn acquire_retrying(http: &reqwest::Client, url: &str, k: &str) -> Result<()> {
-    let owner = format!("{k}@bench/{}.1.1", std::process::id());
-    let body = json!({"owner_hash": owner, "ttl_ms": TTL_MS});
+    let body = acquire_body(k);
     let u = format!("{url}/v1/locks/{}/acquire", crate::api::enc(k));
     let mut last = String::new();
     // A slow snapshot can time a write out; the same owner may retry (an

@@ -13,6 +13,12 @@
 use super::resp::{self, Conn, Reply};
 use crate::api::enc;
 use anyhow::{anyhow, bail, Context, Result};
+use locker_proto::{
+    AcquireRequest, ExtendRequest, KeepaliveAnswer, KeepaliveRequest, LockAnswer, LockOpStatus,
+    ProcessStatus, ReadAnswer, ReleaseRequest,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -241,21 +247,20 @@ impl Client {
 
     async fn locker_acquire(&mut self, key: &str, wait: bool) -> Result<Held> {
         let owner = self.owner(key);
-        let mut body = json!({"owner_hash": owner, "ttl_ms": TTL_MS});
-        if wait {
-            body["wait_ms"] = json!(50_000);
-        }
+        let body = AcquireRequest {
+            owner_hash: Some(owner.clone()),
+            ttl_ms: Some(TTL_MS),
+            wait_ms: wait.then_some(50_000),
+            ..AcquireRequest::default()
+        };
         let (code, v) = self
-            .post(&format!("/v1/locks/{}/acquire", enc(key)), body)
+            .post(&format!("/v1/locks/{}/acquire", enc(key)), to_json(&body)?)
             .await?;
-        if code == 200 && v["status"] == "SUCCESS" {
-            Ok(Held {
-                key: key.into(),
-                token: owner,
-            })
-        } else {
-            Err(anyhow!("locker acquire: {code} {v}"))
-        }
+        locker_success(code, &v, "locker acquire")?;
+        Ok(Held {
+            key: key.into(),
+            token: owner,
+        })
     }
 
     async fn eval(&mut self, script: usize, key: &str, args: &[&[u8]]) -> Result<Reply> {
@@ -269,13 +274,11 @@ impl Client {
         match self.ep.system {
             System::Locker => {
                 let path = format!("/v1/locks/{}/release", enc(&h.key));
-                let (code, v) = self.post(&path, json!({"owner_hash": h.token})).await?;
-                ok_if(
-                    code == 200 && v["status"] == "SUCCESS",
-                    "locker release",
-                    code,
-                    &v,
-                )
+                let body = ReleaseRequest {
+                    owner_hash: h.token.clone(),
+                };
+                let (code, v) = self.post(&path, to_json(&body)?).await?;
+                locker_success(code, &v, "locker release")
             }
             System::Etcd => {
                 let (code, v) = self
@@ -301,14 +304,12 @@ impl Client {
         match self.ep.system {
             System::Locker => {
                 let path = format!("/v1/locks/{}/extend", enc(&h.key));
-                let body = json!({"owner_hash": h.token, "ttl_ms": TTL_MS});
-                let (code, v) = self.post(&path, body).await?;
-                ok_if(
-                    code == 200 && v["status"] == "SUCCESS",
-                    "locker extend",
-                    code,
-                    &v,
-                )
+                let body = ExtendRequest {
+                    owner_hash: h.token.clone(),
+                    ttl_ms: Some(TTL_MS),
+                };
+                let (code, v) = self.post(&path, to_json(&body)?).await?;
+                locker_success(code, &v, "locker extend")
             }
             System::Etcd => self.lease_keepalive(self.lease).await,
             System::Redis => {
@@ -348,18 +349,19 @@ impl Client {
                     .ep
                     .http
                     .put(&url)
-                    .json(&json!({"ttl_ms": TTL_MS}))
+                    .json(&KeepaliveRequest {
+                        ttl_ms: Some(TTL_MS),
+                        info: None,
+                    })
                     .send()
                     .await;
                 let r = r.with_context(|| url.clone())?;
                 let code = r.status().as_u16();
                 let v: Value = r.json().await.unwrap_or(Value::Null);
-                ok_if(
-                    code == 200 && v["status"] == "SUCCESS",
-                    "locker keepalive",
-                    code,
-                    &v,
-                )
+                let ok = code == 200
+                    && answer::<KeepaliveAnswer>(&v)
+                        .is_some_and(|a| a.status == ProcessStatus::Success);
+                ok_if(ok, "locker keepalive", code, &v)
             }
             System::Etcd => {
                 let id = leases.get(p).copied().context("no lease for the process")?;
@@ -398,8 +400,8 @@ impl Client {
                     .with_context(|| url.clone())?;
                 let code = r.status().as_u16();
                 let v: Value = r.json().await.unwrap_or(Value::Null);
-                v["locked"]
-                    .as_bool()
+                answer::<ReadAnswer>(&v)
+                    .map(|a| a.locked)
                     .ok_or_else(|| anyhow!("locker read: {code} {v}"))
             }
             System::Etcd => {
@@ -419,6 +421,23 @@ impl Client {
             }
         }
     }
+}
+
+/// A request body as JSON.
+fn to_json(body: &impl Serialize) -> Result<Value> {
+    serde_json::to_value(body).context("request body")
+}
+
+/// A Locker answer of type `T`, or `None` when the body is not one.
+fn answer<T: DeserializeOwned>(v: &Value) -> Option<T> {
+    T::deserialize(v).ok()
+}
+
+/// Ok if a lock route answered 200 `SUCCESS`.
+fn locker_success(code: u16, v: &Value, what: &str) -> Result<()> {
+    let ok =
+        code == 200 && answer::<LockAnswer>(v).is_some_and(|a| a.status == LockOpStatus::Success);
+    ok_if(ok, what, code, v)
 }
 
 fn ok_if(ok: bool, what: &str, code: u16, v: &Value) -> Result<()> {
