@@ -59,7 +59,7 @@
 //! The `locker` binary in this package runs a command under a lock, like
 //! `consul lock`: `locker run KEY -- CMD ARGS...` (see `locker --help`).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod client;
 mod error;
