@@ -4,7 +4,7 @@ use crate::types::{
     ClusterInfo, ErrorAnswer, KeepaliveResponse, ListAnswer, LockData, LockResponse,
     OwnerStatusResponse, ProcessStatus, ReadAnswer, StatusAnswer,
 };
-use crate::Error;
+use crate::{Error, TlsOptions};
 use locker_proto::{
     AcquireRequest, AddMemberRequest, ErrorCode, ExtendRequest, KeepaliveRequest,
     LockOpStatus as LockStatus, ReleaseRequest,
@@ -47,6 +47,8 @@ pub struct ClientOptions {
     /// Total time one call may spend failing over between nodes before it
     /// gives up with [`Error::Unavailable`].
     pub failover_timeout_ms: u64,
+    /// CA and client certificate for `https://` endpoints.
+    pub tls: TlsOptions,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +58,7 @@ impl Default for ClientOptions {
             request_timeout_ms: 5_000,
             connect_timeout_ms: 1_000,
             failover_timeout_ms: 10_000,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -204,7 +207,9 @@ impl Client {
         if opts.endpoints.is_empty() {
             return Err(Error::Config("at least one endpoint is needed".into()));
         }
-        let http = reqwest::Client::builder()
+        let http = opts
+            .tls
+            .apply(reqwest::Client::builder(), &opts.endpoints)?
             .connect_timeout(Duration::from_millis(opts.connect_timeout_ms.max(1)))
             // Idle pooled connections to a node that was killed are detected
             // on use; a short idle timeout keeps the pool from going stale.
@@ -861,6 +866,7 @@ mod tests {
             request_timeout_ms: 1_000,
             connect_timeout_ms: 200,
             failover_timeout_ms: failover_ms,
+            ..Default::default()
         })
         .expect("client")
     }

@@ -70,6 +70,7 @@ mod locker;
 mod reporter;
 #[cfg(test)]
 mod testutil;
+mod tls;
 
 pub use client::{parse_endpoints, Client, ClientOptions, DEFAULT_ENDPOINT};
 pub use error::{DrainingSignal, Error, ErrorKind, LockError, LockerEvent, LostReason, MutexError};
@@ -87,6 +88,7 @@ pub use locker::{
 pub use locker_proto as proto;
 /// The body of an acquire request.
 pub use locker_proto::AcquireRequest;
+pub use tls::TlsOptions;
 // One name per type at the crate root: the seed's names where it has one
 // (the proto names of those stay reachable as `proto::Lock` etc.).
 pub use types::{

@@ -7,7 +7,7 @@ use crate::hash::{make_owner_hash, next_seq, parse_owner_hash};
 use crate::heartbeater::{Extender, Heartbeater, LockState};
 use crate::reporter::{Reporter, ReporterConfig};
 use crate::types::{LockData, LockResponse, LockStatus, OwnerHashStatus, OwnerStatusResponse};
-use crate::Error;
+use crate::{Error, TlsOptions};
 use locker_proto::{AcquireRequest, ErrorCode};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +80,8 @@ pub struct LockerOptions {
     pub process_info: Option<serde_json::Value>,
     /// The clock for local deadlines (tests inject a manual one).
     pub clock: Option<Arc<dyn Clock>>,
+    /// CA and client certificate for `https://` endpoints.
+    pub tls: TlsOptions,
 }
 
 impl Default for LockerOptions {
@@ -99,15 +101,20 @@ impl Default for LockerOptions {
             failover_timeout_ms: 10_000,
             process_info: None,
             clock: None,
+            tls: TlsOptions::default(),
         }
     }
 }
 
 impl LockerOptions {
     /// Defaults with endpoints from `LOCKER_ENDPOINTS` (comma-separated) when
-    /// it is set.
+    /// it is set, and TLS files from `LOCKER_CA_CERT`, `LOCKER_CLIENT_CERT`
+    /// and `LOCKER_CLIENT_KEY` ([`TlsOptions::from_env`]).
     pub fn from_env() -> Result<LockerOptions, Error> {
-        let mut o = LockerOptions::default();
+        let mut o = LockerOptions {
+            tls: TlsOptions::from_env(),
+            ..LockerOptions::default()
+        };
         if let Ok(v) = std::env::var("LOCKER_ENDPOINTS") {
             if !v.trim().is_empty() {
                 o.endpoints = parse_endpoints(&v)?;
@@ -340,6 +347,7 @@ impl Locker {
             endpoints: opts.endpoints.clone(),
             request_timeout_ms: opts.request_timeout_ms,
             failover_timeout_ms: opts.failover_timeout_ms,
+            tls: opts.tls.clone(),
             ..Default::default()
         })?;
         let clock = opts.clock.clone().unwrap_or_else(default_clock);
@@ -425,6 +433,7 @@ impl Locker {
                     endpoints: o.endpoints.clone(),
                     request_timeout_ms: o.request_timeout_ms,
                     failover_timeout_ms: o.failover_timeout_ms,
+                    tls: o.tls.clone(),
                     ..Default::default()
                 },
                 sibling_of: self.inner.client.clone(),

@@ -31,6 +31,7 @@ pub fn client(urls: &[String], budget_ms: u64) -> anyhow::Result<Client> {
         request_timeout_ms: 6_500,
         connect_timeout_ms: 1_000,
         failover_timeout_ms: budget_ms,
+        ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("locker client: {e}"))
 }

@@ -137,7 +137,7 @@ impl Node {
             if id == self.id {
                 continue;
             }
-            match fetch_peer_info(&self.http, addr, &self.cfg.cluster_secret).await {
+            match fetch_peer_info(&self.http, &self.cfg, addr).await {
                 Ok(info) if info.node_id != id => anyhow::bail!(
                     "{addr} answered as node {}, but --initial-cluster says node {id}",
                     info.node_id
@@ -203,7 +203,7 @@ impl Node {
     async fn cluster_view(&self, client_addr: &str) -> Option<ClusterAnswer> {
         let resp = self
             .http
-            .get(format!("http://{client_addr}/v1/cluster"))
+            .get(self.cfg.client_url(client_addr, "/v1/cluster"))
             .header(SECRET_HEADER, &self.cfg.cluster_secret)
             .timeout(Duration::from_secs(2))
             .send()
@@ -254,7 +254,10 @@ impl Node {
     async fn ask_leader_to_record(&self, leader_client_addr: &str, mine: &PeerNode) {
         let r = self
             .http
-            .post(format!("http://{leader_client_addr}/v1/cluster/members"))
+            .post(
+                self.cfg
+                    .client_url(leader_client_addr, "/v1/cluster/members"),
+            )
             .header(SECRET_HEADER, &self.cfg.cluster_secret)
             .json(&serde_json::json!({"id": self.id, "peer_addr": mine.peer_addr}))
             .timeout(Duration::from_secs(5))

@@ -123,6 +123,37 @@ pub struct NodeConfig {
     #[arg(long, env = "LOCKER_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
+    /// Serve the client port over HTTPS only, with this PEM certificate
+    /// chain (this node's certificate first). Read again on SIGHUP.
+    #[arg(long, env = "LOCKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "LOCKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also require a client certificate signed by a CA in this PEM file on
+    /// the client port (mutual TLS).
+    #[arg(long, env = "LOCKER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Mutual TLS between nodes: this node's PEM certificate chain, served on
+    /// the peer port and presented to the peers and client ports it calls.
+    /// Needs --peer-tls-key and --peer-tls-ca; peer addresses are then
+    /// reached over https. Read again on SIGHUP.
+    #[arg(long, env = "LOCKER_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --peer-tls-cert.
+    #[arg(long, env = "LOCKER_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    pub peer_tls_key: Option<PathBuf>,
+
+    /// The PEM CA certificates peers' certificates must be signed by; also
+    /// what the client ports of other nodes are verified against when this
+    /// node forwards a request to them.
+    #[arg(long, env = "LOCKER_PEER_TLS_CA", requires = "peer_tls_cert")]
+    pub peer_tls_ca: Option<PathBuf>,
+
     /// Raft heartbeat interval, in milliseconds.
     #[arg(long, env = "LOCKER_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
@@ -237,6 +268,27 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// The URL of `path` on another node's client address: https when this
+    /// node serves its client port over TLS (all members of a cluster serve
+    /// theirs the same way).
+    pub fn client_url(&self, client_addr: &str, path: &str) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{client_addr}{path}")
+    }
+
+    /// The scheme of peer addresses (https with peer TLS).
+    pub fn peer_scheme(&self) -> &'static str {
+        if self.peer_tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Whether this node is (or joins) a cluster of more than one member.
     pub fn multi_node(&self) -> bool {
         self.join || self.initial_cluster.len() > 1
@@ -286,6 +338,14 @@ impl NodeConfig {
             if self.join {
                 return Err("--join and --initial-cluster exclude each other".into());
             }
+        }
+        if self.tls_cert.is_some() && self.multi_node() && self.peer_tls_cert.is_none() {
+            return Err(
+                "--tls-cert in a multi-node cluster needs peer TLS (--peer-tls-cert, \
+                 --peer-tls-key, --peer-tls-ca): nodes forward requests to each other's \
+                 client port over HTTPS and verify it against --peer-tls-ca"
+                    .into(),
+            );
         }
         if self.max_connections == 0 || self.idle_timeout_ms == 0 {
             return Err("--max-connections and --idle-timeout-ms must be positive".into());

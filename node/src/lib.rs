@@ -16,5 +16,6 @@ pub mod network;
 pub mod node;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod types;
 pub mod waiters;

@@ -8,6 +8,7 @@ use locker_node::config::{Cli, NodeConfig, Subcommand_};
 use locker_node::network::{peer_router, PeerState};
 use locker_node::node::Node;
 use locker_node::serve::{serve, ServeLimits};
+use locker_node::tls::{NodeTls, ServerTls};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +24,13 @@ fn main() -> std::process::ExitCode {
         eprintln!("locker-node: {e}");
         return std::process::ExitCode::from(2);
     }
+    let tls = match locker_node::tls::NodeTls::load(&cli.node) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("locker-node: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     init_tracing(&cli.node.log_format);
     let open_files = raise_open_files_limit();
     locker_node::mutation::announce();
@@ -44,7 +52,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.node, open_files)) {
+    match runtime.block_on(run(cli.node, tls, open_files)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "locker-node stopped");
@@ -115,13 +123,45 @@ fn healthcheck(cfg: &NodeConfig, timeout_ms: u64) -> std::process::ExitCode {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let timeout = Duration::from_millis(timeout_ms);
+    let tls = match cfg
+        .tls_cert
+        .is_some()
+        .then(|| locker_node::tls::healthcheck_config(cfg))
+    {
+        None => None,
+        Some(Ok(c)) => Some(Arc::new(c)),
+        Some(Err(e)) => {
+            eprintln!("unhealthy: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let ok = (|| -> std::io::Result<bool> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf.starts_with("HTTP/1.1 200"))
+        let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let mut buf = Vec::new();
+        match tls {
+            None => {
+                let mut s = s;
+                s.write_all(request)?;
+                s.read_to_end(&mut buf)?;
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let conn =
+                    rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                let mut s = rustls::StreamOwned::new(conn, s);
+                s.write_all(request)?;
+                // The node may close without a TLS close_notify: what
+                // arrived before counts.
+                if let Err(e) = s.read_to_end(&mut buf) {
+                    if buf.is_empty() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(buf.starts_with(b"HTTP/1.1 200"))
     })();
     match ok {
         Ok(true) => std::process::ExitCode::SUCCESS,
@@ -141,6 +181,7 @@ fn spawn_peer_server(
     cfg: &NodeConfig,
     node: &Arc<Node>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
 ) -> tokio::task::JoinHandle<()> {
     let peer_state = Arc::new(PeerState {
         raft: node.raft.clone(),
@@ -160,6 +201,7 @@ fn spawn_peer_server(
         listener,
         peer_app,
         peer_limits,
+        tls,
         std::future::pending(),
     ))
 }
@@ -193,7 +235,7 @@ fn client_limits(cfg: &NodeConfig, open_files: Option<u64>) -> ServeLimits {
     }
 }
 
-async fn run(cfg: NodeConfig, open_files: Option<u64>) -> anyhow::Result<()> {
+async fn run(cfg: NodeConfig, tls: NodeTls, open_files: Option<u64>) -> anyhow::Result<()> {
     tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, data = %cfg.data_dir.display(), "starting");
     let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
         .await
@@ -201,9 +243,10 @@ async fn run(cfg: NodeConfig, open_files: Option<u64>) -> anyhow::Result<()> {
     let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on client address {}: {e}", cfg.client_addr))?;
-    let node = Node::start(cfg.clone()).await?;
+    let node = Node::start(cfg.clone(), &tls).await?;
 
-    let peer_server = spawn_peer_server(&cfg, &node, peer_listener);
+    let peer_server = spawn_peer_server(&cfg, &node, peer_listener, tls.peer_port.clone());
+    tokio::spawn(tls.clone().reload_on_sighup());
 
     // Raft stopped by a storage error or a panic: exit, never linger.
     tokio::spawn(locker_node::store::exit_when_raft_stops(
@@ -224,13 +267,19 @@ async fn run(cfg: NodeConfig, open_files: Option<u64>) -> anyhow::Result<()> {
 
     let app = locker_node::api::router(node.clone());
     let limits = client_limits(&cfg, open_files);
-    tracing::info!(addr = %cfg.client_addr, max_connections = limits.max_connections, "serving the client API");
+    tracing::info!(addr = %cfg.client_addr, max_connections = limits.max_connections, tls = tls.client_port.is_some(), "serving the client API");
     let signalled = node.clone();
-    let server = serve(client_listener, app, limits, async move {
-        shutdown_signal().await;
-        // Blocked acquires answer 503 now instead of waiting out wait_ms.
-        signalled.begin_shutdown();
-    });
+    let server = serve(
+        client_listener,
+        app,
+        limits,
+        tls.client_port.clone(),
+        async move {
+            shutdown_signal().await;
+            // Blocked acquires answer 503 now instead of waiting out wait_ms.
+            signalled.begin_shutdown();
+        },
+    );
     // In-flight requests get a bounded grace: a write's timeout and a second.
     let grace = Duration::from_millis(cfg.write_timeout_ms + 1000);
     let mut stopping = node.stopping();

@@ -19,6 +19,7 @@ use crate::core::{Command, Op, Outcome};
 use crate::metrics::Metrics;
 use crate::network::{PeerInfo, PeerNetwork};
 use crate::store::{Flusher, SharedReplica};
+use crate::tls::NodeTls;
 use crate::types::{NodeId, Raft};
 use crate::waiters::Waiters;
 
@@ -108,7 +109,7 @@ pub enum LeaderHint {
 impl Node {
     /// Opens the data directory and starts Raft. The node does not serve
     /// yet: the caller starts the listeners and the background loops.
-    pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
+    pub async fn start(cfg: NodeConfig, tls: &NodeTls) -> anyhow::Result<Arc<Node>> {
         let (log, sm, replica, flusher) = crate::store::open(&cfg.data_dir, cfg.cache_mb << 20)?;
         let raft_config = openraft::Config {
             cluster_name: "locker".into(),
@@ -127,11 +128,13 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let network = PeerNetwork::new(cfg.id, &cfg.cluster_secret);
+        let network = PeerNetwork::new(cfg.id, &cfg.cluster_secret, tls)?;
         let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log, sm).await?;
         let started_empty = !raft.is_initialized().await?;
         let wall = WallClock::new(cfg.test_clock_offset_ms, cfg.test_clock_rate);
-        let http = reqwest::Client::builder()
+        let http = tls
+            .http_builder()
+            .map_err(anyhow::Error::msg)?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .build()?;

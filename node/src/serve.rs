@@ -4,6 +4,9 @@
 //!
 //! axum's own `serve` has neither: 1,100 idle sockets used up a node's 1,024
 //! file descriptors and `/healthz`, peers and every write stopped with it.
+//!
+//! With TLS configured, the accepted stream goes through rustls first
+//! (`tokio-rustls`), under the same limits.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,11 +16,13 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+use crate::tls::ServerTls;
 
 /// What one port tolerates.
 #[derive(Debug, Clone, Copy)]
@@ -32,10 +37,15 @@ pub struct ServeLimits {
 /// Serves `app` on `listener` within `limits` until `shutdown` completes,
 /// then lets in-flight requests finish (the caller bounds how long).
 /// Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
+///
+/// With `tls`, every connection is a TLS one (the configuration current when
+/// it was accepted): a client that speaks plain HTTP, or cannot complete the
+/// handshake within the idle timeout, is dropped without an answer.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -68,24 +78,57 @@ pub async fn serve(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
             });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.idle_timeout)
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(svc.map_request(to_axum_body)),
-            );
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            // Errors here are the client's (reset, timed out, bad HTTP).
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended");
+            match acceptor {
+                None => serve_connection(stream, svc, limits, watcher, peer).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request header: a
+                    // connection that sends nothing does not keep its permit.
+                    match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, svc, limits, watcher, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// HTTP/1 on one accepted connection (plain or TLS) until it closes.
+async fn serve_connection<I, S>(
+    io: I,
+    svc: S,
+    limits: ServeLimits,
+    watcher: Watcher,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .serve_connection(
+            TokioIo::new(io),
+            TowerToHyperService::new(svc.map_request(to_axum_body)),
+        );
+    // Errors here are the client's (reset, timed out, bad HTTP).
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
 }
 
 fn to_axum_body(req: hyper::Request<hyper::body::Incoming>) -> axum::extract::Request {

@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use locker_client::{
     parse_endpoints, safety_margin_ms, AcquireOptions, AcquireRequest, AcquireResult, Client,
     ClientOptions, ClusterInfo, Error, ListAnswer, LockData, LockResponse, LockStatus, Locker,
-    LockerOptions, ReadAnswer, DEFAULT_ENDPOINT,
+    LockerOptions, ReadAnswer, TlsOptions, DEFAULT_ENDPOINT,
 };
 use serde_json::json;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,6 +119,31 @@ struct Cli {
     /// giving up.
     #[arg(long, global = true, default_value_t = 10_000, value_name = "MS")]
     timeout_ms: u64,
+
+    /// PEM CA certificates that https:// endpoints' certificates must be
+    /// signed by (default: the system's trusted roots).
+    #[arg(long, global = true, env = "LOCKER_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate for nodes that require one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "LOCKER_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+
+    /// The PEM private key of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "LOCKER_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -282,6 +308,17 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+impl Cli {
+    /// The TLS files for https:// endpoints.
+    fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
+
 async fn real_main(cli: Cli) -> u8 {
     let endpoints = match parse_endpoints(&cli.endpoints) {
         Ok(e) => e,
@@ -290,9 +327,11 @@ async fn real_main(cli: Cli) -> u8 {
             return 2;
         }
     };
+    let tls = cli.tls();
     let client_opts = ClientOptions {
         endpoints: endpoints.clone(),
         failover_timeout_ms: cli.timeout_ms,
+        tls: tls.clone(),
         ..Default::default()
     };
     let client = match Client::new(client_opts) {
@@ -304,7 +343,7 @@ async fn real_main(cli: Cli) -> u8 {
     };
     let json = cli.json;
     let res = match cli.command {
-        Command::Run(args) => return run(args, endpoints, cli.timeout_ms).await,
+        Command::Run(args) => return run(args, endpoints, cli.timeout_ms, tls).await,
         Command::Acquire(a) => cmd_acquire(&client, a, json).await,
         Command::Extend {
             key,
@@ -605,14 +644,14 @@ fn check_run_timings(args: &RunArgs, extend_ms: u64) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64) -> u8 {
+async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64, tls: TlsOptions) -> u8 {
     let extend_ms = args.extend_ms.unwrap_or((args.ttl_ms / 3).clamp(1, 60_000));
     let recheck_ms = args.recheck_ms.unwrap_or(extend_ms.min(5_000));
     if let Err(e) = check_run_timings(&args, extend_ms) {
         eprintln!("locker: {e} (see `locker run --help`, \"Timing\")");
         return 2;
     }
-    let locker = match run_locker(&args, endpoints, timeout_ms, extend_ms, recheck_ms) {
+    let locker = match run_locker(&args, endpoints, timeout_ms, tls, extend_ms, recheck_ms) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("locker: {e}");
@@ -645,6 +684,7 @@ fn run_locker(
     args: &RunArgs,
     endpoints: Vec<String>,
     timeout_ms: u64,
+    tls: TlsOptions,
     extend_ms: u64,
     recheck_ms: u64,
 ) -> Result<Locker, Error> {
@@ -660,6 +700,7 @@ fn run_locker(
         // deadline, so SIGKILL can land at the deadline at the latest.
         stop_grace_ms: args.grace_ms,
         failover_timeout_ms: timeout_ms,
+        tls,
         process_info: Some(json!({
             "tool": "locker run",
             "command": args.command,

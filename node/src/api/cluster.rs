@@ -100,7 +100,7 @@ pub async fn add_member(
             "node id 0 is reserved",
         ));
     }
-    let info = fetch_peer_info(&node.http, &b.peer_addr, &node.cfg.cluster_secret)
+    let info = fetch_peer_info(&node.http, &node.cfg, &b.peer_addr)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -306,7 +306,7 @@ async fn leads_and_serves(node: &Node, id: u64, client_addr: &str) -> bool {
     }
     let resp = node
         .http
-        .get(format!("http://{client_addr}/readyz"))
+        .get(node.cfg.client_url(client_addr, "/readyz"))
         .timeout(Duration::from_millis(500))
         .send()
         .await;

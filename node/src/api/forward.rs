@@ -224,7 +224,7 @@ async fn forward(
         .saturating_add(1000);
     let mut rb = node
         .http
-        .request(parts.method.clone(), format!("http://{client_addr}{path}"))
+        .request(parts.method.clone(), node.cfg.client_url(client_addr, path))
         .header(FORWARDED_HEADER, forwarded_header_value(node))
         .timeout(Duration::from_millis(budget))
         .body(body);

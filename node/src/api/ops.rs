@@ -73,7 +73,7 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
 async fn leader_committed(node: &Node, client_addr: &str) -> Option<u64> {
     let resp = node
         .http
-        .get(format!("http://{client_addr}/v1/cluster"))
+        .get(node.cfg.client_url(client_addr, "/v1/cluster"))
         .timeout(std::time::Duration::from_secs(1))
         .send()
         .await

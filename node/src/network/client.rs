@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{PEER_PROTOCOL, PROTOCOL_HEADER, SECRET_HEADER, TARGET_HEADER};
+use crate::tls::NodeTls;
 use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
 
 /// Creates one [`PeerClient`] per target; all share one connection pool.
@@ -26,23 +27,32 @@ pub struct PeerNetwork {
     http: reqwest::Client,
     secret: Arc<str>,
     self_id: NodeId,
+    /// `https` with peer TLS, else `http`.
+    scheme: &'static str,
 }
 
 impl PeerNetwork {
     /// The Raft network of node `self_id`; every RPC carries `secret`, which
-    /// peers demand, and the target's id, which peers check.
-    pub fn new(self_id: NodeId, secret: &str) -> Self {
-        let http = reqwest::Client::builder()
+    /// peers demand, and the target's id, which peers check. With peer TLS
+    /// in `tls`, peers are reached over https with mutual TLS.
+    pub fn new(self_id: NodeId, secret: &str, tls: &NodeTls) -> anyhow::Result<Self> {
+        let http = tls
+            .http_builder()
+            .map_err(anyhow::Error::msg)?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        PeerNetwork {
+            .build()?;
+        Ok(PeerNetwork {
             http,
             secret: secret.into(),
             self_id,
-        }
+            scheme: if tls.outgoing.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+        })
     }
 }
 
@@ -53,7 +63,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             net: self.clone(),
             target,
-            base: format!("http://{}", node.peer_addr),
+            base: format!("{}://{}", self.scheme, node.peer_addr),
             peer_protocol: AtomicU32::new(UNKNOWN_PROTOCOL),
         }
     }

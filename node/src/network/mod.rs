@@ -23,15 +23,18 @@ pub const PROTOCOL_HEADER: &str = "x-locker-protocol";
 
 pub use crate::store::format::PEER_PROTOCOL;
 
-/// Asks the node at `peer_addr` who it is (used when forming or growing a cluster).
+use crate::config::NodeConfig;
+
+/// Asks the node at `peer_addr` who it is (used when forming or growing a
+/// cluster), with this node's cluster secret, over https with peer TLS.
 pub async fn fetch_peer_info(
     http: &reqwest::Client,
+    cfg: &NodeConfig,
     peer_addr: &str,
-    secret: &str,
 ) -> Result<PeerInfo, String> {
     let resp = http
-        .get(format!("http://{peer_addr}/peer/info"))
-        .header(SECRET_HEADER, secret)
+        .get(format!("{}://{peer_addr}/peer/info", cfg.peer_scheme()))
+        .header(SECRET_HEADER, &cfg.cluster_secret)
         .header(PROTOCOL_HEADER, PEER_PROTOCOL)
         .timeout(std::time::Duration::from_secs(2))
         .send()
