@@ -356,12 +356,13 @@ impl NodeTls {
     }
 
     /// A reqwest builder for the node's own requests: HTTPS with the peer
-    /// certificate and CA when peer TLS is configured.
+    /// certificate and CA when peer TLS is configured; never the system's
+    /// roots (a node trusts no server but its peers).
     pub fn http_builder(&self) -> Result<reqwest::ClientBuilder, String> {
         let builder = reqwest::Client::builder();
         Ok(match &self.outgoing {
             Some(tls) => builder.use_preconfigured_tls(tls.client_config()?),
-            None => builder,
+            None => builder.tls_built_in_root_certs(false),
         })
     }
 

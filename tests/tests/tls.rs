@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use locker_client::{AcquireRequest, Client, ClientOptions, LockStatus, TlsOptions};
 use locker_proto::{ClusterAnswer, DigestAnswer, LockAnswer};
-use locker_tests::{bin, eventually, Cluster, NodeProc};
+use locker_tests::{bin, eventually, Cluster, NodeProc, SECRET};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SerialNumber,
@@ -611,4 +611,58 @@ fn connections_that_never_complete_a_handshake_are_closed() {
         .send()
         .expect("healthz");
     assert_eq!(ok.status(), 200, "the slots are free again");
+}
+
+/// TLS files and flags are checked at start: exit 2 with a message naming
+/// the flag at fault, before anything is served.
+#[test]
+fn bad_tls_files_and_flags_are_refused_at_start() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("dir");
+    let start = |extra: &[String]| {
+        let client = format!("127.0.0.1:{}", locker_tests::free_port());
+        let peer = format!("127.0.0.1:{}", locker_tests::free_port());
+        let out = Command::new(bin("locker-node"))
+            .args(["--data-dir", &data.path().display().to_string()])
+            .args(["--client-addr", &client, "--peer-addr", &peer])
+            .args(extra)
+            .output()
+            .expect("locker-node");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let flags = |cert: &str, key: &str| -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            pki.arg(cert),
+            "--tls-key".into(),
+            pki.arg(key),
+        ]
+    };
+    let (code, err) = start(&flags("missing.pem", "node-key.pem"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--tls-cert") && err.contains("missing.pem"),
+        "{err}"
+    );
+    let (code, err) = start(&flags("node.pem", "client-key.pem"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not the key of --tls-cert"), "{err}");
+    let (code, err) = start(&flags("node.pem", "ca.pem"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--tls-key"), "{err}");
+
+    // Client TLS in a multi-node cluster without peer TLS: followers could
+    // not verify the leader's client port when forwarding.
+    let mut multi = flags("node.pem", "node-key.pem");
+    multi.extend(["--join", "--cluster-secret", SECRET].map(String::from));
+    let (code, err) = start(&multi);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("needs peer TLS"), "{err}");
+    assert!(
+        std::fs::read_dir(data.path()).map_or(0, |d| d.count()) == 0,
+        "nothing was written before the refusal"
+    );
 }
