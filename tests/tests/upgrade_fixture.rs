@@ -160,7 +160,7 @@ fn upgrade(variant: &str, max_token: u64) -> (Node, tempfile::TempDir) {
         // The first open recorded this build's format (same records).
         let db = sled::open(data.join("sled")).expect("sled");
         let format = db.get(b"locker:format").expect("get");
-        assert_eq!(format.as_deref(), Some(&1u32.to_be_bytes()[..]));
+        assert_eq!(format.as_deref(), Some(&2u32.to_be_bytes()[..]));
     }
     // Reopened by this build, now that it recorded its own format.
     let node = Node::start(&data);
@@ -187,7 +187,7 @@ fn a_killed_format_0_directory_is_served() {
 fn a_newer_format_is_refused_with_both_versions_named() {
     let log = refused_with_record(&99u32.to_be_bytes());
     assert!(
-        log.contains("storage format 99") && log.contains("format 1,"),
+        log.contains("storage format 99") && log.contains("format 2,"),
         "the refusal does not name both formats:\n{log}"
     );
 }

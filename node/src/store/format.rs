@@ -6,9 +6,12 @@
 //!   [`FORMAT_KEY`] in sled's default tree, written at the first open. A
 //!   database without it was written before formats were recorded: format
 //!   0, whose log entries, vote, state records and snapshot records are
-//!   those of format 1 byte for byte; opening it records format 1. A later
-//!   release that changes a record's encoding raises [`DB_FORMAT`] and
-//!   decodes each record by the format the database records.
+//!   those of format 1 byte for byte. Format 2 stores the snapshot record
+//!   in chunks (`snapshot_record.rs`) and still reads the single record of
+//!   formats 0 and 1; opening an older store records format 2, and its
+//!   next snapshot is stored chunked. A later release that changes a
+//!   record's encoding raises [`DB_FORMAT`] and decodes each record by the
+//!   format the database records.
 //! * **Snapshot data** ([`SNAPSHOT_FORMAT`]): [`SNAPSHOT_MAGIC`], the format
 //!   as a big-endian `u32`, then the bincode of the `TableImage`. Format 0
 //!   data (no header) is the bare bincode image, and is told apart by its
@@ -22,7 +25,7 @@ use std::io;
 use crate::core::TableImage;
 
 /// The data directory format this build writes, and the newest it reads.
-pub const DB_FORMAT: u32 = 1;
+pub const DB_FORMAT: u32 = 2;
 /// Where the data directory's format is recorded (sled's default tree).
 pub const FORMAT_KEY: &[u8] = b"locker:format";
 /// The snapshot data format this build writes, and the newest it reads.

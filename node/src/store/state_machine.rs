@@ -8,10 +8,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use futures::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::crash::hit;
+use super::snapshot_record::SnapshotRecords;
 use super::{decode, encode, must_write, to_io, Flusher};
 use crate::core::{Change, Lock, LockTable, Outcome, Process, Retired, Status, TableImage};
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -22,7 +22,6 @@ const RETIRED_PREFIX: u8 = b'R';
 const META_APPLIED: &[u8] = b"M:applied";
 const META_MEMBERSHIP: &[u8] = b"M:membership";
 const META_NOW: &[u8] = b"M:now";
-const SNAPSHOT: &[u8] = b"current";
 
 /// The applied state every reader sees.
 #[derive(Debug, Clone, Default)]
@@ -63,17 +62,11 @@ impl ReplicaCell {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
 /// openraft's state machine: applies committed entries to the lock table and
 /// writes the records they change to sled, and builds and installs snapshots.
 pub struct StateMachine {
     sm: sled::Tree,
-    snapshots: sled::Tree,
+    snapshots: SnapshotRecords,
     flusher: Flusher,
     replica: SharedReplica,
     /// Applied indexes must be contiguous (always, except under openraft's
@@ -118,7 +111,7 @@ impl StateMachine {
     /// itself.
     pub fn open(db: &sled::Db, flusher: Flusher) -> io::Result<StateMachine> {
         let sm = db.open_tree("state_machine").map_err(to_io)?;
-        let snapshots = db.open_tree("snapshots").map_err(to_io)?;
+        let snapshots = SnapshotRecords::new(db.open_tree("snapshots").map_err(to_io)?);
         let replica = load(&sm)?;
         check_table(&replica, "loading the state machine")?;
         let applied = replica.last_applied.as_ref().map_or(0, |l| l.index);
@@ -344,10 +337,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(record_key(RETIRED_PREFIX, &r.process_hash), encode(r)?);
         }
         put_meta(&mut batch, &installed)?;
-        let stored = encode(&StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot,
-        })?;
         {
             // The write lock also keeps a concurrent snapshot build from
             // storing its older state between our record and our state.
@@ -356,10 +345,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // sees a snapshot newer than the state and installs it again
             // (openraft's restore); the other order could leave a state
             // with no snapshot record to serve or purge against.
-            must_write(
-                "store the snapshot",
-                self.snapshots.insert(SNAPSHOT, stored),
-            );
+            self.snapshots.put(meta, &snapshot)?;
             hit("store::snapshot_install::after_record");
             must_write("install the snapshot state", self.sm.apply_batch(batch));
             hit("store::snapshot_install::after_state");
@@ -374,22 +360,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match self.snapshots.get(SNAPSHOT).map_err(to_io)? {
-            Some(b) => {
-                let s: StoredSnapshot = decode(&b)?;
-                Ok(Some(Snapshot {
-                    meta: s.meta,
-                    snapshot: s.data,
-                }))
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .snapshots
+            .get()?
+            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
 
 pub struct SnapshotBuilder {
     replica: SharedReplica,
-    snapshots: sled::Tree,
+    snapshots: SnapshotRecords,
     flusher: Flusher,
 }
 
@@ -406,21 +386,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_log_id: r.last_applied,
                 last_membership: r.membership.clone(),
             };
-            let stored = StoredSnapshot {
-                meta: meta.clone(),
-                data: super::format::encode_snapshot(&r.table.to_image())?,
-            };
+            let data = super::format::encode_snapshot(&r.table.to_image())?;
             hit("store::snapshot_build::before_record");
-            if stored_meta(&self.snapshots)?.is_some_and(|m| m.last_log_id > meta.last_log_id) {
+            if self
+                .snapshots
+                .meta()?
+                .is_some_and(|m| m.last_log_id > meta.last_log_id)
+            {
                 tracing::info!(last_log_id = ?meta.last_log_id, "a newer snapshot is stored: not replacing it");
             } else {
-                must_write(
-                    "store the snapshot",
-                    self.snapshots.insert(SNAPSHOT, encode(&stored)?),
-                );
+                self.snapshots.put(&meta, &data)?;
             }
             hit("store::snapshot_build::after_record");
-            (meta, stored.data)
+            (meta, data)
         };
         // Durable before openraft may purge the log entries it covers; this
         // flush also persists the state-machine records applied so far.
@@ -431,18 +409,5 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: data,
         })
-    }
-}
-
-/// The stored snapshot's meta, without its data (bincode reads the leading
-/// `meta` field and ignores the rest).
-fn stored_meta(snapshots: &sled::Tree) -> io::Result<Option<SnapshotMeta>> {
-    #[derive(Deserialize)]
-    struct MetaOnly {
-        meta: SnapshotMeta,
-    }
-    match snapshots.get(SNAPSHOT).map_err(to_io)? {
-        Some(b) => Ok(Some(decode::<MetaOnly>(&b)?.meta)),
-        None => Ok(None),
     }
 }
