@@ -49,6 +49,44 @@ pub struct ClientOptions {
     pub failover_timeout_ms: u64,
     /// CA and client certificate for `https://` endpoints.
     pub tls: TlsOptions,
+    /// The secret of a token of the nodes' `--tokens-file`, sent as
+    /// `Authorization: Bearer` on every request.
+    pub token: Option<BearerToken>,
+}
+
+/// A token's secret. Its `Debug` does not show it, so options can be logged.
+///
+/// ```
+/// let t = locker_client::BearerToken::from("s3cret");
+/// assert_eq!(t.secret(), "s3cret");
+/// assert!(!format!("{t:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// The secret itself, for the `Authorization` header.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
+}
+
+impl From<String> for BearerToken {
+    fn from(s: String) -> Self {
+        BearerToken(s)
+    }
+}
+
+impl From<&str> for BearerToken {
+    fn from(s: &str) -> Self {
+        BearerToken(s.to_string())
+    }
 }
 
 impl Default for ClientOptions {
@@ -59,6 +97,7 @@ impl Default for ClientOptions {
             connect_timeout_ms: 1_000,
             failover_timeout_ms: 10_000,
             tls: TlsOptions::default(),
+            token: None,
         }
     }
 }
@@ -342,6 +381,9 @@ impl Client {
             .http
             .request(req.method.clone(), &url)
             .timeout(timeout);
+        if let Some(t) = &self.inner.opts.token {
+            sent = sent.bearer_auth(t.secret());
+        }
         if let Some(b) = req.body {
             // Serialised once by the route; each try only copies the bytes.
             sent = sent

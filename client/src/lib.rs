@@ -72,7 +72,7 @@ mod reporter;
 mod testutil;
 mod tls;
 
-pub use client::{parse_endpoints, Client, ClientOptions, DEFAULT_ENDPOINT};
+pub use client::{parse_endpoints, BearerToken, Client, ClientOptions, DEFAULT_ENDPOINT};
 pub use error::{DrainingSignal, Error, ErrorKind, LockError, LockerEvent, LostReason, MutexError};
 pub use fence::{safety_margin_ms, Clock, ManualClock, MonotonicClock};
 pub use hash::{

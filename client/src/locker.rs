@@ -1,6 +1,6 @@
 //! The [`Locker`]: the seed's API on top of a Locker cluster.
 
-use crate::client::{parse_endpoints, Client, ClientOptions, DEFAULT_ENDPOINT};
+use crate::client::{parse_endpoints, BearerToken, Client, ClientOptions, DEFAULT_ENDPOINT};
 use crate::error::{ErrorKind, LockerEvent, MutexError};
 use crate::fence::{default_clock, safety_margin_ms, Clock, ProcessView};
 use crate::hash::{make_owner_hash, next_seq, parse_owner_hash};
@@ -82,6 +82,9 @@ pub struct LockerOptions {
     pub clock: Option<Arc<dyn Clock>>,
     /// CA and client certificate for `https://` endpoints.
     pub tls: TlsOptions,
+    /// The secret of a token of the nodes' `--tokens-file`, sent as
+    /// `Authorization: Bearer` on every request, keep-alives included.
+    pub token: Option<BearerToken>,
 }
 
 impl Default for LockerOptions {
@@ -102,19 +105,26 @@ impl Default for LockerOptions {
             process_info: None,
             clock: None,
             tls: TlsOptions::default(),
+            token: None,
         }
     }
 }
 
 impl LockerOptions {
     /// Defaults with endpoints from `LOCKER_ENDPOINTS` (comma-separated) when
-    /// it is set, and TLS files from `LOCKER_CA_CERT`, `LOCKER_CLIENT_CERT`
-    /// and `LOCKER_CLIENT_KEY` ([`TlsOptions::from_env`]).
+    /// it is set, TLS files from `LOCKER_CA_CERT`, `LOCKER_CLIENT_CERT`
+    /// and `LOCKER_CLIENT_KEY` ([`TlsOptions::from_env`]), and the token
+    /// from `LOCKER_TOKEN`.
     pub fn from_env() -> Result<LockerOptions, Error> {
         let mut o = LockerOptions {
             tls: TlsOptions::from_env(),
             ..LockerOptions::default()
         };
+        if let Ok(t) = std::env::var("LOCKER_TOKEN") {
+            if !t.trim().is_empty() {
+                o.token = Some(t.trim().into());
+            }
+        }
         if let Ok(v) = std::env::var("LOCKER_ENDPOINTS") {
             if !v.trim().is_empty() {
                 o.endpoints = parse_endpoints(&v)?;
@@ -348,6 +358,7 @@ impl Locker {
             request_timeout_ms: opts.request_timeout_ms,
             failover_timeout_ms: opts.failover_timeout_ms,
             tls: opts.tls.clone(),
+            token: opts.token.clone(),
             ..Default::default()
         })?;
         let clock = opts.clock.clone().unwrap_or_else(default_clock);
@@ -434,6 +445,7 @@ impl Locker {
                     request_timeout_ms: o.request_timeout_ms,
                     failover_timeout_ms: o.failover_timeout_ms,
                     tls: o.tls.clone(),
+                    token: o.token.clone(),
                     ..Default::default()
                 },
                 sibling_of: self.inner.client.clone(),

@@ -154,6 +154,31 @@ pub struct NodeConfig {
     #[arg(long, env = "LOCKER_PEER_TLS_CA", requires = "peer_tls_cert")]
     pub peer_tls_ca: Option<PathBuf>,
 
+    /// Turn authentication on: a JSON file of tokens, each with the
+    /// SHA-256 of its secret, its key prefixes, its roles (read, write,
+    /// admin) and optional "max_locks" and "rate_per_s" (see README,
+    /// Security). Requests then need `Authorization: Bearer <secret>`.
+    /// SIGHUP reloads it. Without it the client API is open to anyone who
+    /// can reach it.
+    #[arg(long, env = "LOCKER_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Lock records this node's table may hold (live, or ended and not yet
+    /// swept); an acquire past it is refused with 429 LIMIT_EXCEEDED. 0: no
+    /// limit. Judged by the leader's value, in the replicated log.
+    #[arg(long, env = "LOCKER_MAX_LOCKS", default_value_t = 1_000_000)]
+    pub max_locks: u64,
+
+    /// Process records the table may hold; a keep-alive of a new process
+    /// past it is refused with 429 LIMIT_EXCEEDED. 0: no limit.
+    #[arg(long, env = "LOCKER_MAX_PROCESSES", default_value_t = 100_000)]
+    pub max_processes: u64,
+
+    /// Blocking acquires (`wait_ms`) waiting on this node at once; one
+    /// more is refused with 429 LIMIT_EXCEEDED. 0: no limit.
+    #[arg(long, env = "LOCKER_MAX_WAITERS", default_value_t = 10_000)]
+    pub max_waiters: usize,
+
     /// Raft heartbeat interval, in milliseconds.
     #[arg(long, env = "LOCKER_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,

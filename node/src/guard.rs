@@ -79,7 +79,22 @@ pub fn record_auth_failure(port: &'static str, source: Option<SocketAddr>, path:
         source = %ip,
         path,
         not_logged_since_last = suppressed,
-        "authentication failed: missing or wrong cluster secret"
+        "authentication failed: missing or wrong cluster secret or token"
+    );
+}
+
+/// Logs a request refused for its token's roles or prefixes (403) at warn,
+/// at most once per source every [`AUTH_LOG_WINDOW`].
+pub fn record_refusal(source: Option<SocketAddr>, path: &str) {
+    let ip = source_ip(source);
+    let Some(suppressed) = first_in_window("client-forbidden", ip) else {
+        return;
+    };
+    tracing::warn!(
+        source = %ip,
+        path,
+        not_logged_since_last = suppressed,
+        "request refused: the token lacks the role or the key is outside its prefixes"
     );
 }
 
@@ -105,7 +120,8 @@ pub async fn peer_auth_failures(req: Request, next: Next) -> Response {
 }
 
 /// Middleware for the client port (membership routes answer 401 without
-/// the cluster secret).
+/// the cluster secret; with tokens on, any route without a known token).
+/// Refusals for lack of a role or prefix (403) are logged alike.
 pub async fn client_auth_failures(req: Request, next: Next) -> Response {
     log_auth_failures("client", req, next).await
 }
@@ -114,8 +130,10 @@ async fn log_auth_failures(port: &'static str, req: Request, next: Next) -> Resp
     let source = crate::serve::peer_of(&req);
     let path = req.uri().path().to_string();
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::UNAUTHORIZED {
-        record_auth_failure(port, source, &path);
+    match resp.status() {
+        StatusCode::UNAUTHORIZED => record_auth_failure(port, source, &path),
+        StatusCode::FORBIDDEN => record_refusal(source, &path),
+        _ => {}
     }
     resp
 }

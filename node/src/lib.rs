@@ -17,5 +17,6 @@ pub mod node;
 pub mod serve;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 pub mod types;
 pub mod waiters;

@@ -256,6 +256,8 @@ async fn run(cfg: NodeConfig, tls: NodeTls, open_files: Option<u64>) -> anyhow::
     tokio::spawn(node.clone().watch_leadership());
     tokio::spawn(node.clone().sweep_loop());
     tokio::spawn(node.clone().wake_waiters());
+    node.tokens.reload_on_sighup();
+    warn_if_open(&cfg);
     // A node that cannot safely form or join the cluster stops (non-zero).
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let boot = node.clone();
@@ -306,6 +308,25 @@ async fn run(cfg: NodeConfig, tls: NodeTls, open_files: Option<u64>) -> anyhow::
     node.flusher.flush().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// A node reachable beyond this machine without tokens lets anyone who
+/// can reach it take, release and read every lock.
+fn warn_if_open(cfg: &NodeConfig) {
+    if cfg.tokens_file.is_none() && !cfg.client_addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %cfg.client_addr,
+            "NO AUTHENTICATION: the client API listens beyond loopback without --tokens-file; \
+             anyone who can reach it can take, release and read every lock"
+        );
+    } else if let Some(set) = node_tokens_summary(cfg) {
+        tracing::info!("{set}");
+    }
+}
+
+fn node_tokens_summary(cfg: &NodeConfig) -> Option<String> {
+    let path = cfg.tokens_file.as_ref()?;
+    Some(format!("authentication on: tokens from {}", path.display()))
 }
 
 async fn shutdown_signal() {

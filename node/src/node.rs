@@ -75,6 +75,9 @@ pub struct Node {
     pub metrics: Metrics,
     /// Blocking acquires waiting on this node (leader only).
     pub waiters: Waiters,
+    /// The tokens of `--tokens-file` (none: authentication off) and their
+    /// request budgets.
+    pub tokens: Arc<crate::tokens::Tokens>,
     /// `{hostname}/{pid}.{nanos}` of this node process: the process part of
     /// owner hashes the server builds for requests that bring none.
     pub own_process_hash: String,
@@ -110,6 +113,8 @@ impl Node {
     /// Opens the data directory and starts Raft. The node does not serve
     /// yet: the caller starts the listeners and the background loops.
     pub async fn start(cfg: NodeConfig, tls: &NodeTls) -> anyhow::Result<Arc<Node>> {
+        let tokens =
+            crate::tokens::Tokens::open(cfg.tokens_file.as_deref()).map_err(anyhow::Error::msg)?;
         let (log, sm, replica, flusher) = crate::store::open(&cfg.data_dir, cfg.cache_mb << 20)?;
         let raft_config = openraft::Config {
             cluster_name: "locker".into(),
@@ -151,6 +156,7 @@ impl Node {
             http,
             metrics,
             waiters: Waiters::default(),
+            tokens: Arc::new(tokens),
             owner_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
             started_empty,
@@ -350,6 +356,18 @@ impl Node {
         Err(Unavailable::NoLeader(
             "no ready leader within --leader-wait-ms".into(),
         ))
+    }
+
+    /// The caller and limits an op of a request by `token` (none: tokens
+    /// off) runs under: this node's limits, judged in the log if it leads.
+    pub fn caller(&self, token: Option<&crate::tokens::Token>) -> crate::core::Caller {
+        let limit = |n: u64| (n > 0).then_some(n);
+        crate::core::Caller {
+            token: token.map(|t| t.name.clone()),
+            max_locks: limit(self.cfg.max_locks),
+            max_processes: limit(self.cfg.max_processes),
+            token_max_locks: token.and_then(|t| t.max_locks),
+        }
     }
 
     /// Proposes `op` stamped with the leader's time and waits for its outcome.

@@ -137,6 +137,7 @@ impl Model {
                     expires_at: now + ttl_ms,
                     ttl_ms: *ttl_ms,
                     fencing_token: index,
+                    token: None,
                 };
                 self.acquire(new, now)
             }
@@ -153,6 +154,9 @@ impl Model {
             Op::Sweep => self.sweep(now),
             Op::LeaderTakeover => self.leader_takeover(before, now),
             Op::Tick => Status::Success,
+            // Tokens and limits are checked by their own tests; the
+            // generator makes no `As`.
+            Op::As { .. } => unreachable!("the reference model has no callers"),
         }
     }
 

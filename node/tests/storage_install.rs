@@ -42,6 +42,8 @@ fn a_newer_snapshot_with_an_older_log_time_is_refused_and_changes_nothing() {
         locks: vec![],
         processes: vec![],
         retired: vec![],
+        lock_tokens: vec![],
+        process_tokens: vec![],
     };
     let meta = SnapshotMeta {
         last_log_id: Some(log_id::<TypeConfig>(1, 1, 10)),

@@ -117,6 +117,7 @@ fn a_broken_table_on_disk_is_refused_at_load() {
             expires_at: 10,
             ttl_ms: 9,
             fencing_token: 99,
+            token: None,
         };
         sm.insert(b"Lk", bincode::serialize(&lock).expect("encode"))
             .expect("insert");

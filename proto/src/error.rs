@@ -37,6 +37,14 @@ wire_enum! {
         InvalidNode = "INVALID_NODE",
         /// 401: an operator route without the cluster secret.
         Unauthorized = "UNAUTHORIZED",
+        /// 401: the node has tokens on (`--tokens-file`) and the request
+        /// carries no `Authorization: Bearer <secret>`, or an unknown one.
+        /// Nothing was done.
+        Unauthenticated = "UNAUTHENTICATED",
+        /// 403: the token lacks the role the route needs, the key lies
+        /// outside its prefixes, or the process was registered by another
+        /// token. Nothing was done.
+        Forbidden = "FORBIDDEN",
         /// 409: an acquire by an owner hash whose run has ended (its lock was
         /// released, expired or died with its process): a late or repeated
         /// copy of an old request. Nothing was done; a new run needs a new
@@ -57,6 +65,13 @@ wire_enum! {
         /// 421: a `Host` header the node does not answer to (DNS
         /// rebinding: a web page's own name pointed at the node's address).
         HostNotAllowed = "HOST_NOT_ALLOWED",
+        /// 429: a limit of the node (`--max-locks`, `--max-processes`,
+        /// `--max-waiters`) or of the token (`max_locks`) is reached.
+        /// Nothing was done.
+        LimitExceeded = "LIMIT_EXCEEDED",
+        /// 429: the token sent more requests than its `rate_per_s`; the
+        /// `Retry-After` header says when to try again. Nothing was done.
+        RateLimited = "RATE_LIMITED",
         /// 500: a bug or a storage failure.
         Internal = "INTERNAL",
         /// 503: no leader could serve; nothing was proposed (a definite failure).
@@ -77,13 +92,15 @@ impl ErrorCode {
             InvalidKey | InvalidOwnerHash | InvalidProcessHash | InvalidTtl | InvalidWait
             | InvalidLimit | InvalidTrace | InvalidInfo | InvalidQuery | InvalidJson
             | InvalidNode => 400,
-            Unauthorized => 401,
+            Unauthorized | Unauthenticated => 401,
+            Forbidden => 403,
             UnknownNode | NotFound => 404,
             MethodNotAllowed => 405,
             OwnerHashRetired => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             HostNotAllowed => 421,
+            LimitExceeded | RateLimited => 429,
             Internal => 500,
             NoLeader | Timeout | MembershipChangeFailed => 503,
         }

@@ -19,6 +19,7 @@ use locker_proto::{
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+pub mod auth;
 pub mod crash;
 pub mod powerloss;
 pub mod replicas;

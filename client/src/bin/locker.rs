@@ -6,9 +6,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use locker_client::{
-    parse_endpoints, safety_margin_ms, AcquireOptions, AcquireRequest, AcquireResult, Client,
-    ClientOptions, ClusterInfo, Error, ListAnswer, LockData, LockResponse, LockStatus, Locker,
-    LockerOptions, ReadAnswer, TlsOptions, DEFAULT_ENDPOINT,
+    parse_endpoints, safety_margin_ms, AcquireOptions, AcquireRequest, AcquireResult, BearerToken,
+    Client, ClientOptions, ClusterInfo, Error, ListAnswer, LockData, LockResponse, LockStatus,
+    Locker, LockerOptions, ReadAnswer, TlsOptions, DEFAULT_ENDPOINT,
 };
 use serde_json::json;
 use std::path::PathBuf;
@@ -110,6 +110,18 @@ struct Cli {
         value_name = "URLS"
     )]
     endpoints: String,
+
+    /// The secret of a token of the nodes' --tokens-file, sent as
+    /// `Authorization: Bearer` (prefer the environment: a command line is
+    /// visible to every user of the machine).
+    #[arg(
+        long,
+        global = true,
+        env = "LOCKER_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    token: Option<String>,
 
     /// Print answers as JSON (one document on stdout) instead of text.
     #[arg(long, global = true)]
@@ -328,10 +340,12 @@ async fn real_main(cli: Cli) -> u8 {
         }
     };
     let tls = cli.tls();
+    let token = cli.token.as_deref().map(BearerToken::from);
     let client_opts = ClientOptions {
         endpoints: endpoints.clone(),
         failover_timeout_ms: cli.timeout_ms,
         tls: tls.clone(),
+        token: token.clone(),
         ..Default::default()
     };
     let client = match Client::new(client_opts) {
@@ -343,7 +357,7 @@ async fn real_main(cli: Cli) -> u8 {
     };
     let json = cli.json;
     let res = match cli.command {
-        Command::Run(args) => return run(args, endpoints, cli.timeout_ms, tls).await,
+        Command::Run(args) => return run(args, endpoints, token, cli.timeout_ms, tls).await,
         Command::Acquire(a) => cmd_acquire(&client, a, json).await,
         Command::Extend {
             key,
@@ -644,14 +658,21 @@ fn check_run_timings(args: &RunArgs, extend_ms: u64) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64, tls: TlsOptions) -> u8 {
+async fn run(
+    args: RunArgs,
+    endpoints: Vec<String>,
+    token: Option<BearerToken>,
+    timeout_ms: u64,
+    tls: TlsOptions,
+) -> u8 {
     let extend_ms = args.extend_ms.unwrap_or((args.ttl_ms / 3).clamp(1, 60_000));
     let recheck_ms = args.recheck_ms.unwrap_or(extend_ms.min(5_000));
     if let Err(e) = check_run_timings(&args, extend_ms) {
         eprintln!("locker: {e} (see `locker run --help`, \"Timing\")");
         return 2;
     }
-    let locker = match run_locker(&args, endpoints, timeout_ms, tls, extend_ms, recheck_ms) {
+    let timing = (timeout_ms, extend_ms, recheck_ms);
+    let locker = match run_locker(&args, endpoints, token, timing, tls) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("locker: {e}");
@@ -683,13 +704,13 @@ async fn run(args: RunArgs, endpoints: Vec<String>, timeout_ms: u64, tls: TlsOpt
 fn run_locker(
     args: &RunArgs,
     endpoints: Vec<String>,
-    timeout_ms: u64,
+    token: Option<BearerToken>,
+    (timeout_ms, extend_ms, recheck_ms): (u64, u64, u64),
     tls: TlsOptions,
-    extend_ms: u64,
-    recheck_ms: u64,
 ) -> Result<Locker, Error> {
     Locker::new(LockerOptions {
         endpoints,
+        token,
         report_write_ms: args.report_write_ms,
         report_ttl_ms: args.report_ttl_ms,
         lock_ttl_ms: args.ttl_ms,

@@ -32,6 +32,8 @@ pub fn wire_lock(l: core::Lock) -> Lock {
         expires_at,
         ttl_ms,
         fencing_token,
+        // Which token holds a lock is the operator's business, not the wire's.
+        token: _,
     } = l;
     Lock {
         key,
@@ -64,8 +66,24 @@ pub fn lock_op_status(s: Status) -> Result<LockOpStatus, ApiError> {
             "this owner hash names a run whose lock has ended (released, expired or its process \
              died): nothing was done; acquire with a new owner hash",
         )),
+        Status::Forbidden => Err(forbidden_process()),
+        Status::LimitExceeded => Err(limit_exceeded("lock records")),
         Status::Running | Status::MalformedOwnerHash => Err(impossible("a lock operation", s)),
     }
+}
+
+fn forbidden_process() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "this process was registered by another token: nothing was done",
+    )
+}
+
+fn limit_exceeded(what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::LimitExceeded,
+        format!("the limit of {what} (of this node or of this token) is reached: nothing was done"),
+    )
 }
 
 /// The status of an owner query (every core status but `SUCCESS`).
@@ -76,7 +94,9 @@ pub fn owner_status(s: Status) -> Result<OwnerStatus, ApiError> {
         Status::NoKey => Ok(OwnerStatus::NoKey),
         Status::NoRunningProcess => Ok(OwnerStatus::NoRunningProcess),
         Status::MalformedOwnerHash => Ok(OwnerStatus::MalformedOwnerHash),
-        Status::Success | Status::OwnerHashRetired => Err(impossible("an owner query", s)),
+        Status::Success | Status::OwnerHashRetired | Status::Forbidden | Status::LimitExceeded => {
+            Err(impossible("an owner query", s))
+        }
     }
 }
 
@@ -85,6 +105,8 @@ pub fn process_status(s: Status) -> Result<ProcessStatus, ApiError> {
     match s {
         Status::Success => Ok(ProcessStatus::Success),
         Status::NoKey => Ok(ProcessStatus::NoKey),
+        Status::Forbidden => Err(forbidden_process()),
+        Status::LimitExceeded => Err(limit_exceeded("process records")),
         _ => Err(impossible("a process route", s)),
     }
 }

@@ -62,10 +62,15 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<ClusterAnswer> {
     Json(cluster_json(&node))
 }
 
+/// Whether the request carries the cluster secret.
+pub(super) fn has_secret(node: &Node, headers: &HeaderMap) -> bool {
+    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
+    given.is_some_and(|g| same_secret(g, node.cfg.cluster_secret.as_bytes()))
+}
+
 /// Membership changes are for operators: they need the cluster secret too.
 fn require_secret(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
-    if !given.is_some_and(|g| same_secret(g, node.cfg.cluster_secret.as_bytes())) {
+    if !has_secret(node, headers) {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             format!("membership changes need the cluster secret in the {SECRET_HEADER} header"),

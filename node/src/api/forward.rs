@@ -47,7 +47,7 @@ fn forwarded_header_value(node: &Node) -> String {
 
 /// Whether a peer holding the cluster secret forwarded this request. A
 /// header without a valid proof (a client's) is ignored.
-fn forwarded_by_peer(node: &Node, headers: &HeaderMap) -> bool {
+pub(super) fn forwarded_by_peer(node: &Node, headers: &HeaderMap) -> bool {
     let Some((from, proof)) = headers
         .get(FORWARDED_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -230,6 +230,8 @@ async fn forward(
         .body(body);
     for name in [
         header::CONTENT_TYPE,
+        // The leader checks the token again and records its name.
+        header::AUTHORIZATION,
         header::HeaderName::from_static("x-request-id"),
         header::HeaderName::from_static(crate::network::SECRET_HEADER),
     ] {

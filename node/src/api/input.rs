@@ -70,7 +70,19 @@ pub fn owner_hash_for(key: &str, owner_hash: &str) -> Result<(), ApiError> {
         Some(parts) if parts.key != key => Err(ApiError::new(ErrorCode::InvalidOwnerHash,
             format!("owner hash {owner_hash:?} names key {:?}, not {key:?}", parts.key),
         )),
-        Some(_) => Ok(()),
+        // Bounded like the parts a request sends alone: a trace suffix of
+        // 64 KB made every copy of the lock 64 KB.
+        Some(parts) if parts.process_hash.len() > MAX_KEY_BYTES || parts.seq.len() > 20 => {
+            Err(ApiError::new(ErrorCode::InvalidOwnerHash,
+                format!("the owner hash's process hash is over {MAX_KEY_BYTES} bytes or its sequence number over 20 digits"),
+            ))
+        }
+        Some(parts) => match parts.trace.and_then(limits::trace_problem) {
+            Some(why) => Err(ApiError::new(ErrorCode::InvalidOwnerHash,
+                format!("the owner hash's trace suffix is refused: {why}"),
+            )),
+            None => Ok(()),
+        },
     }
 }
 

@@ -8,13 +8,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use locker_proto::limits;
 use locker_proto::{
     AcquireRequest, ErrorAnswer, ErrorCode, ExtendRequest, ListAnswer, ListQuery, LockAnswer,
     OwnerAnswer, OwnerHashError, ReadAnswer, ReadQuery, ReleaseRequest,
 };
 
+use super::access::{token_of, Authed};
 use super::answers::{lock_answer, owner_status, wire_lock};
 use super::error::ApiError;
 use super::input;
@@ -30,45 +31,70 @@ use crate::node::Node;
         (status = 200, description = "SUCCESS: the lock", body = LockAnswer),
         (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK (holder in `lock`) or NO_RUNNING_PROCESS; or the error OWNER_HASH_RETIRED (a late or repeated acquire by an owner hash whose run has ended: nothing was done)", body = LockAnswer),
         (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 401, description = "UNAUTHENTICATED (tokens on)", body = ErrorAnswer),
+        (status = 403, description = "FORBIDDEN: no write role or the key is outside the token's prefixes", body = ErrorAnswer),
+        (status = 429, description = "LIMIT_EXCEEDED (--max-locks, --max-waiters, the token's max_locks) or RATE_LIMITED (with Retry-After); nothing was done", body = ErrorAnswer),
         (status = 503, description = "No leader; retry after Retry-After", body = ErrorAnswer)))]
 pub async fn acquire(
     State(node): State<Arc<Node>>,
+    authed: Option<Extension<Authed>>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = input::key(path)?;
     let b: AcquireRequest = input::json_body(body, true)?;
+    let wait_ms = input::wait(b.wait_ms)?;
+    let op = acquire_op(&node, &key, b, token_of(&authed))?;
+    let outcome = if wait_ms == 0 {
+        node.propose(op).await?
+    } else {
+        let max = node.cfg.max_waiters;
+        if max > 0 && node.waiters.len() >= max {
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!("{max} blocking acquires already wait on this node (--max-waiters): nothing was done"),
+            ));
+        }
+        acquire_waiting(&node, &key, op, Duration::from_millis(wait_ms)).await?
+    };
+    lock_answer(outcome)
+}
+
+/// The checked acquire of a request, under the caller's token and limits.
+fn acquire_op(
+    node: &Node,
+    key: &str,
+    b: AcquireRequest,
+    token: Option<&crate::tokens::Token>,
+) -> Result<Op, ApiError> {
     let ttl_ms = input::ttl(
         b.ttl_ms,
         limits::LOCK_TTL_MS,
         limits::DEFAULT_LOCK_TTL_MS,
         "lock",
     )?;
-    let wait_ms = input::wait(b.wait_ms)?;
     input::trace(b.trace.as_deref())?;
     if let Some(p) = &b.process_hash {
         input::process_hash(p)?;
     }
     let owner_hash = match b.owner_hash {
         Some(o) => {
-            input::owner_hash_for(&key, &o)?;
+            input::owner_hash_for(key, &o)?;
             o
         }
-        None => server_owner_hash(&node, &key, b.trace.as_deref())?,
+        None => server_owner_hash(node, key, b.trace.as_deref())?,
     };
     let op = Op::Acquire {
-        key: key.clone(),
+        key: key.to_string(),
         owner_hash,
         process_hash: b.process_hash,
         trace: b.trace,
         ttl_ms,
     };
-    let outcome = if wait_ms == 0 {
-        node.propose(op).await?
-    } else {
-        acquire_waiting(&node, &key, op, Duration::from_millis(wait_ms)).await?
-    };
-    lock_answer(outcome)
+    Ok(Op::As {
+        caller: node.caller(token),
+        op: Box::new(op),
+    })
 }
 
 /// The owner hash the node builds for an acquire that brought none. It must
@@ -331,6 +357,7 @@ pub async fn read(
         (status = 503, description = "No leader", body = ErrorAnswer)))]
 pub async fn list(
     State(node): State<Arc<Node>>,
+    authed: Option<Extension<Authed>>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = input::query(q)?;
@@ -355,13 +382,22 @@ pub async fn list(
     // Copy the page and let go of the table before converting and
     // serialising it: a 10,000-lock page is tens of MB of JSON, and every
     // write waits for this lock (writes stalled up to 700 ms).
+    // A token sees only keys under its prefixes: list where they overlap
+    // the asked prefix, in key order.
+    let visible = match token_of(&authed) {
+        Some(t) => t.visible_prefixes(&prefix),
+        None => vec![prefix],
+    };
     let page: Vec<_> = {
         let r = node.replica.read();
-        r.table
-            .list(&prefix, limit, at)
-            .into_iter()
-            .cloned()
-            .collect()
+        let mut page = Vec::new();
+        for p in &visible {
+            page.extend(r.table.list(p, limit - page.len(), at).into_iter().cloned());
+            if page.len() >= limit {
+                break;
+            }
+        }
+        page
     };
     let locks = page.into_iter().map(wire_lock).collect();
     Ok(Json(ListAnswer { locks }).into_response())

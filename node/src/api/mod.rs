@@ -1,6 +1,7 @@
 //! The HTTP/JSON client API (docs/protocol.md, "HTTP API"): routes, validation, request
 //! logging and metrics, and forwarding to the leader.
 
+mod access;
 mod answers;
 mod cluster;
 mod error;
@@ -58,6 +59,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(middleware::from_fn_with_state(
             node.clone(),
             forward::route_to_leader,
+        ))
+        // Before forwarding: the node that received the request checks it.
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            access::check_access,
         ))
         .layer(middleware::from_fn(require_json))
         .layer(middleware::from_fn_with_state(node.clone(), check_host))

@@ -74,6 +74,8 @@ async fn leader_committed(node: &Node, client_addr: &str) -> Option<u64> {
     let resp = node
         .http
         .get(node.cfg.client_url(client_addr, "/v1/cluster"))
+        // A leader with tokens on answers peers that show the secret.
+        .header(crate::network::SECRET_HEADER, &node.cfg.cluster_secret)
         .timeout(std::time::Duration::from_secs(1))
         .send()
         .await

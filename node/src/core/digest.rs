@@ -15,7 +15,7 @@ use super::retired::Retired;
 use super::table::LockTable;
 
 /// Encoding version, written first so a change of encoding changes every digest.
-const VERSION: &[u8] = b"locker-table-digest/2";
+const VERSION: &[u8] = b"locker-table-digest/3";
 
 /// SHA-256 of the canonical encoding of `table`, as 64 lowercase hex chars.
 pub fn table_digest(table: &LockTable) -> String {
@@ -72,6 +72,7 @@ impl Enc {
             expires_at,
             ttl_ms,
             fencing_token,
+            token,
         } = l;
         self.bytes(key.as_bytes());
         self.bytes(owner_hash.as_bytes());
@@ -80,6 +81,7 @@ impl Enc {
         for v in [acquired_at, extended_at, expires_at, ttl_ms, fencing_token] {
             self.u64(*v);
         }
+        self.opt(token.as_deref());
     }
 
     fn process(&mut self, p: &Process) {
@@ -89,12 +91,14 @@ impl Enc {
             alive_until,
             since,
             info,
+            token,
         } = p;
         self.bytes(process_hash.as_bytes());
         for v in [ttl_ms, alive_until, since] {
             self.u64(*v);
         }
         self.opt(info.as_deref());
+        self.opt(token.as_deref());
     }
 
     fn retired(&mut self, r: &Retired) {

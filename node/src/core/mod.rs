@@ -14,6 +14,6 @@ pub mod retired;
 mod table;
 
 pub use hashes::{parse_owner_hash, valid_process_hash, OwnerHashParts};
-pub use model::{Change, Command, Lock, Op, Outcome, Process, Status};
+pub use model::{Caller, Change, Command, Lock, Op, Outcome, Process, Status};
 pub use retired::Retired;
 pub use table::{LockTable, OwnerStatus, TableImage};

@@ -27,6 +27,12 @@ pub struct Lock {
     pub ttl_ms: u64,
     /// The log index of the entry that granted this lock.
     pub fencing_token: u64,
+    /// The name of the token whose acquire granted it (tokens on), for the
+    /// token's `max_locks`. Not part of the record's bincode (`serde(skip)`,
+    /// so records written before tokens still decode): storage keeps it in
+    /// a record of its own and snapshots in [`super::TableImage::lock_tokens`].
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 /// A client process that keeps itself alive with short keep-alives.
@@ -45,6 +51,11 @@ pub struct Process {
     /// Free-form JSON from the client, kept as text (bincode cannot carry
     /// self-describing values).
     pub info: Option<String>,
+    /// The name of the token that registered it (tokens on): no other token
+    /// may keep it alive or end it. Kept out of the record's bincode as
+    /// [`Lock::token`] is, in [`super::TableImage::process_tokens`].
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 /// The seed's statuses, spelled the same.
@@ -68,6 +79,12 @@ pub enum Status {
     /// (see `core::retired`). The API answers it as the error
     /// `409 OWNER_HASH_RETIRED`. Last, so older encodings still decode.
     OwnerHashRetired,
+    /// Not a seed status: the process was registered by another token
+    /// (`403 FORBIDDEN`). Nothing was done.
+    Forbidden,
+    /// Not a seed status: a limit carried by the command ([`Caller`]) is
+    /// reached (`429 LIMIT_EXCEEDED`). Nothing was done.
+    LimitExceeded,
 }
 
 impl Status {
@@ -81,6 +98,8 @@ impl Status {
             Status::Running => "RUNNING",
             Status::MalformedOwnerHash => "MALFORMED_OWNER_HASH",
             Status::OwnerHashRetired => "OWNER_HASH_RETIRED",
+            Status::Forbidden => "FORBIDDEN",
+            Status::LimitExceeded => "LIMIT_EXCEEDED",
         }
     }
 }
@@ -145,6 +164,32 @@ pub enum Op {
     /// without a leader, not the time without traffic. Appended last so logs
     /// written before it existed still decode (bincode numbers variants).
     Tick,
+    /// `op` on behalf of a caller, under the limits the proposing leader was
+    /// configured with: carried in the entry so every replica judges it
+    /// alike. Only keep-alive, end process and acquire look at the caller;
+    /// any other op is applied as if bare. After [`Op::Tick`] for the same
+    /// reason.
+    As {
+        /// Who asks, and the limits that apply.
+        caller: Caller,
+        /// What is asked.
+        op: Box<Op>,
+    },
+}
+
+/// Who proposed a command and the limits it runs under (see [`Op::As`]).
+/// `None` means "no limit" or "tokens off".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The name of the token of the request (tokens on).
+    pub token: Option<String>,
+    /// Lock records the table may hold at most (`--max-locks`): an acquire
+    /// that would add one more is refused.
+    pub max_locks: Option<u64>,
+    /// Process records the table may hold at most (`--max-processes`).
+    pub max_processes: Option<u64>,
+    /// Lock records granted to this token at most (its `max_locks`).
+    pub token_max_locks: Option<u64>,
 }
 
 /// A log entry's payload: an operation and the leader's time when it was proposed.
@@ -158,21 +203,29 @@ pub struct Command {
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.op {
-            Op::Keepalive { process_hash, .. } => write!(f, "keepalive({process_hash})"),
-            Op::EndProcess { process_hash } => write!(f, "end_process({process_hash})"),
-            Op::Acquire {
-                key, owner_hash, ..
-            } => write!(f, "acquire({key:?}, {owner_hash:?})"),
-            Op::Extend {
-                key, owner_hash, ..
-            } => write!(f, "extend({key:?}, {owner_hash:?})"),
-            Op::Release { key, owner_hash } => write!(f, "release({key:?}, {owner_hash:?})"),
-            Op::Sweep => f.write_str("sweep"),
-            Op::LeaderTakeover => f.write_str("leader_takeover"),
-            Op::Tick => f.write_str("tick"),
-        }?;
+        fmt_op(&self.op, f)?;
         write!(f, "@{}", self.time_ms)
+    }
+}
+
+fn fmt_op(op: &Op, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match op {
+        Op::Keepalive { process_hash, .. } => write!(f, "keepalive({process_hash})"),
+        Op::EndProcess { process_hash } => write!(f, "end_process({process_hash})"),
+        Op::Acquire {
+            key, owner_hash, ..
+        } => write!(f, "acquire({key:?}, {owner_hash:?})"),
+        Op::Extend {
+            key, owner_hash, ..
+        } => write!(f, "extend({key:?}, {owner_hash:?})"),
+        Op::Release { key, owner_hash } => write!(f, "release({key:?}, {owner_hash:?})"),
+        Op::Sweep => f.write_str("sweep"),
+        Op::LeaderTakeover => f.write_str("leader_takeover"),
+        Op::Tick => f.write_str("tick"),
+        Op::As { caller, op } => {
+            fmt_op(op, f)?;
+            write!(f, " as {}", caller.token.as_deref().unwrap_or("-"))
+        }
     }
 }
 

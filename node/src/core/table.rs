@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::hashes::parse_owner_hash;
-use super::model::{Change, Command, Lock, Op, Outcome, Process, Status};
+use super::model::{Caller, Change, Command, Lock, Op, Outcome, Process, Status};
 use super::retired::{Retired, RetiredChange, RetiredOwners};
 use crate::mutation::Mutation;
 
@@ -22,6 +22,9 @@ pub struct LockTable {
     /// Derived index: process hash -> keys of the locks bound to it. Rebuilt on
     /// load, never persisted, so it cannot disagree with `locks` on disk.
     by_process: BTreeMap<String, BTreeSet<String>>,
+    /// Derived count: token name -> lock records granted to it (live or not
+    /// yet swept), for the token's `max_locks`. Rebuilt on load.
+    by_token: BTreeMap<String, u64>,
     /// Owner hashes whose run has ended: never granted again (see
     /// [`super::retired`]).
     retired: RetiredOwners,
@@ -82,6 +85,12 @@ pub struct TableImage {
     pub processes: Vec<Process>,
     /// Every retired-runs record.
     pub retired: Vec<Retired>,
+    /// `(key, token name)` of every lock granted to a token, in key order
+    /// ([`Lock::token`]; snapshot format 2 on).
+    pub lock_tokens: Vec<(String, String)>,
+    /// `(process hash, token name)` of every process registered by a token,
+    /// in hash order ([`Process::token`]; snapshot format 2 on).
+    pub process_tokens: Vec<(String, String)>,
 }
 
 /// The answer to an owner-hash query.
@@ -134,7 +143,23 @@ impl LockTable {
 
     /// Rebuilds a table from a snapshot image.
     pub fn from_image(image: TableImage) -> Self {
-        Self::from_parts(image.now, image.locks, image.processes, image.retired)
+        let TableImage {
+            now,
+            mut locks,
+            mut processes,
+            retired,
+            lock_tokens,
+            process_tokens,
+        } = image;
+        let lock_tokens: BTreeMap<String, String> = lock_tokens.into_iter().collect();
+        for l in &mut locks {
+            l.token = lock_tokens.get(&l.key).cloned();
+        }
+        let process_tokens: BTreeMap<String, String> = process_tokens.into_iter().collect();
+        for p in &mut processes {
+            p.token = process_tokens.get(&p.process_hash).cloned();
+        }
+        Self::from_parts(now, locks, processes, retired)
     }
 
     /// The table as a snapshot image, every record in key order.
@@ -144,6 +169,8 @@ impl LockTable {
             locks: self.locks.values().cloned().collect(),
             processes: self.processes.values().cloned().collect(),
             retired: self.retired.records().cloned().collect(),
+            lock_tokens: tokens_of(self.locks.iter(), |l| l.token.as_deref()),
+            process_tokens: tokens_of(self.processes.iter(), |p| p.token.as_deref()),
         }
     }
 
@@ -160,6 +187,16 @@ impl LockTable {
     /// Number of process records, live or not yet swept.
     pub fn process_records(&self) -> usize {
         self.processes.len()
+    }
+
+    /// Number of lock records granted to token `name` (live or not yet swept).
+    pub fn token_lock_records(&self, name: &str) -> u64 {
+        self.by_token.get(name).copied().unwrap_or(0)
+    }
+
+    /// The token that registered a process record, if any.
+    pub fn process_token(&self, process_hash: &str) -> Option<&str> {
+        self.processes.get(process_hash)?.token.as_deref()
     }
 
     /// Number of retired-owner records (see [`super::retired`]).
@@ -185,38 +222,7 @@ impl LockTable {
             changes: Vec::new(),
             retired: BTreeMap::new(),
         };
-        let outcome = match &cmd.op {
-            Op::Keepalive {
-                process_hash,
-                ttl_ms,
-                info,
-            } => tx.keepalive(process_hash, *ttl_ms, info.as_deref()),
-            Op::EndProcess { process_hash } => tx.end_process(process_hash),
-            Op::Acquire {
-                key,
-                owner_hash,
-                process_hash,
-                trace,
-                ttl_ms,
-            } => tx.acquire(
-                index,
-                key,
-                owner_hash,
-                process_hash.as_deref(),
-                trace.as_deref(),
-                *ttl_ms,
-            ),
-            Op::Extend {
-                key,
-                owner_hash,
-                ttl_ms,
-            } => tx.extend(key, owner_hash, *ttl_ms),
-            Op::Release { key, owner_hash } => tx.release(key, owner_hash),
-            Op::Sweep => tx.sweep(),
-            Op::LeaderTakeover => tx.leader_takeover(before),
-            // The log time moved above; nothing else changes.
-            Op::Tick => Outcome::status_only(Status::Success),
-        };
+        let outcome = tx.run(index, &cmd.op, before, &Caller::default());
         let mut changes = tx.changes;
         changes.extend(tx.retired.into_values());
         #[cfg(debug_assertions)]
@@ -387,6 +393,9 @@ impl LockTable {
     }
 
     fn index_lock(&mut self, lock: &Lock) {
+        if let Some(t) = &lock.token {
+            *self.by_token.entry(t.clone()).or_default() += 1;
+        }
         if let Some(p) = &lock.process_hash {
             self.by_process
                 .entry(p.clone())
@@ -396,6 +405,14 @@ impl LockTable {
     }
 
     fn unindex_lock(&mut self, lock: &Lock) {
+        if let Some(t) = &lock.token {
+            if let Some(n) = self.by_token.get_mut(t) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.by_token.remove(t);
+                }
+            }
+        }
         if let Some(p) = &lock.process_hash {
             if let Some(keys) = self.by_process.get_mut(p) {
                 keys.remove(&lock.key);
@@ -432,6 +449,17 @@ impl LockTable {
         }
         let index_size: usize = self.by_process.values().map(BTreeSet::len).sum();
         assert_eq!(indexed, index_size, "process index has stale entries");
+        let mut by_token: BTreeMap<&str, u64> = BTreeMap::new();
+        for t in self.locks.values().filter_map(|l| l.token.as_deref()) {
+            *by_token.entry(t).or_default() += 1;
+        }
+        assert!(
+            by_token
+                .iter()
+                .map(|(t, n)| (*t, *n))
+                .eq(self.by_token.iter().map(|(t, n)| (t.as_str(), *n))),
+            "token lock counts disagree with the lock records"
+        );
         for (hash, p) in &self.processes {
             assert_eq!(hash, &p.process_hash, "process stored under the wrong hash");
         }
@@ -439,11 +467,31 @@ impl LockTable {
     }
 }
 
+/// `(record key, token name)` of every record that has a token, in key order.
+fn tokens_of<'a, V: 'a>(
+    records: impl Iterator<Item = (&'a String, &'a V)>,
+    token: impl Fn(&V) -> Option<&str>,
+) -> Vec<(String, String)> {
+    records
+        .filter_map(|(k, v)| Some((k.clone(), token(v)?.to_string())))
+        .collect()
+}
+
 /// The key, process part and sequence number of the run an owner hash
 /// names, or `None` for a hash without a usable one (the API refuses those).
 fn run_of(owner_hash: &str) -> Option<(&str, &str, u64)> {
     let parts = parse_owner_hash(owner_hash)?;
     Some((parts.key, parts.process_hash, parts.seq_number()?))
+}
+
+/// What an acquire asks for.
+#[derive(Clone, Copy)]
+struct Grant<'a> {
+    key: &'a str,
+    owner_hash: &'a str,
+    process_hash: Option<&'a str>,
+    trace: Option<&'a str>,
+    ttl_ms: u64,
 }
 
 /// One apply in progress: mutates the table and records what changed.
@@ -459,6 +507,74 @@ struct Tx<'a> {
 impl Tx<'_> {
     fn now(&self) -> u64 {
         self.table.now
+    }
+
+    /// Applies `op` for `caller` (no token, no limits unless inside
+    /// [`Op::As`]).
+    fn run(&mut self, index: u64, op: &Op, before: u64, caller: &Caller) -> Outcome {
+        match op {
+            Op::Keepalive {
+                process_hash,
+                ttl_ms,
+                info,
+            } => self.keepalive(process_hash, *ttl_ms, info.as_deref(), caller),
+            Op::EndProcess { process_hash } => self.end_process(process_hash, caller),
+            Op::Acquire {
+                key,
+                owner_hash,
+                process_hash,
+                trace,
+                ttl_ms,
+            } => {
+                let grant = Grant {
+                    key,
+                    owner_hash,
+                    process_hash: process_hash.as_deref(),
+                    trace: trace.as_deref(),
+                    ttl_ms: *ttl_ms,
+                };
+                self.acquire(index, &grant, caller)
+            }
+            Op::Extend {
+                key,
+                owner_hash,
+                ttl_ms,
+            } => self.extend(key, owner_hash, *ttl_ms),
+            Op::Release { key, owner_hash } => self.release(key, owner_hash),
+            Op::Sweep => self.sweep(),
+            Op::LeaderTakeover => self.leader_takeover(before),
+            // The log time moved; nothing else changes.
+            Op::Tick => Outcome::status_only(Status::Success),
+            Op::As { caller, op } => self.run(index, op, before, caller),
+        }
+    }
+
+    /// Whether `caller` may act on the process record of `process_hash`:
+    /// not when another token registered it. A request without a token
+    /// (tokens off on the proposing leader) is not judged.
+    fn may_touch_process(&self, process_hash: &str, caller: &Caller) -> bool {
+        match (self.table.process_token(process_hash), &caller.token) {
+            (Some(owner), Some(asking)) => owner == asking,
+            _ => true,
+        }
+    }
+
+    /// Whether a new lock record for `key` would break a limit of `caller`:
+    /// the table's lock records, or the token's.
+    fn over_lock_limits(&self, key: &str, caller: &Caller) -> bool {
+        let existing = self.table.locks.get(key);
+        // Replacing a dead record adds none to the table.
+        let adds = u64::from(existing.is_none());
+        let total = self.table.locks.len() as u64;
+        if caller.max_locks.is_some_and(|max| total + adds > max) {
+            return true;
+        }
+        let (Some(token), Some(max)) = (&caller.token, caller.token_max_locks) else {
+            return false;
+        };
+        let already_its = existing.is_some_and(|l| l.token.as_ref() == Some(token));
+        let held = self.table.token_lock_records(token);
+        held + u64::from(!already_its) > max
     }
 
     fn put_lock(&mut self, lock: Lock) {
@@ -515,7 +631,27 @@ impl Tx<'_> {
         }
     }
 
-    fn keepalive(&mut self, process_hash: &str, ttl_ms: u64, info: Option<&str>) -> Outcome {
+    fn keepalive(
+        &mut self,
+        process_hash: &str,
+        ttl_ms: u64,
+        info: Option<&str>,
+        caller: &Caller,
+    ) -> Outcome {
+        if !self.may_touch_process(process_hash, caller) {
+            return Outcome::status_only(Status::Forbidden);
+        }
+        let is_new = !self.table.processes.contains_key(process_hash);
+        let count = self.table.processes.len() as u64;
+        if is_new && caller.max_processes.is_some_and(|max| count >= max) {
+            return Outcome::status_only(Status::LimitExceeded);
+        }
+        // The token that registered it stays; an unowned record is claimed.
+        let token = self
+            .table
+            .process_token(process_hash)
+            .map(str::to_string)
+            .or_else(|| caller.token.clone());
         let now = self.now();
         let alive_until = now.saturating_add(ttl_ms);
         let process = match self.table.live_process(process_hash, now) {
@@ -523,6 +659,7 @@ impl Tx<'_> {
                 ttl_ms,
                 alive_until,
                 info: info.map(str::to_string).or_else(|| p.info.clone()),
+                token,
                 ..p.clone()
             },
             // A new incarnation: locks of an earlier one stay dead (see `since`).
@@ -532,6 +669,7 @@ impl Tx<'_> {
                 alive_until,
                 since: now,
                 info: info.map(str::to_string),
+                token,
             },
         };
         self.put_process(process);
@@ -542,7 +680,10 @@ impl Tx<'_> {
         }
     }
 
-    fn end_process(&mut self, process_hash: &str) -> Outcome {
+    fn end_process(&mut self, process_hash: &str, caller: &Caller) -> Outcome {
+        if !self.may_touch_process(process_hash, caller) {
+            return Outcome::status_only(Status::Forbidden);
+        }
         let was_live = self.table.live_process(process_hash, self.now()).is_some();
         let keys: Vec<String> = self
             .table
@@ -561,15 +702,14 @@ impl Tx<'_> {
         })
     }
 
-    fn acquire(
-        &mut self,
-        index: u64,
-        key: &str,
-        owner_hash: &str,
-        process_hash: Option<&str>,
-        trace: Option<&str>,
-        ttl_ms: u64,
-    ) -> Outcome {
+    fn acquire(&mut self, index: u64, g: &Grant<'_>, caller: &Caller) -> Outcome {
+        let Grant {
+            key,
+            owner_hash,
+            process_hash,
+            trace,
+            ttl_ms,
+        } = *g;
         let now = self.now();
         if let Some(p) = process_hash {
             if self.table.live_process(p, now).is_none() {
@@ -593,6 +733,10 @@ impl Tx<'_> {
         if ended_here || self.table.is_retired(owner_hash) {
             return Outcome::status_only(Status::OwnerHashRetired);
         }
+        // Only a grant adds a record: re-acquires and refusals pass above.
+        if self.over_lock_limits(key, caller) {
+            return Outcome::status_only(Status::LimitExceeded);
+        }
         let lock = Lock {
             key: key.to_string(),
             owner_hash: owner_hash.to_string(),
@@ -603,6 +747,7 @@ impl Tx<'_> {
             expires_at: now.saturating_add(ttl_ms),
             ttl_ms,
             fencing_token: self.token(index),
+            token: caller.token.clone(),
         };
         self.put_lock(lock.clone());
         Outcome::with_lock(Status::Success, &lock)

@@ -17,19 +17,32 @@
 //!   data (no header) is the bare bincode image, and is told apart by its
 //!   first 8 bytes: there they are the image's log time `now` in Unix
 //!   milliseconds (little-endian), which would have to be some 184 million
-//!   years away to spell the magic.
+//!   years away to spell the magic. Format 2 appends the tokens of locks
+//!   and processes (`lock_tokens`, `process_tokens`) to the image of
+//!   formats 0 and 1, which is otherwise unchanged.
 //! * **Peer protocol** ([`PEER_PROTOCOL`]): see `network::PROTOCOL_HEADER`.
 
 use std::io;
 
-use crate::core::TableImage;
+use serde::Deserialize;
+
+use crate::core::{Lock, Process, Retired, TableImage};
+
+/// The image of snapshot formats 0 and 1: [`TableImage`] before tokens.
+#[derive(Deserialize)]
+struct ImageV1 {
+    now: u64,
+    locks: Vec<Lock>,
+    processes: Vec<Process>,
+    retired: Vec<Retired>,
+}
 
 /// The data directory format this build writes, and the newest it reads.
 pub const DB_FORMAT: u32 = 2;
 /// Where the data directory's format is recorded (sled's default tree).
 pub const FORMAT_KEY: &[u8] = b"locker:format";
 /// The snapshot data format this build writes, and the newest it reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 /// The first bytes of versioned snapshot data.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"LOCKSNAP";
 /// The peer protocol this build speaks, and the newest it accepts.
@@ -121,20 +134,38 @@ pub fn snapshot_format(data: &[u8]) -> io::Result<u32> {
     split_known_snapshot(data).map(|(format, _)| format)
 }
 
-/// Reads snapshot data of format 0 or 1; refuses a newer format with a
+/// Reads snapshot data of formats 0 to 2; refuses a newer format with a
 /// message naming both, before anything of it is used.
 pub fn decode_snapshot(data: &[u8]) -> io::Result<TableImage> {
-    let (_, body) = split_known_snapshot(data)?;
-    // Formats 0 and 1 carry the same image encoding.
-    super::decode(body)
+    let (format, body) = split_known_snapshot(data)?;
+    if format >= 2 {
+        return super::decode(body);
+    }
+    // Formats 0 and 1 carry the same image encoding, without tokens.
+    let ImageV1 {
+        now,
+        locks,
+        processes,
+        retired,
+    } = super::decode(body)?;
+    Ok(TableImage {
+        now,
+        locks,
+        processes,
+        retired,
+        lock_tokens: Vec::new(),
+        process_tokens: Vec::new(),
+    })
 }
 
 /// The same snapshot in format 0, for a peer of protocol 0 (the release
 /// before versions), which reads only bare images. `None` if the data is in
-/// a format other than 0 or 1.
+/// a format newer than 2. A format 2 image is a format 0 image followed by
+/// the tokens, which that release's decoder (bincode, trailing bytes
+/// allowed) reads past: it knows nothing of tokens.
 pub fn snapshot_as_format_0(data: &[u8]) -> Option<&[u8]> {
     match split_snapshot(data).ok()? {
-        (0 | 1, body) => Some(body),
+        (0..=2, body) => Some(body),
         _ => None,
     }
 }
@@ -160,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn format_1_snapshot_data_round_trips_and_strips_to_format_0() {
+    fn format_2_snapshot_data_round_trips_and_strips_to_format_0() {
         let data = encode_snapshot(&image()).expect("encode");
         assert!(data.starts_with(SNAPSHOT_MAGIC));
         assert_eq!(
@@ -171,6 +202,50 @@ mod tests {
         assert_eq!(snapshot_as_format_0(&data), Some(old.as_slice()));
     }
 
+    /// Tokens survive a snapshot; data of format 1 (no tokens) still reads,
+    /// and a protocol 0 peer reads a format 2 image as its own.
+    #[test]
+    fn tokens_travel_in_format_2_and_format_1_still_decodes() {
+        use crate::core::{Caller, Command, Op};
+        let mut t = LockTable::new();
+        let caller = Caller {
+            token: Some("billing".into()),
+            ..Caller::default()
+        };
+        let acquire = Op::Acquire {
+            key: "billing/x".into(),
+            owner_hash: "billing/x@h/1.2.3".into(),
+            process_hash: None,
+            trace: None,
+            ttl_ms: 60_000,
+        };
+        let cmd = Command {
+            time_ms: 1_000,
+            op: Op::As {
+                caller,
+                op: Box::new(acquire),
+            },
+        };
+        t.apply(1, &cmd);
+        let data = encode_snapshot(&t.to_image()).expect("encode");
+        let back = LockTable::from_image(decode_snapshot(&data).expect("decode"));
+        assert_eq!(back, t);
+        assert_eq!(back.token_lock_records("billing"), 1);
+        let body = snapshot_as_format_0(&data).expect("strips");
+        let v1: ImageV1 = bincode::deserialize(body).expect("a format 0 reader reads it");
+        assert_eq!(v1.locks.len(), 1);
+        let mut v1_data = SNAPSHOT_MAGIC.to_vec();
+        v1_data.extend_from_slice(&1u32.to_be_bytes());
+        let image = t.to_image();
+        v1_data.extend_from_slice(
+            &bincode::serialize(&(image.now, &image.locks, &image.processes, &image.retired))
+                .expect("encode"),
+        );
+        let old = decode_snapshot(&v1_data).expect("format 1 decodes");
+        assert_eq!(old.locks.len(), 1);
+        assert!(old.lock_tokens.is_empty());
+    }
+
     #[test]
     fn newer_snapshot_format_is_refused_by_name() {
         let mut data = encode_snapshot(&image()).expect("encode");
@@ -178,7 +253,7 @@ mod tests {
         let err = decode_snapshot(&data).expect_err("format 7 accepted");
         let msg = err.to_string();
         assert!(
-            msg.contains("format 7") && msg.contains("format 1"),
+            msg.contains("format 7") && msg.contains("format 2"),
             "{msg}"
         );
         assert_eq!(snapshot_as_format_0(&data), None);

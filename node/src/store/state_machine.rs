@@ -19,6 +19,10 @@ use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 const LOCK_PREFIX: u8 = b'L';
 const PROCESS_PREFIX: u8 = b'P';
 const RETIRED_PREFIX: u8 = b'R';
+/// The token of the lock (`l`) or process (`p`) record of the same id, kept
+/// apart so `L` and `P` records stay as they were before tokens.
+const LOCK_TOKEN_PREFIX: u8 = b'l';
+const PROCESS_TOKEN_PREFIX: u8 = b'p';
 const META_APPLIED: &[u8] = b"M:applied";
 const META_MEMBERSHIP: &[u8] = b"M:membership";
 const META_NOW: &[u8] = b"M:now";
@@ -81,15 +85,39 @@ fn record_key(prefix: u8, id: &str) -> Vec<u8> {
     k
 }
 
+/// Writes (or removes) the token record beside a lock or process record.
+fn put_token(batch: &mut sled::Batch, prefix: u8, id: &str, token: Option<&str>) -> io::Result<()> {
+    match token {
+        Some(t) => batch.insert(record_key(prefix, id), encode(&t)?),
+        None => batch.remove(record_key(prefix, id)),
+    }
+    Ok(())
+}
+
 fn put_changes(batch: &mut sled::Batch, changes: Vec<Change>) -> io::Result<()> {
     for change in changes {
         match change {
-            Change::PutLock(l) => batch.insert(record_key(LOCK_PREFIX, &l.key), encode(&l)?),
-            Change::DeleteLock(k) => batch.remove(record_key(LOCK_PREFIX, &k)),
+            Change::PutLock(l) => {
+                put_token(batch, LOCK_TOKEN_PREFIX, &l.key, l.token.as_deref())?;
+                batch.insert(record_key(LOCK_PREFIX, &l.key), encode(&l)?)
+            }
+            Change::DeleteLock(k) => {
+                batch.remove(record_key(LOCK_TOKEN_PREFIX, &k));
+                batch.remove(record_key(LOCK_PREFIX, &k))
+            }
             Change::PutProcess(p) => {
+                put_token(
+                    batch,
+                    PROCESS_TOKEN_PREFIX,
+                    &p.process_hash,
+                    p.token.as_deref(),
+                )?;
                 batch.insert(record_key(PROCESS_PREFIX, &p.process_hash), encode(&p)?)
             }
-            Change::DeleteProcess(h) => batch.remove(record_key(PROCESS_PREFIX, &h)),
+            Change::DeleteProcess(h) => {
+                batch.remove(record_key(PROCESS_TOKEN_PREFIX, &h));
+                batch.remove(record_key(PROCESS_PREFIX, &h))
+            }
             Change::PutRetired(r) => {
                 batch.insert(record_key(RETIRED_PREFIX, &r.process_hash), encode(&r)?)
             }
@@ -188,14 +216,34 @@ fn invariant_broken(msg: String) -> ! {
     std::process::exit(70)
 }
 
+/// Every `(id, token)` record under `prefix`.
+fn load_tokens(
+    sm: &sled::Tree,
+    prefix: u8,
+) -> io::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for kv in sm.scan_prefix([prefix]) {
+        let (k, v) = kv.map_err(to_io)?;
+        let id = String::from_utf8_lossy(&k[1..]).into_owned();
+        out.insert(id, decode::<String>(&v)?);
+    }
+    Ok(out)
+}
+
 fn load(sm: &sled::Tree) -> io::Result<Replica> {
     let mut locks = Vec::new();
     let mut processes = Vec::new();
+    let lock_tokens = load_tokens(sm, LOCK_TOKEN_PREFIX)?;
+    let process_tokens = load_tokens(sm, PROCESS_TOKEN_PREFIX)?;
     for kv in sm.scan_prefix([LOCK_PREFIX]) {
-        locks.push(decode::<Lock>(&kv.map_err(to_io)?.1)?);
+        let mut l = decode::<Lock>(&kv.map_err(to_io)?.1)?;
+        l.token = lock_tokens.get(&l.key).cloned();
+        locks.push(l);
     }
     for kv in sm.scan_prefix([PROCESS_PREFIX]) {
-        processes.push(decode::<Process>(&kv.map_err(to_io)?.1)?);
+        let mut p = decode::<Process>(&kv.map_err(to_io)?.1)?;
+        p.token = process_tokens.get(&p.process_hash).cloned();
+        processes.push(p);
     }
     let mut retired = Vec::new();
     for kv in sm.scan_prefix([RETIRED_PREFIX]) {
@@ -335,6 +383,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         for r in &image.retired {
             batch.insert(record_key(RETIRED_PREFIX, &r.process_hash), encode(r)?);
+        }
+        for (key, token) in &image.lock_tokens {
+            batch.insert(record_key(LOCK_TOKEN_PREFIX, key), encode(token)?);
+        }
+        for (hash, token) in &image.process_tokens {
+            batch.insert(record_key(PROCESS_TOKEN_PREFIX, hash), encode(token)?);
         }
         put_meta(&mut batch, &installed)?;
         {
