@@ -289,6 +289,26 @@ proptest! {
         }
     }
 
+    /// The deadline indexes answer as a scan of every record would, at any
+    /// time around the log clock (before, at and past every deadline).
+    #[test]
+    fn deadline_indexes_answer_as_a_scan_would(log in arb_log(), probes in prop::collection::vec(0u64..200_000, 1..8)) {
+        let mut table = LockTable::new();
+        for (i, c) in log.iter().enumerate() {
+            table.apply(i as u64 + 1, c);
+            let image = table.to_image();
+            for at in probes.iter().map(|d| table.now().saturating_sub(100_000) + d) {
+                let expired = image.locks.iter().any(|l| l.expires_at <= at)
+                    || image.processes.iter().any(|p| p.alive_until <= at);
+                let retired_only = !expired && table.has_expired(at);
+                prop_assert!(expired == table.has_expired(at) || retired_only, "has_expired({}) after entry {}", at, i + 1);
+                let live = image.locks.iter().any(|l| table.live_lock(&l.key, at).is_some())
+                    || image.processes.iter().any(|p| at < p.alive_until);
+                prop_assert_eq!(live, table.has_live(at), "has_live({}) after entry {}", at, i + 1);
+            }
+        }
+    }
+
     #[test]
     fn replay_is_deterministic(log in arb_log()) {
         let (mut a, mut b) = (LockTable::new(), LockTable::new());

@@ -25,6 +25,12 @@ pub struct LockTable {
     /// Derived count: token name -> lock records granted to it (live or not
     /// yet swept), for the token's `max_locks`. Rebuilt on load.
     by_token: BTreeMap<String, u64>,
+    /// Derived index: (expires_at, key) of every lock, so the sweep and
+    /// its "anything expired?" check cost O(expired) and O(log n), never a
+    /// scan of the table (etcd's lessor keeps such a deadline heap).
+    lock_deadlines: BTreeSet<(u64, String)>,
+    /// Derived index: (alive_until, process hash) of every process.
+    process_deadlines: BTreeSet<(u64, String)>,
     /// Owner hashes whose run has ended: never granted again (see
     /// [`super::retired`]).
     retired: RetiredOwners,
@@ -132,6 +138,9 @@ impl LockTable {
             ..Default::default()
         };
         for p in processes {
+            table
+                .process_deadlines
+                .insert((p.alive_until, p.process_hash.clone()));
             table.processes.insert(p.process_hash.clone(), p);
         }
         for l in locks {
@@ -368,16 +377,63 @@ impl LockTable {
 
     /// Whether any lock or process is live at `at`: what a takeover marker
     /// judging at `at` would shift.
+    ///
+    /// A live process answers at once; otherwise only locks whose deadline
+    /// is still ahead are looked at, latest first (with no process alive,
+    /// the first one without a process is live).
     pub fn has_live(&self, at: u64) -> bool {
-        self.locks.values().any(|l| self.is_live(l, at))
-            || self.processes.values().any(|p| at < p.alive_until)
+        if self
+            .process_deadlines
+            .last()
+            .is_some_and(|(end, _)| at < *end)
+        {
+            return true;
+        }
+        self.lock_deadlines
+            .iter()
+            .rev()
+            .take_while(|(end, _)| at < *end)
+            .filter_map(|(_, key)| self.locks.get(key))
+            .any(|l| self.is_live(l, at))
     }
 
-    /// Whether a sweep at `at` would remove anything.
+    /// Whether a sweep at `at` would remove anything: O(log n).
     pub fn has_expired(&self, at: u64) -> bool {
-        self.locks.values().any(|l| l.expires_at <= at)
-            || self.processes.values().any(|p| p.alive_until <= at)
+        self.lock_deadlines
+            .first()
+            .is_some_and(|(end, _)| *end <= at)
+            || self
+                .process_deadlines
+                .first()
+                .is_some_and(|(end, _)| *end <= at)
             || self.retired.has_expired(at)
+    }
+
+    /// The keys of locks whose ttl ran out at `at`, in key order: the order
+    /// a sweep has always removed them in (it decides which ended runs a
+    /// process part keeps when more than its bound end at once), so every
+    /// replica of every release sweeps alike.
+    fn expired_locks(&self, at: u64) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .lock_deadlines
+            .iter()
+            .take_while(|(end, _)| *end <= at)
+            .map(|(_, key)| key.clone())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The hashes of processes whose ttl ran out at `at`, in hash order.
+    fn expired_processes(&self, at: u64) -> Vec<String> {
+        let mut hashes: Vec<String> = self
+            .process_deadlines
+            .iter()
+            .take_while(|(end, _)| *end <= at)
+            .map(|(_, hash)| hash.clone())
+            .collect();
+        hashes.sort_unstable();
+        hashes
     }
 
     /// The earliest time at which `key`'s current holder stops being live, if
@@ -396,6 +452,8 @@ impl LockTable {
         if let Some(t) = &lock.token {
             *self.by_token.entry(t.clone()).or_default() += 1;
         }
+        self.lock_deadlines
+            .insert((lock.expires_at, lock.key.clone()));
         if let Some(p) = &lock.process_hash {
             self.by_process
                 .entry(p.clone())
@@ -413,6 +471,8 @@ impl LockTable {
                 }
             }
         }
+        self.lock_deadlines
+            .remove(&(lock.expires_at, lock.key.clone()));
         if let Some(p) = &lock.process_hash {
             if let Some(keys) = self.by_process.get_mut(p) {
                 keys.remove(&lock.key);
@@ -462,7 +522,29 @@ impl LockTable {
         );
         for (hash, p) in &self.processes {
             assert_eq!(hash, &p.process_hash, "process stored under the wrong hash");
+            assert!(
+                self.process_deadlines
+                    .contains(&(p.alive_until, hash.clone())),
+                "process {hash:?} missing from the deadline index"
+            );
         }
+        for l in self.locks.values() {
+            assert!(
+                self.lock_deadlines.contains(&(l.expires_at, l.key.clone())),
+                "lock {:?} missing from the deadline index",
+                l.key
+            );
+        }
+        assert_eq!(
+            self.lock_deadlines.len(),
+            self.locks.len(),
+            "stale lock deadlines"
+        );
+        assert_eq!(
+            self.process_deadlines.len(),
+            self.processes.len(),
+            "stale process deadlines"
+        );
         self.retired.check_invariants();
     }
 }
@@ -619,13 +701,24 @@ impl Tx<'_> {
 
     fn put_process(&mut self, process: Process) {
         self.changes.push(Change::PutProcess(process.clone()));
-        self.table
+        let key = (process.alive_until, process.process_hash.clone());
+        let old = self
+            .table
             .processes
             .insert(process.process_hash.clone(), process);
+        if let Some(old) = old {
+            self.table
+                .process_deadlines
+                .remove(&(old.alive_until, old.process_hash));
+        }
+        self.table.process_deadlines.insert(key);
     }
 
     fn delete_process(&mut self, process_hash: &str) {
-        if self.table.processes.remove(process_hash).is_some() {
+        if let Some(old) = self.table.processes.remove(process_hash) {
+            self.table
+                .process_deadlines
+                .remove(&(old.alive_until, old.process_hash));
             self.changes
                 .push(Change::DeleteProcess(process_hash.to_string()));
         }
@@ -817,24 +910,10 @@ impl Tx<'_> {
 
     fn sweep(&mut self) -> Outcome {
         let now = self.now();
-        let dead_locks: Vec<String> = self
-            .table
-            .locks
-            .values()
-            .filter(|l| l.expires_at <= now)
-            .map(|l| l.key.clone())
-            .collect();
-        for key in dead_locks {
+        for key in self.table.expired_locks(now) {
             self.delete_lock(&key);
         }
-        let dead_processes: Vec<String> = self
-            .table
-            .processes
-            .values()
-            .filter(|p| p.alive_until <= now)
-            .map(|p| p.process_hash.clone())
-            .collect();
-        for p in dead_processes {
+        for p in self.table.expired_processes(now) {
             self.delete_process(&p);
         }
         let now = self.now();
