@@ -159,3 +159,56 @@ pub struct LeaderAnswer {
     /// The new leader.
     pub leader_id: u64,
 }
+
+/// One live process in `GET /v1/processes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProcessEntry {
+    /// `{hostname}/{pid}.{nanoseconds}`.
+    pub process_hash: String,
+    /// The ttl of its last keep-alive.
+    pub ttl_ms: u64,
+    /// Log time (ms since the epoch) it dies unless a keep-alive comes first.
+    pub alive_until: u64,
+    /// Log time this incarnation of it began.
+    pub since: u64,
+    /// The `info` object of its last keep-alive; `null` without one.
+    pub info: Option<serde_json::Value>,
+}
+
+/// Answer to `GET /v1/processes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProcessListAnswer {
+    /// Live processes in process-hash order.
+    pub processes: Vec<ProcessEntry>,
+    /// The log time the list was judged at (ms since the epoch).
+    pub at: u64,
+}
+
+/// One member as the node asked sees it in `GET /v1/cluster/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeView {
+    /// Node id.
+    pub id: u64,
+    /// Where its client API listens (`""` while the membership lacks it).
+    pub client_addr: String,
+    /// Whether it answered its `GET /v1/cluster` within a second.
+    pub reachable: bool,
+    /// Why it did not answer; `null` when it did.
+    pub error: Option<String>,
+    /// Its own view of the cluster; `null` when it did not answer.
+    pub cluster: Option<ClusterAnswer>,
+}
+
+/// Answer to `GET /v1/cluster/nodes`: every member's own view, gathered by
+/// the node asked (never forwarded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodesAnswer {
+    /// The node that gathered the views.
+    pub node_id: u64,
+    /// Every member, in id order.
+    pub nodes: Vec<NodeView>,
+}

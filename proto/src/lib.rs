@@ -27,7 +27,8 @@ pub mod status;
 
 pub use answers::{
     ClusterAnswer, DigestAnswer, HealthAnswer, KeepaliveAnswer, LeaderAnswer, ListAnswer,
-    LockAnswer, Member, OwnerAnswer, ReadAnswer, ReadyAnswer, StatusAnswer,
+    LockAnswer, Member, NodeView, NodesAnswer, OwnerAnswer, ProcessEntry, ProcessListAnswer,
+    ReadAnswer, ReadyAnswer, StatusAnswer,
 };
 pub use error::{ErrorAnswer, ErrorCode, ErrorDetail};
 pub use hashes::{

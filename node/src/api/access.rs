@@ -174,7 +174,9 @@ async fn need(parts: &mut Parts) -> Result<Need, ApiError> {
         }
         // Whose process it is, the replicated table decides.
         "/v1/processes/{process_hash}" => Need::Role(Role::Write, None),
-        "/v1/cluster" | "/v1/digest" | "/openapi.json" if get => Need::Any,
+        // Filtered by the handler: the token's own processes.
+        "/v1/processes" if get => Need::Role(Role::Read, None),
+        "/v1/cluster" | "/v1/cluster/nodes" | "/v1/digest" | "/openapi.json" if get => Need::Any,
         _ => Need::Operator,
     })
 }

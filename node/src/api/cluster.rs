@@ -12,8 +12,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use locker_proto::{
-    AddMemberRequest, ClusterAnswer, ErrorAnswer, ErrorCode, LeaderAnswer, Member, ReadyAnswer,
-    TransferLeaderRequest,
+    AddMemberRequest, ClusterAnswer, ErrorAnswer, ErrorCode, LeaderAnswer, Member, NodeView,
+    NodesAnswer, ReadyAnswer, TransferLeaderRequest,
 };
 use openraft::ChangeMembers;
 
@@ -60,6 +60,64 @@ pub fn cluster_json(node: &Node) -> ClusterAnswer {
     responses((status = 200, description = "Cluster status", body = ClusterAnswer)))]
 pub async fn status(State(node): State<Arc<Node>>) -> Json<ClusterAnswer> {
     Json(cluster_json(&node))
+}
+
+/// Every member's own view of the cluster, each asked on its client port
+/// (one second each, all at once; this node's own without asking), so an
+/// operator sees from one node who is up, what each believes and how far
+/// each has applied. The caller's `Authorization` travels with the asks.
+#[utoipa::path(get, path = "/v1/cluster/nodes", tag = "cluster",
+    responses((status = 200, description = "Every member's view", body = NodesAnswer)))]
+pub async fn nodes(State(node): State<Arc<Node>>, headers: HeaderMap) -> Json<NodesAnswer> {
+    let own = cluster_json(&node);
+    let auth = headers.get(axum::http::header::AUTHORIZATION).cloned();
+    let asks = own.members.iter().map(|m| {
+        let (node, auth, own) = (node.clone(), auth.clone(), own.clone());
+        let (id, client_addr) = (m.id, m.client_addr.clone());
+        async move {
+            let asked = if id == node.id {
+                Ok(own)
+            } else {
+                ask_cluster(&node, &client_addr, auth).await
+            };
+            NodeView {
+                id,
+                client_addr,
+                reachable: asked.is_ok(),
+                error: asked.as_ref().err().cloned(),
+                cluster: asked.ok(),
+            }
+        }
+    });
+    Json(NodesAnswer {
+        node_id: node.id,
+        nodes: futures::future::join_all(asks).await,
+    })
+}
+
+/// One member's `GET /v1/cluster`.
+async fn ask_cluster(
+    node: &Node,
+    client_addr: &str,
+    auth: Option<axum::http::HeaderValue>,
+) -> Result<ClusterAnswer, String> {
+    if client_addr.is_empty() {
+        return Err("its client address is not recorded yet".to_string());
+    }
+    let mut req = node
+        .http
+        .get(node.cfg.client_url(client_addr, "/v1/cluster"))
+        .timeout(Duration::from_secs(1));
+    if let Some(a) = auth {
+        req = req.header(reqwest::header::AUTHORIZATION, a.as_bytes());
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("it answered {}", resp.status()));
+    }
+    resp.json::<ClusterAnswer>()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Whether the request carries the cluster secret.

@@ -39,6 +39,7 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/processes/{process_hash}",
             put(processes::keepalive).delete(processes::end),
         )
+        .route("/v1/processes", get(processes::list))
         .route("/v1/locks/{key}/acquire", post(locks::acquire))
         .route("/v1/locks/{key}/extend", post(locks::extend))
         .route("/v1/locks/{key}/release", post(locks::release))
@@ -46,6 +47,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/locks", get(locks::list))
         .route("/v1/owners/{owner_hash}", get(locks::owner))
         .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/nodes", get(cluster::nodes))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
         .route("/v1/cluster/leader", post(cluster::transfer_leader))

@@ -15,9 +15,9 @@ use super::{cluster, locks, ops, processes};
         description = "A clustered lock service for singleton jobs. Every node serves every route; followers forward to the leader. Reads are linearizable unless `?stale=true`.",
     ),
     paths(
-        processes::keepalive, processes::end,
+        processes::keepalive, processes::end, processes::list,
         locks::acquire, locks::extend, locks::release, locks::read, locks::list, locks::owner,
-        cluster::status, cluster::add_member, cluster::remove_member, cluster::transfer_leader,
+        cluster::status, cluster::nodes, cluster::add_member, cluster::remove_member, cluster::transfer_leader,
         ops::healthz, ops::readyz, ops::metrics, ops::digest,
     ),
     components(schemas(
@@ -27,7 +27,8 @@ use super::{cluster, locks, ops, processes};
         locker_proto::OwnerAnswer, locker_proto::KeepaliveAnswer, locker_proto::StatusAnswer,
         locker_proto::ErrorAnswer, locker_proto::ErrorDetail, locker_proto::ClusterAnswer,
         locker_proto::Member, locker_proto::ReadyAnswer, locker_proto::HealthAnswer,
-        locker_proto::DigestAnswer, locker_proto::LeaderAnswer,
+        locker_proto::DigestAnswer, locker_proto::LeaderAnswer, locker_proto::ProcessEntry,
+        locker_proto::ProcessListAnswer, locker_proto::NodeView, locker_proto::NodesAnswer,
         locker_proto::AcquireRequest, locker_proto::ExtendRequest, locker_proto::ReleaseRequest,
         locker_proto::KeepaliveRequest, locker_proto::AddMemberRequest,
         locker_proto::TransferLeaderRequest,

@@ -1,21 +1,26 @@
-//! Process routes: keep-alive and end.
+//! Process routes: keep-alive, end and list.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::Extension;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use locker_proto::limits;
-use locker_proto::{ErrorAnswer, ErrorCode, KeepaliveAnswer, KeepaliveRequest, StatusAnswer};
+use locker_proto::{
+    ErrorAnswer, ErrorCode, KeepaliveAnswer, KeepaliveRequest, ListQuery, ProcessEntry,
+    ProcessListAnswer, StatusAnswer,
+};
 
 use super::access::{token_of, Authed};
 use super::answers::{end_answer, keepalive_answer};
 use super::error::ApiError;
 use super::input;
+use super::locks::read_time;
 use crate::core::Op;
 use crate::node::Node;
+use crate::tokens::Role;
 
 /// Create or refresh a process: `alive_until = now + ttl_ms`. Its locks die with it.
 #[utoipa::path(put, path = "/v1/processes/{process_hash}", tag = "processes",
@@ -97,4 +102,58 @@ pub async fn end(
         None => node.propose(op).await?,
     };
     end_answer(o)
+}
+
+/// List live processes in process-hash order, with their time to live.
+#[utoipa::path(get, path = "/v1/processes", tag = "processes", params(ListQuery),
+    responses(
+        (status = 200, description = "Live processes (`prefix` filters process hashes; with tokens, those the token registered, all for admin)", body = ProcessListAnswer),
+        (status = 400, description = "Bad input", body = ErrorAnswer),
+        (status = 401, description = "UNAUTHENTICATED (tokens on)", body = ErrorAnswer),
+        (status = 403, description = "FORBIDDEN: no read role", body = ErrorAnswer),
+        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer)))]
+pub async fn list(
+    State(node): State<Arc<Node>>,
+    authed: Option<Extension<Authed>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = input::query(q)?;
+    let limit = input::within(
+        q.limit,
+        &limits::LIST_LIMIT,
+        limits::DEFAULT_LIST_LIMIT,
+        ErrorCode::InvalidLimit,
+        "limit",
+    )?;
+    let prefix = q.prefix.unwrap_or_default();
+    if prefix.len() > limits::MAX_KEY_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::InvalidProcessHash,
+            "the prefix is longer than a process hash may be",
+        ));
+    }
+    let at = read_time(&node, q.stale.unwrap_or(false), |t, from, to| {
+        t.process_prefix_changes_between(&prefix, from, to)
+    })
+    .await?;
+    // With tokens, a token sees the processes it registered (admin: all).
+    let only = token_of(&authed)
+        .filter(|t| !t.has(Role::Admin))
+        .map(|t| t.name.clone());
+    let keep = |p: &crate::core::Process| only.is_none() || p.token == only;
+    let processes = {
+        let r = node.replica.read();
+        r.table
+            .list_processes(&prefix, limit, at, keep)
+            .into_iter()
+            .map(|p| ProcessEntry {
+                process_hash: p.process_hash.clone(),
+                ttl_ms: p.ttl_ms,
+                alive_until: p.alive_until,
+                since: p.since,
+                info: p.info.as_deref().and_then(|i| serde_json::from_str(i).ok()),
+            })
+            .collect()
+    };
+    Ok(Json(ProcessListAnswer { processes, at }).into_response())
 }

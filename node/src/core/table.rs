@@ -375,6 +375,39 @@ impl LockTable {
             .any(|(_, l)| self.lock_changes_between(l, from, to))
     }
 
+    /// Live processes whose hash starts with `prefix` and that `keep`
+    /// accepts, in hash order, at most `limit`.
+    pub fn list_processes(
+        &self,
+        prefix: &str,
+        limit: usize,
+        at: u64,
+        keep: impl Fn(&Process) -> bool,
+    ) -> Vec<&Process> {
+        self.processes_under(prefix)
+            .filter(|p| at < p.alive_until && keep(p))
+            .take(limit)
+            .collect()
+    }
+
+    /// Whether a process whose hash starts with `prefix` dies after `from`
+    /// and no later than `to`.
+    pub fn process_prefix_changes_between(&self, prefix: &str, from: u64, to: u64) -> bool {
+        self.processes_under(prefix)
+            .any(|p| from < p.alive_until && p.alive_until <= to)
+    }
+
+    fn processes_under<'a>(&'a self, prefix: &str) -> impl Iterator<Item = &'a Process> + use<'a> {
+        let under = prefix.to_string();
+        self.processes
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(under.as_str()))
+            .map(|(_, p)| p)
+    }
+
     /// Whether any lock or process is live at `at`: what a takeover marker
     /// judging at `at` would shift.
     ///
