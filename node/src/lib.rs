@@ -19,4 +19,5 @@ pub mod store;
 pub mod tls;
 pub mod tokens;
 pub mod types;
+pub mod ui;
 pub mod waiters;

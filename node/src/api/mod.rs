@@ -67,6 +67,8 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             access::check_access,
         ))
+        // The dashboard's files: neither forwarded nor behind a token.
+        .merge(crate::ui::router())
         .layer(middleware::from_fn(require_json))
         .layer(middleware::from_fn_with_state(node.clone(), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
