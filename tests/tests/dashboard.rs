@@ -221,6 +221,36 @@ fn leader_shown(not: u64) -> String {
     )
 }
 
+/// A browser page and the runtime its WebDriver calls run on (the test's
+/// cluster helpers are blocking, so they run outside it).
+struct Page {
+    rt: tokio::runtime::Runtime,
+    b: Client,
+}
+
+impl Page {
+    fn open(port: u16, url: &str) -> Page {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let b = rt.block_on(browser(port));
+        rt.block_on(b.goto(url)).expect("open the dashboard");
+        Page { rt, b }
+    }
+
+    fn until(&self, secs: u64, what: &str, script: &str) -> Value {
+        self.rt
+            .block_on(until(&self.b, Duration::from_secs(secs), what, script))
+    }
+
+    fn screenshot(&self, path: &Path) {
+        let png = self.rt.block_on(self.b.screenshot()).expect("screenshot");
+        std::fs::write(path, png).expect("write the screenshot");
+    }
+
+    fn close(self) {
+        self.rt.block_on(self.b.close()).expect("close the browser");
+    }
+}
+
 #[test]
 fn the_dashboard_shows_members_locks_and_a_leader_change() {
     let started = Instant::now();
@@ -228,91 +258,37 @@ fn the_dashboard_shows_members_locks_and_a_leader_change() {
     let mut c = Cluster::start(3);
     let leader = c.wait_ready(Duration::from_secs(20));
     let here = c.followers()[0];
-    let base = c.url(here);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let b = rt.block_on(browser(port));
-    rt.block_on(b.goto(&format!("{base}/ui")))
-        .expect("open /ui");
-
-    let ids = rt.block_on(until(
-        &b,
-        Duration::from_secs(10),
-        "3 healthy members",
-        MEMBERS,
-    ));
-    assert_eq!(ids, json!(["1", "2", "3"]));
-    let shown = rt.block_on(until(
-        &b,
-        Duration::from_secs(5),
-        "the leader",
-        &leader_shown(0),
-    ));
-    assert_eq!(shown, json!(leader));
-
-    // A lock taken through the API (on another node) appears with its holder and token.
-    let process = "batch-7/4242.1";
-    assert_eq!(api::keepalive(&c.url(leader), process, 30_000).code, 200);
-    let got = api::acquire(
-        &c.url(leader),
-        "jobs/report",
-        json!({"process_hash": process, "ttl_ms": 120_000}),
-    );
-    let lock = got.lock().expect("acquired");
-    let row = rt.block_on(until(
-        &b,
-        Duration::from_secs(5),
-        "the new lock",
-        &lock_row("jobs/report"),
-    ));
-    assert_eq!(row["holder"], json!(lock.owner_hash));
-    assert_eq!(row["token"], json!(lock.fencing_token.to_string()));
-    assert!(
-        row["left"].as_str().is_some_and(|t| t.ends_with('s')),
-        "a countdown: {row}"
-    );
-    let procs = rt.block_on(until(&b, Duration::from_secs(5), "the process", &format!(
-        "return [...document.querySelectorAll('#procs tbody tr')].some(r => r.dataset.proc === {process:?}) || null;"
-    )));
-    assert_eq!(procs, json!(true));
-
-    // Released: the row goes.
+    let page = Page::open(port, &format!("{}/ui", c.url(here)));
     assert_eq!(
-        api::release(&c.url(leader), "jobs/report", &lock.owner_hash).code,
-        200
+        page.until(10, "3 healthy members", MEMBERS),
+        json!(["1", "2", "3"])
     );
-    rt.block_on(until(&b, Duration::from_secs(6), "the lock gone", &format!(
-        "return ![...document.querySelectorAll('#locks tbody tr')].some(r => r.dataset.key === {:?});",
-        "jobs/report"
-    )));
+    assert_eq!(page.until(5, "the leader", &leader_shown(0)), json!(leader));
+
+    a_lock_comes_and_goes(&page, &c.url(leader));
 
     // The leader dies: the page (on a survivor) names the new one and marks the old one down.
     c.kill(leader);
-    let new = rt.block_on(until(
-        &b,
-        Duration::from_secs(20),
-        "a new leader",
-        &leader_shown(leader),
-    ));
+    let new = page.until(20, "a new leader", &leader_shown(leader));
     assert_ne!(new, json!(leader));
-    rt.block_on(until(
-        &b,
-        Duration::from_secs(6),
+    page.until(
+        6,
         "the old leader down",
         &format!(
             "const r = document.querySelector('#members tbody tr[data-id=\"{leader}\"]'); \
-         return r && r.cells[1].textContent === 'down';"
+             return r && r.cells[1].textContent === 'down';"
         ),
-    ));
+    );
     // The nodes route agrees with the page.
-    let nodes: NodesAnswer = get(&format!("{base}/v1/cluster/nodes")).json();
+    let nodes: NodesAnswer = get(&format!("{}/v1/cluster/nodes", c.url(here))).json();
     let dead = nodes
         .nodes
         .iter()
         .find(|n| n.id == leader)
         .expect("the old leader listed");
     assert!(!dead.reachable && dead.cluster.is_none() && dead.error.is_some());
-    assert!(nodes.nodes.iter().filter(|n| n.reachable).count() == 2);
-    rt.block_on(b.close()).expect("close the browser");
+    assert_eq!(nodes.nodes.iter().filter(|n| n.reachable).count(), 2);
+    page.close();
     assert!(
         started.elapsed() < Duration::from_secs(90),
         "took {:?}",
@@ -320,7 +296,75 @@ fn the_dashboard_shows_members_locks_and_a_leader_change() {
     );
 }
 
+/// A lock taken through the API (on another node) appears with its holder,
+/// token and a countdown, and its process with it; released, the row goes.
+fn a_lock_comes_and_goes(page: &Page, leader: &str) {
+    let process = "batch-7/4242.1";
+    assert_eq!(api::keepalive(leader, process, 30_000).code, 200);
+    let got = api::acquire(
+        leader,
+        "jobs/report",
+        json!({"process_hash": process, "ttl_ms": 120_000}),
+    );
+    let lock = got.lock().expect("acquired");
+    let row = page.until(5, "the new lock", &lock_row("jobs/report"));
+    assert_eq!(row["holder"], json!(lock.owner_hash));
+    assert_eq!(row["token"], json!(lock.fencing_token.to_string()));
+    assert!(
+        row["left"].as_str().is_some_and(|t| t.ends_with('s')),
+        "a countdown: {row}"
+    );
+    let procs = page.until(5, "the process", &format!(
+        "return [...document.querySelectorAll('#procs tbody tr')].some(r => r.dataset.proc === {process:?}) || null;"
+    ));
+    assert_eq!(procs, json!(true));
+    assert_eq!(
+        api::release(leader, "jobs/report", &lock.owner_hash).code,
+        200
+    );
+    page.until(6, "the lock gone", &format!(
+        "return ![...document.querySelectorAll('#locks tbody tr')].some(r => r.dataset.key === {:?});",
+        "jobs/report"
+    ));
+}
+
 // ---------- screenshots for the README ----------
+
+const SHOT_PROCESSES: [&str; 3] = [
+    "worker-a/3121.1733051",
+    "worker-b/877.1733112",
+    "cron-1/42.1733190",
+];
+
+/// A few processes and locks, as a small fleet would have them.
+fn populate(lead: &str) {
+    let infos = [
+        json!({"service": "billing", "version": "2.4.1"}),
+        json!({"service": "reports"}),
+        json!({"service": "cron"}),
+    ];
+    for (p, info) in SHOT_PROCESSES.iter().zip(infos) {
+        let r = locker_tests::put(
+            &format!("{lead}/v1/processes/{}", locker_tests::enc(p)),
+            json!({"ttl_ms": 10_000, "info": info}),
+        );
+        assert_eq!(r.code, 200);
+    }
+    let locks = [
+        ("billing/invoices-eu", Some(SHOT_PROCESSES[0]), 300_000),
+        ("billing/invoices-us", Some(SHOT_PROCESSES[0]), 300_000),
+        ("jobs/nightly-report", Some(SHOT_PROCESSES[1]), 600_000),
+        ("jobs/search-reindex", Some(SHOT_PROCESSES[2]), 90_000),
+        ("migrations/2024-06-orders", None, 45_000),
+    ];
+    for (k, p, ttl) in locks {
+        let body = match p {
+            Some(p) => json!({"process_hash": p, "ttl_ms": ttl}),
+            None => json!({"ttl_ms": ttl, "trace": "deploy-8812"}),
+        };
+        assert_eq!(api::acquire(lead, k, body).code, 200, "{k}");
+    }
+}
 
 /// Writes docs/img/dashboard.png and docs/img/dashboard-no-leader.png:
 /// `cargo test -p locker-tests --test dashboard -- --ignored screenshots`.
@@ -333,61 +377,28 @@ fn screenshots() {
     let mut c = Cluster::start(3);
     let leader = c.wait_ready(Duration::from_secs(20));
     let lead = c.url(leader);
-    let procs = [
-        (
-            "worker-a/3121.1733051",
-            json!({"service": "billing", "version": "2.4.1"}),
-        ),
-        ("worker-b/877.1733112", json!({"service": "reports"})),
-        ("cron-1/42.1733190", json!({"service": "cron"})),
-    ];
-    for (p, info) in &procs {
-        let r = locker_tests::put(
-            &format!("{lead}/v1/processes/{}", locker_tests::enc(p)),
-            json!({"ttl_ms": 10_000, "info": info}),
-        );
-        assert_eq!(r.code, 200);
-    }
-    let locks = [
-        ("billing/invoices-eu", Some(procs[0].0), 300_000),
-        ("billing/invoices-us", Some(procs[0].0), 300_000),
-        ("jobs/nightly-report", Some(procs[1].0), 600_000),
-        ("jobs/search-reindex", Some(procs[2].0), 90_000),
-        ("migrations/2024-06-orders", None, 45_000),
-    ];
-    for (k, p, ttl) in locks {
-        let body = match p {
-            Some(p) => json!({"process_hash": p, "ttl_ms": ttl}),
-            None => json!({"ttl_ms": ttl, "trace": "deploy-8812"}),
-        };
-        assert_eq!(api::acquire(&lead, k, body).code, 200, "{k}");
-    }
+    populate(&lead);
     let survivor = c.followers()[0];
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let b = rt.block_on(browser(port));
-    rt.block_on(b.goto(&format!("{}/ui", c.url(survivor))))
-        .expect("open /ui");
-    rt.block_on(until(&b, Duration::from_secs(10), "members", MEMBERS));
-    rt.block_on(until(
-        &b,
-        Duration::from_secs(10),
-        "locks",
-        &lock_row("jobs/nightly-report"),
-    ));
-    // Keep the processes alive and show some events.
-    for (p, _) in &procs {
+    let page = Page::open(port, &format!("{}/ui", c.url(survivor)));
+    page.until(10, "members", MEMBERS);
+    page.until(10, "locks", &lock_row("jobs/nightly-report"));
+    // Keep the processes alive and make some events.
+    for p in SHOT_PROCESSES {
         assert_eq!(api::keepalive(&lead, p, 10_000).code, 200);
     }
     let l = api::acquire(&lead, "jobs/cache-warmup", json!({"ttl_ms": 20_000}))
         .lock()
         .expect("lock");
     assert_eq!(
+        api::extend(&lead, "jobs/cache-warmup", &l.owner_hash, Some(30_000)).code,
+        200
+    );
+    assert_eq!(
         api::release(&lead, "jobs/cache-warmup", &l.owner_hash).code,
         200
     );
     std::thread::sleep(Duration::from_millis(2500));
-    let png = rt.block_on(b.screenshot()).expect("screenshot");
-    std::fs::write(out.join("dashboard.png"), png).expect("write dashboard.png");
+    page.screenshot(&out.join("dashboard.png"));
 
     // Without a quorum: the survivor knows of no leader.
     for id in [1, 2, 3] {
@@ -395,15 +406,12 @@ fn screenshots() {
             c.kill(id);
         }
     }
-    rt.block_on(until(
-        &b,
-        Duration::from_secs(30),
+    page.until(
+        30,
         "no leader",
         "return document.getElementById('c-leader').textContent === 'none';",
-    ));
+    );
     std::thread::sleep(Duration::from_millis(1500));
-    let png = rt.block_on(b.screenshot()).expect("screenshot");
-    std::fs::write(out.join("dashboard-no-leader.png"), png)
-        .expect("write dashboard-no-leader.png");
-    rt.block_on(b.close()).expect("close");
+    page.screenshot(&out.join("dashboard-no-leader.png"));
+    page.close();
 }
