@@ -415,3 +415,76 @@ fn screenshots() {
     page.screenshot(&out.join("dashboard-no-leader.png"));
     page.close();
 }
+
+// ---------- with tokens ----------
+
+/// With `--tokens-file`, the page loads without a token (it holds no data)
+/// and its data routes need one: processes show the token's own (admin:
+/// all), the members' views are asked with the caller's token, and the
+/// page, given a token, shows the cluster and a lock under it.
+#[test]
+fn with_tokens_the_page_is_open_and_its_data_needs_a_token() {
+    use locker_tests::auth::{call, default_entries, start_with_tokens, write_tokens};
+    use locker_tests::auth::{ADMIN, BILLING, OPS, READER};
+    let (_driver, port) = start_chromedriver();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("tokens.json");
+    write_tokens(&file, &default_entries());
+    let c = start_with_tokens(3, &file, &[]);
+    let base = c.url(1);
+    assert_eq!(
+        get(&format!("{base}/ui")).code,
+        200,
+        "the page needs no token"
+    );
+    let procs = format!("{base}/v1/processes");
+    assert_eq!(call("GET", &procs, None, None).code, 401);
+    let keepalive = |p: &str, t: &str| {
+        let url = format!("{base}/v1/processes/{}", locker_tests::enc(p));
+        call("PUT", &url, Some(t), Some(json!({"ttl_ms": 30_000}))).code
+    };
+    assert_eq!(keepalive("billing-1/10.1", BILLING.secret), 200);
+    assert_eq!(keepalive("ops-1/20.1", OPS.secret), 200);
+    let seen = |t: &str| -> Vec<String> {
+        let a: ProcessListAnswer = call("GET", &procs, Some(t), None).json();
+        a.processes.into_iter().map(|p| p.process_hash).collect()
+    };
+    assert_eq!(seen(BILLING.secret), ["billing-1/10.1"]);
+    assert_eq!(seen(ADMIN.secret), ["billing-1/10.1", "ops-1/20.1"]);
+    let nodes: NodesAnswer = call(
+        "GET",
+        &format!("{base}/v1/cluster/nodes"),
+        Some(READER.secret),
+        None,
+    )
+    .json();
+    assert!(nodes.nodes.iter().all(|n| n.reachable), "{nodes:?}");
+
+    let page = Page::open(port, &format!("{base}/ui"));
+    page.until(
+        10,
+        "the token banner",
+        "return !document.getElementById('banner-auth').hidden;",
+    );
+    let set = format!(
+        "sessionStorage.setItem('locker.token', {:?}); location.reload(); return true;",
+        READER.secret
+    );
+    page.rt
+        .block_on(page.b.execute(&set, vec![]))
+        .expect("set the token");
+    assert_eq!(
+        page.until(10, "3 healthy members", MEMBERS),
+        json!(["1", "2", "3"])
+    );
+    let got = call(
+        "POST",
+        &format!("{base}/v1/locks/billing%2Fpayouts/acquire"),
+        Some(BILLING.secret),
+        Some(json!({"ttl_ms": 60_000})),
+    );
+    let lock = got.lock().expect("acquired");
+    let row = page.until(6, "the lock", &lock_row("billing/payouts"));
+    assert_eq!(row["holder"], json!(lock.owner_hash));
+    page.close();
+}
