@@ -213,6 +213,25 @@ pub struct NodeConfig {
     #[arg(long, env = "LOCKER_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
 
+    /// Watch events this node keeps in memory for resuming streams (the
+    /// oldest are dropped first; a resume before them answers 410).
+    #[arg(long, env = "LOCKER_WATCH_HISTORY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_history: u64,
+
+    /// Memory the watch history may use at most, in MiB (whichever of this
+    /// and --watch-history is reached first).
+    #[arg(long, env = "LOCKER_WATCH_HISTORY_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_history_mb: u64,
+
+    /// Open watch streams at most; more are refused until one closes.
+    #[arg(long, env = "LOCKER_MAX_WATCHERS", default_value_t = 1000)]
+    pub max_watchers: u64,
+
+    /// How often an idle watch stream gets a `: keep-alive` comment, in
+    /// milliseconds.
+    #[arg(long, env = "LOCKER_WATCH_HEARTBEAT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub watch_heartbeat_ms: u64,
+
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default info).
     #[arg(long, env = "LOCKER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

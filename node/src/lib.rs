@@ -21,3 +21,4 @@ pub mod tokens;
 pub mod types;
 pub mod ui;
 pub mod waiters;
+pub mod watch;

@@ -81,6 +81,8 @@ pub struct Node {
     /// `{hostname}/{pid}.{nanos}` of this node process: the process part of
     /// owner hashes the server builds for requests that bring none.
     pub own_process_hash: String,
+    /// Places for open watch streams (`--max-watchers`).
+    pub watchers: Arc<tokio::sync::Semaphore>,
     owner_seq: AtomicU64,
     /// Set once on SIGTERM: long waits (blocking acquires) give up at once.
     stopping: watch::Sender<bool>,
@@ -116,6 +118,10 @@ impl Node {
         let tokens =
             crate::tokens::Tokens::open(cfg.tokens_file.as_deref()).map_err(anyhow::Error::msg)?;
         let (log, sm, replica, flusher) = crate::store::open(&cfg.data_dir, cfg.cache_mb << 20)?;
+        replica.events.set_limits(
+            usize::try_from(cfg.watch_history).unwrap_or(usize::MAX),
+            usize::try_from(cfg.watch_history_mb << 20).unwrap_or(usize::MAX),
+        );
         let raft_config = openraft::Config {
             cluster_name: "locker".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -147,6 +153,9 @@ impl Node {
         let node = Arc::new(Node {
             id: cfg.id,
             own_process_hash: locker_proto::new_process_hash(),
+            watchers: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(cfg.max_watchers).unwrap_or(usize::MAX),
+            )),
             cfg,
             raft,
             replica,
@@ -439,6 +448,22 @@ impl Node {
         }
         let log_now = self.replica.read().table.now();
         Ok(log_now.max(term.clock.now_ms()))
+    }
+
+    /// The log index a quorum confirmed this node leads at (ReadIndex): a
+    /// read that waits for it to be applied sees every write answered
+    /// before it was asked.
+    pub async fn read_index(&self) -> Result<u64, Unavailable> {
+        self.ready_term().await?;
+        let wait = Duration::from_millis(self.cfg.leader_wait_ms);
+        match tokio::time::timeout(wait, self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await
+        {
+            Ok(Ok(read)) => Ok(read.index()),
+            Ok(Err(e)) => Err(Unavailable::NoLeader(e.to_string())),
+            Err(_) => Err(Unavailable::NoLeader(
+                "leadership not confirmed in time".into(),
+            )),
+        }
     }
 
     /// The leader's current time if this node is a ready leader.

@@ -56,6 +56,11 @@ wire_enum! {
         NotFound = "NOT_FOUND",
         /// 405: the route does not take that method.
         MethodNotAllowed = "METHOD_NOT_ALLOWED",
+        /// 410: a watch that starts before the oldest event the node still
+        /// keeps (its history is bounded and starts empty at each start);
+        /// the answer also carries `oldest_index` (see
+        /// [`CompactedAnswer`](crate::CompactedAnswer)).
+        Compacted = "COMPACTED",
         /// 413: a body over 64 KiB.
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// 415: a POST or PUT with a body that is not
@@ -97,6 +102,7 @@ impl ErrorCode {
             UnknownNode | NotFound => 404,
             MethodNotAllowed => 405,
             OwnerHashRetired => 409,
+            Compacted => 410,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             HostNotAllowed => 421,

@@ -7,7 +7,8 @@
 //!   [`OwnerStatus`], [`ProcessStatus`]) and the Raft role ([`RaftState`]),
 //! * the error body and every error code with its HTTP status ([`ErrorCode`]),
 //! * the validation limits and defaults ([`limits`]),
-//! * owner and process hashes: format, parser, builders ([`hashes`]).
+//! * owner and process hashes: format, parser, builders ([`hashes`]),
+//! * the watch stream's events, positions and 410 answer ([`watch`]).
 //!
 //! Only serde, serde_json, thiserror and hostname: no Raft, storage, HTTP
 //! server or runtime, so the client stays light. The HTTP contract these
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod lock;
 pub mod requests;
 pub mod status;
+pub mod watch;
 
 pub use answers::{
     ClusterAnswer, DigestAnswer, HealthAnswer, KeepaliveAnswer, LeaderAnswer, ListAnswer,
@@ -41,6 +43,10 @@ pub use requests::{
     ReleaseRequest, TransferLeaderRequest,
 };
 pub use status::{LockOpStatus, OwnerStatus, ProcessStatus, RaftState};
+pub use watch::{
+    BadEventId, CloseReason, CompactedAnswer, EndReason, EventId, ReadIndexAnswer, WatchCause,
+    WatchClosed, WatchEvent, WatchKind, WatchProcess, WatchQuery, WatchStart,
+};
 
 /// A word that is not one of an enum's wire spellings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

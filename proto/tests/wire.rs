@@ -265,6 +265,7 @@ fn error_codes_and_their_http_statuses() {
         ("NOT_FOUND", 404),
         ("METHOD_NOT_ALLOWED", 405),
         ("OWNER_HASH_RETIRED", 409),
+        ("COMPACTED", 410),
         ("PAYLOAD_TOO_LARGE", 413),
         ("UNSUPPORTED_MEDIA_TYPE", 415),
         ("HOST_NOT_ALLOWED", 421),

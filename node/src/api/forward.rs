@@ -37,7 +37,7 @@ fn forward_proof(secret: &str, from: NodeId) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn forwarded_header_value(node: &Node) -> String {
+pub(super) fn forwarded_header_value(node: &Node) -> String {
     format!(
         "{}:{}",
         node.id,
@@ -74,7 +74,7 @@ fn moved(resp: &Response) -> bool {
 fn needs_leader(req: &Request) -> bool {
     let path = req.uri().path();
     // Status and digests describe the node asked, never the leader.
-    let local = ["/v1/cluster", "/v1/cluster/nodes", "/v1/digest"];
+    let local = ["/v1/cluster", "/v1/cluster/nodes", "/v1/digest", "/v1/watch"];
     if !path.starts_with("/v1/") || (req.method() == Method::GET && local.contains(&path)) {
         return false;
     }

@@ -11,6 +11,7 @@ mod locks;
 mod openapi;
 mod ops;
 mod processes;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use axum::Router;
 use locker_proto::limits::MAX_BODY_BYTES;
 use locker_proto::ErrorCode;
 
+pub(crate) use answers::wire_lock;
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 
@@ -55,6 +57,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/digest", get(ops::digest))
+        .route("/v1/watch", get(watch::watch))
+        .route("/v1/read-index", get(watch::read_index))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

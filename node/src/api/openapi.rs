@@ -6,7 +6,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{cluster, locks, ops, processes};
+use super::{cluster, locks, ops, processes, watch};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use super::{cluster, locks, ops, processes};
         locks::acquire, locks::extend, locks::release, locks::read, locks::list, locks::owner,
         cluster::status, cluster::nodes, cluster::add_member, cluster::remove_member, cluster::transfer_leader,
         ops::healthz, ops::readyz, ops::metrics, ops::digest,
+        watch::watch, watch::read_index,
     ),
     components(schemas(
         locker_proto::Lock, locker_proto::LockOpStatus, locker_proto::OwnerStatus,
@@ -32,6 +33,10 @@ use super::{cluster, locks, ops, processes};
         locker_proto::AcquireRequest, locker_proto::ExtendRequest, locker_proto::ReleaseRequest,
         locker_proto::KeepaliveRequest, locker_proto::AddMemberRequest,
         locker_proto::TransferLeaderRequest,
+        locker_proto::WatchEvent, locker_proto::WatchKind, locker_proto::WatchCause,
+        locker_proto::EndReason, locker_proto::WatchProcess, locker_proto::EventId,
+        locker_proto::WatchStart, locker_proto::WatchClosed, locker_proto::CloseReason,
+        locker_proto::CompactedAnswer, locker_proto::ReadIndexAnswer,
     )),
     tags(
         (name = "locks", description = "Acquire, extend, release, read and list locks"),

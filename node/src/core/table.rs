@@ -239,6 +239,43 @@ impl LockTable {
         (outcome, changes)
     }
 
+    /// The lock record on `key`, live or not (the watch stream compares
+    /// records before and after an apply).
+    pub fn lock_record(&self, key: &str) -> Option<&Lock> {
+        self.locks.get(key)
+    }
+
+    /// The process record of `process_hash`, live or not.
+    pub fn process_record(&self, process_hash: &str) -> Option<&Process> {
+        self.processes.get(process_hash)
+    }
+
+    /// The lock records bound to `process_hash`, in key order.
+    pub fn locks_of(&self, process_hash: &str) -> Vec<&Lock> {
+        self.by_process
+            .get(process_hash)
+            .map(|keys| keys.iter().filter_map(|k| self.locks.get(k)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Lock records whose own TTL has ended at `at` (what a sweep at `at`
+    /// removes), in key order.
+    pub fn lock_records_ended(&self, at: u64) -> Vec<&Lock> {
+        self.expired_locks(at)
+            .iter()
+            .filter_map(|k| self.locks.get(k))
+            .collect()
+    }
+
+    /// Process records whose keep-alive has lapsed at `at` (what a sweep at
+    /// `at` removes), in hash order.
+    pub fn process_records_ended(&self, at: u64) -> Vec<&Process> {
+        self.expired_processes(at)
+            .iter()
+            .filter_map(|h| self.processes.get(h))
+            .collect()
+    }
+
     /// A live process at `at`.
     pub fn live_process(&self, process_hash: &str, at: u64) -> Option<&Process> {
         self.processes

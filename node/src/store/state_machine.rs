@@ -43,6 +43,8 @@ pub struct Replica {
 pub struct ReplicaCell {
     state: RwLock<Replica>,
     applied: watch::Sender<u64>,
+    /// The watch stream's events, recorded at apply (`crate::watch`).
+    pub events: crate::watch::History,
 }
 
 /// The replica as the node and the state machine share it.
@@ -151,6 +153,7 @@ impl StateMachine {
             replica: Arc::new(ReplicaCell {
                 state: RwLock::new(replica),
                 applied: watch::channel(applied).0,
+                events: crate::watch::History::new(applied),
             }),
         })
     }
@@ -307,7 +310,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let outcome = match entry.payload {
                     EntryPayload::Blank => Outcome::status_only(Status::Success),
                     EntryPayload::Normal(cmd) => {
-                        let (outcome, changes) = r.table.apply(index, &cmd);
+                        let events = &self.replica.events;
+                        let (outcome, changes) = events.apply(&mut r.table, index, &cmd);
                         put_changes(&mut batch, changes)?;
                         outcome
                     }
@@ -404,6 +408,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             must_write("install the snapshot state", self.sm.apply_batch(batch));
             hit("store::snapshot_install::after_state");
             *r = installed;
+            let at = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+            self.replica.events.reset(at);
         }
         self.flusher.flush().await?;
         hit("store::snapshot_install::after_flush");
