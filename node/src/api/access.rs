@@ -165,7 +165,9 @@ async fn need(parts: &mut Parts) -> Result<Need, ApiError> {
             Some(path_param(parts, ErrorCode::InvalidKey).await?),
         ),
         // Filtered by the handler.
-        "/v1/locks" => Need::Role(Role::Read, None),
+        "/v1/locks" | "/v1/watch" => Need::Role(Role::Read, None),
+        // An index only; a follower asks its leader with the secret.
+        "/v1/read-index" if get => Need::Any,
         "/v1/owners/{owner_hash}" => {
             let owner = path_param(parts, ErrorCode::InvalidOwnerHash).await?;
             // A hash that does not parse names no key: its answer shows none.

@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::Stream;
 use locker_proto::limits::MAX_KEY_BYTES;
 use locker_proto::{
@@ -20,6 +20,7 @@ use locker_proto::{
 };
 use tokio::sync::{watch as signal, OwnedSemaphorePermit};
 
+use super::access::{token_of, Authed};
 use super::error::ApiError;
 use super::input;
 use crate::node::{LeaderHint, Node};
@@ -35,9 +36,13 @@ const BATCH: usize = 256;
         (status = 200, description = "`text/event-stream`: `start`, then one event per change (data: WatchEvent), `: keep-alive` comments, and `closed` (data: WatchClosed) if the node ends the stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "Bad query or event id", body = ErrorAnswer),
         (status = 410, description = "COMPACTED: the start is older than this node keeps", body = CompactedAnswer),
-        (status = 503, description = "Too many watchers, or no leader for `linearizable`", body = ErrorAnswer)))]
+        (status = 401, description = "A token is required", body = ErrorAnswer),
+        (status = 403, description = "The token lacks the read role or every prefix", body = ErrorAnswer),
+        (status = 429, description = "LIMIT_EXCEEDED: --max-watchers streams are open", body = ErrorAnswer),
+        (status = 503, description = "No leader for `linearizable`", body = ErrorAnswer)))]
 pub async fn watch(
     State(node): State<Arc<Node>>,
+    authed: Option<Extension<Authed>>,
     headers: HeaderMap,
     q: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -50,11 +55,20 @@ pub async fn watch(
         ));
     }
     let since = start_id(&headers, q.since.as_deref())?;
-    // A watch of a token's keys would filter `prefix` by the token's
-    // prefixes here and require its read role.
+    // A token (read role, checked by `access`) sees only its prefixes.
+    let prefixes = match token_of(&authed) {
+        Some(t) => t.visible_prefixes(&prefix),
+        None => vec![prefix],
+    };
+    if prefixes.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the prefix is outside every prefix of this token",
+        ));
+    }
     let permit = node.watchers.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
-            ErrorCode::NoLeader,
+            ErrorCode::LimitExceeded,
             format!(
                 "this node serves at most {} watch streams (--max-watchers); retry later or on another node",
                 node.cfg.max_watchers
@@ -76,7 +90,7 @@ pub async fn watch(
         oldest_index: node.replica.events.oldest_index(),
     };
     let first = frame(Some(cursor), "start", &start);
-    let body = Body::from_stream(stream(node, prefix, cursor, first, permit));
+    let body = Body::from_stream(stream(node, prefixes, cursor, first, permit));
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -197,7 +211,7 @@ enum Woke {
 /// A stream's state between frames.
 struct Watcher {
     node: Arc<Node>,
-    prefix: String,
+    prefixes: Vec<String>,
     /// The history was read up to here.
     cursor: EventId,
     /// The last event sent (or the start).
@@ -212,7 +226,7 @@ struct Watcher {
 
 fn stream(
     node: Arc<Node>,
-    prefix: String,
+    prefixes: Vec<String>,
     cursor: EventId,
     first: Bytes,
     permit: OwnedSemaphorePermit,
@@ -224,7 +238,7 @@ fn stream(
         applied: node.replica.subscribe(),
         stopping: node.stopping(),
         node,
-        prefix,
+        prefixes,
         cursor,
         sent: cursor,
         heartbeat,
@@ -253,7 +267,7 @@ impl Watcher {
                 .node
                 .replica
                 .events
-                .after(self.cursor, &self.prefix, BATCH)
+                .after(self.cursor, &self.prefixes, BATCH)
             {
                 Err(gone) => {
                     let reason = match gone {

@@ -39,7 +39,7 @@ impl Before {
             now: table.now(),
             ..Before::default()
         };
-        match &cmd.op {
+        match bare(&cmd.op) {
             Op::Acquire { key, .. } | Op::Extend { key, .. } | Op::Release { key, .. } => {
                 b.add_lock(table, key, table.lock_record(key).cloned());
             }
@@ -55,7 +55,7 @@ impl Before {
                     b.add_process(table, &p.process_hash);
                 }
             }
-            Op::LeaderTakeover | Op::Tick => {}
+            Op::LeaderTakeover | Op::Tick | Op::As { .. } => {}
         }
         b
     }
@@ -169,8 +169,9 @@ pub fn events(
     cmd: &Command,
     changes: &[Change],
 ) -> Vec<WatchEvent> {
-    let cause = cause_of(&cmd.op);
-    let drafts = match (&cmd.op, cause) {
+    let op = bare(&cmd.op);
+    let cause = cause_of(op);
+    let drafts = match (op, cause) {
         (_, None) => Vec::new(),
         (Op::LeaderTakeover, _) => shifted(before, after, changes),
         (Op::Keepalive { process_hash, .. }, _) => keepalive(before, after, process_hash),
@@ -221,8 +222,16 @@ fn cause_of(op: &Op) -> Option<WatchCause> {
         Op::EndProcess { .. } => WatchCause::EndProcess,
         Op::Sweep => WatchCause::Sweep,
         Op::LeaderTakeover => WatchCause::LeaderTakeover,
-        Op::Tick => return None,
+        Op::Tick | Op::As { .. } => return None,
     })
+}
+
+/// The operation itself, out of any [`Op::As`] wrapping.
+fn bare(mut op: &Op) -> &Op {
+    while let Op::As { op: inner, .. } = op {
+        op = inner;
+    }
+    op
 }
 
 /// Acquire, extend and release: at most one lock record changes.

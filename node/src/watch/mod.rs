@@ -44,6 +44,11 @@ impl Recorded {
         })
     }
 
+    /// Whether a watch of any of `prefixes` gets this event.
+    pub fn matches_any(&self, prefixes: &[String]) -> bool {
+        prefixes.iter().any(|p| self.matches(p))
+    }
+
     /// Whether a watch of `prefix` gets this event: a lock event under the
     /// prefix; a process event whose hash starts with it or whose locks
     /// include one under it; every `deadlines_shifted`.
@@ -220,8 +225,8 @@ impl History {
         }
     }
 
-    /// Up to `max` events after `cursor` that match `prefix`.
-    pub fn after(&self, cursor: EventId, prefix: &str, max: usize) -> Result<Batch, Gone> {
+    /// Up to `max` events after `cursor` that match one of `prefixes`.
+    pub fn after(&self, cursor: EventId, prefixes: &[String], max: usize) -> Result<Batch, Gone> {
         let r = self.ring();
         if cursor < r.reset_at {
             return Err(Gone::Snapshot);
@@ -233,7 +238,7 @@ impl History {
         let mut batch = Batch::default();
         for e in r.events.range(start..).take(SCAN_LIMIT) {
             batch.scanned_to = Some(e.event.id);
-            if e.matches(prefix) {
+            if e.matches_any(prefixes) {
                 batch.events.push(e.clone());
                 if batch.events.len() >= max {
                     break;
