@@ -74,7 +74,12 @@ fn moved(resp: &Response) -> bool {
 fn needs_leader(req: &Request) -> bool {
     let path = req.uri().path();
     // Status and digests describe the node asked, never the leader.
-    let local = ["/v1/cluster", "/v1/cluster/nodes", "/v1/digest", "/v1/watch"];
+    let local = [
+        "/v1/cluster",
+        "/v1/cluster/nodes",
+        "/v1/digest",
+        "/v1/watch",
+    ];
     if !path.starts_with("/v1/") || (req.method() == Method::GET && local.contains(&path)) {
         return false;
     }
