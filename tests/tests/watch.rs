@@ -2,10 +2,11 @@
 //! order, resuming without loss or repetition, 410 after the history moved
 //! on, a stalled watcher cut off without slowing writes, heartbeats.
 
-use std::io::{BufRead, BufReader, Read};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
-use locker_proto::{WatchEvent, WatchStart};
+use locker_proto::{CompactedAnswer, WatchClosed, WatchEvent, WatchStart};
 use locker_tests::{api, http, Cluster, SECRET};
 use serde_json::json;
 
@@ -249,4 +250,161 @@ fn every_kind_of_event_appears_once_in_log_order() {
     assert!(events[19].gap_ms.is_some_and(|g| g > 0));
     // The process events carry the record.
     assert_eq!(events[0].process.as_ref().map(|p| p.ttl_ms), Some(60_000));
+}
+
+/// The keys of the live locks under `prefix`, from a linearizable list.
+fn live_keys(base: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+    let a = locker_tests::get(&format!("{base}/v1/locks?prefix={prefix}"));
+    let list: locker_proto::ListAnswer = a.json();
+    list.locks.into_iter().map(|l| l.key).collect()
+}
+
+/// The keys a stream of events leaves held.
+fn replay(events: &[WatchEvent]) -> std::collections::BTreeSet<String> {
+    let mut held = std::collections::BTreeSet::new();
+    for e in events {
+        if let Some(k) = &e.key {
+            if e.lock.is_some() {
+                held.insert(k.clone());
+            } else {
+                held.remove(k);
+            }
+        }
+    }
+    held
+}
+
+#[test]
+fn resuming_with_last_event_id_misses_and_repeats_nothing() {
+    let c = Cluster::start(1);
+    let base = c.url(1);
+    let (mut r, _) = open(&base, "prefix=r/", None);
+    ok(&api::keepalive(&base, "rh/1.1", 60_000), "keepalive");
+    for k in ["r/1", "r/2", "r/3"] {
+        acquire(&base, k, &format!("{k}@rh/1.1.1"), Some("rh/1.1"), 60_000);
+    }
+    acquire(&base, "r/4", "r/4@rh/2.2.1", None, 60_000);
+    // One entry, four events: r/1..r/3 freed with their process's end.
+    ok(&api::end_process(&base, "rh/1.1"), "end");
+    let mut seen = take(&mut r, 6);
+    assert_eq!(seen[5].id.to_string(), format!("{}.2", seen[5].index));
+    drop(r);
+    // While disconnected.
+    ok(&api::release(&base, "r/4", "r/4@rh/2.2.1"), "release");
+    acquire(&base, "r/5", "r/5@rh/2.2.2", None, 60_000);
+    let last = seen[5].id.to_string();
+    let (mut r, start) = open(&base, "prefix=r/", Some(&last));
+    assert_eq!(start.id.to_string(), last);
+    seen.extend(take(&mut r, 4));
+    assert_strictly_increasing(&seen);
+    let kinds = kinds(&seen);
+    assert_eq!(&kinds[6..], ["freed", "freed", "released", "acquired"]);
+    assert_eq!(replay(&seen), live_keys(&base, "r/"));
+    // `since` in the query resumes the same way.
+    let (mut r, _) = open(&base, &format!("prefix=r/&since={}", seen[7].id), None);
+    assert_eq!(
+        take(&mut r, 2).iter().map(|e| e.id).collect::<Vec<_>>(),
+        [seen[8].id, seen[9].id]
+    );
+}
+
+#[test]
+fn a_start_older_than_the_history_answers_410_with_the_oldest_index() {
+    let c = Cluster::start_with(1, &["--watch-history", "5"]);
+    let base = c.url(1);
+    for i in 0..20 {
+        acquire(
+            &base,
+            &format!("h/{i}"),
+            &format!("h/{i}@hh/1.1.{i}"),
+            None,
+            60_000,
+        );
+    }
+    let resp = client()
+        .get(format!("{base}/v1/watch?since=1"))
+        .send()
+        .expect("watch");
+    assert_eq!(resp.status().as_u16(), 410);
+    let gone: CompactedAnswer = resp.json().expect("410 body");
+    assert_eq!(gone.error.code.as_str(), "COMPACTED");
+    assert!(gone.oldest_index > 1, "{gone:?}");
+    // From the oldest index on, the five kept events come.
+    let (mut r, start) = open(&base, &format!("since={}", gone.oldest_index), None);
+    assert_eq!(start.oldest_index, gone.oldest_index);
+    let events = take(&mut r, 5);
+    assert_eq!(events[4].key.as_deref(), Some("h/19"));
+    // A bad id is refused, not read as "from now".
+    let bad = client()
+        .get(format!("{base}/v1/watch?since=x"))
+        .send()
+        .expect("bad");
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+#[test]
+fn heartbeats_keep_an_idle_stream_alive_and_watchers_are_capped() {
+    let c = Cluster::start_with(1, &["--watch-heartbeat-ms", "200", "--max-watchers", "1"]);
+    let base = c.url(1);
+    let (mut r, _) = open(&base, "", None);
+    let item = r.next_item().expect("an item");
+    assert_eq!(item.comment.as_deref(), Some("keep-alive"), "{item:?}");
+    let second = client()
+        .get(format!("{base}/v1/watch"))
+        .send()
+        .expect("2nd");
+    assert_eq!(second.status().as_u16(), 429);
+    let e: locker_proto::ErrorAnswer = second.json().expect("429 body");
+    assert_eq!(e.error.code.as_str(), "LIMIT_EXCEEDED");
+}
+
+/// Opens a watch on a raw socket that the test then does not read.
+fn stalled_watch(base: &str) -> TcpStream {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(s, "GET /v1/watch HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    s
+}
+
+#[test]
+fn a_stalled_watcher_is_cut_off_without_slowing_writes() {
+    let c = Cluster::start_with(1, &["--watch-history", "20"]);
+    let base = c.url(1);
+    let mut stalled = stalled_watch(&base);
+    // About 15 KiB per event: far more than the socket buffers hold.
+    let info = "i".repeat(15_000);
+    let started = Instant::now();
+    for i in 0..300 {
+        let a = locker_tests::put(
+            &format!("{base}/v1/processes/sh%2F1.1"),
+            json!({"ttl_ms": 60_000, "info": {"n": i, "pad": info}}),
+        );
+        ok(&a, "keepalive");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(120), "300 writes took {took:?}");
+    // Reading again, the watcher finds its stream closed for being too slow.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = loop {
+        let n = stalled.read(&mut buf).expect("read the stalled stream");
+        assert!(n > 0, "the stream ended without a closed event");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("event: closed\ndata: ") {
+            let rest = &text[at + "event: closed\ndata: ".len()..];
+            if let Some(end) = rest.find('\n') {
+                break rest[..end].to_string();
+            }
+        }
+    };
+    let closed: WatchClosed = serde_json::from_str(&closed).expect("closed data");
+    assert_eq!(closed.reason.as_str(), "too_slow");
+    assert!(closed.last_index < 300, "{closed:?}");
+    // The node still serves a fresh watcher.
+    let (_r, start) = open(&base, "", None);
+    assert!(start.applied_index > 300);
 }
