@@ -265,6 +265,7 @@ fn the_dashboard_shows_members_locks_and_a_leader_change() {
     );
     assert_eq!(page.until(5, "the leader", &leader_shown(0)), json!(leader));
 
+    the_stream_is_followed_if_the_node_has_one(&page, &c.url(here), None);
     a_lock_comes_and_goes(&page, &c.url(leader));
 
     // The leader dies: the page (on a survivor) names the new one and marks the old one down.
@@ -294,6 +295,30 @@ fn the_dashboard_shows_members_locks_and_a_leader_change() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// The page follows the watch stream when the node serves one (`live`),
+/// and says it polls when it does not.
+fn the_stream_is_followed_if_the_node_has_one(page: &Page, base: &str, token: Option<&str>) {
+    let mut req = http()
+        .get(format!("{base}/v1/watch"))
+        .timeout(Duration::from_secs(3));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let watch = req.send().expect("GET /v1/watch");
+    let want = if watch.status() == 404 {
+        "polling"
+    } else {
+        "live"
+    };
+    drop(watch);
+    let state = page.until(
+        5,
+        "the connection state",
+        &format!("const s = document.getElementById('conn').dataset.state; return s === {want:?} ? s : null;"),
+    );
+    assert_eq!(state, json!(want));
 }
 
 /// A lock taken through the API (on another node) appears with its holder,
@@ -477,6 +502,8 @@ fn with_tokens_the_page_is_open_and_its_data_needs_a_token() {
         page.until(10, "3 healthy members", MEMBERS),
         json!(["1", "2", "3"])
     );
+    // EventSource cannot send the token: the page reads the stream with fetch.
+    the_stream_is_followed_if_the_node_has_one(&page, &base, Some(READER.secret));
     let got = call(
         "POST",
         &format!("{base}/v1/locks/billing%2Fpayouts/acquire"),
