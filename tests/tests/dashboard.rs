@@ -515,3 +515,44 @@ fn with_tokens_the_page_is_open_and_its_data_needs_a_token() {
     assert_eq!(row["holder"], json!(lock.owner_hash));
     page.close();
 }
+
+/// The node that served the page goes away: a red banner and `offline`;
+/// it comes back: the page reconnects on its own, follows the stream
+/// again and shows what changed meanwhile.
+#[test]
+fn a_lost_node_shows_a_banner_and_the_page_recovers_on_its_own() {
+    let (_driver, port) = start_chromedriver();
+    let mut c = Cluster::start(1);
+    let base = c.url(1);
+    let page = Page::open(port, &format!("{base}/ui"));
+    page.until(
+        10,
+        "the member",
+        "return document.querySelectorAll('#members tbody tr').length === 1;",
+    );
+    c.kill(1);
+    page.until(
+        8,
+        "the lost-connection banner",
+        "return !document.getElementById('banner-lost').hidden \
+         && document.getElementById('conn').dataset.state === 'offline';",
+    );
+    c.restart(1);
+    c.wait_ready(Duration::from_secs(20));
+    let lock = api::acquire(&base, "jobs/after-restart", json!({"ttl_ms": 60_000}))
+        .lock()
+        .expect("acquired");
+    let row = page.until(
+        20,
+        "the lock taken after the restart",
+        &lock_row("jobs/after-restart"),
+    );
+    assert_eq!(row["token"], json!(lock.fencing_token.to_string()));
+    page.until(
+        10,
+        "the banner gone and the stream live",
+        "return document.getElementById('banner-lost').hidden \
+         && document.getElementById('conn').dataset.state === 'live';",
+    );
+    page.close();
+}
