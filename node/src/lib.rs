@@ -22,3 +22,4 @@ pub mod types;
 pub mod ui;
 pub mod waiters;
 pub mod watch;
+pub mod wire_errors;

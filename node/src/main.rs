@@ -196,6 +196,8 @@ fn spawn_peer_server(
     let peer_limits = ServeLimits {
         max_connections: PEER_MAX_CONNECTIONS,
         idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+        // A stranger's silent sockets make room for the peers' own.
+        evict_unproven: true,
     };
     tokio::spawn(serve(
         listener,
@@ -232,6 +234,7 @@ fn client_limits(cfg: &NodeConfig, open_files: Option<u64>) -> ServeLimits {
     ServeLimits {
         max_connections: max,
         idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+        evict_unproven: false,
     }
 }
 

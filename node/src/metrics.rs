@@ -7,9 +7,9 @@
 //! [`Metrics::render`]'s caller, `api/ops.rs::metrics`.
 //!
 //! Every label has a bounded set of values: the route is axum's matched route
-//! pattern, the status a `u16`, and the method one of the standard ones or
-//! `other` (a label per raw method would let any client grow the page without
-//! limit).
+//! pattern (`other` when no route matched), the status a `u16`, and the
+//! method one of the standard ones or `other` (a label per raw method or
+//! path would let any client grow the page without limit).
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -386,10 +386,15 @@ mod tests {
         for i in 0..100 {
             let name = format!("X{}", "Y".repeat(1000 + i));
             let method = Method::from_bytes(name.as_bytes()).expect("a valid token");
-            m.observe_request(&method, "unmatched", 405, Duration::from_millis(1));
+            m.observe_request(&method, "other", 405, Duration::from_millis(1));
         }
         let text = m.render();
         assert!(!text.contains("YYYY"), "a raw method leaked into a label");
-        assert!(text.contains("locker_http_requests_total{method=\"other\",route=\"unmatched\",status=\"405\"} 100"), "{text}");
+        assert!(
+            text.contains(
+                "locker_http_requests_total{method=\"other\",route=\"other\",status=\"405\"} 100"
+            ),
+            "{text}"
+        );
     }
 }

@@ -86,6 +86,21 @@ wire_enum! {
         Timeout = "TIMEOUT",
         /// 503: a membership change or leadership transfer failed.
         MembershipChangeFailed = "MEMBERSHIP_CHANGE_FAILED",
+        /// 400: a path with a malformed percent-escape (`%zz`) or a `.` or
+        /// `..` segment (plain or percent-encoded): paths are never
+        /// normalised, and a client library or proxy would rewrite such a
+        /// path before it arrived.
+        InvalidPath = "INVALID_PATH",
+        /// 400: a request that is not well-formed HTTP/1.1 (refused by the
+        /// HTTP layer before any route sees it), or one with a
+        /// `Transfer-Encoding` header: bodies must be sent with
+        /// `Content-Length` (both at once is a request-smuggling pattern).
+        /// The connection is closed.
+        MalformedRequest = "MALFORMED_REQUEST",
+        /// 414: a request target longer than the HTTP layer reads.
+        UriTooLong = "URI_TOO_LONG",
+        /// 431: a request header section larger than the HTTP layer reads.
+        HeadersTooLarge = "HEADERS_TOO_LARGE",
     }
 }
 
@@ -109,6 +124,10 @@ impl ErrorCode {
             LimitExceeded | RateLimited => 429,
             Internal => 500,
             NoLeader | Timeout | MembershipChangeFailed => 503,
+            // The HTTP layer's own refusals.
+            InvalidPath | MalformedRequest => 400,
+            UriTooLong => 414,
+            HeadersTooLarge => 431,
         }
     }
 

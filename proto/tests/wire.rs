@@ -275,6 +275,10 @@ fn error_codes_and_their_http_statuses() {
         ("NO_LEADER", 503),
         ("TIMEOUT", 503),
         ("MEMBERSHIP_CHANGE_FAILED", 503),
+        ("INVALID_PATH", 400),
+        ("MALFORMED_REQUEST", 400),
+        ("URI_TOO_LONG", 414),
+        ("HEADERS_TOO_LARGE", 431),
     ];
     assert_eq!(
         ErrorCode::ALL.len(),

@@ -6,6 +6,7 @@ mod answers;
 mod cluster;
 mod error;
 mod forward;
+mod hygiene;
 mod input;
 mod locks;
 mod openapi;
@@ -76,8 +77,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(middleware::from_fn(require_json))
         .layer(middleware::from_fn_with_state(node.clone(), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(hygiene::check_request))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .layer(middleware::from_fn(crate::guard::client_auth_failures))
+        .layer(middleware::from_fn(hygiene::json_errors))
         .with_state(node)
 }
 
@@ -204,7 +207,7 @@ async fn observe(State(node): State<Arc<Node>>, mut req: Request, next: Next) ->
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
     let span = tracing::info_span!("request", request_id = %id, %method, path = %req.uri().path());
     let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let took = started.elapsed();

@@ -136,7 +136,7 @@ impl PeerClient {
             )));
         }
         let answer: Result<Resp, String> =
-            bincode::deserialize(&bytes).map_err(|e| Failure::Network(e.to_string()))?;
+            super::decode_message(&bytes).map_err(|e| Failure::Network(e.to_string()))?;
         answer.map_err(Failure::Network)
     }
 

@@ -6,7 +6,7 @@ mod client;
 mod server;
 
 pub use client::PeerNetwork;
-pub use server::{peer_router, same_secret, PeerInfo, PeerState};
+pub use server::{decode_message, peer_router, same_secret, PeerInfo, PeerState};
 
 /// Header carrying the shared cluster secret on every peer request.
 pub const SECRET_HEADER: &str = "x-locker-cluster-secret";

@@ -68,12 +68,16 @@ pub fn peer_router(state: Arc<PeerState>) -> Router {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/pre-vote", post(pre_vote))
-        .route("/raft/snapshot", post(snapshot))
+        // Snapshots carry the whole table (a million locks of a few hundred
+        // bytes each, and more): the one body allowed past RPC_BODY_LIMIT.
+        .route(
+            "/raft/snapshot",
+            post(snapshot).layer(DefaultBodyLimit::max(SNAPSHOT_BODY_LIMIT)),
+        )
         .route("/raft/transfer-leader", post(transfer_leader))
         .route("/peer/info", get(info))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        // Snapshots carry the whole table.
-        .layer(DefaultBodyLimit::max(1 << 30))
+        .layer(DefaultBodyLimit::max(RPC_BODY_LIMIT))
         .with_state(state)
 }
 
@@ -90,6 +94,9 @@ async fn authenticate(State(st): State<Arc<PeerState>>, req: Request, next: Next
     if !secret.is_some_and(|s| same_secret(s, st.secret.as_bytes())) {
         return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
     }
+    // A holder of the secret: its connection is never closed to make room
+    // for another (see `serve::ServeLimits::evict_unproven`).
+    crate::serve::prove_connection(&req);
     if let Some(target) = req.headers().get(TARGET_HEADER) {
         if target.to_str().ok() != Some(st.node_id.to_string().as_str()) {
             return (
@@ -138,8 +145,28 @@ fn check_protocol(headers: &HeaderMap) -> Result<u32, String> {
     Ok(version)
 }
 
+/// Body limit of every peer request but a snapshot: an append carries at
+/// most `max_payload_entries` (1000) entries of a 64 KiB request each.
+pub const RPC_BODY_LIMIT: usize = 128 << 20;
+
+/// Body limit of a snapshot.
+pub const SNAPSHOT_BODY_LIMIT: usize = 1 << 30;
+
+/// Decodes a peer message: bincode as `bincode::serialize` writes it
+/// (fixed-width integers), reading no more than the body holds (a length
+/// prefix past it is an error before anything is allocated for it) and
+/// refusing trailing bytes. Corrupt bytes are an error, never a panic.
+pub fn decode_message<T: DeserializeOwned>(body: &[u8]) -> bincode::Result<T> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+        .with_limit(u64::try_from(body.len()).unwrap_or(u64::MAX))
+        .deserialize(body)
+}
+
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
-    bincode::deserialize(body).map_err(|e| {
+    decode_message(body).map_err(|e| {
         Box::new((StatusCode::BAD_REQUEST, format!("bad bincode body: {e}")).into_response())
     })
 }
