@@ -774,6 +774,16 @@ impl Client {
         decode_ok(path, status, &v)
     }
 
+    /// Opens a long GET (the watch stream) on one URL: no overall timeout,
+    /// the client's connect timeout and token. `Err` names the failure.
+    pub(crate) async fn get_stream(&self, url: &str) -> Result<reqwest::Response, String> {
+        let mut req = self.inner.http.get(url);
+        if let Some(t) = &self.inner.opts.token {
+            req = req.bearer_auth(t.secret());
+        }
+        req.send().await.map_err(|e| describe_reqwest_error(&e))
+    }
+
     /// GET any path and return the JSON body as is (for tools).
     pub async fn get_json(&self, path: &str) -> Result<Value, Error> {
         let (status, v) = self.call(Method::GET, path, None, 0, None).await?;

@@ -71,6 +71,7 @@ mod reporter;
 #[cfg(test)]
 mod testutil;
 mod tls;
+mod watch;
 
 pub use client::{parse_endpoints, BearerToken, Client, ClientOptions, DEFAULT_ENDPOINT};
 pub use error::{DrainingSignal, Error, ErrorKind, LockError, LockerEvent, LostReason, MutexError};
@@ -89,6 +90,7 @@ pub use locker_proto as proto;
 /// The body of an acquire request.
 pub use locker_proto::AcquireRequest;
 pub use tls::TlsOptions;
+pub use watch::{Watch, WatchItem};
 // One name per type at the crate root: the seed's names where it has one
 // (the proto names of those stay reachable as `proto::Lock` etc.).
 pub use types::{

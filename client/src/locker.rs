@@ -785,6 +785,13 @@ impl Locker {
         }
     }
 
+    /// Watches every change to locks and processes under `prefix` from now
+    /// on, resuming across reconnects and node failover (see
+    /// [`Client::watch`]).
+    pub fn watch(&self, prefix: &str) -> crate::Watch {
+        self.client().watch(prefix)
+    }
+
     /// The live lock under `key`, or `None` ("maybe unlocked"). As in the
     /// seed, the answer may be stale a moment later.
     pub async fn read_lock_data(&self, key: &str) -> Result<Option<LockData>, Error> {

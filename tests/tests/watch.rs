@@ -408,3 +408,188 @@ fn a_stalled_watcher_is_cut_off_without_slowing_writes() {
     let (_r, start) = open(&base, "", None);
     assert!(start.applied_index > 300);
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Reads library items until every key in `keys` was acquired once;
+/// returns the events (and resyncs replace the state replayed so far).
+fn collect_acquired(
+    rt: &tokio::runtime::Runtime,
+    w: &mut locker_client::Watch,
+    keys: usize,
+) -> Vec<WatchEvent> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut events: Vec<WatchEvent> = Vec::new();
+    while events
+        .iter()
+        .filter(|e| e.kind.as_str() == "acquired")
+        .count()
+        < keys
+    {
+        assert!(Instant::now() < deadline, "only {} events", events.len());
+        let item = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), w.next()).await })
+            .expect("an item in time")
+            .expect("the stream goes on")
+            .expect("no fatal error");
+        match item {
+            locker_client::WatchItem::Event(e) => events.push(*e),
+            other => panic!("no resync expected (every node keeps the history): {other:?}"),
+        }
+    }
+    events
+}
+
+#[test]
+fn the_library_stream_resumes_on_another_node_when_its_node_is_killed() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("leader");
+    let followers = c.followers();
+    let (serving, other) = (followers[0], followers[1]);
+    let rt = runtime();
+    let client = locker_client::Client::new(locker_client::ClientOptions {
+        endpoints: vec![c.url(serving), c.url(other), c.url(leader)],
+        ..Default::default()
+    })
+    .expect("client");
+    let mut w = rt.block_on(async { client.watch("f/") });
+    // The stream's start is asynchronous: wait until it sees a first write.
+    acquire(&c.url(leader), "f/first", "f/first@fh/1.1.1", None, 60_000);
+    let first = collect_acquired(&rt, &mut w, 1);
+    let base = c.url(leader);
+    for i in 0..20 {
+        acquire(
+            &base,
+            &format!("f/{i}"),
+            &format!("f/{i}@fh/1.1.{}", i + 2),
+            None,
+            60_000,
+        );
+    }
+    c.kill(serving);
+    for i in 20..40 {
+        acquire(
+            &base,
+            &format!("f/{i}"),
+            &format!("f/{i}@fh/1.1.{}", i + 2),
+            None,
+            60_000,
+        );
+        if i % 3 == 0 {
+            ok(
+                &api::release(&base, &format!("f/{i}"), &format!("f/{i}@fh/1.1.{}", i + 2)),
+                "release",
+            );
+        }
+    }
+    let mut events = first;
+    events.extend(collect_acquired(&rt, &mut w, 40));
+    assert_strictly_increasing(&events);
+    let acquired: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind.as_str() == "acquired")
+        .filter_map(|e| e.key.as_deref())
+        .collect();
+    let unique: std::collections::BTreeSet<&str> = acquired.iter().copied().collect();
+    assert_eq!(acquired.len(), 41, "every grant once: {acquired:?}");
+    assert_eq!(unique.len(), 41);
+    // Wait for the releases after the last grant, then compare with the table.
+    let last_release = events
+        .iter()
+        .filter(|e| e.kind.as_str() == "released")
+        .count();
+    for _ in last_release..7 {
+        let item = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), w.next()).await })
+            .expect("a release in time")
+            .expect("stream")
+            .expect("item");
+        if let locker_client::WatchItem::Event(e) = item {
+            events.push(*e);
+        }
+    }
+    assert_strictly_increasing(&events);
+    assert_eq!(replay(&events), live_keys(&base, "f/"));
+}
+
+fn locker_cli(base: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(locker_tests::bin("locker"));
+    cmd.arg("--endpoints").arg(base).args(args);
+    cmd
+}
+
+#[test]
+fn cli_watch_prints_events_and_wait_returns_when_the_key_is_free() {
+    let c = Cluster::start(1);
+    let base = c.url(1);
+    let mut watcher = locker_cli(&base, &["--json", "watch", "cli/"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("locker watch");
+    let mut lines = BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    // Writes go on until one arrives (the stream starts after the spawn).
+    let writer = {
+        let base = base.clone();
+        std::thread::spawn(move || {
+            for n in 1..=20 {
+                acquire(
+                    &base,
+                    &format!("cli/{n}"),
+                    &format!("cli/{n}@ch/1.1.{n}"),
+                    None,
+                    60_000,
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let line = lines.next().expect("a line").expect("text");
+    let seen: WatchEvent = serde_json::from_str(&line).expect("a JSON event per line");
+    writer.join().expect("writer");
+    assert_eq!(seen.kind.as_str(), "acquired");
+    assert!(seen.key.as_deref().is_some_and(|k| k.starts_with("cli/")));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    // wait: a free key at once; a held one times out with 3, or returns
+    // 0 once it is released.
+    let free = locker_cli(&base, &["wait", "cli/free"])
+        .status()
+        .expect("wait");
+    assert_eq!(free.code(), Some(0));
+    acquire(&base, "cli/held", "cli/held@ch/2.2.1", None, 60_000);
+    let timed_out = locker_cli(&base, &["wait", "cli/held", "--wait-ms", "300"])
+        .status()
+        .expect("wait");
+    assert_eq!(timed_out.code(), Some(3));
+    let mut waiting = locker_cli(&base, &["wait", "cli/held"])
+        .spawn()
+        .expect("wait");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        waiting.try_wait().expect("try_wait").is_none(),
+        "returned while held"
+    );
+    ok(
+        &api::release(&base, "cli/held", "cli/held@ch/2.2.1"),
+        "release",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = waiting.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wait did not return after the release"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -213,6 +213,25 @@ enum Command {
         /// An owner hash, `{key}@{host}/{pid}.{nanos}.{seq}[#trace]`.
         owner_hash: String,
     },
+    /// Print every change to locks and processes under PREFIX as it
+    /// happens, one line per event (`--json`: one JSON object per line),
+    /// until interrupted; resumes on its own across reconnects and node
+    /// failover.
+    Watch {
+        /// Only keys (and processes) starting with this; default: all.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Return (exit 0) once KEY is free: at once if it is, else when its
+    /// holder releases it, it expires or its process dies.
+    Wait {
+        /// The lock key.
+        key: String,
+        /// Give up after this long and exit 3 (default: wait for ever).
+        /// The global --timeout-ms is the failover budget of each request.
+        #[arg(long = "wait-ms", value_name = "MS")]
+        wait_ms: Option<u64>,
+    },
     /// Show the cluster (members, leader, term, log indexes), or change
     /// its membership: `locker cluster add|remove|promote` (these need the
     /// cluster secret, from LOCKER_CLUSTER_SECRET or --cluster-secret).
@@ -287,6 +306,8 @@ struct AcquireArgs {
 mod cluster;
 #[path = "locker/guard.rs"]
 mod guard;
+#[path = "locker/watch.rs"]
+mod watch;
 
 fn main() -> ExitCode {
     // `locker run` re-executes itself as the guard between it and the
@@ -348,12 +369,8 @@ async fn real_main(cli: Cli) -> u8 {
         token: token.clone(),
         ..Default::default()
     };
-    let client = match Client::new(client_opts) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("locker: {e}");
-            return EXIT_ERROR;
-        }
+    let Ok(client) = Client::new(client_opts).map_err(|e| eprintln!("locker: {e}")) else {
+        return EXIT_ERROR;
     };
     let json = cli.json;
     let res = match cli.command {
@@ -374,6 +391,8 @@ async fn real_main(cli: Cli) -> u8 {
         Command::Show { key } => cmd_show(&client, &key, json).await,
         Command::List { prefix, limit } => cmd_list(&client, prefix.as_deref(), limit, json).await,
         Command::Owner { owner_hash } => cmd_owner(&client, &owner_hash, json).await,
+        Command::Watch { prefix } => watch::watch(&client, &prefix, json).await,
+        Command::Wait { key, wait_ms } => watch::wait(&client, &key, wait_ms, EXIT_HELD).await,
         Command::Cluster(cluster::ClusterArgs {
             action: Some(action),
         }) => {
