@@ -47,6 +47,12 @@ struct LatencyLabels {
     route: String,
 }
 
+/// Labels of `locker_raft_follower_lag`: a member's node id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: u64,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -116,6 +122,22 @@ struct Gauges {
     lock_records: Gauge,
     process_records: Gauge,
     waiters: Gauge,
+    follower_lag: Family<PeerLabels, Gauge>,
+    data_dir_bytes: Gauge,
+    max_locks: Gauge,
+    max_processes: Gauge,
+    max_waiters: Gauge,
+}
+
+/// The configured limits, as the gauges show them (0: no limit).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsView {
+    /// `--max-locks`.
+    pub max_locks: u64,
+    /// `--max-processes`.
+    pub max_processes: u64,
+    /// `--max-waiters`.
+    pub max_waiters: u64,
 }
 
 /// The node's metrics and the registry that renders them.
@@ -162,6 +184,7 @@ impl Metrics {
         };
         m.register_http_and_raft();
         m.register_gauges();
+        m.register_ops_gauges();
         register_storage(&mut m.registry, flush);
         m
     }
@@ -264,6 +287,60 @@ impl Metrics {
         for (name, help, gauge) in gauges {
             self.registry.register(name, help, gauge.clone());
         }
+    }
+
+    fn register_ops_gauges(&mut self) {
+        let g = &self.gauges;
+        let r = &mut self.registry;
+        r.register(
+            "locker_raft_follower_lag",
+            "On the leader: log entries each other member is behind its last log index",
+            g.follower_lag.clone(),
+        );
+        r.register(
+            "locker_data_dir_bytes",
+            "Bytes of the files in the data directory",
+            g.data_dir_bytes.clone(),
+        );
+        let limits: [(&str, &str, &Gauge); 3] = [
+            (
+                "locker_max_locks",
+                "--max-locks (0: no limit)",
+                &g.max_locks,
+            ),
+            (
+                "locker_max_processes",
+                "--max-processes (0: no limit)",
+                &g.max_processes,
+            ),
+            (
+                "locker_max_waiters",
+                "--max-waiters (0: no limit)",
+                &g.max_waiters,
+            ),
+        ];
+        for (name, help, gauge) in limits {
+            r.register(name, help, gauge.clone());
+        }
+    }
+
+    /// Sets the follower lag gauges: `(peer, entries behind)` for each other
+    /// member while this node leads, none otherwise.
+    pub fn set_follower_lag(&self, lags: &[(u64, u64)]) {
+        let family = &self.gauges.follower_lag;
+        family.clear();
+        for &(peer, lag) in lags {
+            family.get_or_create(&PeerLabels { peer }).set(level(lag));
+        }
+    }
+
+    /// Sets the data directory size and the configured limits.
+    pub fn set_node(&self, data_dir_bytes: u64, limits: LimitsView) {
+        let g = &self.gauges;
+        g.data_dir_bytes.set(level(data_dir_bytes));
+        g.max_locks.set(level(limits.max_locks));
+        g.max_processes.set(level(limits.max_processes));
+        g.max_waiters.set(level(limits.max_waiters));
     }
 
     /// Counts one answered request and its latency.

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use locker_proto::{ClusterAnswer, DigestAnswer, HealthAnswer, ReadyAnswer};
 
-use crate::metrics::{RaftView, TableView};
+use crate::metrics::{LimitsView, RaftView, TableView};
 use crate::node::{LeaderHint, Node};
 
 /// Liveness: 200 while the process runs and its Raft core has not stopped
@@ -105,10 +105,25 @@ pub async fn digest(State(node): State<Arc<Node>>) -> Json<DigestAnswer> {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     node.metrics.set_raft(raft_view(&node));
+    node.metrics.set_follower_lag(&follower_lags(&node));
     // The live counts scan the table: off the async workers, in slices.
     let counting = node.clone();
-    match tokio::task::spawn_blocking(move || table_view(&counting)).await {
-        Ok(view) => node.metrics.set_table(view),
+    match tokio::task::spawn_blocking(move || {
+        let bytes = dir_bytes(&counting.cfg.data_dir);
+        (table_view(&counting), bytes)
+    })
+    .await
+    {
+        Ok((view, bytes)) => {
+            node.metrics.set_table(view);
+            let c = &node.cfg;
+            let limits = LimitsView {
+                max_locks: c.max_locks,
+                max_processes: c.max_processes,
+                max_waiters: c.max_waiters as u64,
+            };
+            node.metrics.set_node(bytes, limits);
+        }
         // Keep the previous values; the scan panicking is a bug to log.
         Err(e) => tracing::error!(error = %e, "counting live records failed"),
     }
@@ -117,6 +132,40 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         node.metrics.render(),
     )
         .into_response()
+}
+
+/// On the leader, how many entries each other member is behind its last
+/// log index (its whole log when nothing is known to match); empty elsewhere.
+fn follower_lags(node: &Node) -> Vec<(u64, u64)> {
+    let m = node.raft.metrics().borrow_watched().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let Some(replication) = m.replication.as_ref() else {
+        return Vec::new();
+    };
+    replication
+        .iter()
+        .filter(|(id, _)| **id != node.id)
+        .map(|(id, matched)| {
+            let at = matched.as_ref().map_or(0, |l| l.index);
+            (*id, last.saturating_sub(at))
+        })
+        .collect()
+}
+
+/// The size of the files under `dir` (sled keeps a handful); files that
+/// vanish while counted count as 0.
+pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Raft's current view of this node.
