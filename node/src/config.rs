@@ -31,6 +31,17 @@ pub enum Subcommand_ {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Take a consistent backup of the lock table from a running cluster
+    /// (`GET /v1/backup`), or check one with --verify.
+    Backup(crate::backup_tools::BackupArgs),
+    /// Check a backup file: magic, format, checksum, contents; prints counts.
+    VerifyBackup {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Seed an empty data directory of a new cluster from a backup (every
+    /// member from the same file), then start the nodes as usual.
+    Restore(crate::backup_tools::RestoreArgs),
 }
 
 /// Everything a running node is configured with: flags, each with a
@@ -264,7 +275,7 @@ pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
 /// id order.
 pub type InitialCluster = BTreeMap<u64, String>;
 
-fn parse_initial_cluster(s: &str) -> Result<InitialCluster, String> {
+pub(crate) fn parse_initial_cluster(s: &str) -> Result<InitialCluster, String> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part

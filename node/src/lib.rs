@@ -5,6 +5,8 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod backup;
+pub mod backup_tools;
 mod bootstrap;
 pub mod clock;
 pub mod config;

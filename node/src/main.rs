@@ -13,8 +13,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Subcommand_::Healthcheck { timeout_ms }) = cli.command {
-        return healthcheck(&cli.node, timeout_ms);
+    match cli.command.take() {
+        Some(Subcommand_::Healthcheck { timeout_ms }) => return healthcheck(&cli.node, timeout_ms),
+        Some(tool) => return backup_tool(tool),
+        None => {}
     }
     if let Err(e) = cli
         .node
@@ -57,6 +59,41 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "locker-node stopped");
             eprintln!("locker-node: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `backup`, `verify-backup`, `restore`: the result on stdout (exit 0), or
+/// the reason on stderr (exit 1).
+fn backup_tool(tool: Subcommand_) -> std::process::ExitCode {
+    use locker_node::backup_tools as tools;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("locker-node: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let done = match tool {
+        Subcommand_::Backup(a) => match &a.verify {
+            Some(file) => tools::verify(file),
+            None => runtime.block_on(tools::take(&a)),
+        },
+        Subcommand_::VerifyBackup { file } => tools::verify(&file),
+        Subcommand_::Restore(a) => runtime.block_on(tools::restore(&a)),
+        Subcommand_::Healthcheck { .. } => Err("not a backup tool".into()),
+    };
+    match done {
+        Ok(report) => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("locker-node: {e}");
             std::process::ExitCode::FAILURE
         }
     }

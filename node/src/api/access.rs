@@ -179,6 +179,8 @@ async fn need(parts: &mut Parts) -> Result<Need, ApiError> {
         // Filtered by the handler: the token's own processes.
         "/v1/processes" if get => Need::Role(Role::Read, None),
         "/v1/cluster" | "/v1/cluster/nodes" | "/v1/digest" | "/openapi.json" if get => Need::Any,
+        // The whole table, every tenant's keys: administrators only.
+        "/v1/backup" => Need::Operator,
         _ => Need::Operator,
     })
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod answers;
+mod backup;
 mod cluster;
 mod error;
 mod forward;
@@ -60,6 +61,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/digest", get(ops::digest))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/read-index", get(watch::read_index))
+        .route("/v1/backup", get(backup::backup))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -6,7 +6,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{cluster, locks, ops, processes, watch};
+use super::{backup, cluster, locks, ops, processes, watch};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,7 @@ use super::{cluster, locks, ops, processes, watch};
         processes::keepalive, processes::end, processes::list,
         locks::acquire, locks::extend, locks::release, locks::read, locks::list, locks::owner,
         cluster::status, cluster::nodes, cluster::add_member, cluster::remove_member, cluster::transfer_leader,
-        ops::healthz, ops::readyz, ops::metrics, ops::digest,
+        ops::healthz, ops::readyz, ops::metrics, ops::digest, backup::backup,
         watch::watch, watch::read_index,
     ),
     components(schemas(

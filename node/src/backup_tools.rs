@@ -1,0 +1,249 @@
+//! The `backup`, `verify-backup` and `restore` subcommands of `locker-node`.
+//!
+//! Restore seeds an empty data directory with the backup as an installed
+//! Raft snapshot at the backup's index, whose membership is the new
+//! cluster's (`--initial-cluster`, or this node alone). Every member of the
+//! new cluster is restored from the same file, so they start with the same
+//! snapshot and elect a leader as after a restart:
+//!
+//! * Fencing tokens keep rising: the snapshot covers log indexes up to the
+//!   backup's index, every token in it is at most that index, and a token
+//!   is the log index of its grant, so every new grant gets a larger one.
+//! * Leases: the table keeps the backup's log time. The new cluster's first
+//!   leader commits its takeover marker, which shifts every lease live at
+//!   that log time by the time since (as after any leaderless spell): each
+//!   lock and process keeps the remaining time it had when the backup was
+//!   taken, counted from the new cluster's first leader. No lock is freed
+//!   earlier than its holder's deadline as of the backup; one may stay held
+//!   up to that remaining time after its holder gave up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{Membership, RaftTypeConfig};
+
+use crate::backup::{self, Backup};
+use crate::types::{LogId, NodeId, PeerNode, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// `locker-node backup`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// A node's client URL (any node: a follower forwards to the leader).
+    #[arg(long, value_name = "URL", required_unless_present = "verify")]
+    pub from: Option<String>,
+    /// Where to write the backup (written to FILE.partial, then renamed).
+    #[arg(long, value_name = "FILE", required_unless_present = "verify")]
+    pub out: Option<PathBuf>,
+    /// Instead of taking a backup, check FILE (as `verify-backup FILE`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "out"])]
+    pub verify: Option<PathBuf>,
+    /// A token with the admin role, when the nodes have --tokens-file.
+    #[arg(long, env = "LOCKER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to verify an https node with.
+    #[arg(long, env = "LOCKER_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM), for nodes with --tls-client-ca.
+    #[arg(
+        long,
+        env = "LOCKER_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(
+        long,
+        env = "LOCKER_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    pub timeout_ms: u64,
+}
+
+/// `locker-node restore`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// The id of the node whose data directory this is.
+    #[arg(long)]
+    pub id: NodeId,
+    /// The data directory to seed: must not exist yet, or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The new cluster's members, ID=PEER_ADDR,... (this node included), the
+    /// same on every member; the nodes are then started with the same flag.
+    /// Empty: a single-node cluster.
+    #[arg(long, value_parser = crate::config::parse_initial_cluster, default_value = "")]
+    pub initial_cluster: crate::config::InitialCluster,
+}
+
+/// Reads and checks a backup file.
+pub fn read_backup(path: &Path) -> Result<Backup, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    backup::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `verify-backup FILE`: prints the counts; `Err` names what is wrong.
+pub fn verify(path: &Path) -> Result<String, String> {
+    let b = read_backup(path)?;
+    Ok(format!("{}: OK\n{}", path.display(), b.summary()))
+}
+
+fn http_client(a: &BackupArgs) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_millis(a.timeout_ms));
+    if let Some(ca) = &a.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| format!("--ca-cert {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("--ca-cert {}: {e}", ca.display()))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&a.client_cert, &a.client_key) {
+        let mut pem =
+            std::fs::read(cert).map_err(|e| format!("--client-cert {}: {e}", cert.display()))?;
+        pem.extend(std::fs::read(key).map_err(|e| format!("--client-key {}: {e}", key.display()))?);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("--client-cert: {e}"))?;
+        b = b.identity(id);
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// `backup --from URL --out FILE`: fetches, checks, then writes the file
+/// (a partial file is never left under the final name).
+pub async fn take(a: &BackupArgs) -> Result<String, String> {
+    let (Some(from), Some(out)) = (&a.from, &a.out) else {
+        return Err("--from and --out are required".into());
+    };
+    let url = format!("{}/v1/backup", from.trim_end_matches('/'));
+    let mut req = http_client(a)?.get(&url);
+    if let Some(t) = &a.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{url}: HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    let b =
+        backup::decode(&bytes).map_err(|e| format!("{url}: the backup received is bad: {e}"))?;
+    let partial = out.with_extension("partial");
+    write_synced(&partial, &bytes).map_err(|e| format!("{}: {e}", partial.display()))?;
+    std::fs::rename(&partial, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(format!(
+        "{}: {} bytes\n{}",
+        out.display(),
+        bytes.len(),
+        b.summary()
+    ))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Refuses a data directory that holds anything.
+fn check_empty(dir: &Path) -> Result<(), String> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("data directory {}: {e}", dir.display())),
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(format!(
+                "data directory {} is not empty: restore only seeds a new, empty data directory (nothing was changed)",
+                dir.display()
+            )),
+        },
+    }
+}
+
+/// The new cluster's membership: the `--initial-cluster` voters with their
+/// peer addresses and no client addresses (as a first start records them),
+/// or this node alone.
+fn membership(a: &RestoreArgs) -> Result<BTreeMap<NodeId, PeerNode>, String> {
+    if a.id == 0 {
+        return Err("--id must be a positive integer".into());
+    }
+    if a.initial_cluster.is_empty() {
+        return Ok(BTreeMap::from([(a.id, PeerNode::default())]));
+    }
+    if !a.initial_cluster.contains_key(&a.id) {
+        return Err(format!("--initial-cluster does not list --id {}", a.id));
+    }
+    Ok(a.initial_cluster
+        .iter()
+        .map(|(&id, addr)| {
+            let node = PeerNode {
+                peer_addr: addr.clone(),
+                client_addr: String::new(),
+            };
+            (id, node)
+        })
+        .collect())
+}
+
+/// The log id of the restored snapshot: the backup's index, in term 0 (the
+/// term of a cluster's first entry), the same on every member.
+fn snapshot_log_id(index: u64) -> LogId {
+    type LeaderId = <TypeConfig as RaftTypeConfig>::LeaderId;
+    LogId::new(
+        <LeaderId as openraft::vote::RaftLeaderIdExt>::new_committed(0, 0),
+        index,
+    )
+}
+
+/// `restore`: seeds `--data-dir` from the backup; `Err` changes nothing
+/// (checks come before the directory is created).
+pub async fn restore(a: &RestoreArgs) -> Result<String, String> {
+    check_empty(&a.data_dir)?;
+    let b = read_backup(&a.input)?;
+    let nodes = membership(a)?;
+    if b.index == 0 {
+        return Err("the backup is at log index 0: nothing to restore".into());
+    }
+    let voters: BTreeSet<NodeId> = nodes.keys().copied().collect();
+    let log_id = snapshot_log_id(b.index);
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id),
+        last_membership: StoredMembership::new(
+            Some(log_id),
+            Membership::new(vec![voters], nodes).map_err(|e| e.to_string())?,
+        ),
+    };
+    let data = crate::store::format::encode_snapshot(&b.image).map_err(|e| e.to_string())?;
+    let (_log, mut sm, _replica, flusher) = crate::store::open(&a.data_dir, 64 << 20)
+        .map_err(|e| format!("data directory {}: {e}", a.data_dir.display()))?;
+    sm.install_snapshot(&meta, data)
+        .await
+        .map_err(|e| format!("cannot install the backup: {e}"))?;
+    flusher
+        .flush()
+        .await
+        .map_err(|e| format!("cannot flush {}: {e}", a.data_dir.display()))?;
+    Ok(format!(
+        "restored {} into {} as node {}\n{}",
+        a.input.display(),
+        a.data_dir.display(),
+        a.id,
+        b.summary()
+    ))
+}
