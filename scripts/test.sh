@@ -15,11 +15,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # etcd-server + redis-server: the peers of the side-by-side benchmark;
   # jq: checks the benchmark's bench.json; gcc + libc6-dev: the power-loss
   # shim (tests/powerloss/powerloss.c), which tests/power_loss.rs and the
-  # power-loss nemesis compile on first use.
+  # power-loss nemesis compile on first use; openssl: the certificates of the
+  # hardened docker-compose variant (deploy/secure-init.sh).
   # chromium + chromium-driver: the dashboard's browser test
   # (tests/dashboard.rs drives headless Chromium through chromedriver).
   need=()
-  for pkg in iproute2 iptables curl procps prometheus etcd-server redis-server jq gcc libc6-dev chromium chromium-driver; do
+  for pkg in iproute2 iptables curl procps prometheus etcd-server redis-server jq gcc libc6-dev openssl chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

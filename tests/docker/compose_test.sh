@@ -63,6 +63,7 @@ teardown() {
   fi
   say "tearing down (${compose_cmd[*]} -p $project down -v)"
   compose down -v --remove-orphans -t 5 >/dev/null 2>&1
+  [ -z "${secure_root:-}" ] || rm -rf "$secure_root"
   if [ -n "$(leftovers)" ]; then
     say "teardown left something behind:"
     leftovers
@@ -247,4 +248,54 @@ for p in 7071 7072 7073; do
   http GET "$p" /v1/locks/compose-test-c
   expect 200 '"locked":false' "compose-test-c free as seen through port $p"
 done
+
+# --- 6. the hardened variant: tokens, HTTPS with client certificates, mTLS --
+say "replacing the cluster with the hardened variant (docker-compose.secure.yml)"
+compose down -v --remove-orphans -t 5 >/dev/null 2>&1
+secure_root="$(mktemp -d)"
+secure_dir="$secure_root/secure"
+deploy/secure-init.sh "$secure_dir" >/dev/null
+export LOCKER_SECURE_DIR="$secure_dir"
+"${compose_cmd[@]}" -p "$project" -f "$root/docker-compose.yml" -f "$root/docker-compose.secure.yml" \
+  up -d --no-build
+wait_healthy node1 node2 node3
+jobs_token="$(cat "$secure_dir/jobs.token")"
+shttp() { # TOKEN METHOD PORT PATH [BODY]: HTTPS with the CA and the client certificate
+  local out auth=()
+  [ -z "$1" ] || auth=(-H "Authorization: Bearer $1")
+  out="$(curl -sS -m 10 -o - -w '\n%{http_code}' --cacert "$secure_dir/ca.pem" \
+    --cert "$secure_dir/client.pem" --key "$secure_dir/client-key.pem" "${auth[@]}" \
+    -X "$2" "https://127.0.0.1:$3$4" ${5:+-H 'content-type: application/json' -d "$5"} 2>&1)" || {
+    code=000
+    body="$out"
+    return 0
+  }
+  code="${out##*$'\n'}"
+  body="${out%$'\n'*}"
+}
+deadline=$((SECONDS + 60))
+while shttp "" GET 7071 /readyz; [ "$code" != 200 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the hardened node1 is not ready over HTTPS after 60s: HTTP $code $body"
+  sleep 0.5
+done
+say "ok: the hardened cluster is ready over HTTPS (open probe, no token)"
+owner_s='jobs/secure@ci/1.1700000000000000000.1'
+shttp "" POST 7071 /v1/locks/jobs%2Fsecure/acquire "{\"owner_hash\":\"$owner_s\"}"
+expect 401 UNAUTHENTICATED "an acquire without a token is refused"
+deadline=$((SECONDS + 30))
+while shttp "$jobs_token" POST 7072 /v1/locks/jobs%2Fsecure/acquire "{\"owner_hash\":\"$owner_s\",\"ttl_ms\":60000}"; [ "$code" = 503 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || break
+  sleep 0.5
+done
+expect 200 '"status":"SUCCESS"' "the jobs token acquires jobs/secure through node2 (forwarded over TLS if a follower)"
+shttp "$jobs_token" GET 7073 /v1/locks/jobs%2Fsecure
+expect 200 "\"owner_hash\":\"$owner_s\"" "jobs/secure seen through node3"
+shttp "$jobs_token" POST 7071 /v1/locks/billing%2Fx/acquire '{"owner_hash":"billing/x@ci/1.1700000000000000000.1"}'
+expect 403 FORBIDDEN "the jobs token is refused outside jobs/"
+http GET 7071 /readyz
+[ "$code" != 200 ] || fail "plain HTTP to the hardened client port answered 200"
+say "ok: plain HTTP to the hardened client port gets no answer (HTTP $code)"
+code="$(curl -s -m 10 -o /dev/null -w '%{http_code}' --cacert "$secure_dir/ca.pem" https://127.0.0.1:7071/readyz || true)"
+[ "$code" != 200 ] || fail "a client without a certificate was served"
+say "ok: a client without a certificate is refused (HTTP $code)"
 # teardown (trap) removes containers, volumes and the network, then checks.
