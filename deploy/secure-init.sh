@@ -10,7 +10,8 @@
 #                               token (read and write under jobs/)
 #   admin.token, jobs.token     their secrets (give each to its user only)
 #   compose.env                 LOCKER_CLUSTER_SECRET for `--env-file`
-# Files are 0600 and, when run as root, owned by uid 10001 (the image's user).
+# Files are 0600 (the directory 0700) and, when run as root, owned by uid 10001
+# (the image's user).
 # Refuses to overwrite an existing DIR.
 #
 #   deploy/secure-init.sh [DIR]
@@ -58,6 +59,6 @@ printf 'LOCKER_CLUSTER_SECRET=%s\n' "$(secret)$(secret)" >compose.env
 rm -f ca.srl
 
 if [ "$(id -u)" = 0 ]; then
-  chown 10001:10001 ./*
+  chown 10001:10001 . ./*
 fi
 echo "made $dir: CA, node and client certificates, tokens (admin.token, jobs.token)"
