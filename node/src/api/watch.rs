@@ -319,12 +319,3 @@ impl Watcher {
         frame(None, "closed", &closed)
     }
 }
-
-/// Ensures `StatusCode` stays the one `ErrorCode::Compacted` says.
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn compacted_is_410() {
-        assert_eq!(locker_proto::ErrorCode::Compacted.http_status(), 410);
-    }
-}

@@ -381,3 +381,74 @@ fn shifted(before: &Before, after: &LockTable, changes: &[Change]) -> Vec<Draft>
         gap_ms: Some(after.now().saturating_sub(before.now)),
     }]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(t: &mut LockTable, index: u64, time_ms: u64, op: Op) -> Vec<String> {
+        let cmd = Command { time_ms, op };
+        let before = Before::capture(t, &cmd);
+        let (_, changes) = t.apply(index, &cmd);
+        events(&before, t, index, &cmd, &changes)
+            .into_iter()
+            .map(|e| format!("{} {}", e.id, e.kind))
+            .collect()
+    }
+
+    fn keepalive(ttl_ms: u64) -> Op {
+        Op::Keepalive {
+            process_hash: "h/1.2".into(),
+            ttl_ms,
+            info: None,
+        }
+    }
+
+    #[test]
+    fn a_lapsed_process_lock_is_reported_once_whatever_records_it() {
+        let mut t = LockTable::new();
+        assert_eq!(
+            run(&mut t, 1, 1000, keepalive(1000)),
+            ["1 process_registered"]
+        );
+        let acquire = Op::Acquire {
+            key: "k".into(),
+            owner_hash: "k@h/1.2.1".into(),
+            process_hash: Some("h/1.2".into()),
+            trace: None,
+            ttl_ms: 10_000,
+        };
+        assert_eq!(run(&mut t, 2, 1100, acquire), ["2 acquired"]);
+        // The process lapsed at 2000; a keep-alive at 3000 starts a new
+        // incarnation: the old one ends, and its lock with it.
+        assert_eq!(
+            run(&mut t, 3, 3000, keepalive(60_000)),
+            ["3.1 process_expired", "3.2 freed", "3.3 process_registered"]
+        );
+        // The dead record is swept once its own TTL ends: already reported.
+        assert_eq!(run(&mut t, 4, 20_000, Op::Sweep), Vec::<String>::new());
+        assert_eq!(run(&mut t, 5, 20_001, Op::Tick), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_sweep_reports_expiry_then_the_process_and_its_other_locks() {
+        let mut t = LockTable::new();
+        run(&mut t, 1, 1000, keepalive(1000));
+        for (i, (key, ttl)) in [("a", 500u64), ("b", 60_000)].into_iter().enumerate() {
+            let op = Op::Acquire {
+                key: key.into(),
+                owner_hash: format!("{key}@h/1.2.{i}"),
+                process_hash: Some("h/1.2".into()),
+                trace: None,
+                ttl_ms: ttl,
+            };
+            run(&mut t, 2 + i as u64, 1000, op);
+        }
+        assert_eq!(
+            run(&mut t, 4, 5000, Op::Sweep),
+            ["4.1 expired", "4.2 process_expired", "4.3 freed"]
+        );
+        // b's record lives on until its TTL: its removal says nothing new.
+        assert_eq!(run(&mut t, 5, 70_000, Op::Sweep), Vec::<String>::new());
+    }
+}
