@@ -155,8 +155,20 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // A connection accepted a moment ago whose request is still on its way
+    // counts as idle to hyper's graceful shutdown, which would close it
+    // unanswered: a client then sees the connection closed after it sent
+    // its request, which it cannot safely retry (seen in
+    // tests/rolling_restart.rs as an acquire failing with "connection
+    // closed before message completed"). Let such requests arrive first;
+    // new connections are already refused.
+    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
     graceful.shutdown().await;
 }
+
+/// How long a stopping server keeps serving connections it accepted before
+/// it asks them to close: enough for a request sent right after connecting.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(300);
 
 /// The next connection and the permit it holds. A permit first, so that at
 /// the limit connections stay in the kernel's queue instead of costing us a
