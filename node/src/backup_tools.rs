@@ -31,13 +31,19 @@ use crate::types::{LogId, NodeId, PeerNode, SnapshotMeta, StoredMembership, Type
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackupArgs {
     /// A node's client URL (any node: a follower forwards to the leader).
-    #[arg(long, value_name = "URL", required_unless_present = "verify")]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["verify", "data_dir"], conflicts_with = "data_dir")]
     pub from: Option<String>,
+    /// Disaster recovery: instead of asking a running cluster, read the
+    /// lock table as applied in the data directory of a STOPPED node
+    /// (without a quorum, the only copy left). It holds what that node
+    /// applied, which may miss the last writes the cluster acknowledged.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Where to write the backup (written to FILE.partial, then renamed).
     #[arg(long, value_name = "FILE", required_unless_present = "verify")]
     pub out: Option<PathBuf>,
     /// Instead of taking a backup, check FILE (as `verify-backup FILE`).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "out"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "out", "data_dir"])]
     pub verify: Option<PathBuf>,
     /// A token with the admin role, when the nodes have --tokens-file.
     #[arg(long, env = "LOCKER_TOKEN", hide_env_values = true)]
@@ -123,6 +129,9 @@ fn http_client(a: &BackupArgs) -> Result<reqwest::Client, String> {
 /// `backup --from URL --out FILE`: fetches, checks, then writes the file
 /// (a partial file is never left under the final name).
 pub async fn take(a: &BackupArgs) -> Result<String, String> {
+    if let (Some(dir), Some(out)) = (&a.data_dir, &a.out) {
+        return take_offline(dir, out);
+    }
     let (Some(from), Some(out)) = (&a.from, &a.out) else {
         return Err("--from and --out are required".into());
     };
@@ -150,6 +159,39 @@ pub async fn take(a: &BackupArgs) -> Result<String, String> {
         "{}: {} bytes\n{}",
         out.display(),
         bytes.len(),
+        b.summary()
+    ))
+}
+
+/// `backup --data-dir DIR --out FILE`: the table as applied in a stopped
+/// node's data directory (sled refuses a directory a running node holds).
+fn take_offline(dir: &Path, out: &Path) -> Result<String, String> {
+    if !dir.join("sled").is_dir() {
+        return Err(format!("{} holds no Locker data directory", dir.display()));
+    }
+    let (_log, _sm, replica, _flusher) = crate::store::open(dir, 64 << 20).map_err(|e| {
+        format!(
+            "data directory {} (is its node stopped?): {e}",
+            dir.display()
+        )
+    })?;
+    let (index, image) = {
+        let r = replica.read();
+        (
+            r.last_applied.as_ref().map_or(0, |l| l.index),
+            r.table.to_image(),
+        )
+    };
+    let bytes = backup::encode(index, &image).map_err(|e| e.to_string())?;
+    let b = backup::decode(&bytes).map_err(|e| e.to_string())?;
+    let partial = out.with_extension("partial");
+    write_synced(&partial, &bytes).map_err(|e| format!("{}: {e}", partial.display()))?;
+    std::fs::rename(&partial, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(format!(
+        "{}: {} bytes, from the applied state of {}\n{}",
+        out.display(),
+        bytes.len(),
+        dir.display(),
         b.summary()
     ))
 }

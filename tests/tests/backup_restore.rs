@@ -191,7 +191,7 @@ fn a_backup_restored_into_a_new_cluster_keeps_every_lock_and_process_and_tokens_
         assert!(t.contains("retired runs: 1"), "{t}");
     }
     refusals(&file, dir.path());
-    drop(old);
+    offline_backup(old, &before, dir.path());
 
     // More than the short lease's ttl passes before the new cluster runs.
     std::thread::sleep(Duration::from_millis(14_000).saturating_sub(short_taken.elapsed()));
@@ -199,6 +199,29 @@ fn a_backup_restored_into_a_new_cluster_keeps_every_lock_and_process_and_tokens_
     let nurl = new.url(new.leader().expect("leader"));
     check_restored(&nurl, &before, max_token);
     new.assert_replicas_agree(Duration::from_secs(20));
+}
+
+/// Disaster recovery without a quorum: `backup --data-dir` of a stopped
+/// node reads the table it applied.
+fn offline_backup(mut old: Cluster, before: &DigestAnswer, dir: &Path) {
+    let id = old.followers()[0];
+    assert!(old.node_mut(id).stop(), "node {id} did not stop cleanly");
+    let data = old.node(id).data_dir.display().to_string();
+    let out_file = dir.join("offline.backup").display().to_string();
+    let out = node_tool(&["backup", "--data-dir", &data, "--out", &out_file]);
+    assert!(out.status.success(), "offline backup: {}", text(&out));
+    let v = node_tool(&["verify-backup", &out_file]);
+    let t = text(&v);
+    assert!(v.status.success(), "{t}");
+    assert!(t.contains(&format!("locks: {} (", before.locks)), "{t}");
+    assert!(
+        t.contains(&format!("processes: {} (", before.processes)),
+        "{t}"
+    );
+    // Nothing there: refused.
+    let empty = dir.join("no-such-node").display().to_string();
+    let r = node_tool(&["backup", "--data-dir", &empty, "--out", &out_file]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
 }
 
 fn check_restored(nurl: &str, before: &DigestAnswer, max_token: u64) {
