@@ -30,6 +30,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
+# cargo fuzz (libFuzzer): the toolchain here is stable, so the fuzz build
+# runs with RUSTC_BOOTSTRAP=1 for the sanitizer flags it passes.
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 
 # The test build of the node carries crash points (`failpoints`) and the
 # deliberate safety breaks the fault suite must catch (`mutations`); both are
@@ -73,6 +76,13 @@ jq -e '(.results | length) == 10
   and all(.results[].systems[]; .ops_per_s > 0)
   and .memory.serves_after_restart == true' "$bench_out/bench.json" >/dev/null ||
   { echo "benchmark: a system produced no throughput (see $bench_out/bench.md)"; exit 1; }
+
+step "fuzzing (short form): cargo fuzz, 20 s per target"
+# fuzz/ is a workspace of its own: request input, peer messages, stored
+# records. A panic, a failed assertion or a leak is a failure.
+(cd fuzz && for t in request_input peer_message stored_record; do
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time=20 -rss_limit_mb=2048
+done)
 
 if [ -x tests/docker/compose_test.sh ]; then
   step "docker compose cluster"

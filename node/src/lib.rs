@@ -11,6 +11,8 @@ mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod core;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod guard;
 pub mod metrics;
 pub mod mutation;

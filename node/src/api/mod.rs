@@ -7,6 +7,8 @@ mod backup;
 mod cluster;
 mod error;
 mod forward;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod hygiene;
 mod input;
 mod locks;
