@@ -272,8 +272,14 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, String> {
         ),
     };
     let data = crate::store::format::encode_snapshot(&b.image).map_err(|e| e.to_string())?;
-    let (_log, mut sm, _replica, flusher) = crate::store::open(&a.data_dir, 64 << 20)
-        .map_err(|e| format!("data directory {}: {e}", a.data_dir.display()))?;
+    // As the node opens it: mode 0700 and the identity file (node id).
+    let owner = crate::store::Owner {
+        node_id: a.id,
+        initial_cluster: &a.initial_cluster,
+    };
+    let (_log, mut sm, _replica, flusher, _marker) =
+        crate::store::open_node(&a.data_dir, 64 << 20, owner)
+            .map_err(|e| format!("data directory {}: {e}", a.data_dir.display()))?;
     sm.install_snapshot(&meta, data)
         .await
         .map_err(|e| format!("cannot install the backup: {e}"))?;

@@ -346,6 +346,8 @@ async fn run(cfg: NodeConfig, tls: NodeTls, open_files: Option<u64>) -> anyhow::
     peer_server.abort();
     let _ = node.raft.shutdown().await;
     node.flusher.flush().await?;
+    // The identity file's high-water mark reaches the last flushed entry.
+    node.marker.sync()?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -65,6 +65,8 @@ pub struct Node {
     pub replica: SharedReplica,
     /// The group-commit fsync thread (and its counters).
     pub flusher: Flusher,
+    /// Keeps the data directory's identity file (high-water mark, vote).
+    pub marker: Arc<crate::store::Marker>,
     /// This machine's clock (skewed in tests), read once per leader term.
     pub wall: WallClock,
     /// Set while this node leads a term, `None` otherwise.
@@ -117,7 +119,12 @@ impl Node {
     pub async fn start(cfg: NodeConfig, tls: &NodeTls) -> anyhow::Result<Arc<Node>> {
         let tokens =
             crate::tokens::Tokens::open(cfg.tokens_file.as_deref()).map_err(anyhow::Error::msg)?;
-        let (log, sm, replica, flusher) = crate::store::open(&cfg.data_dir, cfg.cache_mb << 20)?;
+        let owner = crate::store::Owner {
+            node_id: cfg.id,
+            initial_cluster: &cfg.initial_cluster,
+        };
+        let (log, sm, replica, flusher, marker) =
+            crate::store::open_node(&cfg.data_dir, cfg.cache_mb << 20, owner)?;
         replica.events.set_limits(
             usize::try_from(cfg.watch_history).unwrap_or(usize::MAX),
             usize::try_from(cfg.watch_history_mb << 20).unwrap_or(usize::MAX),
@@ -160,6 +167,7 @@ impl Node {
             raft,
             replica,
             flusher,
+            marker,
             wall,
             leader: watch::channel(None).0,
             http,

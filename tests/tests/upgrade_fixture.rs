@@ -163,11 +163,21 @@ fn upgrade(variant: &str, max_token: u64) -> (Node, tempfile::TempDir) {
     check_served(&node.url, max_token);
     drop(node);
     {
-        // The first open recorded this build's format (same records).
+        // The first open recorded this build's format (same records) ...
         let db = sled::open(data.join("sled")).expect("sled");
         let format = db.get(b"locker:format").expect("get");
-        assert_eq!(format.as_deref(), Some(&2u32.to_be_bytes()[..]));
+        assert_eq!(format.as_deref(), Some(&3u32.to_be_bytes()[..]));
     }
+    // ... and the identity file, with the node id and how far the log got.
+    let identity = std::fs::read_to_string(data.join("locker.identity")).expect("identity file");
+    assert!(
+        identity.starts_with("locker identity 1 crc32 ") && identity.contains(r#""node_id":1,"#),
+        "{identity}"
+    );
+    assert!(
+        identity.contains(r#""log_mark":{"#),
+        "no high-water mark: {identity}"
+    );
     // Reopened by this build, now that it recorded its own format.
     let node = Node::start(&data);
     wait_served(&node.url);
@@ -193,7 +203,7 @@ fn a_killed_format_0_directory_is_served() {
 fn a_newer_format_is_refused_with_both_versions_named() {
     let log = refused_with_record(&99u32.to_be_bytes());
     assert!(
-        log.contains("storage format 99") && log.contains("format 2,"),
+        log.contains("storage format 99") && log.contains("format 3,"),
         "the refusal does not name both formats:\n{log}"
     );
 }

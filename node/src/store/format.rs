@@ -8,10 +8,12 @@
 //!   0, whose log entries, vote, state records and snapshot records are
 //!   those of format 1 byte for byte. Format 2 stores the snapshot record
 //!   in chunks (`snapshot_record.rs`) and still reads the single record of
-//!   formats 0 and 1; opening an older store records format 2, and its
-//!   next snapshot is stored chunked. A later release that changes a
-//!   record's encoding raises [`DB_FORMAT`] and decodes each record by the
-//!   format the database records.
+//!   formats 0 and 1; its next snapshot is stored chunked. Format 3 has
+//!   the records of format 2, and keeps the identity file beside the
+//!   database (`store::identity`): a format 3 database without one is
+//!   refused. Opening an older database records format 3. A later release
+//!   that changes a record's encoding raises [`DB_FORMAT`] and decodes each
+//!   record by the format the database records.
 //! * **Snapshot data** ([`SNAPSHOT_FORMAT`]): [`SNAPSHOT_MAGIC`], the format
 //!   as a big-endian `u32`, then the bincode of the `TableImage`. Format 0
 //!   data (no header) is the bare bincode image, and is told apart by its
@@ -38,7 +40,7 @@ struct ImageV1 {
 }
 
 /// The data directory format this build writes, and the newest it reads.
-pub const DB_FORMAT: u32 = 2;
+pub const DB_FORMAT: u32 = 3;
 /// Where the data directory's format is recorded (sled's default tree).
 pub const FORMAT_KEY: &[u8] = b"locker:format";
 /// The snapshot data format this build writes, and the newest it reads.
@@ -54,24 +56,36 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Checks the data directory's recorded format, recording [`DB_FORMAT`] if
-/// there is none (a new directory, or one of format 0). Returns the format
-/// the data was written in. A newer format than this build knows is
-/// refused: its records may mean something this build would misread.
-pub fn check_db(db: &sled::Db) -> io::Result<u32> {
-    let Some(raw) = db.get(FORMAT_KEY).map_err(super::to_io)? else {
-        let had_data = db.tree_names().len() > 1;
-        if had_data {
-            tracing::info!(
-                from = 0,
-                to = DB_FORMAT,
-                "data directory written before formats were recorded: recording format {DB_FORMAT} (same records)"
-            );
+/// The data directory's recorded format, as found at open.
+#[derive(Debug, Clone, Copy)]
+pub struct DbFormat {
+    /// The recorded format; `None` if there is no record.
+    pub recorded: Option<u32>,
+    /// Whether the database held any tree besides sled's default one.
+    pub had_data: bool,
+}
+
+impl DbFormat {
+    /// The format the data was written in (no record and no data: this build's).
+    pub fn written(&self) -> u32 {
+        match (self.recorded, self.had_data) {
+            (Some(f), _) => f,
+            (None, true) => 0,
+            (None, false) => DB_FORMAT,
         }
-        db.insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
-            .map_err(super::to_io)?;
-        db.flush().map_err(super::to_io)?;
-        return Ok(if had_data { 0 } else { DB_FORMAT });
+    }
+}
+
+/// Reads the data directory's recorded format without changing anything,
+/// refusing a newer format than this build knows: its records may mean
+/// something this build would misread. Call before any tree is opened.
+pub fn read_db(db: &sled::Db) -> io::Result<DbFormat> {
+    let had_data = db.tree_names().len() > 1;
+    let Some(raw) = db.get(FORMAT_KEY).map_err(super::to_io)? else {
+        return Ok(DbFormat {
+            recorded: None,
+            had_data,
+        });
     };
     let format = <[u8; 4]>::try_from(raw.as_ref())
         .map(u32::from_be_bytes)
@@ -87,12 +101,29 @@ pub fn check_db(db: &sled::Db) -> io::Result<u32> {
             env!("CARGO_PKG_VERSION")
         )));
     }
-    if format < DB_FORMAT {
-        db.insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
-            .map_err(super::to_io)?;
-        db.flush().map_err(super::to_io)?;
+    Ok(DbFormat {
+        recorded: Some(format),
+        had_data,
+    })
+}
+
+/// Records [`DB_FORMAT`] if the database records another format or none
+/// (a new directory, or one of an older format), and flushes it.
+pub fn record_db(db: &sled::Db, found: DbFormat) -> io::Result<()> {
+    if found.recorded == Some(DB_FORMAT) {
+        return Ok(());
     }
-    Ok(format)
+    if found.recorded.is_none() && found.had_data {
+        tracing::info!(
+            from = 0,
+            to = DB_FORMAT,
+            "data directory written before formats were recorded: recording format {DB_FORMAT} (same records)"
+        );
+    }
+    db.insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
+        .map_err(super::to_io)?;
+    db.flush().map_err(super::to_io)?;
+    Ok(())
 }
 
 /// Snapshot data of this build's format: header, then the bincode image.

@@ -3,15 +3,20 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::crash::hit;
-use super::{decode, encode, must_write, to_io, Flusher};
+use super::identity::Marker;
+use super::{decode, encode};
+use super::{must_write, to_io, Flusher};
 use crate::mutation::{active, Mutation};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
+const LOG: &str = "raft_log";
+const META: &str = "raft_meta";
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
@@ -22,6 +27,19 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     flusher: Flusher,
+    /// Keeps the identity file's high-water mark and vote (not in tests
+    /// that open a bare store).
+    marker: Option<Arc<Marker>>,
+}
+
+/// What the log holds on disk, as a start finds it.
+pub(crate) struct DiskLog {
+    /// The vote.
+    pub vote: Option<Vote>,
+    /// The last log id (the purge mark if no entry is after it).
+    pub last: Option<LogId>,
+    /// The purge mark.
+    pub purged: Option<LogId>,
 }
 
 impl LogStore {
@@ -29,9 +47,10 @@ impl LogStore {
     /// [`LogStore::reconcile`]); refuses a log that contradicts itself.
     pub fn open(db: &sled::Db, flusher: Flusher) -> io::Result<LogStore> {
         let store = LogStore {
-            log: db.open_tree("raft_log").map_err(to_io)?,
-            meta: db.open_tree("raft_meta").map_err(to_io)?,
+            log: db.open_tree(LOG).map_err(to_io)?,
+            meta: db.open_tree(META).map_err(to_io)?,
             flusher,
+            marker: None,
         };
         store.reconcile()?;
         Ok(store)
@@ -90,6 +109,40 @@ impl LogStore {
         Ok(())
     }
 
+    /// From now on, votes, truncations and flushed appends are recorded in
+    /// the identity file through `marker`.
+    pub(crate) fn set_marker(&mut self, marker: Arc<Marker>) {
+        self.marker = Some(marker);
+    }
+
+    /// The vote and the log's extent on disk.
+    pub(crate) fn disk_log(&self) -> io::Result<DiskLog> {
+        let purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
+        Ok(DiskLog {
+            vote: self.get_meta(VOTE)?,
+            last: self.last_log_id(purged)?,
+            purged,
+        })
+    }
+
+    /// The entry at `index`, if the log holds it.
+    pub(crate) fn entry(&self, index: u64) -> io::Result<Option<Entry>> {
+        let key = index.to_be_bytes();
+        match self.log.get(key).map_err(to_io)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The last log id: the last entry after the purge mark, else the mark.
+    /// An entry at or below the mark is dead (a crash cut a purge short).
+    fn last_log_id(&self, last_purged: Option<LogId>) -> io::Result<Option<LogId>> {
+        Ok(self
+            .last_entry_log_id()?
+            .filter(|l| last_purged.is_none_or(|p| l.index > p.index))
+            .or(last_purged))
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         match self.meta.get(key).map_err(to_io)? {
             Some(b) => Ok(Some(decode(&b)?)),
@@ -136,7 +189,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         self.log
             .range(start.to_be_bytes()..=end.to_be_bytes())
-            .map(|kv| decode::<Entry>(&kv.map_err(to_io)?.1))
+            .map(|kv| {
+                let (_, v) = kv.map_err(to_io)?;
+                decode::<Entry>(&v)
+            })
             .collect()
     }
 
@@ -150,12 +206,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        // An entry at or below the purge mark is dead (a crash cut a purge
-        // short): it never counts as the last entry.
-        let last = self
-            .last_entry_log_id()?
-            .filter(|l| last_purged.is_none_or(|p| l.index > p.index))
-            .or(last_purged);
+        let last = self.last_log_id(last_purged)?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -172,6 +223,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // A vote must be on disk before we answer it, or a restart could vote twice.
         self.flusher.flush().await?;
         hit("store::vote::after_flush");
+        // In the identity file before it is answered: a database that later
+        // loses it is refused at start instead of voting again.
+        if let Some(m) = self.marker.clone() {
+            let vote = *vote;
+            tokio::task::spawn_blocking(move || m.vote_saved(vote))
+                .await
+                .map_err(io::Error::other)?;
+        }
         Ok(())
     }
 
@@ -199,9 +258,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         let mut n = 0u64;
+        let mut last = None;
         for entry in entries {
             batch.insert(&entry.log_id.index.to_be_bytes(), encode(&entry)?);
             n += 1;
+            last = Some(entry.log_id);
         }
         must_write("append to the Raft log", self.log.apply_batch(batch));
         hit("store::append::after_write");
@@ -211,13 +272,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         // Acknowledged only when durable: the flusher calls back after fsync.
-        self.flusher
-            .after_flush(n, move |r| callback.io_completed(r));
+        // The identity file's mark may follow once they are durable.
+        let marked = self
+            .marker
+            .clone()
+            .zip(last)
+            .map(|(m, l)| (m.epoch(), m, l));
+        self.flusher.after_flush(n, move |r| {
+            if let (Ok(()), Some((epoch, m, last))) = (&r, marked) {
+                m.flushed(epoch, last);
+            }
+            callback.io_completed(r)
+        });
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
+        // The identity file's mark goes down first: a crash anywhere below
+        // leaves a mark the log still reaches.
+        if let Some(m) = self.marker.clone() {
+            tokio::task::spawn_blocking(move || m.before_truncate(last_log_id))
+                .await
+                .map_err(io::Error::other)?;
+        }
         let mut batch = sled::Batch::default();
         for kv in self.log.range(from.to_be_bytes()..) {
             batch.remove(kv.map_err(to_io)?.0);

@@ -7,6 +7,7 @@
 pub mod crash;
 mod flusher;
 pub mod format;
+pub mod identity;
 mod log_store;
 mod snapshot_record;
 mod state_machine;
@@ -14,18 +15,63 @@ mod watchdog;
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 pub use flusher::{FlushStats, Flusher};
+pub use identity::{Marker, Owner};
 pub use log_store::LogStore;
 pub use state_machine::{Replica, SharedReplica, StateMachine};
 pub use watchdog::{exit_when_raft_stops, EXIT_RAFT_STOPPED};
 
-/// Opens (or creates) a node's database and its two stores.
+/// Opens (or creates) a node's database and its two stores, without the
+/// identity file (storage tests; a node uses [`open_node`]).
 pub fn open(
     dir: &Path,
     cache_bytes: u64,
 ) -> io::Result<(LogStore, StateMachine, SharedReplica, Flusher)> {
-    std::fs::create_dir_all(dir)?;
+    let (log, sm, replica, flusher, _) = open_inner(dir, cache_bytes, None)?;
+    Ok((log, sm, replica, flusher))
+}
+
+/// A node's stores, opened by [`open_node`], and the identity file's marker.
+pub type NodeStores = (LogStore, StateMachine, SharedReplica, Flusher, Arc<Marker>);
+
+/// Opens (or creates, mode 0700) node `owner`'s data directory, checked
+/// against its identity file (see [`identity`]): another node's or
+/// cluster's directory, or a database that lost entries or its vote, is
+/// refused with a message saying what to do.
+pub fn open_node(dir: &Path, cache_bytes: u64, owner: Owner<'_>) -> io::Result<NodeStores> {
+    let (log, sm, replica, flusher, marker) = open_inner(dir, cache_bytes, Some(owner))?;
+    let marker = marker.ok_or_else(|| io::Error::other("no identity marker"))?;
+    Ok((log, sm, replica, flusher, marker))
+}
+
+type Opened = (
+    LogStore,
+    StateMachine,
+    SharedReplica,
+    Flusher,
+    Option<Arc<Marker>>,
+);
+
+fn open_inner(dir: &Path, cache_bytes: u64, owner: Option<Owner<'_>>) -> io::Result<Opened> {
+    let in_dir =
+        |e: io::Error| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display()));
+    // Before sled creates anything: another node's directory stays untouched.
+    let recorded = match owner {
+        Some(o) => {
+            identity::prepare_dir(dir)?;
+            let r = identity::read(dir).map_err(in_dir)?;
+            if let Some(r) = &r {
+                identity::check_owner(dir, r, o).map_err(in_dir)?;
+            }
+            r
+        }
+        None => {
+            std::fs::create_dir_all(dir)?;
+            None
+        }
+    };
     let db = sled::Config::new()
         .path(dir.join("sled"))
         .segment_size(segment_bytes(&dir.join("sled"))?)
@@ -34,16 +80,35 @@ pub fn open(
         // bounds how much unflushed state-machine data a crash can cost.
         .flush_every_ms(Some(1000))
         .open()
-        .map_err(to_io)?;
+        .map_err(to_io)
+        .map_err(in_dir)?;
     // Before anything reads a record: a newer format is refused untouched.
-    format::check_db(&db)
-        .map_err(|e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())))?;
+    let found = format::read_db(&db).map_err(in_dir)?;
     let data_file = sync_sled_files(dir)?;
     let flusher = Flusher::start(db.clone(), data_file, dir.join("sled").join("blobs"));
-    let log = LogStore::open(&db, flusher.clone())?;
-    let sm = StateMachine::open(&db, flusher.clone())?;
+    let refuse = |e: io::Error| {
+        if e.to_string().contains("refusing to start") {
+            return e;
+        }
+        io::Error::new(
+            e.kind(),
+            format!("data directory {}: {e}; refusing to start: restore this data directory from a copy, or wipe it and replace this node under a new id (docs/operations.md, Refused starts)", dir.display()),
+        )
+    };
+    let mut log = LogStore::open(&db, flusher.clone()).map_err(refuse)?;
+    // The identity file is written before the format that says it exists.
+    let marker = match owner {
+        Some(o) => {
+            let m = identity::after_open(dir, o, recorded, &db, &log)?;
+            log.set_marker(m.clone());
+            Some(m)
+        }
+        None => None,
+    };
+    format::record_db(&db, found)?;
+    let sm = StateMachine::open(&db, flusher.clone()).map_err(refuse)?;
     let replica = sm.replica();
-    Ok((log, sm, replica, flusher))
+    Ok((log, sm, replica, flusher, marker))
 }
 
 /// sled's segment size for a new store. sled writes a tree node bigger than
