@@ -37,6 +37,9 @@ pub fn peer_message(data: &[u8]) {
 /// Every record the store reads back: snapshot data, log entries and their
 /// commands (applied to a table), lock, process and retired-run records.
 pub fn stored_record(data: &[u8]) {
+    // A stored record is framed with its checksum (`store::record`): a
+    // framed input whose checksum holds is read as its body.
+    let data = crate::store::record::body(data).unwrap_or(data);
     stored_snapshot(data);
     if let Ok(entry) = crate::store::decode::<Entry>(data) {
         if let openraft::EntryPayload::Normal(cmd) = &entry.payload {

@@ -141,6 +141,40 @@ fn sled_files_deleted_with_the_directory_kept_is_refused() {
     refused_when(r#"rm -rf "$(dirname "$DB")""#, "the database is empty");
 }
 
+/// One bit of a lock record's fencing token flipped inside the database
+/// (sled's own checksums pass: the record was rewritten whole): the
+/// record's checksum refuses it, naming it. Without the checksum the token
+/// decodes to another number and is served.
+#[test]
+fn a_flipped_bit_in_a_stored_record_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut n, max) = written(dir.path());
+    let copy = backup(&n);
+    {
+        // A node creates its store with 4 MiB segments (sled refuses another size).
+        let db = sled::Config::new()
+            .path(n.data_dir.join("sled"))
+            .segment_size(4 << 20)
+            .open()
+            .expect("sled");
+        let sm = db.open_tree("state_machine").expect("tree");
+        let key = b"Lk/7";
+        let mut v = sm.get(key).expect("get").expect("lock record").to_vec();
+        // The token is the record's last field, a little-endian u64.
+        let low = v.len() - 8;
+        v[low] ^= 0x01;
+        sm.insert(key, v).expect("insert");
+        db.flush().expect("flush");
+    }
+    let log = refused(&mut n, "a flipped bit in Lk/7");
+    assert!(
+        log.contains(r#"state_machine record "Lk/7" fails its checksum"#),
+        "{log}"
+    );
+    restore(&n, &copy);
+    served_again(&mut n, max);
+}
+
 /// The identity file gone from a directory whose database says it kept
 /// one: refused (the file is what proves the database whole).
 #[test]

@@ -166,7 +166,14 @@ fn upgrade(variant: &str, max_token: u64) -> (Node, tempfile::TempDir) {
         // The first open recorded this build's format (same records) ...
         let db = sled::open(data.join("sled")).expect("sled");
         let format = db.get(b"locker:format").expect("get");
-        assert_eq!(format.as_deref(), Some(&3u32.to_be_bytes()[..]));
+        assert_eq!(format.as_deref(), Some(&4u32.to_be_bytes()[..]));
+        // ... gave every record its checksum ...
+        for tree in ["raft_log", "raft_meta", "state_machine", "snapshots"] {
+            for kv in db.open_tree(tree).expect("tree").iter() {
+                let (k, v) = kv.expect("record");
+                assert!(v.starts_with(b"LOCKREC1"), "{tree} {k:?} has no checksum");
+            }
+        }
     }
     // ... and the identity file, with the node id and how far the log got.
     let identity = std::fs::read_to_string(data.join("locker.identity")).expect("identity file");
@@ -203,7 +210,7 @@ fn a_killed_format_0_directory_is_served() {
 fn a_newer_format_is_refused_with_both_versions_named() {
     let log = refused_with_record(&99u32.to_be_bytes());
     assert!(
-        log.contains("storage format 99") && log.contains("format 3,"),
+        log.contains("storage format 99") && log.contains("format 4,"),
         "the refusal does not name both formats:\n{log}"
     );
 }

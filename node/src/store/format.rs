@@ -11,7 +11,9 @@
 //!   formats 0 and 1; its next snapshot is stored chunked. Format 3 has
 //!   the records of format 2, and keeps the identity file beside the
 //!   database (`store::identity`): a format 3 database without one is
-//!   refused. Opening an older database records format 3. A later release
+//!   refused. Format 4 gives every stored record a checksum
+//!   (`store::record`); opening an older database gives its records
+//!   theirs, then records format 4. A later release
 //!   that changes a record's encoding raises [`DB_FORMAT`] and decodes each
 //!   record by the format the database records.
 //! * **Snapshot data** ([`SNAPSHOT_FORMAT`]): [`SNAPSHOT_MAGIC`], the format
@@ -40,7 +42,10 @@ struct ImageV1 {
 }
 
 /// The data directory format this build writes, and the newest it reads.
-pub const DB_FORMAT: u32 = 3;
+pub const DB_FORMAT: u32 = 4;
+/// The first data directory format whose stored records carry a checksum
+/// (`store::record`).
+pub const CHECKSUMS_SINCE: u32 = 4;
 /// Where the data directory's format is recorded (sled's default tree).
 pub const FORMAT_KEY: &[u8] = b"locker:format";
 /// The snapshot data format this build writes, and the newest it reads.

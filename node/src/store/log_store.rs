@@ -10,7 +10,7 @@ use openraft::{OptionalSend, RaftLogReader};
 
 use super::crash::hit;
 use super::identity::Marker;
-use super::{decode, encode};
+use super::record::{decode_at, encode};
 use super::{must_write, to_io, Flusher};
 use crate::mutation::{active, Mutation};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -91,7 +91,7 @@ impl LogStore {
         let mut prev: Option<LogId> = purged;
         for kv in self.log.iter() {
             let (k, v) = kv.map_err(to_io)?;
-            let entry: Entry = decode(&v)?;
+            let entry: Entry = decode_at(LOG, &k, &v)?;
             let id = entry.log_id;
             if k.as_ref() != id.index.to_be_bytes() {
                 return Err(corrupt(format!("entry {id} stored under another index")));
@@ -129,7 +129,7 @@ impl LogStore {
     pub(crate) fn entry(&self, index: u64) -> io::Result<Option<Entry>> {
         let key = index.to_be_bytes();
         match self.log.get(key).map_err(to_io)? {
-            Some(v) => Ok(Some(decode(&v)?)),
+            Some(v) => Ok(Some(decode_at(LOG, &key, &v)?)),
             None => Ok(None),
         }
     }
@@ -145,7 +145,7 @@ impl LogStore {
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         match self.meta.get(key).map_err(to_io)? {
-            Some(b) => Ok(Some(decode(&b)?)),
+            Some(b) => Ok(Some(decode_at(META, key, &b)?)),
             None => Ok(None),
         }
     }
@@ -157,7 +157,7 @@ impl LogStore {
 
     fn last_entry_log_id(&self) -> io::Result<Option<LogId>> {
         match self.log.last().map_err(to_io)? {
-            Some((_, v)) => Ok(Some(decode::<Entry>(&v)?.log_id)),
+            Some((k, v)) => Ok(Some(decode_at::<Entry>(LOG, &k, &v)?.log_id)),
             None => Ok(None),
         }
     }
@@ -190,8 +190,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         self.log
             .range(start.to_be_bytes()..=end.to_be_bytes())
             .map(|kv| {
-                let (_, v) = kv.map_err(to_io)?;
-                decode::<Entry>(&v)
+                let (k, v) = kv.map_err(to_io)?;
+                decode_at::<Entry>(LOG, &k, &v)
             })
             .collect()
     }

@@ -9,6 +9,7 @@ mod flusher;
 pub mod format;
 pub mod identity;
 mod log_store;
+pub mod record;
 mod snapshot_record;
 mod state_machine;
 mod watchdog;
@@ -86,6 +87,18 @@ fn open_inner(dir: &Path, cache_bytes: u64, owner: Option<Owner<'_>>) -> io::Res
     let found = format::read_db(&db).map_err(in_dir)?;
     let data_file = sync_sled_files(dir)?;
     let flusher = Flusher::start(db.clone(), data_file, dir.join("sled").join("blobs"));
+    if found.written() < format::CHECKSUMS_SINCE {
+        // Every record gets its checksum before anything reads one.
+        let n = record::migrate(&db)?;
+        flush_now(&flusher)?;
+        if n > 0 {
+            tracing::info!(
+                records = n,
+                "gave every stored record a checksum (data directory format {})",
+                format::DB_FORMAT
+            );
+        }
+    }
     let refuse = |e: io::Error| {
         if e.to_string().contains("refusing to start") {
             return e;
@@ -109,6 +122,16 @@ fn open_inner(dir: &Path, cache_bytes: u64, owner: Option<Owner<'_>>) -> io::Res
     let sm = StateMachine::open(&db, flusher.clone()).map_err(refuse)?;
     let replica = sm.replica();
     Ok((log, sm, replica, flusher, marker))
+}
+
+/// Waits, without a runtime, until everything written so far is durable.
+fn flush_now(flusher: &Flusher) -> io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    flusher.after_flush(0, move |r| {
+        let _ = tx.send(r);
+    });
+    rx.recv()
+        .map_err(|_| io::Error::other("the flusher has stopped"))?
 }
 
 /// sled's segment size for a new store. sled writes a tree node bigger than

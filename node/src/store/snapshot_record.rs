@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, must_write, to_io};
+use super::record::{body, decode_at, encode, frame};
+use super::{must_write, to_io};
 use crate::types::SnapshotMeta;
 
 /// The size of one stored chunk. sled splits a leaf past 16 items, so a
@@ -34,6 +35,7 @@ use crate::types::SnapshotMeta;
 /// a store created with sled's default 512 KiB segments.
 pub const CHUNK_BYTES: usize = 4 * 1024;
 
+const TREE: &str = "snapshots";
 const LEGACY: &[u8] = b"current";
 const HEADER: &[u8] = b"header";
 const CHUNK_PREFIX: &[u8] = b"chunk/";
@@ -104,7 +106,7 @@ impl SnapshotRecords {
         let mut batch = sled::Batch::default();
         batch.remove(LEGACY);
         for (i, c) in (0..count).zip(chunks) {
-            batch.insert(chunk_key(i), c);
+            batch.insert(chunk_key(i), frame(c));
         }
         // Chunks of a bigger earlier snapshot would otherwise stay forever.
         for old in self.tree.range(chunk_key(count)..).keys() {
@@ -128,9 +130,9 @@ impl SnapshotRecords {
         let _g = self.guard();
         // Both records start with the meta: bincode reads it and stops.
         match self.tree.get(HEADER).map_err(to_io)? {
-            Some(b) => Ok(Some(decode::<MetaOnly>(&b)?.meta)),
+            Some(b) => Ok(Some(decode_at::<MetaOnly>(TREE, HEADER, &b)?.meta)),
             None => match self.tree.get(LEGACY).map_err(to_io)? {
-                Some(b) => Ok(Some(decode::<MetaOnly>(&b)?.meta)),
+                Some(b) => Ok(Some(decode_at::<MetaOnly>(TREE, LEGACY, &b)?.meta)),
                 None => Ok(None),
             },
         }
@@ -143,13 +145,13 @@ impl SnapshotRecords {
         let Some(h) = self.tree.get(HEADER).map_err(to_io)? else {
             return match self.tree.get(LEGACY).map_err(to_io)? {
                 Some(b) => {
-                    let s: StoredSnapshot = decode(&b)?;
+                    let s: StoredSnapshot = decode_at(TREE, LEGACY, &b)?;
                     Ok(Some((s.meta, s.data)))
                 }
                 None => Ok(None),
             };
         };
-        let h: Header = decode(&h)?;
+        let h: Header = decode_at(TREE, HEADER, &h)?;
         let len = usize::try_from(h.len).map_err(|_| corrupt(format!("length {}", h.len)))?;
         let mut data = Vec::with_capacity(len);
         for i in 0..h.chunks {
@@ -158,7 +160,11 @@ impl SnapshotRecords {
                 .get(chunk_key(i))
                 .map_err(to_io)?
                 .ok_or_else(|| corrupt(format!("chunk {i} of {} is missing", h.chunks)))?;
-            data.extend_from_slice(&c);
+            let c = body(&c).map_err(|e| {
+                let key = super::record::key_name(TREE, &chunk_key(i));
+                io::Error::new(e.kind(), format!("{key} {e}"))
+            })?;
+            data.extend_from_slice(c);
         }
         if data.len() != len {
             return Err(corrupt(format!(

@@ -11,11 +11,13 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
 use super::crash::hit;
+use super::record::{decode_at, encode};
 use super::snapshot_record::SnapshotRecords;
-use super::{decode, encode, must_write, to_io, Flusher};
+use super::{must_write, to_io, Flusher};
 use crate::core::{Change, Lock, LockTable, Outcome, Process, Retired, Status, TableImage};
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
+const SM: &str = "state_machine";
 const LOCK_PREFIX: u8 = b'L';
 const PROCESS_PREFIX: u8 = b'P';
 const RETIRED_PREFIX: u8 = b'R';
@@ -140,7 +142,7 @@ impl StateMachine {
     /// Loads the applied state from `db`, refusing a table that contradicts
     /// itself.
     pub fn open(db: &sled::Db, flusher: Flusher) -> io::Result<StateMachine> {
-        let sm = db.open_tree("state_machine").map_err(to_io)?;
+        let sm = db.open_tree(SM).map_err(to_io)?;
         let snapshots = SnapshotRecords::new(db.open_tree("snapshots").map_err(to_io)?);
         let replica = load(&sm)?;
         check_table(&replica, "loading the state machine")?;
@@ -228,9 +230,16 @@ fn load_tokens(
     for kv in sm.scan_prefix([prefix]) {
         let (k, v) = kv.map_err(to_io)?;
         let id = String::from_utf8_lossy(&k[1..]).into_owned();
-        out.insert(id, decode::<String>(&v)?);
+        out.insert(id, decode_at::<String>(SM, &k, &v)?);
     }
     Ok(out)
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(sm: &sled::Tree, key: &[u8]) -> io::Result<Option<T>> {
+    match sm.get(key).map_err(to_io)? {
+        Some(b) => Ok(Some(decode_at(SM, key, &b)?)),
+        None => Ok(None),
+    }
 }
 
 fn load(sm: &sled::Tree) -> io::Result<Replica> {
@@ -239,32 +248,25 @@ fn load(sm: &sled::Tree) -> io::Result<Replica> {
     let lock_tokens = load_tokens(sm, LOCK_TOKEN_PREFIX)?;
     let process_tokens = load_tokens(sm, PROCESS_TOKEN_PREFIX)?;
     for kv in sm.scan_prefix([LOCK_PREFIX]) {
-        let mut l = decode::<Lock>(&kv.map_err(to_io)?.1)?;
+        let (k, v) = kv.map_err(to_io)?;
+        let mut l = decode_at::<Lock>(SM, &k, &v)?;
         l.token = lock_tokens.get(&l.key).cloned();
         locks.push(l);
     }
     for kv in sm.scan_prefix([PROCESS_PREFIX]) {
-        let mut p = decode::<Process>(&kv.map_err(to_io)?.1)?;
+        let (k, v) = kv.map_err(to_io)?;
+        let mut p = decode_at::<Process>(SM, &k, &v)?;
         p.token = process_tokens.get(&p.process_hash).cloned();
         processes.push(p);
     }
     let mut retired = Vec::new();
     for kv in sm.scan_prefix([RETIRED_PREFIX]) {
-        retired.push(decode::<Retired>(&kv.map_err(to_io)?.1)?);
+        let (k, v) = kv.map_err(to_io)?;
+        retired.push(decode_at::<Retired>(SM, &k, &v)?);
     }
-    let get = |k: &[u8]| sm.get(k).map_err(to_io);
-    let last_applied: Option<LogId> = match get(META_APPLIED)? {
-        Some(b) => decode(&b)?,
-        None => None,
-    };
-    let membership: StoredMembership = match get(META_MEMBERSHIP)? {
-        Some(b) => decode(&b)?,
-        None => StoredMembership::default(),
-    };
-    let now: u64 = match get(META_NOW)? {
-        Some(b) => decode(&b)?,
-        None => 0,
-    };
+    let last_applied = get_meta::<Option<LogId>>(sm, META_APPLIED)?.flatten();
+    let membership: StoredMembership = get_meta(sm, META_MEMBERSHIP)?.unwrap_or_default();
+    let now: u64 = get_meta(sm, META_NOW)?.unwrap_or(0);
     Ok(Replica {
         table: LockTable::from_parts(now, locks, processes, retired),
         last_applied,
