@@ -19,9 +19,46 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// sled without its periodic flush thread (it outlives the `Db` for up to
+/// its period, holding the directory's file lock).
+fn open_sled(path: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        .open()
+        .expect("sled")
+}
+
+type Opened = (
+    store::LogStore,
+    store::StateMachine,
+    store::SharedReplica,
+    store::Flusher,
+);
+
+/// `store::open`, once the test's own `Db` has let go of the directory:
+/// sled releases its file lock from a background thread a moment after the
+/// last handle is dropped, so an open right after failed now and then
+/// (about 1 run in 30) with "could not acquire lock". Any other error is
+/// returned at once.
+fn open_store(dir: &Path) -> std::io::Result<Opened> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match store::open(dir, 8 << 20) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Writes log entries at `indexes` (term 1) and an optional purge mark.
 fn write_log(dir: &Path, indexes: &[u64], purged: Option<u64>) {
-    let db = sled::open(dir.join("sled")).expect("sled");
+    let db = open_sled(&dir.join("sled"));
     let log = db.open_tree("raft_log").expect("tree");
     let meta = db.open_tree("raft_meta").expect("tree");
     for &i in indexes {
@@ -49,7 +86,7 @@ fn indexes(v: Option<LogId>) -> Option<u64> {
 fn entries_left_behind_a_purge_mark_are_dropped_at_open() {
     let dir = tempfile::tempdir().expect("dir");
     write_log(dir.path(), &[1, 2, 3, 4, 5], Some(7));
-    let (mut log, _sm, _r, _f) = store::open(dir.path(), 8 << 20).expect("open");
+    let (mut log, _sm, _r, _f) = open_store(dir.path()).expect("open");
     let st = rt().block_on(log.get_log_state()).expect("log state");
     assert_eq!(indexes(st.last_purged_log_id), Some(7));
     assert_eq!(
@@ -69,7 +106,7 @@ fn entries_left_behind_a_purge_mark_are_dropped_at_open() {
 fn a_purge_cut_short_keeps_the_entries_after_the_mark() {
     let dir = tempfile::tempdir().expect("dir");
     write_log(dir.path(), &[1, 2, 3, 4, 5], Some(3));
-    let (mut log, _sm, _r, _f) = store::open(dir.path(), 8 << 20).expect("open");
+    let (mut log, _sm, _r, _f) = open_store(dir.path()).expect("open");
     let st = rt().block_on(log.get_log_state()).expect("log state");
     assert_eq!(
         (indexes(st.last_purged_log_id), indexes(st.last_log_id)),
@@ -89,7 +126,7 @@ fn a_purge_cut_short_keeps_the_entries_after_the_mark() {
 fn a_log_with_a_gap_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("dir");
     write_log(dir.path(), &[1, 2, 4, 5], None);
-    let err = match store::open(dir.path(), 8 << 20) {
+    let err = match open_store(dir.path()) {
         Ok(_) => panic!("a log with a gap was opened"),
         Err(e) => e.to_string(),
     };
@@ -105,7 +142,7 @@ fn a_log_with_a_gap_is_refused_with_a_clear_message() {
 fn a_broken_table_on_disk_is_refused_at_load() {
     let dir = tempfile::tempdir().expect("dir");
     {
-        let db = sled::open(dir.path().join("sled")).expect("sled");
+        let db = open_sled(&dir.path().join("sled"));
         let sm = db.open_tree("state_machine").expect("tree");
         let lock = Lock {
             key: "k".into(),
@@ -123,7 +160,7 @@ fn a_broken_table_on_disk_is_refused_at_load() {
             .expect("insert");
         db.flush().expect("flush");
     }
-    let err = match store::open(dir.path(), 8 << 20) {
+    let err = match open_store(dir.path()) {
         Ok(_) => panic!("a broken table was loaded"),
         Err(e) => e.to_string(),
     };

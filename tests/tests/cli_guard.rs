@@ -44,9 +44,14 @@ fn watch_until_free(url: &str, k: &str, sleeps: &[String], t0: Instant) -> (Dura
         }
         if !procs::is_locked(url, k) {
             let freed = t0.elapsed();
+            // Processes seen after the lock was seen free: a definite
+            // overlap. (Seen alive just before the lock check, gone just
+            // after it, is not: the job died and the lock was released both
+            // within one poll; demanding a sample in between failed now and
+            // then in CI with the job already gone.)
             let still: Vec<i32> = sleeps.iter().flat_map(|s| procs::sleepers(s)).collect();
             assert!(
-                still.is_empty() && gone_at.is_some(),
+                still.is_empty(),
                 "the lock was free after {freed:?} while the job's processes {still:?} still ran"
             );
             return (gone_at.unwrap_or(freed), freed);
