@@ -647,7 +647,25 @@ impl Locker {
         horizon_ms: u64,
     ) -> Result<LockResponse, Error> {
         loop {
-            match self.inner.client.release(key, owner_hash).await {
+            // No try outlives the horizon: past it the lock has expired
+            // anyway, and a client cut off from the cluster would otherwise
+            // spend a whole failover budget more on an unreachable cluster
+            // before its process could exit.
+            let left = horizon_ms
+                .saturating_sub(self.inner.clock.now_ms())
+                .max(100);
+            let attempt = tokio::time::timeout(
+                Duration::from_millis(left),
+                self.inner.client.release(key, owner_hash),
+            );
+            let answer = attempt.await.unwrap_or_else(|_| {
+                Err(Error::Unavailable {
+                    elapsed_ms: left,
+                    endpoints: String::from("(every endpoint)"),
+                    last: String::from("no answer before the lock would have expired anyway"),
+                })
+            });
+            match answer {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_transient() && self.inner.clock.now_ms() < horizon_ms => {
                     self.emit(ErrorKind::Locker, e);
