@@ -79,9 +79,12 @@ teardown() {
 
 # --- HTTP helpers: the body on stdout, the status code in $code -------------
 code=
+# `scheme` and `curl_opts` are read dynamically: `shttp` sets them locally.
+scheme=http
+curl_opts=()
 http() { # METHOD PORT PATH [BODY]
   local out
-  out="$(curl -sS -m 10 -o - -w '\n%{http_code}' -X "$1" "http://127.0.0.1:$2$3" \
+  out="$(curl -sS -m 10 -o - -w '\n%{http_code}' "${curl_opts[@]}" -X "$1" "$scheme://127.0.0.1:$2$3" \
     ${4:+-H 'content-type: application/json' -d "$4"} 2>&1)" || {
     code=000
     body="$out"
@@ -260,18 +263,12 @@ export LOCKER_SECURE_DIR="$secure_dir"
   up -d --no-build
 wait_healthy node1 node2 node3
 jobs_token="$(cat "$secure_dir/jobs.token")"
-shttp() { # TOKEN METHOD PORT PATH [BODY]: HTTPS with the CA and the client certificate
-  local out auth=()
-  [ -z "$1" ] || auth=(-H "Authorization: Bearer $1")
-  out="$(curl -sS -m 10 -o - -w '\n%{http_code}' --cacert "$secure_dir/ca.pem" \
-    --cert "$secure_dir/client.pem" --key "$secure_dir/client-key.pem" "${auth[@]}" \
-    -X "$2" "https://127.0.0.1:$3$4" ${5:+-H 'content-type: application/json' -d "$5"} 2>&1)" || {
-    code=000
-    body="$out"
-    return 0
-  }
-  code="${out##*$'\n'}"
-  body="${out%$'\n'*}"
+shttp() { # TOKEN METHOD PORT PATH [BODY]: `http` over HTTPS with the CA, the client certificate and TOKEN
+  local scheme=https
+  local curl_opts=(--cacert "$secure_dir/ca.pem" --cert "$secure_dir/client.pem" --key "$secure_dir/client-key.pem")
+  [ -z "$1" ] || curl_opts+=(-H "Authorization: Bearer $1")
+  shift
+  http "$@"
 }
 deadline=$((SECONDS + 60))
 while shttp "" GET 7071 /readyz; [ "$code" != 200 ]; do
