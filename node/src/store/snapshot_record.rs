@@ -94,20 +94,49 @@ impl SnapshotRecords {
     /// sled batch (not yet durable: the caller flushes). A failed write
     /// stops the process (see [`must_write`]).
     pub fn put(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let (batch, count) = Self::batch(meta, data)?;
+        let _g = self.guard();
+        self.store(batch, count)
+    }
+
+    /// [`SnapshotRecords::put`], unless a snapshot further along the log is
+    /// stored (checked and stored under one lock, so a concurrent install
+    /// of a newer snapshot is never overwritten). Whether it stored.
+    pub fn put_unless_newer(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
+        let (batch, count) = Self::batch(meta, data)?;
+        let _g = self.guard();
+        if self
+            .stored_meta()?
+            .is_some_and(|m| m.last_log_id > meta.last_log_id)
+        {
+            return Ok(false);
+        }
+        self.store(batch, count)?;
+        Ok(true)
+    }
+
+    /// The batch writing `meta` and `data`'s chunks, and the chunk count.
+    fn batch(meta: &SnapshotMeta, data: &[u8]) -> io::Result<(sled::Batch, u32)> {
         let chunks = data.chunks(CHUNK_BYTES);
         let count = u32::try_from(chunks.len())
             .map_err(|_| io::Error::other("a snapshot of over 16 TiB cannot be stored"))?;
-        let header = encode(&Header {
-            meta: meta.clone(),
-            len: data.len() as u64,
-            chunks: count,
-        })?;
-        let _g = self.guard();
         let mut batch = sled::Batch::default();
         batch.remove(LEGACY);
         for (i, c) in (0..count).zip(chunks) {
             batch.insert(chunk_key(i), frame(c));
         }
+        let header = Header {
+            meta: meta.clone(),
+            len: data.len() as u64,
+            chunks: count,
+        };
+        batch.insert(HEADER, encode(&header)?);
+        Ok((batch, count))
+    }
+
+    /// Applies `batch` (of `count` chunks), removing the chunks of a bigger
+    /// earlier snapshot. Called with the lock held.
+    fn store(&self, mut batch: sled::Batch, count: u32) -> io::Result<()> {
         // Chunks of a bigger earlier snapshot would otherwise stay forever.
         for old in self.tree.range(chunk_key(count)..).keys() {
             let old = old.map_err(to_io)?;
@@ -116,18 +145,17 @@ impl SnapshotRecords {
             }
             batch.remove(old);
         }
-        batch.insert(HEADER, header);
         must_write("store the snapshot", self.tree.apply_batch(batch));
         Ok(())
     }
 
-    /// The stored snapshot's meta, without reading its data.
-    pub fn meta(&self) -> io::Result<Option<SnapshotMeta>> {
+    /// The stored snapshot's meta, without reading its data (called with
+    /// the lock held).
+    fn stored_meta(&self) -> io::Result<Option<SnapshotMeta>> {
         #[derive(Deserialize)]
         struct MetaOnly {
             meta: SnapshotMeta,
         }
-        let _g = self.guard();
         // Both records start with the meta: bincode reads it and stops.
         match self.tree.get(HEADER).map_err(to_io)? {
             Some(b) => Ok(Some(decode_at::<MetaOnly>(TREE, HEADER, &b)?.meta)),
@@ -214,7 +242,7 @@ mod tests {
         assert_eq!((m, data), (meta(10), big));
         r.put(&meta(20), b"small").expect("put");
         assert_eq!(r.get().expect("get"), Some((meta(20), b"small".to_vec())));
-        assert_eq!(r.meta().expect("meta"), Some(meta(20)));
+        assert_eq!(r.stored_meta().expect("meta"), Some(meta(20)));
         // The 7 chunks past the first are gone, not left behind.
         assert_eq!(r.tree.scan_prefix(CHUNK_PREFIX).count(), 1);
         r.put(&meta(30), b"").expect("put");
@@ -231,7 +259,7 @@ mod tests {
         })
         .expect("encode");
         r.tree.insert(LEGACY, legacy).expect("insert");
-        assert_eq!(r.meta().expect("meta"), Some(meta(5)));
+        assert_eq!(r.stored_meta().expect("meta"), Some(meta(5)));
         assert_eq!(r.get().expect("get"), Some((meta(5), b"old".to_vec())));
         r.put(&meta(6), b"new").expect("put");
         assert!(r.tree.get(LEGACY).expect("get").is_none());

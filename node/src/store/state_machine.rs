@@ -398,8 +398,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         put_meta(&mut batch, &installed)?;
         {
-            // The write lock also keeps a concurrent snapshot build from
-            // storing its older state between our record and our state.
+            // Under the write lock: a reader never sees the new record with
+            // the old state (a build racing this install stores nothing
+            // older than the record: `put_unless_newer`).
             let mut r = self.replica.write();
             // The snapshot record first: if a crash keeps only it, start-up
             // sees a snapshot newer than the state and installs it again
@@ -439,29 +440,25 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (meta, data) = {
-            // Held until the record is stored: an install (write lock) cannot
-            // land between reading this state and storing its snapshot, so
-            // an older build never overwrites a newer installed snapshot.
+        // Only the copy of the table holds the lock: applies (and the
+        // readers queued behind them) wait for that, not for the encoding
+        // and the storing.
+        let (meta, image) = {
             let r = self.replica.read();
             let meta = SnapshotMeta {
                 last_log_id: r.last_applied,
                 last_membership: r.membership.clone(),
             };
-            let data = super::format::encode_snapshot(&r.table.to_image())?;
-            hit("store::snapshot_build::before_record");
-            if self
-                .snapshots
-                .meta()?
-                .is_some_and(|m| m.last_log_id > meta.last_log_id)
-            {
-                tracing::info!(last_log_id = ?meta.last_log_id, "a newer snapshot is stored: not replacing it");
-            } else {
-                self.snapshots.put(&meta, &data)?;
-            }
-            hit("store::snapshot_build::after_record");
-            (meta, data)
+            (meta, r.table.to_image())
         };
+        let data = super::format::encode_snapshot(&image)?;
+        drop(image);
+        hit("store::snapshot_build::before_record");
+        // An install of a newer snapshot since the copy is never overwritten.
+        if !self.snapshots.put_unless_newer(&meta, &data)? {
+            tracing::info!(last_log_id = ?meta.last_log_id, "a newer snapshot is stored: not replacing it");
+        }
+        hit("store::snapshot_build::after_record");
         // Durable before openraft may purge the log entries it covers; this
         // flush also persists the state-machine records applied so far.
         self.flusher.flush().await?;
