@@ -66,14 +66,16 @@ fn invalid(msg: String) -> io::Error {
 
 /// The backup file of `image` at log `index`.
 pub fn encode(index: u64, image: &TableImage) -> io::Result<Vec<u8>> {
-    let data = format::encode_snapshot(image)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + data.len() + SUM_LEN);
+    let mut out = Vec::new();
     out.extend_from_slice(BACKUP_MAGIC);
     out.extend_from_slice(&BACKUP_FORMAT.to_be_bytes());
     out.extend_from_slice(&index.to_be_bytes());
     out.extend_from_slice(&image.now.to_be_bytes());
-    out.extend_from_slice(&(data.len() as u64).to_be_bytes());
-    out.extend_from_slice(&data);
+    // The data length, filled in once the data is encoded in place.
+    out.extend_from_slice(&[0; 8]);
+    format::encode_snapshot_into(&mut out, image, SUM_LEN)?;
+    let data_len = (out.len() - HEADER_LEN) as u64;
+    out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&data_len.to_be_bytes());
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
     Ok(out)

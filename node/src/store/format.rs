@@ -133,12 +133,26 @@ pub fn record_db(db: &sled::Db, found: DbFormat) -> io::Result<()> {
 
 /// Snapshot data of this build's format: header, then the bincode image.
 pub fn encode_snapshot(image: &TableImage) -> io::Result<Vec<u8>> {
-    let body = super::encode(image)?;
-    let mut data = Vec::with_capacity(HEADER_LEN + body.len());
-    data.extend_from_slice(SNAPSHOT_MAGIC);
-    data.extend_from_slice(&SNAPSHOT_FORMAT.to_be_bytes());
-    data.extend_from_slice(&body);
+    let mut data = Vec::new();
+    encode_snapshot_into(&mut data, image, 0)?;
     Ok(data)
+}
+
+/// Appends [`encode_snapshot`]'s bytes to `out`, encoding the image in
+/// place (no copy of it: a snapshot can be most of a node's memory), with
+/// room for `trailer` bytes more after it.
+pub fn encode_snapshot_into(
+    out: &mut Vec<u8>,
+    image: &TableImage,
+    trailer: usize,
+) -> io::Result<()> {
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    let size = bincode::serialized_size(image).map_err(invalid)?;
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    out.reserve(HEADER_LEN.saturating_add(size).saturating_add(trailer));
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_FORMAT.to_be_bytes());
+    bincode::serialize_into(&mut *out, image).map_err(invalid)
 }
 
 /// The snapshot data's format and its image bytes (format 0: all of it).
