@@ -15,7 +15,9 @@
 //!   leader and must truncate them;
 //! * vote: armed on a follower, then the leader is killed;
 //! * purge on a leader purging after its own snapshot: armed at runtime on
-//!   the leader (the same points as the catch-up purge, other path).
+//!   the leader (the same points as the catch-up purge, other path);
+//! * the identity file: armed at runtime, reached when its high-water mark
+//!   follows the flushed log (every 200 ms while writes go on).
 //!
 //! Error points (a read that fails instead of a crash) have their own test:
 //! the node must exit non-zero, not linger with its Raft core stopped.
@@ -236,6 +238,9 @@ crash_tests! {
     snapshot_install_after_record: "store::snapshot_install::after_record" => catch_up;
     snapshot_install_after_state: "store::snapshot_install::after_state" => catch_up;
     snapshot_install_after_flush: "store::snapshot_install::after_flush" => catch_up;
+    // Reached by the identity file's high-water mark following the writes.
+    identity_after_tmp: "store::identity::after_tmp" => |p| runtime(p, Target::Leader);
+    identity_after_rename: "store::identity::after_rename" => |p| runtime(p, Target::Follower);
 }
 
 /// Every crash point the node lists has a test above, and the arming route

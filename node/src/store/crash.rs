@@ -39,6 +39,10 @@ pub const CRASH_POINTS: &[&str] = &[
     "store::snapshot_install::after_record",
     "store::snapshot_install::after_state",
     "store::snapshot_install::after_flush",
+    // The identity file's replacement: the new file written and fsynced
+    // under its temporary name; renamed, the directory not yet fsynced.
+    "store::identity::after_tmp",
+    "store::identity::after_rename",
 ];
 
 /// Error points: named disk operations that, when armed, fail with an IO

@@ -180,7 +180,9 @@ pub fn write(dir: &Path, id: &Identity) -> io::Result<()> {
     f.write_all(&render(id)?)?;
     f.sync_all()?;
     drop(f);
+    super::crash::hit("store::identity::after_tmp");
     std::fs::rename(&tmp, dir.join(FILE))?;
+    super::crash::hit("store::identity::after_rename");
     std::fs::File::open(dir)?.sync_all()
 }
 
