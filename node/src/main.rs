@@ -102,8 +102,11 @@ fn backup_tool(tool: Subcommand_) -> std::process::ExitCode {
 fn init_tracing(format: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
+    // Colour codes only for a person at a terminal: a log file, journald or a
+    // collector gets plain text (they were escape sequences in every line).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

@@ -112,7 +112,8 @@ fn run_refuses_a_held_lock_with_a_distinct_code_naming_the_holder() {
     assert_eq!(a.status(), "SUCCESS", "{:?}", a.body);
     let dir = tempfile::tempdir().expect("tmp");
     let marker = dir.path().join("ran");
-    let out = run_out(locker(&url).args([
+    // Debug logging on: its lines go to a pipe, so they carry no colour codes.
+    let out = run_out(locker(&url).env("LOCKER_LOG", "debug").args([
         "run",
         &k,
         "--",
@@ -121,6 +122,11 @@ fn run_refuses_a_held_lock_with_a_distinct_code_naming_the_holder() {
     ]));
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains(&holder), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("DEBUG") && !text(&out.stderr).contains('\x1b'),
+        "debug lines without colour codes expected:\n{}",
+        text(&out.stderr)
+    );
     assert!(
         !marker.exists(),
         "the command must not run without the lock"

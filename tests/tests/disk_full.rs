@@ -186,6 +186,8 @@ fn the_node_stopped_promptly_with_a_clear_line(node: &NodeProc, f: &Filled) {
         "no clear log line about the disk:\n{}",
         &log[log.len().saturating_sub(3000)..]
     );
+    // The log is a file, not a terminal: plain text (it carried escape codes).
+    assert!(!log.contains('\x1b'), "colour codes in a log file");
     if let Some(t) = f.first_failure {
         let lag = f.exited_at.saturating_duration_since(t);
         eprintln!(

@@ -56,7 +56,15 @@ pub async fn exit_when_raft_stops(raft: Raft, mut stopping: watch::Receiver<bool
         }
     };
     let last_applied = metrics.borrow_watched().last_applied;
-    tracing::error!(%why, ?last_applied, code, "Raft stopped: exiting so a supervisor restarts this node");
-    eprintln!("locker-node: FATAL: Raft stopped ({why}); exiting (code {code}) so a supervisor restarts this node");
+    // A storage error is a disk that failed (full, read-only, I/O error) or
+    // a store that reads back wrong: say so in the words an operator greps
+    // for, the same as the writes that exit through `disk_failed`.
+    let hint = if code == EXIT_DISK_FAILED {
+        ": the disk failed or the store is unreadable"
+    } else {
+        ""
+    };
+    tracing::error!(%why, ?last_applied, code, "Raft stopped{hint}; exiting so a supervisor restarts this node");
+    eprintln!("locker-node: FATAL: Raft stopped ({why}){hint}; exiting (code {code}) so a supervisor restarts this node");
     std::process::exit(code)
 }
