@@ -278,13 +278,30 @@ fn client_limits(cfg: &NodeConfig, open_files: Option<u64>) -> ServeLimits {
     }
 }
 
+/// Connections the kernel completes before the node accepts them: a burst of
+/// new clients past this waits for SYN retries (1 s, then 3 s...). The
+/// kernel caps it at `net.core.somaxconn` (4096 on current kernels); the
+/// standard library's 128 was filled by 129 clients connecting at once.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As the standard library does: a restarted node can listen again at
+    // once, with connections of its previous life still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn run(cfg: NodeConfig, tls: NodeTls, open_files: Option<u64>) -> anyhow::Result<()> {
     tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, data = %cfg.data_dir.display(), "starting");
-    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
-        .await
+    let peer_listener = listen(cfg.peer_addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on peer address {}: {e}", cfg.peer_addr))?;
-    let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
-        .await
+    let client_listener = listen(cfg.client_addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on client address {}: {e}", cfg.client_addr))?;
     let node = Node::start(cfg.clone(), &tls).await?;
 

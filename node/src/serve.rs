@@ -122,14 +122,7 @@ pub async fn serve(
     let conns = Arc::new(Conns::default());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (permit, stream, peer) = tokio::select! {
-            next = next_connection(&listener, &permits, &conns, limits) => match next {
-                Some(n) => n,
-                None => break, // the semaphore is never closed
-            },
-            () = &mut shutdown => break,
-        };
+    let spawn = |permit, stream: TcpStream, peer| {
         let _ = stream.set_nodelay(true);
         let (id, conn) = conns.open();
         let proof = ConnProof(conn.clone());
@@ -153,8 +146,26 @@ pub async fn serve(
             conns.close(id);
             drop(permit);
         });
+    };
+    loop {
+        let (permit, stream, peer) = tokio::select! {
+            next = next_connection(&listener, &permits, &conns, limits) => match next {
+                Some(n) => n,
+                None => break, // the semaphore is never closed
+            },
+            () = &mut shutdown => break,
+        };
+        spawn(Some(permit), stream, peer);
     }
-    drop(listener);
+    // Connections the kernel completed but we never accepted would be reset
+    // when the listener closes, after their clients had sent a request they
+    // cannot safely retry. Stop the kernel from completing new ones, then
+    // serve every one already queued (past the limit: there are few).
+    refuse_new_handshakes(&listener);
+    tokio::time::sleep(HANDSHAKES_SETTLE).await;
+    for (stream, peer) in drain_queue(listener) {
+        spawn(permits.clone().try_acquire_owned().ok(), stream, peer);
+    }
     // A connection accepted a moment ago whose request is still on its way
     // counts as idle to hyper's graceful shutdown, which would close it
     // unanswered: a client then sees the connection closed after it sent
@@ -169,6 +180,76 @@ pub async fn serve(
 /// How long a stopping server keeps serving connections it accepted before
 /// it asks them to close: enough for a request sent right after connecting.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(300);
+
+/// Time for handshakes the kernel was completing when the listener stopped
+/// taking new ones to reach its accept queue, so the drain finds them.
+const HANDSHAKES_SETTLE: Duration = Duration::from_millis(20);
+
+/// `SO_ATTACH_FILTER`: the same number on every Linux architecture we build.
+#[cfg(target_os = "linux")]
+const SO_ATTACH_FILTER: libc::c_int = 26;
+
+/// Makes the kernel drop every packet addressed to the listening socket: a
+/// new SYN, and the last ACK of a handshake, so no connection completes
+/// after this. A client whose SYN is dropped retries it (after 1 s) and, the
+/// listener closed by then, gets a refused connection, which it can safely
+/// send elsewhere. Connections already queued are separate sockets and keep
+/// working. Best effort: without it the drain below still serves the queue.
+#[cfg(target_os = "linux")]
+fn refuse_new_handshakes(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // One classic BPF instruction: return 0, keep none of the packet.
+    let mut drop_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt reads `prog` (and the one instruction it points
+    // to, alive for this call) and copies it into the kernel.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            std::ptr::addr_of!(prog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(error = %e, "cannot stop new handshakes before closing the listener");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn refuse_new_handshakes(_listener: &TcpListener) {}
+
+/// Every connection in the listener's accept queue, then the listener is
+/// closed. Accepted by the socket itself, not through the runtime, whose
+/// task budget would end the drain after 128 with the rest still queued.
+fn drain_queue(listener: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let Ok(listener) = listener.into_std() else {
+        return Vec::new();
+    };
+    let mut queued = Vec::new();
+    // The std listener is still non-blocking: WouldBlock when it is empty.
+    while let Ok((stream, peer)) = listener.accept() {
+        // An accepted socket does not inherit the listener's O_NONBLOCK.
+        match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(s) => queued.push((s, peer)),
+            Err(e) => tracing::warn!(%peer, error = %e, "cannot serve a queued connection"),
+        }
+    }
+    queued
+}
 
 /// The next connection and the permit it holds. A permit first, so that at
 /// the limit connections stay in the kernel's queue instead of costing us a
