@@ -371,3 +371,49 @@ fn the_cli_works_with_a_token_and_fails_without_one() {
     assert_eq!(read(&u, "billing/run", ADMIN.secret).body["locked"], false);
     assert_eq!(read(&u, "billing/cli", ADMIN.secret).body["locked"], true);
 }
+
+/// `GET /v1/backup` holds every tenant's keys: only the admin role may take
+/// one, through a follower (forwarded to the leader) as well. A refused
+/// `locker-node backup` leaves no file behind.
+#[test]
+fn only_an_admin_token_takes_a_backup() {
+    let (dir, path) = tokens_dir();
+    let c = start_with_tokens(3, &path, &[]);
+    let leader = leader_of(&c);
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let u = c.url(follower);
+    let held = acquire(&u, "billing/backed-up", Some(BILLING.secret), json!({}));
+    assert_eq!(held.body["status"], "SUCCESS", "{:?}", held.body);
+    let backup = format!("{u}/v1/backup");
+    assert_eq!(call("GET", &backup, None, None).code, 401);
+    for t in [BILLING, OPS, READER] {
+        let a = call("GET", &backup, Some(t.secret), None);
+        assert_eq!((a.code, error_code(&a)), (403, "FORBIDDEN"), "{}", t.name);
+    }
+    let file = dir.path().join("locker.backup");
+    let file_s = file.display().to_string();
+    let tool = |token: &str, args: &[&str]| {
+        std::process::Command::new(locker_tests::bin("locker-node"))
+            .env("LOCKER_TOKEN", token)
+            .args(args)
+            .output()
+            .expect("locker-node")
+    };
+    let refused = tool(BILLING.secret, &["backup", "--from", &u, "--out", &file_s]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("FORBIDDEN"),
+        "{refused:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .filter(|n| n.to_string_lossy().starts_with("locker.backup"))
+        .collect();
+    assert!(left.is_empty(), "a refused backup left {left:?}");
+    let out = tool(ADMIN.secret, &["backup", "--from", &u, "--out", &file_s]);
+    assert!(out.status.success(), "{out:?}");
+    let v = tool("", &["verify-backup", &file_s]);
+    let text = String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
+    assert!(v.status.success() && text.contains("locks: 1 ("), "{text}");
+}
