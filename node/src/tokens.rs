@@ -204,6 +204,12 @@ impl TokenSet {
         found
     }
 
+    /// The token with the same secret as `old` in this set, if any (a
+    /// reload keeps a token's secret, so its hash, while its grants change).
+    pub fn same_secret(&self, old: &Token) -> Option<Arc<Token>> {
+        self.tokens.iter().find(|t| t.hash == old.hash).cloned()
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()
@@ -226,6 +232,9 @@ pub struct Tokens {
     path: Option<PathBuf>,
     current: RwLock<Option<Arc<TokenSet>>>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Counts successful reloads: long-lived requests (watch streams) check
+    /// their token again when it moves.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl Tokens {
@@ -240,6 +249,7 @@ impl Tokens {
             path: path.map(Path::to_path_buf),
             current: RwLock::new(current),
             buckets: Mutex::new(HashMap::new()),
+            reloads: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -261,11 +271,28 @@ impl Tokens {
             Ok(set) => {
                 tracing::info!(tokens = set.len(), file = %path.display(), "tokens file reloaded");
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
+                self.reloads.send_modify(|n| *n += 1);
             }
             Err(e) => {
                 tracing::error!(error = %e, "tokens file not reloaded: keeping the tokens in force")
             }
         }
+    }
+
+    /// Changes on every successful reload.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Whether `token`, as reloaded, still shows exactly `prefixes` to a
+    /// reader asking for `prefix` (false once it is gone or lost the read
+    /// role). Authentication off: always true.
+    pub fn still_shows(&self, token: &Token, prefix: &str, prefixes: &[String]) -> bool {
+        let Some(set) = self.current() else {
+            return true;
+        };
+        set.same_secret(token)
+            .is_some_and(|t| t.has(Role::Read) && t.visible_prefixes(prefix).as_slice() == prefixes)
     }
 
     /// Takes one request from `token`'s budget, or says how long until one

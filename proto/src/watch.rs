@@ -262,6 +262,10 @@ wire_enum! {
         Resync = "resync",
         /// The node is shutting down: resume on another node.
         ShuttingDown = "shutting_down",
+        /// A reload of the tokens file removed the stream's token, took its
+        /// read role or changed the prefixes it may see: reconnect (a
+        /// removed token is then refused, a changed one sees its new view).
+        Unauthorized = "unauthorized",
     }
 }
 

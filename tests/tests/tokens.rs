@@ -417,3 +417,81 @@ fn only_an_admin_token_takes_a_backup() {
     let text = String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
     assert!(v.status.success() && text.contains("locks: 1 ("), "{text}");
 }
+
+/// A watch stream opened with a token ends (`closed`, reason
+/// `unauthorized`) when a reload of the tokens file removes that token; the
+/// reconnect is refused. A stream of a token the reload kept goes on. (A
+/// removed token's stream used to go on streaming for good.)
+#[test]
+fn a_reload_that_removes_a_token_ends_its_watch_streams() {
+    let (_d, path) = tokens_dir();
+    let c = start_with_tokens(1, &path, &[]);
+    let u = c.url(1);
+    let mut billing = WatchReader::open(&u, "billing/", BILLING.secret);
+    let mut reader = WatchReader::open(&u, "billing/", READER.secret);
+    let mut entries = default_entries();
+    entries.retain(|e| e["name"] != BILLING.name);
+    write_tokens(&path, &entries);
+    let pid = c.node(1).pid().expect("pid") as i32;
+    // SAFETY: kill(2) on the node this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let closed = billing.until("\"reason\":", Duration::from_secs(10));
+    assert!(closed.contains("\"reason\":\"unauthorized\""), "{closed}");
+    let again = call("GET", &format!("{u}/v1/watch"), Some(BILLING.secret), None);
+    assert_eq!(again.code, 401, "{:?}", again.body);
+    // The reader's token was kept: it still gets events.
+    let a = acquire(&u, "billing/after", Some(ADMIN.secret), json!({}));
+    assert_eq!(a.code, 200, "{:?}", a.body);
+    let seen = reader.until("billing/after", Duration::from_secs(10));
+    assert!(!seen.contains("event: closed"), "{seen}");
+}
+
+/// An SSE stream read line by line on a thread (blocking reads).
+struct WatchReader {
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl WatchReader {
+    fn open(base: &str, prefix: &str, token: &str) -> WatchReader {
+        let url = format!("{base}/v1/watch?prefix={}", enc(prefix));
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .expect("client")
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .expect("watch");
+        assert_eq!(resp.status().as_u16(), 200);
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(resp).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        WatchReader { lines }
+    }
+
+    /// Everything read until a line containing `needle`; panics after `limit`.
+    fn until(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        let mut seen = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(needle) {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no {needle:?} within {limit:?} ({e}); read:\n{seen}"),
+            }
+        }
+    }
+}

@@ -168,9 +168,12 @@ fn lock_and_process_events(base: &str) {
     std::thread::sleep(Duration::from_millis(300));
     acquire(base, "e", "e@wh/9.9.2", None, 60_000);
     // A process whose keep-alives lapse, recorded by a read's sweep.
-    ok(&api::keepalive(base, "wh/2.2", 100), "short keepalive");
+    // Its 2 s must outlast the acquire that follows on a loaded machine
+    // (with 100 ms the process was sometimes dead before it: 409).
+    let short = Instant::now();
+    ok(&api::keepalive(base, "wh/2.2", 2_000), "short keepalive");
     acquire(base, "d", "d@wh/2.2.1", Some("wh/2.2"), 60_000);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(2_300).saturating_sub(short.elapsed()));
     ok(&api::read(base, "d"), "read d");
     // A process ended by its owner.
     ok(&api::keepalive(base, "wh/3.3", 60_000), "keepalive 3");

@@ -24,6 +24,7 @@ use super::access::{token_of, Authed};
 use super::error::ApiError;
 use super::input;
 use crate::node::{LeaderHint, Node};
+use crate::tokens::Token;
 use crate::watch::Gone;
 
 /// Events sent per read of the history.
@@ -58,8 +59,9 @@ pub async fn watch(
     // A token (read role, checked by `access`) sees only its prefixes.
     let prefixes = match token_of(&authed) {
         Some(t) => t.visible_prefixes(&prefix),
-        None => vec![prefix],
+        None => vec![prefix.clone()],
     };
+    let grant = authed.map(|Extension(Authed(token))| Grant { token, prefix });
     if prefixes.is_empty() {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -90,7 +92,7 @@ pub async fn watch(
         oldest_index: node.replica.events.oldest_index(),
     };
     let first = frame(Some(cursor), "start", &start);
-    let body = Body::from_stream(stream(node, prefixes, cursor, first, permit));
+    let body = Body::from_stream(stream(node, prefixes, grant, cursor, first, permit));
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -206,12 +208,23 @@ enum Woke {
     Applied,
     Heartbeat,
     Stopping,
+    TokensReloaded,
+}
+
+/// The token a stream was opened with, and the prefix it asked for: after a
+/// reload of the tokens file, the stream goes on only if the token still
+/// shows the same prefixes (a removed token's stream used to go on for good).
+struct Grant {
+    token: Arc<Token>,
+    prefix: String,
 }
 
 /// A stream's state between frames.
 struct Watcher {
     node: Arc<Node>,
     prefixes: Vec<String>,
+    grant: Option<Grant>,
+    reloads: signal::Receiver<u64>,
     /// The history was read up to here.
     cursor: EventId,
     /// The last event sent (or the start).
@@ -227,6 +240,7 @@ struct Watcher {
 fn stream(
     node: Arc<Node>,
     prefixes: Vec<String>,
+    grant: Option<Grant>,
     cursor: EventId,
     first: Bytes,
     permit: OwnedSemaphorePermit,
@@ -237,8 +251,16 @@ fn stream(
     let w = Watcher {
         applied: node.replica.subscribe(),
         stopping: node.stopping(),
+        // Checked once at the first wait too: a reload may have come
+        // between the request's authentication and this subscription.
+        reloads: {
+            let mut r = node.tokens.reloads();
+            r.mark_changed();
+            r
+        },
         node,
         prefixes,
+        grant,
         cursor,
         sent: cursor,
         heartbeat,
@@ -300,13 +322,27 @@ impl Watcher {
                 }
                 _ = self.heartbeat.tick() => Woke::Heartbeat,
                 _ = self.stopping.wait_for(|s| *s) => Woke::Stopping,
+                Ok(()) = self.reloads.changed() => Woke::TokensReloaded,
             };
             match woke {
                 Woke::Applied => {}
+                Woke::TokensReloaded if !self.still_granted() => {
+                    return Some(self.close(CloseReason::Unauthorized));
+                }
+                Woke::TokensReloaded => {}
                 Woke::Heartbeat => return Some(Bytes::from_static(b": keep-alive\n\n")),
                 Woke::Stopping => return Some(self.close(CloseReason::ShuttingDown)),
             }
         }
+    }
+
+    /// Whether the stream's token, as reloaded, still shows what it shows.
+    fn still_granted(&self) -> bool {
+        self.grant.as_ref().is_none_or(|g| {
+            self.node
+                .tokens
+                .still_shows(&g.token, &g.prefix, &self.prefixes)
+        })
     }
 
     fn close(&mut self, reason: CloseReason) -> Bytes {
