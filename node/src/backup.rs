@@ -16,7 +16,7 @@
 //! SHA-256                    32 bytes, of everything before it
 //! ```
 
-use std::io;
+use std::io::{self, Write as _};
 
 use sha2::{Digest, Sha256};
 
@@ -64,21 +64,61 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// The backup file of `image` at log `index`.
+/// The backup file of `image` at log `index`, whole in memory.
 pub fn encode(index: u64, image: &TableImage) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    out.extend_from_slice(BACKUP_MAGIC);
-    out.extend_from_slice(&BACKUP_FORMAT.to_be_bytes());
-    out.extend_from_slice(&index.to_be_bytes());
-    out.extend_from_slice(&image.now.to_be_bytes());
-    // The data length, filled in once the data is encoded in place.
-    out.extend_from_slice(&[0; 8]);
-    format::encode_snapshot_into(&mut out, image, SUM_LEN)?;
-    let data_len = (out.len() - HEADER_LEN) as u64;
-    out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&data_len.to_be_bytes());
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
+    write(index, image, &mut out)?;
     Ok(out)
+}
+
+/// Writes the backup file of `image` at log `index` to `w` as it is
+/// encoded, so that `GET /v1/backup` never holds the file in memory (only
+/// the table's copy): the data length is computed first, the SHA-256 along
+/// the way. Returns the bytes written.
+pub fn write(index: u64, image: &TableImage, w: impl io::Write) -> io::Result<u64> {
+    let data_len = format::snapshot_len(image)?;
+    let mut w = Summing {
+        inner: w,
+        sum: Sha256::new(),
+        written: 0,
+    };
+    w.write_all(BACKUP_MAGIC)?;
+    w.write_all(&BACKUP_FORMAT.to_be_bytes())?;
+    w.write_all(&index.to_be_bytes())?;
+    w.write_all(&image.now.to_be_bytes())?;
+    w.write_all(&data_len.to_be_bytes())?;
+    format::write_snapshot(&mut w, image)?;
+    let expected = HEADER_LEN as u64 + data_len;
+    if w.written != expected {
+        return Err(invalid(format!(
+            "the data came out {} bytes long, not the {expected} announced",
+            w.written
+        )));
+    }
+    let sum = w.sum.finalize();
+    w.inner.write_all(&sum)?;
+    w.inner.flush()?;
+    Ok(expected + SUM_LEN as u64)
+}
+
+/// A writer that passes bytes on and sums and counts them.
+struct Summing<W> {
+    inner: W,
+    sum: Sha256,
+    written: u64,
+}
+
+impl<W: io::Write> io::Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn be_u64(b: &[u8], at: usize) -> u64 {

@@ -126,8 +126,9 @@ fn http_client(a: &BackupArgs) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// `backup --from URL --out FILE`: fetches, checks, then writes the file
-/// (a partial file is never left under the final name).
+/// `backup --from URL --out FILE`: streams the file to `FILE.partial` as it
+/// arrives, syncs and checks it, then renames it (a partial or bad file is
+/// never left under the final name, and is removed).
 pub async fn take(a: &BackupArgs) -> Result<String, String> {
     if let (Some(dir), Some(out)) = (&a.data_dir, &a.out) {
         return take_offline(dir, out);
@@ -142,25 +143,46 @@ pub async fn take(a: &BackupArgs) -> Result<String, String> {
     }
     let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
     if !status.is_success() {
+        let body = resp.bytes().await.unwrap_or_default();
         return Err(format!(
             "{url}: HTTP {}: {}",
             status.as_u16(),
-            String::from_utf8_lossy(&bytes)
+            String::from_utf8_lossy(&body)
         ));
     }
-    let b =
-        backup::decode(&bytes).map_err(|e| format!("{url}: the backup received is bad: {e}"))?;
     let partial = out.with_extension("partial");
-    write_synced(&partial, &bytes).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let received = receive(resp, &partial).await.and_then(|bytes| {
+        let b = read_backup(&partial).map_err(|e| format!("the backup received is bad: {e}"))?;
+        Ok((bytes, b))
+    });
+    let (bytes, b) = match received {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(format!("{url}: {e}"));
+        }
+    };
     std::fs::rename(&partial, out).map_err(|e| format!("{}: {e}", out.display()))?;
-    Ok(format!(
-        "{}: {} bytes\n{}",
-        out.display(),
-        bytes.len(),
-        b.summary()
-    ))
+    Ok(format!("{}: {bytes} bytes\n{}", out.display(), b.summary()))
+}
+
+/// Writes the response body to `path` chunk by chunk, then syncs it.
+async fn receive(mut resp: reqwest::Response, path: &Path) -> Result<u64, String> {
+    use std::io::Write;
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = std::fs::File::create(path).map_err(at)?;
+    let mut bytes = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("the backup was cut short after {bytes} bytes: {e}"))?
+    {
+        f.write_all(&chunk).map_err(at)?;
+        bytes += chunk.len() as u64;
+    }
+    f.sync_all().map_err(at)?;
+    Ok(bytes)
 }
 
 /// `backup --data-dir DIR --out FILE`: the table as applied in a stopped

@@ -172,6 +172,7 @@ fn a_backup_restored_into_a_new_cluster_keeps_every_lock_and_process_and_tokens_
     let follower = old.followers()[0];
     let out = node_tool(&["backup", "--from", &old.url(follower), "--out", &file_s]);
     assert!(out.status.success(), "backup: {}", text(&out));
+    streamed_alike(&old.url(follower), &file);
     for args in [
         &["verify-backup", &file_s][..],
         &["backup", "--verify", &file_s][..],
@@ -199,6 +200,25 @@ fn a_backup_restored_into_a_new_cluster_keeps_every_lock_and_process_and_tokens_
     let nurl = new.url(new.leader().expect("leader"));
     check_restored(&nurl, &before, max_token);
     new.assert_replicas_agree(Duration::from_secs(20));
+}
+
+/// `GET /v1/backup` is streamed as it is encoded (chunked, no length known
+/// to the server up front; it used to be built whole in memory first), and
+/// holds the same bytes the tool wrote (nothing changed in between).
+fn streamed_alike(url: &str, file: &Path) {
+    let resp = locker_tests::http()
+        .get(format!("{url}/v1/backup"))
+        .send()
+        .expect("GET /v1/backup");
+    assert_eq!(resp.status().as_u16(), 200);
+    let h = resp.headers();
+    assert!(h.get("content-length").is_none(), "not streamed: {h:?}");
+    assert_eq!(
+        h.get("transfer-encoding").and_then(|v| v.to_str().ok()),
+        Some("chunked")
+    );
+    let body = resp.bytes().expect("body");
+    assert_eq!(body.as_ref(), std::fs::read(file).expect("backup file"));
 }
 
 /// Disaster recovery without a quorum: `backup --data-dir` of a stopped

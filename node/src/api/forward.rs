@@ -227,11 +227,18 @@ async fn forward(
         .saturating_add(node.cfg.write_timeout_ms)
         .saturating_add(wait_ms)
         .saturating_add(1000);
+    // A backup is streamed through, for as long as it takes to send.
+    let streamed = parts.uri.path() == "/v1/backup";
+    let limit = if streamed {
+        STREAM_LIMIT
+    } else {
+        Duration::from_millis(budget)
+    };
     let mut rb = node
         .http
         .request(parts.method.clone(), node.cfg.client_url(client_addr, path))
         .header(FORWARDED_HEADER, forwarded_header_value(node))
-        .timeout(Duration::from_millis(budget))
+        .timeout(limit)
         .body(body);
     for name in [
         header::CONTENT_TYPE,
@@ -256,15 +263,30 @@ async fn forward(
             .into_response());
         }
     };
+    relay(resp, streamed).await
+}
+
+/// The leader's answer as ours: status, the headers a client reads, and the
+/// body (a backup streamed on, anything else read whole).
+async fn relay(resp: reqwest::Response, streamed: bool) -> Result<Response, String> {
     let status = resp.status();
     // Only a peer we chose sees our forwarding mark, and only it answers here.
     let resp_moved =
         status == StatusCode::SERVICE_UNAVAILABLE && resp.headers().contains_key(MOVED_HEADER);
     let mut out = Response::builder().status(status);
-    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+    for name in [
+        header::CONTENT_TYPE,
+        header::RETRY_AFTER,
+        header::CONTENT_DISPOSITION,
+        header::HeaderName::from_static(super::backup::BACKUP_INDEX_HEADER),
+    ] {
         if let Some(v) = resp.headers().get(&name) {
             out = out.header(name, v.clone());
         }
+    }
+    if streamed && status.is_success() {
+        // Chunk by chunk: the follower never holds the file either.
+        return out.body(pass_through(resp)).map_err(|e| e.to_string());
     }
     let bytes = match resp.bytes().await {
         Ok(b) => b,
@@ -281,4 +303,21 @@ async fn forward(
         out.extensions_mut().insert(LeaderElsewhere);
     }
     Ok(out)
+}
+
+/// How long a forwarded backup may take to pass through.
+const STREAM_LIMIT: Duration = Duration::from_secs(3600);
+
+/// The leader's answer as a body streamed on: an error ends it in an error
+/// (the client sees a cut body, never a shorter whole one).
+fn pass_through(resp: reqwest::Response) -> Body {
+    let chunks = futures::stream::unfold(Some(resp), |state| async move {
+        let mut resp = state?;
+        match resp.chunk().await {
+            Ok(Some(c)) => Some((Ok(c), Some(resp))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    });
+    Body::from_stream(chunks)
 }

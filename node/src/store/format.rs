@@ -155,6 +155,24 @@ pub fn encode_snapshot_into(
     bincode::serialize_into(&mut *out, image).map_err(invalid)
 }
 
+/// The length of [`encode_snapshot`]'s bytes, without encoding the image.
+pub fn snapshot_len(image: &TableImage) -> io::Result<u64> {
+    let size = bincode::serialized_size(image)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(size.saturating_add(HEADER_LEN as u64))
+}
+
+/// Writes [`encode_snapshot`]'s bytes to `w` as the image is encoded, never
+/// whole in memory (a backup streamed to its client).
+pub fn write_snapshot(w: &mut impl io::Write, image: &TableImage) -> io::Result<()> {
+    w.write_all(SNAPSHOT_MAGIC)?;
+    w.write_all(&SNAPSHOT_FORMAT.to_be_bytes())?;
+    bincode::serialize_into(w, image).map_err(|e| match *e {
+        bincode::ErrorKind::Io(io) => io,
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    })
+}
+
 /// The snapshot data's format and its image bytes (format 0: all of it).
 fn split_snapshot(data: &[u8]) -> io::Result<(u32, &[u8])> {
     let Some(rest) = data.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
