@@ -114,6 +114,21 @@ pub fn record_version_refusal(source: Option<SocketAddr>, msg: &str) {
     );
 }
 
+/// Logs a peer request refused because its sender belongs to another
+/// cluster, at warn, at most once per source every [`AUTH_LOG_WINDOW`].
+pub fn record_cluster_refusal(source: Option<SocketAddr>, msg: &str) {
+    let ip = source_ip(source);
+    let Some(suppressed) = first_in_window("peer-cluster", ip) else {
+        return;
+    };
+    tracing::warn!(
+        source = %ip,
+        %msg,
+        not_logged_since_last = suppressed,
+        "peer request from another cluster refused"
+    );
+}
+
 /// Middleware for the peer port: a 401 answer is an authentication failure.
 pub async fn peer_auth_failures(req: Request, next: Next) -> Response {
     log_auth_failures("peer", req, next).await

@@ -229,6 +229,7 @@ fn spawn_peer_server(
         secret: cfg.cluster_secret.clone(),
         info: node.peer_info(),
         admitted: node.admitted(),
+        marker: node.marker.clone(),
     });
     let peer_app = peer_router(peer_state).layer(axum::middleware::from_fn(
         locker_node::guard::peer_auth_failures,

@@ -146,7 +146,7 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let network = PeerNetwork::new(cfg.id, &cfg.cluster_secret, tls)?;
+        let network = PeerNetwork::new(cfg.id, &cfg.cluster_secret, tls, marker.clone())?;
         let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log, sm).await?;
         let started_empty = !raft.is_initialized().await?;
         let wall = WallClock::new(cfg.test_clock_offset_ms, cfg.test_clock_rate);
@@ -197,6 +197,7 @@ impl Node {
             peer_addr: self.cfg.advertised_peer_addr(),
             client_addr: self.cfg.advertised_client_addr(),
             initialized: false,
+            cluster_id: None,
         }
     }
 

@@ -323,3 +323,80 @@ fn a_loopback_node_refuses_an_unknown_host_name() {
         "probes stay open"
     );
 }
+
+/// The cluster id a node reports on its peer port, once it knows it.
+fn cluster_id_of(peer_addr: &str) -> String {
+    eventually(Duration::from_secs(10), "the node's cluster id", || {
+        let r = http()
+            .get(format!("http://{peer_addr}/peer/info"))
+            .header("x-locker-cluster-secret", locker_tests::SECRET)
+            .send()
+            .ok()?;
+        let v: serde_json::Value = r.json().ok()?;
+        v["cluster_id"].as_str().map(str::to_string)
+    })
+}
+
+/// A Raft vote request to `peer_addr` claiming to come from `cluster`.
+fn vote_from(peer_addr: &str, cluster: &str) -> u16 {
+    http()
+        .post(format!("http://{peer_addr}/raft/vote"))
+        .header("x-locker-cluster-secret", locker_tests::SECRET)
+        .header("x-locker-target-id", "1")
+        .header("x-locker-cluster-id", cluster)
+        .header("content-type", "application/octet-stream")
+        .body(vec![0xffu8; 16])
+        .send()
+        .expect("vote request")
+        .status()
+        .as_u16()
+}
+
+/// Two clusters that share a secret (a reused address, a wrong `cluster
+/// add`): adding a node of the other cluster is refused and changes nothing
+/// (it used to rewrite the address of the member with that id, this node
+/// itself), and a Raft request from the other cluster is refused with 409.
+#[test]
+fn a_node_of_another_cluster_is_neither_added_nor_obeyed() {
+    let a = locker_tests::Cluster::start(1);
+    let b = locker_tests::Cluster::start(1);
+    let (peer_a, peer_b) = (a.node(1).peer_addr.clone(), b.node(1).peer_addr.clone());
+    let held = locker_tests::api::acquire(&b.url(1), "other/held", serde_json::json!({}));
+    assert_eq!(held.status(), "SUCCESS", "{:?}", held.body);
+    let (id_a, id_b) = (cluster_id_of(&peer_a), cluster_id_of(&peer_b));
+    assert_ne!(id_a, id_b);
+    let r = http()
+        .post(format!("{}/v1/cluster/members", a.url(1)))
+        .header("x-locker-cluster-secret", locker_tests::SECRET)
+        .json(&serde_json::json!({"id": 1, "peer_addr": peer_b}))
+        .send()
+        .expect("add member");
+    let code = r.status().as_u16();
+    let body: serde_json::Value = r.json().unwrap_or_default();
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (400, Some("INVALID_NODE")),
+        "{body}"
+    );
+    assert!(body.to_string().contains(&id_b), "{body}");
+    let members = get(&format!("{}/v1/cluster", a.url(1)));
+    assert!(
+        members.body.to_string().contains(&peer_a),
+        "{:?}",
+        members.body
+    );
+    assert!(
+        !members.body.to_string().contains(&peer_b),
+        "{:?}",
+        members.body
+    );
+    assert_eq!(
+        vote_from(&peer_b, &id_a),
+        409,
+        "a vote from another cluster"
+    );
+    // Its own cluster's id passes the check (the junk body is then refused).
+    assert_eq!(vote_from(&peer_b, &id_b), 400);
+    let still = locker_tests::api::read(&b.url(1), "other/held");
+    assert_eq!(still.body["locked"], true, "{:?}", still.body);
+}

@@ -177,6 +177,18 @@ pub async fn add_member(
             format!("{} is node {}, not {}", b.peer_addr, info.node_id, b.id),
         ));
     }
+    if let (Some(theirs), Some(ours)) = (&info.cluster_id, node.marker.cluster_id()) {
+        if *theirs != ours {
+            return Err(ApiError::new(
+                ErrorCode::InvalidNode,
+                format!(
+                    "{} (node {}) belongs to cluster {theirs}, not to this cluster ({ours}): \
+                     give it an empty data directory first",
+                    b.peer_addr, b.id
+                ),
+            ));
+        }
+    }
     let peer = PeerNode {
         peer_addr: info.peer_addr,
         client_addr: info.client_addr,

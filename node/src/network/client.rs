@@ -17,7 +17,8 @@ use openraft::{OptionalSend, RPCTypes, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{PEER_PROTOCOL, PROTOCOL_HEADER, SECRET_HEADER, TARGET_HEADER};
+use super::{CLUSTER_HEADER, PEER_PROTOCOL, PROTOCOL_HEADER, SECRET_HEADER, TARGET_HEADER};
+use crate::store::Marker;
 use crate::tls::NodeTls;
 use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
 
@@ -29,13 +30,20 @@ pub struct PeerNetwork {
     self_id: NodeId,
     /// `https` with peer TLS, else `http`.
     scheme: &'static str,
+    /// Knows this node's cluster id, sent with every RPC.
+    marker: Arc<Marker>,
 }
 
 impl PeerNetwork {
     /// The Raft network of node `self_id`; every RPC carries `secret`, which
     /// peers demand, and the target's id, which peers check. With peer TLS
     /// in `tls`, peers are reached over https with mutual TLS.
-    pub fn new(self_id: NodeId, secret: &str, tls: &NodeTls) -> anyhow::Result<Self> {
+    pub fn new(
+        self_id: NodeId,
+        secret: &str,
+        tls: &NodeTls,
+        marker: Arc<Marker>,
+    ) -> anyhow::Result<Self> {
         let http = tls
             .http_builder()
             .map_err(anyhow::Error::msg)?
@@ -52,6 +60,7 @@ impl PeerNetwork {
             } else {
                 "http"
             },
+            marker,
         })
     }
 }
@@ -94,18 +103,18 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Resp, Failure> {
         let body = bincode::serialize(req).map_err(|e| Failure::Network(e.to_string()))?;
-        let sent = self
+        let mut rb = self
             .net
             .http
             .post(format!("{}{path}", self.base))
             .header(SECRET_HEADER, &*self.net.secret)
             .header(TARGET_HEADER, self.target.to_string())
             .header(PROTOCOL_HEADER, PEER_PROTOCOL)
-            .header("content-type", "application/octet-stream")
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await;
+            .header("content-type", "application/octet-stream");
+        if let Some(cluster) = self.net.marker.cluster_id() {
+            rb = rb.header(CLUSTER_HEADER, cluster);
+        }
+        let sent = rb.timeout(timeout).body(body).send().await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Err(Failure::Timeout),

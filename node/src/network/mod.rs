@@ -20,6 +20,14 @@ pub const TARGET_HEADER: &str = "x-locker-target-id";
 /// request of a newer protocol is refused with 400 and a message naming both
 /// versions, logged at warn, rather than failing somewhere in bincode.
 pub const PROTOCOL_HEADER: &str = "x-locker-protocol";
+/// Header carrying the sender's cluster id once it knows it (the first
+/// membership's hash, `store::identity::cluster_id`). A receiver that knows
+/// its own and finds another refuses the request (409): a node of another
+/// cluster sharing the secret (a reused address, a wrong `--initial-cluster`
+/// or `cluster add`) must neither feed nor take this node's log. A node that
+/// does not know its id yet (it joined from a snapshot, or was restored)
+/// sends none and checks none.
+pub const CLUSTER_HEADER: &str = "x-locker-cluster-id";
 
 pub use crate::store::format::PEER_PROTOCOL;
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{PEER_PROTOCOL, PROTOCOL_HEADER, SECRET_HEADER, TARGET_HEADER};
+use super::{CLUSTER_HEADER, PEER_PROTOCOL, PROTOCOL_HEADER, SECRET_HEADER, TARGET_HEADER};
 use crate::types::{NodeId, Raft, Snapshot, SnapshotMeta, Vote};
 
 /// What the peer port's handlers share.
@@ -35,6 +35,8 @@ pub struct PeerState {
     /// Raft RPCs are refused, so a member that lost its volume never
     /// answers a vote or acknowledges an append before it stops.
     pub admitted: watch::Receiver<bool>,
+    /// Knows this node's cluster id (see [`super::CLUSTER_HEADER`]).
+    pub marker: Arc<crate::store::Marker>,
 }
 
 /// What a node tells a peer about itself: who it is and whether it holds a
@@ -50,6 +52,10 @@ pub struct PeerInfo {
     /// Whether this node belongs to a formed cluster (answered live).
     #[serde(default)]
     pub initialized: bool,
+    /// Its cluster's id once it knows it (answered live; absent from a
+    /// release before peers compared cluster ids).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 /// The peer port: Raft RPCs and node info, all behind the cluster secret, on
@@ -106,6 +112,10 @@ async fn authenticate(State(st): State<Arc<PeerState>>, req: Request, next: Next
                 .into_response();
         }
     }
+    if let Err(msg) = check_cluster(&st, req.headers()) {
+        crate::guard::record_cluster_refusal(crate::serve::peer_of(&req), &msg);
+        return (StatusCode::CONFLICT, msg).into_response();
+    }
     if let Err(msg) = check_protocol(req.headers()) {
         crate::guard::record_version_refusal(crate::serve::peer_of(&req), &msg);
         return (StatusCode::BAD_REQUEST, msg).into_response();
@@ -122,6 +132,22 @@ async fn authenticate(State(st): State<Arc<PeerState>>, req: Request, next: Next
     resp.headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from(PEER_PROTOCOL));
     resp
+}
+
+/// Refuses a sender of another cluster, when both sides know theirs.
+fn check_cluster(st: &PeerState, headers: &HeaderMap) -> Result<(), String> {
+    let (Some(theirs), Some(ours)) = (headers.get(CLUSTER_HEADER), st.marker.cluster_id()) else {
+        return Ok(());
+    };
+    if theirs.as_bytes() == ours.as_bytes() {
+        return Ok(());
+    }
+    Err(format!(
+        "refused: the sender belongs to cluster {}, this node (node {}) to cluster {ours}; \
+         check the peer addresses in --initial-cluster and the cluster's members",
+        String::from_utf8_lossy(theirs.as_bytes()),
+        st.node_id
+    ))
 }
 
 /// The sender's peer protocol: absent is protocol 0 (the release before
@@ -229,6 +255,7 @@ async fn snapshot(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
 async fn info(State(st): State<Arc<PeerState>>) -> Json<PeerInfo> {
     let mut info = st.info.clone();
     info.initialized = st.raft.is_initialized().await.unwrap_or(false);
+    info.cluster_id = st.marker.cluster_id();
     Json(info)
 }
 

@@ -462,6 +462,12 @@ impl Marker {
         }
     }
 
+    /// The cluster this directory belongs to, once known (see [`cluster_id`]):
+    /// peers compare it on every request.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.state().written.cluster_id.clone()
+    }
+
     /// Records the flushed log now (at a clean stop, after the last flush).
     pub fn sync(&self) -> io::Result<()> {
         self.record(|_, _| {})
