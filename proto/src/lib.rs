@@ -8,7 +8,9 @@
 //! * the error body and every error code with its HTTP status ([`ErrorCode`]),
 //! * the validation limits and defaults ([`limits`]),
 //! * owner and process hashes: format, parser, builders ([`hashes`]),
-//! * the watch stream's events, positions and 410 answer ([`watch`]).
+//! * the watch stream's events, positions and 410 answer ([`watch`]),
+//! * with feature `openapi`, the OpenAPI schemas of every validated input,
+//!   built from [`limits`] (`schemas`).
 //!
 //! Only serde, serde_json, thiserror and hostname: no Raft, storage, HTTP
 //! server or runtime, so the client stays light. The HTTP contract these
@@ -24,6 +26,8 @@ pub mod hashes;
 pub mod limits;
 pub mod lock;
 pub mod requests;
+#[cfg(feature = "openapi")]
+pub mod schemas;
 pub mod status;
 pub mod watch;
 

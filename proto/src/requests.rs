@@ -14,19 +14,24 @@ pub struct AcquireRequest {
     /// Who asks; must parse and name the path's key. Absent: the node builds
     /// one and answers it in `lock.owner_hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::owner_hash_opt))]
     pub owner_hash: Option<String>,
     /// The process the lock lives with; absent: it lives by its TTL alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::process_hash))]
     pub process_hash: Option<String>,
     /// Free text kept with the lock (at most 1024 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::trace))]
     pub trace: Option<String>,
     /// The lock's TTL in ms: 100 to 604800000 (7 days), default 300000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::lock_ttl_ms))]
     pub ttl_ms: Option<u64>,
     /// How long to wait in line when the key is held, in ms: 0 (default) to
     /// 600000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::wait_ms))]
     pub wait_ms: Option<u64>,
 }
 
@@ -36,9 +41,11 @@ pub struct AcquireRequest {
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     /// The holder.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::owner_hash))]
     pub owner_hash: String,
     /// The new TTL in ms, counted from now: 100 to 604800000, default 300000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::lock_ttl_ms))]
     pub ttl_ms: Option<u64>,
 }
 
@@ -48,6 +55,7 @@ pub struct ExtendRequest {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// The holder.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::owner_hash))]
     pub owner_hash: String,
 }
 
@@ -59,10 +67,11 @@ pub struct ReleaseRequest {
 pub struct KeepaliveRequest {
     /// The process TTL in ms: 100 to 3600000 (1 hour), default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::process_ttl_ms))]
     pub ttl_ms: Option<u64>,
     /// Any JSON about the process (host, version...), at most 16 KiB as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::info))]
     pub info: Option<serde_json::Value>,
 }
 
@@ -111,9 +120,11 @@ pub struct ReadQuery {
 pub struct ListQuery {
     /// Only keys starting with this (at most 1024 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(schema_with = crate::schemas::prefix))]
     pub prefix: Option<String>,
     /// At most this many locks: 1 to 10000, default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(schema_with = crate::schemas::list_limit))]
     pub limit: Option<usize>,
     /// `true` (or `1`): answer from the asked node's replica, maybe behind.
     #[serde(

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
+use super::openapi::codes;
 use crate::node::Node;
 
 /// The header naming the backup's log index.
@@ -23,7 +24,8 @@ pub const BACKUP_INDEX_HEADER: &str = "x-locker-backup-index";
 #[utoipa::path(get, path = "/v1/backup", tag = "operations",
     responses(
         (status = 200, description = "A backup file (application/octet-stream; docs/formats.md, \"Backup files\")", content_type = "application/octet-stream"),
-        (status = 503, description = "No leader", body = locker_proto::ErrorAnswer)))]
+        (status = 403, description = "FORBIDDEN (tokens on): the token lacks the admin role", body = locker_proto::ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[locker_proto::ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader", body = locker_proto::ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[locker_proto::ErrorCode::NoLeader, locker_proto::ErrorCode::Timeout])))))))]
 pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     node.linearizable_read_time().await?;
     let (index, image) = {

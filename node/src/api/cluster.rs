@@ -20,6 +20,7 @@ use openraft::ChangeMembers;
 use super::answers::raft_state;
 use super::error::ApiError;
 use super::input;
+use super::openapi::codes;
 use crate::network::{fetch_peer_info, same_secret, SECRET_HEADER};
 use crate::node::Node;
 use crate::types::PeerNode;
@@ -147,9 +148,10 @@ fn membership_error(e: impl std::fmt::Display) -> ApiError {
     request_body = AddMemberRequest,
     responses(
         (status = 200, description = "The new cluster status", body = ClusterAnswer),
-        (status = 400, description = "Bad input or unreachable node", body = ErrorAnswer),
-        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer),
-        (status = 503, description = "Change failed or no leader", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input or unreachable node", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidNode, ErrorCode::InvalidJson]))))),
+        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Unauthorized]))))),
+        (status = 403, description = "FORBIDDEN (tokens on): the token lacks the admin role", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "Change failed or no leader", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::MembershipChangeFailed, ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn add_member(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -260,9 +262,11 @@ async fn update_member(node: &Node, id: u64, peer: PeerNode) -> Result<(), ApiEr
     params(("id" = u64, Path, description = "Node id"), ("x-locker-cluster-secret" = String, Header, description = "The cluster secret")),
     responses(
         (status = 200, description = "The new cluster status", body = ClusterAnswer),
-        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer),
-        (status = 404, description = "No such member", body = ErrorAnswer),
-        (status = 503, description = "Change failed or no leader", body = ErrorAnswer)))]
+        (status = 400, description = "An id that is not a node id", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidNode]))))),
+        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Unauthorized]))))),
+        (status = 403, description = "FORBIDDEN (tokens on): the token lacks the admin role", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 404, description = "No such member", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::UnknownNode]))))),
+        (status = 503, description = "Change failed or no leader", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::MembershipChangeFailed, ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn remove_member(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -312,10 +316,11 @@ pub async fn remove_member(
     request_body = TransferLeaderRequest,
     responses(
         (status = 200, description = "Node `id` leads and serves", body = LeaderAnswer),
-        (status = 400, description = "Bad input, or the node is not a voter", body = ErrorAnswer),
-        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer),
-        (status = 404, description = "No such member", body = ErrorAnswer),
-        (status = 503, description = "No leader, or the transfer did not finish in time", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input, or the node is not a voter", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidNode, ErrorCode::InvalidJson]))))),
+        (status = 401, description = "Missing or wrong secret", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Unauthorized]))))),
+        (status = 403, description = "FORBIDDEN (tokens on): the token lacks the admin role", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 404, description = "No such member", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::UnknownNode]))))),
+        (status = 503, description = "No leader, or the transfer did not finish in time", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::MembershipChangeFailed, ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn transfer_leader(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,

@@ -19,22 +19,22 @@ use super::access::{token_of, Authed};
 use super::answers::{lock_answer, owner_status, wire_lock};
 use super::error::ApiError;
 use super::input;
+use super::openapi::{codes, KeyPath, OwnerHashPath};
 use crate::core::{Op, Outcome, Status};
 use crate::node::Node;
 
 /// Acquire a lock, re-acquire it (same owner: extend, same token), or with
 /// `wait_ms` wait in line (FIFO per key) until it is free.
 #[utoipa::path(post, path = "/v1/locks/{key}/acquire", tag = "locks",
-    params(("key" = String, Path, description = "The lock's key, percent-encoded (1..=1024 bytes of UTF-8)")),
+    params(KeyPath),
     request_body(content = AcquireRequest, description = "All fields optional; an empty body takes the defaults"),
     responses(
         (status = 200, description = "SUCCESS: the lock", body = LockAnswer),
-        (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK (holder in `lock`) or NO_RUNNING_PROCESS; or the error OWNER_HASH_RETIRED (a late or repeated acquire by an owner hash whose run has ended: nothing was done)", body = LockAnswer),
-        (status = 400, description = "Bad input", body = ErrorAnswer),
-        (status = 401, description = "UNAUTHENTICATED (tokens on)", body = ErrorAnswer),
-        (status = 403, description = "FORBIDDEN: no write role or the key is outside the token's prefixes", body = ErrorAnswer),
-        (status = 429, description = "LIMIT_EXCEEDED (--max-locks, --max-waiters, the token's max_locks) or RATE_LIMITED (with Retry-After); nothing was done", body = ErrorAnswer),
-        (status = 503, description = "No leader; retry after Retry-After", body = ErrorAnswer)))]
+        (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK (holder in `lock`) or NO_RUNNING_PROCESS; or the error OWNER_HASH_RETIRED (a late or repeated acquire by an owner hash whose run has ended: nothing was done)", body = LockAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::OwnerHashRetired]))))),
+        (status = 400, description = "Bad input: the key, the JSON body, wait_ms, ttl_ms, trace, process_hash or owner_hash out of its documented bounds", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidKey, ErrorCode::InvalidJson, ErrorCode::InvalidWait, ErrorCode::InvalidTtl, ErrorCode::InvalidTrace, ErrorCode::InvalidProcessHash, ErrorCode::InvalidOwnerHash]))))),
+        (status = 403, description = "FORBIDDEN: no write role, the key is outside the token's prefixes, or the process was registered by another token", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 429, description = "LIMIT_EXCEEDED (--max-locks, --max-waiters, the token's max_locks); nothing was done", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::LimitExceeded]))))),
+        (status = 503, description = "No leader (NO_LEADER: nothing was done), or the write's outcome is unknown (TIMEOUT); retry after Retry-After", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn acquire(
     State(node): State<Arc<Node>>,
     authed: Option<Extension<Authed>>,
@@ -232,14 +232,15 @@ async fn give_up_behind(
 
 /// Extend a live lock held by `owner_hash`: `expires_at = now + ttl_ms`.
 #[utoipa::path(post, path = "/v1/locks/{key}/extend", tag = "locks",
-    params(("key" = String, Path, description = "The lock's key, percent-encoded")),
+    params(KeyPath),
     request_body = ExtendRequest,
     responses(
         (status = 200, description = "SUCCESS", body = LockAnswer),
         (status = 404, description = "NO_KEY: no live lock", body = LockAnswer),
         (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK", body = LockAnswer),
-        (status = 400, description = "Bad input", body = ErrorAnswer),
-        (status = 503, description = "No leader", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input: the key, the JSON body, owner_hash or ttl_ms out of its documented bounds", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidKey, ErrorCode::InvalidJson, ErrorCode::InvalidOwnerHash, ErrorCode::InvalidTtl]))))),
+        (status = 403, description = "FORBIDDEN: no write role or the key is outside the token's prefixes", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader, or the outcome is unknown (TIMEOUT)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn extend(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -266,14 +267,15 @@ pub async fn extend(
 
 /// Release a live lock held by `owner_hash`.
 #[utoipa::path(post, path = "/v1/locks/{key}/release", tag = "locks",
-    params(("key" = String, Path, description = "The lock's key, percent-encoded")),
+    params(KeyPath),
     request_body = ReleaseRequest,
     responses(
         (status = 200, description = "SUCCESS", body = LockAnswer),
         (status = 404, description = "NO_KEY", body = LockAnswer),
         (status = 409, description = "SOMEONE_ELSE_HOLDS_LOCK", body = LockAnswer),
-        (status = 400, description = "Bad input", body = ErrorAnswer),
-        (status = 503, description = "No leader", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input: the key, the JSON body or owner_hash out of its documented bounds", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidKey, ErrorCode::InvalidJson, ErrorCode::InvalidOwnerHash]))))),
+        (status = 403, description = "FORBIDDEN: no write role or the key is outside the token's prefixes", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader, or the outcome is unknown (TIMEOUT)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn release(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -324,11 +326,12 @@ pub async fn read_time(
 
 /// Read one lock: the live lock, or `{"locked":false}`.
 #[utoipa::path(get, path = "/v1/locks/{key}", tag = "locks",
-    params(("key" = String, Path, description = "The lock's key, percent-encoded"), ReadQuery),
+    params(KeyPath, ReadQuery),
     responses(
         (status = 200, description = "The lock or unlocked", body = ReadAnswer),
-        (status = 400, description = "Bad input", body = ErrorAnswer),
-        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input: the key or the query", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidKey, ErrorCode::InvalidQuery]))))),
+        (status = 403, description = "FORBIDDEN: no read role or the key is outside the token's prefixes", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn read(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,
@@ -353,8 +356,9 @@ pub async fn read(
 #[utoipa::path(get, path = "/v1/locks", tag = "locks", params(ListQuery),
     responses(
         (status = 200, description = "Live locks", body = ListAnswer),
-        (status = 400, description = "Bad input", body = ErrorAnswer),
-        (status = 503, description = "No leader", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input: the query, limit, or a prefix longer than a key (INVALID_KEY)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidQuery, ErrorCode::InvalidLimit, ErrorCode::InvalidKey]))))),
+        (status = 403, description = "FORBIDDEN: no read role", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     authed: Option<Extension<Authed>>,
@@ -406,10 +410,12 @@ pub async fn list(
 /// The seed's owner-hash status: RUNNING, SOMEONE_ELSE_HOLDS_LOCK, NO_KEY,
 /// NO_RUNNING_PROCESS or MALFORMED_OWNER_HASH. For debugging, not for logic.
 #[utoipa::path(get, path = "/v1/owners/{owner_hash}", tag = "locks",
-    params(("owner_hash" = String, Path, description = "`{key}@{host}/{pid}.{nanos}.{seq}[#trace]`, percent-encoded"), ReadQuery),
+    params(OwnerHashPath, ReadQuery),
     responses(
-        (status = 200, description = "The status", body = OwnerAnswer),
-        (status = 503, description = "No leader", body = ErrorAnswer)))]
+        (status = 200, description = "The status (MALFORMED_OWNER_HASH for one that does not parse)", body = OwnerAnswer),
+        (status = 400, description = "Bad input: an owner hash that is not valid percent-encoded UTF-8, or the query", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidOwnerHash, ErrorCode::InvalidQuery]))))),
+        (status = 403, description = "FORBIDDEN: no read role or the owner hash's key is outside the token's prefixes", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn owner(
     State(node): State<Arc<Node>>,
     path: Result<Path<String>, PathRejection>,

@@ -18,21 +18,21 @@ use super::answers::{end_answer, keepalive_answer};
 use super::error::ApiError;
 use super::input;
 use super::locks::read_time;
+use super::openapi::{codes, ProcessHashPath};
 use crate::core::Op;
 use crate::node::Node;
 use crate::tokens::Role;
 
 /// Create or refresh a process: `alive_until = now + ttl_ms`. Its locks die with it.
 #[utoipa::path(put, path = "/v1/processes/{process_hash}", tag = "processes",
-    params(("process_hash" = String, Path, description = "`{hostname}/{pid}.{nanoseconds}`, percent-encoded")),
-    request_body = KeepaliveRequest,
+    params(ProcessHashPath),
+    request_body(content = KeepaliveRequest, description = "Both fields optional; an empty body takes the defaults"),
     responses(
         (status = 200, description = "SUCCESS", body = KeepaliveAnswer),
-        (status = 400, description = "Bad input", body = ErrorAnswer),
-        (status = 401, description = "UNAUTHENTICATED (tokens on)", body = ErrorAnswer),
-        (status = 403, description = "FORBIDDEN: no write role, or the process was registered by another token", body = ErrorAnswer),
-        (status = 429, description = "LIMIT_EXCEEDED (--max-processes) or RATE_LIMITED", body = ErrorAnswer),
-        (status = 503, description = "No leader", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input: the process hash, the JSON body, ttl_ms or info out of its documented bounds", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidProcessHash, ErrorCode::InvalidJson, ErrorCode::InvalidTtl, ErrorCode::InvalidInfo]))))),
+        (status = 403, description = "FORBIDDEN: no write role, or the process was registered by another token", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 429, description = "LIMIT_EXCEEDED (--max-processes, the token's limits); nothing was done", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::LimitExceeded]))))),
+        (status = 503, description = "No leader, or the outcome is unknown (TIMEOUT)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn keepalive(
     State(node): State<Arc<Node>>,
     authed: Option<Extension<Authed>>,
@@ -75,13 +75,13 @@ pub async fn keepalive(
 
 /// End a process: it and all its locks are gone at once.
 #[utoipa::path(delete, path = "/v1/processes/{process_hash}", tag = "processes",
-    params(("process_hash" = String, Path, description = "`{hostname}/{pid}.{nanoseconds}`, percent-encoded")),
+    params(ProcessHashPath),
     responses(
         (status = 200, description = "SUCCESS", body = StatusAnswer),
         (status = 404, description = "NO_KEY: no live process", body = StatusAnswer),
-        (status = 401, description = "UNAUTHENTICATED (tokens on)", body = ErrorAnswer),
-        (status = 403, description = "FORBIDDEN: no write role, or the process was registered by another token", body = ErrorAnswer),
-        (status = 503, description = "No leader", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input: the process hash", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidProcessHash]))))),
+        (status = 403, description = "FORBIDDEN: no write role, or the process was registered by another token", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader, or the outcome is unknown (TIMEOUT)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn end(
     State(node): State<Arc<Node>>,
     authed: Option<Extension<Authed>>,
@@ -108,10 +108,9 @@ pub async fn end(
 #[utoipa::path(get, path = "/v1/processes", tag = "processes", params(ListQuery),
     responses(
         (status = 200, description = "Live processes (`prefix` filters process hashes; with tokens, those the token registered, all for admin)", body = ProcessListAnswer),
-        (status = 400, description = "Bad input", body = ErrorAnswer),
-        (status = 401, description = "UNAUTHENTICATED (tokens on)", body = ErrorAnswer),
-        (status = 403, description = "FORBIDDEN: no read role", body = ErrorAnswer),
-        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer)))]
+        (status = 400, description = "Bad input: the query, limit, or a prefix longer than a process hash (INVALID_PROCESS_HASH)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidQuery, ErrorCode::InvalidLimit, ErrorCode::InvalidProcessHash]))))),
+        (status = 403, description = "FORBIDDEN: no read role", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 503, description = "No leader (linearizable reads only)", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     authed: Option<Extension<Authed>>,

@@ -23,6 +23,7 @@ use tokio::sync::{watch as signal, OwnedSemaphorePermit};
 use super::access::{token_of, Authed};
 use super::error::ApiError;
 use super::input;
+use super::openapi::codes;
 use crate::node::{LeaderHint, Node};
 use crate::tokens::Token;
 use crate::watch::Gone;
@@ -35,12 +36,12 @@ const BATCH: usize = 256;
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (wins over `since`)")),
     responses(
         (status = 200, description = "`text/event-stream`: `start`, then one event per change (data: WatchEvent), `: keep-alive` comments, and `closed` (data: WatchClosed) if the node ends the stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Bad query or event id", body = ErrorAnswer),
-        (status = 410, description = "COMPACTED: the start is older than this node keeps", body = CompactedAnswer),
+        (status = 400, description = "Bad query or event id, or a prefix longer than a key", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::InvalidQuery, ErrorCode::InvalidKey]))))),
+        (status = 410, description = "COMPACTED: the start is older than this node keeps", body = CompactedAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Compacted]))))),
         (status = 401, description = "A token is required", body = ErrorAnswer),
-        (status = 403, description = "The token lacks the read role or every prefix", body = ErrorAnswer),
-        (status = 429, description = "LIMIT_EXCEEDED: --max-watchers streams are open", body = ErrorAnswer),
-        (status = 503, description = "No leader for `linearizable`", body = ErrorAnswer)))]
+        (status = 403, description = "The token lacks the read role or every prefix", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::Forbidden]))))),
+        (status = 429, description = "LIMIT_EXCEEDED: --max-watchers streams are open", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::LimitExceeded]))))),
+        (status = 503, description = "No leader for `linearizable`", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn watch(
     State(node): State<Arc<Node>>,
     authed: Option<Extension<Authed>>,
@@ -109,7 +110,7 @@ pub async fn watch(
 #[utoipa::path(get, path = "/v1/read-index", tag = "cluster",
     responses(
         (status = 200, description = "The confirmed index", body = ReadIndexAnswer),
-        (status = 503, description = "No leader", body = ErrorAnswer)))]
+        (status = 503, description = "No leader", body = ErrorAnswer, extensions(("x-locker-error-codes" = json!(codes(&[ErrorCode::NoLeader, ErrorCode::Timeout])))))))]
 pub async fn read_index(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let index = node.read_index().await?;
     Ok(Json(ReadIndexAnswer { index }).into_response())
