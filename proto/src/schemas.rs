@@ -170,9 +170,23 @@ pub fn prefix() -> RefOr<Schema> {
         MAX_KEY_BYTES,
         None,
         false,
-        "Only entries whose key (process hash) starts with this; INVALID_KEY (INVALID_PROCESS_HASH) when longer",
+        "Only entries whose key (or process hash) starts with this; longer is refused: INVALID_KEY for locks and watches, INVALID_PROCESS_HASH for processes",
     )
     .into()
+}
+
+/// An event id of the watch stream (`since`, `INVALID_QUERY` otherwise).
+pub const EVENT_ID_PATTERN: &str = r"^[0-9]+(?:\.[0-9]+)?$";
+
+/// A watch's `since`: an event id, `<index>` or `<index>.<n>`.
+pub fn event_id() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::String))
+        .pattern(Some(EVENT_ID_PATTERN))
+        .description(Some(
+            "Start after this event id, `<index>` or `<index>.<n>` (index within u64, n from 1 to 4294967294; INVALID_QUERY otherwise); absent: from now. `Last-Event-ID` takes precedence",
+        ))
+        .into()
 }
 
 /// A trace ([`crate::limits::trace_problem`], `INVALID_TRACE`).

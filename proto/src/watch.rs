@@ -291,10 +291,12 @@ pub struct WatchQuery {
     /// Only locks whose key starts with this, and processes whose hash
     /// starts with it or that hold such a lock (at most 1024 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(schema_with = crate::schemas::prefix))]
     pub prefix: Option<String>,
     /// Start after this event id (`<index>` or `<index>.<n>`); absent: from
     /// now. `Last-Event-ID` takes precedence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(schema_with = crate::schemas::event_id))]
     pub since: Option<String>,
     /// `true` (or `1`): without `since`, start at an index a quorum
     /// confirmed (the leader's read index) instead of this node's applied

@@ -155,6 +155,10 @@ fn request_schemas_carry_the_enforced_bounds() {
 /// Texts the pattern checks below are tried on: valid and invalid keys,
 /// traces, process and owner hashes, and their edges.
 const TEXTS: &[&str] = &[
+    "12",
+    "12.1",
+    "12.0",
+    "0",
     "",
     "k",
     ".",
@@ -210,6 +214,7 @@ fn patterns_agree_with_the_node_checks() {
         re(schemas::TRACE_PATTERN),
         re(schemas::PROCESS_HASH_PATTERN),
     );
+    let event_id = re(schemas::EVENT_ID_PATTERN);
     let (owner, ambiguous) = (
         re(schemas::OWNER_HASH_PATTERN),
         re(schemas::AMBIGUOUS_TRACE_PATTERN),
@@ -227,6 +232,9 @@ fn patterns_agree_with_the_node_checks() {
             is_valid_process_hash(t),
             "process hash {t:?}"
         );
+        if t.parse::<EventId>().is_ok() {
+            assert!(event_id.is_match(t), "event id {t:?}");
+        }
         let parsed = parse_owner_hash(t).filter(|p| p.seq.len() <= 20);
         assert_eq!(owner.is_match(t), parsed.is_some(), "owner hash {t:?}");
         if trace_problem(t).is_none() {
