@@ -5,8 +5,10 @@
 //!     and pattern are never answered 400;
 //! (b) a request with one value pushed just outside its documented bound
 //!     (below `minimum`, above `maximum`, over `x-locker-max-bytes`, not
-//!     matching `pattern`, the wrong type, a missing required field, an
-//!     unknown field or query parameter) is answered a documented 4xx with
+//!     matching `pattern`, an owner hash part over `x-locker-part-max-bytes`,
+//!     a trace matching `x-locker-refused-pattern`, the wrong type, a missing
+//!     required field, an unknown field or query parameter; every such way
+//!     the document gives, each a few times) is answered a documented 4xx with
 //!     the error body `{"error":{"code":...}}` whose code that status lists
 //!     (`x-locker-error-codes`), and changes nothing (no lock or process
 //!     record appears; the key stays free);
@@ -385,58 +387,51 @@ fn break_value(
     if ts.contains(&"integer") {
         let lo = schema["minimum"].as_u64()?;
         let hi = schema["maximum"].as_u64()?;
-        return Some(match how % 4 {
+        return Some(match how {
             0 => (
                 json!(lo as i64 - 1),
                 format!("{} (minimum {lo})", lo as i64 - 1),
             ),
             1 => (json!(hi + 1), format!("{} (maximum {hi})", hi + 1)),
             2 => (json!("soon"), "`soon` for an integer".into()),
-            _ => (
+            3 => (
                 json!(lo as f64 + 0.5),
                 format!("{} (not an integer)", lo as f64 + 0.5),
             ),
+            _ => return None,
         });
     }
     if ts.contains(&"boolean") {
-        return Some((json!("maybe"), "`maybe` for a boolean".into()));
+        return (how == 0).then(|| (json!("maybe"), "`maybe` for a boolean".into()));
     }
     if ts.contains(&"string") {
         let s = valid.as_str().unwrap_or_default();
-        return match how % 4 {
+        return match how {
             0 => {
                 let max = max_bytes(schema)?;
                 let long = grown(schema, s, max + 1)?;
                 Some((long.into(), format!("{} bytes (at most {max})", max + 1)))
             }
-            1 => {
-                let p = schema["pattern"].as_str()?;
-                let re = regex_of(p);
-                let at = s
-                    .char_indices()
-                    .nth(pos % (s.chars().count() + 1))
-                    .map_or(s.len(), |(i, _)| i);
-                let mut candidates: Vec<String> =
-                    ["\n", "\r", "\u{2028}", "\u{2029}", "/", ".", "@", "#"]
-                        .iter()
-                        .map(|b| format!("{}{b}{}", &s[..at], &s[at..]))
-                        .chain([String::new(), ".".into(), "..".into()])
-                        .filter(|c| {
-                            !re.is_match(c) && max_bytes(schema).is_none_or(|m| c.len() <= m)
-                        })
-                        .collect();
-                if candidates.is_empty() {
-                    return None;
-                }
-                let c = candidates.swap_remove(pos % candidates.len());
-                Some((c.clone().into(), format!("{c:?} (not {p})")))
-            }
+            1 => against_pattern(schema, s, pos),
             2 => {
                 let min = schema["minLength"].as_u64()?;
                 (min > 0).then(|| (json!(""), format!("empty (minLength {min})")))
             }
-            _ => (!as_text).then(|| (json!(7), "a number for a string".into())),
+            3 => (!as_text).then(|| (json!(7), "a number for a string".into())),
+            4 => part_too_long(schema, s, pos),
+            5 => {
+                // A value matching the pattern the node refuses (a trace
+                // that would make the node's owner hash ambiguous).
+                let p = schema[REFUSED_PATTERN].as_str()?;
+                let bad = format!("{s}@h/1.2.3");
+                let fits = regex_of(p).is_match(&bad) && string_ok(schema, &bad);
+                fits.then(|| (bad.clone().into(), format!("{bad:?} (matches {p})")))
+            }
+            _ => None,
         };
+    }
+    if how != 0 {
+        return None;
     }
     let max = schema[MAX_JSON_BYTES].as_u64()? as usize;
     let pad = "x".repeat(max + 1 - r#"{"pad":""}"#.len());
@@ -446,7 +441,57 @@ fn break_value(
     ))
 }
 
-/// A valid request with exactly one thing out of bounds.
+/// `s` with a character the pattern refuses inserted at a position chosen by
+/// `pos` (or the empty, `.` or `..` text), still inside the byte bound.
+fn against_pattern(schema: &Value, s: &str, pos: usize) -> Option<(Value, String)> {
+    let p = schema["pattern"].as_str()?;
+    let re = regex_of(p);
+    let at = s
+        .char_indices()
+        .nth(pos % (s.chars().count() + 1))
+        .map_or(s.len(), |(i, _)| i);
+    let mut candidates: Vec<String> = ["\n", "\r", "\u{2028}", "\u{2029}", "/", ".", "@", "#"]
+        .iter()
+        .map(|b| format!("{}{b}{}", &s[..at], &s[at..]))
+        .chain([String::new(), ".".into(), "..".into()])
+        .filter(|c| !re.is_match(c) && max_bytes(schema).is_none_or(|m| c.len() <= m))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let c = candidates.swap_remove(pos % candidates.len());
+    Some((c.clone().into(), format!("{c:?} (not {p})")))
+}
+
+/// An owner hash one of whose parts (`x-locker-part-max-bytes`) is one byte
+/// over its bound, the whole still inside its own.
+fn part_too_long(schema: &Value, s: &str, pos: usize) -> Option<(Value, String)> {
+    let parts = schema[PART_MAX_BYTES].as_object()?;
+    let p = locker_proto::parse_owner_hash(s)?;
+    let (name, max) = parts.iter().nth(pos % parts.len())?;
+    let max = max.as_u64()? as usize;
+    let bad = match name.as_str() {
+        "process_hash" => {
+            let pad = "x".repeat((max + 1).checked_sub(p.process_hash.len())?);
+            let trace = p.trace.map(|t| format!("#{t}")).unwrap_or_default();
+            format!("{}@{pad}{}.{}{trace}", p.key, p.process_hash, p.seq)
+        }
+        "trace" => {
+            let t = p.trace.unwrap_or_default();
+            let pad = "x".repeat((max + 1).checked_sub(t.len())?);
+            format!("{}@{}.{}#{t}{pad}", p.key, p.process_hash, p.seq)
+        }
+        _ => return None,
+    };
+    let names_key = locker_proto::parse_owner_hash(&bad).is_some_and(|q| q.key == p.key);
+    (names_key && string_ok(schema, &bad)).then(|| {
+        (
+            bad.into(),
+            format!("its {name} {} bytes (at most {max})", max + 1),
+        )
+    })
+}
+
 /// Every parameter and field of operation `i` with its schema: what (b)
 /// pushes out of bounds, one at a time; then two more breaks: a body-level
 /// one (a missing required or an unknown field) and an unknown query
@@ -518,13 +563,24 @@ fn broken_request(doc: &Doc, req: Req, which: usize, how: u8, pos: usize) -> Opt
                     list.push((name.clone(), bad));
                 }
                 _ => {
+                    // The refused pattern of a trace holds without an owner
+                    // hash only.
+                    let refused = schema[REFUSED_PATTERN]
+                        .as_str()
+                        .is_some_and(|p| bad.as_str().is_some_and(|b| regex_of(p).is_match(b)));
                     let m = req.body.get_or_insert_with(|| json!({}));
+                    if refused {
+                        if let Some(o) = m.as_object_mut() {
+                            o.remove("owner_hash");
+                        }
+                    }
                     m[name.as_str()] = bad;
                 }
             }
             Some(req)
         }
         k if k == targets.len() => body_break(req, body.as_ref()?, how),
+        _ if how > 0 => None,
         _ => {
             // An unknown query parameter, where the operation reads a query.
             if doc.params(req.op, "query").is_empty() {
@@ -543,14 +599,14 @@ fn body_break(mut req: Req, body: &Value, how: u8) -> Option<Req> {
         .as_array()
         .and_then(|r| r.first())
         .and_then(Value::as_str);
-    match (required, how % 2) {
+    match (required, how) {
         (Some(r), 0) => {
             if let Some(Value::Object(m)) = req.body.as_mut() {
                 m.remove(r);
             }
             req.broken = format!("required field {r} missing");
         }
-        _ if body["additionalProperties"] == false => {
+        (_, 0 | 1) if body["additionalProperties"] == false => {
             let m = req.body.get_or_insert_with(|| json!({}));
             m["surplus"] = json!(1);
             req.broken = "an unknown field".into();
@@ -710,7 +766,7 @@ fn breaks(doc: &Doc) -> Vec<(usize, usize, u8)> {
             .map(|_| s.new_tree(&mut rng).expect("a valid request").current())
             .collect();
         for which in 0..targets(doc, i).len() + 2 {
-            for how in 0..4u8 {
+            for how in 0..6u8 {
                 let applies = samples
                     .iter()
                     .enumerate()
