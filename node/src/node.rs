@@ -88,6 +88,8 @@ pub struct Node {
     owner_seq: AtomicU64,
     /// Set once on SIGTERM: long waits (blocking acquires) give up at once.
     stopping: watch::Sender<bool>,
+    /// Raft's network (a clone): which protocol each peer answers in.
+    network: PeerNetwork,
     /// Whether the data directory held no cluster when the node opened it,
     /// read before the peer port listens: a leader's first append can make
     /// the node initialized before `bootstrap` runs, and `bootstrap` must
@@ -147,7 +149,7 @@ impl Node {
         }
         .validate()?;
         let network = PeerNetwork::new(cfg.id, &cfg.cluster_secret, tls, marker.clone())?;
-        let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log, sm).await?;
+        let raft = Raft::new(cfg.id, Arc::new(raft_config), network.clone(), log, sm).await?;
         let started_empty = !raft.is_initialized().await?;
         let wall = WallClock::new(cfg.test_clock_offset_ms, cfg.test_clock_rate);
         let http = tls
@@ -176,6 +178,7 @@ impl Node {
             tokens: Arc::new(tokens),
             owner_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
+            network,
             started_empty,
             // A node with data on disk is what it was; an empty one decides
             // in `bootstrap`.
@@ -411,7 +414,7 @@ impl Node {
         let started = Instant::now();
         let cmd = Command {
             time_ms: term.clock.now_ms(),
-            op,
+            op: self.as_proposed(op),
         };
         let (responder, rx) = ProgressResponder::complete_only();
         self.raft
@@ -438,6 +441,36 @@ impl Node {
         };
         self.metrics.observe_commit(started.elapsed());
         result
+    }
+
+    /// The form `op` is proposed in. An entry holding [`Op::As`] (a
+    /// request's token and limits) is read only by peers of protocol 2 on:
+    /// a node of an older release refuses every append that carries one,
+    /// and while a rolling upgrade leaves two such nodes in a cluster of
+    /// three, a leader of this release would commit nothing (what
+    /// `tests/tests/rolling_restart.rs`'s rolling upgrade saw). While a
+    /// member answers in an older protocol (or too few voters have answered
+    /// in protocol 2 for such an entry to commit), the bare op is proposed:
+    /// tokens' process ownership and the table limits (judged in apply) wait
+    /// for the end of the upgrade, as the older release had neither.
+    fn as_proposed(&self, op: Op) -> Op {
+        let Op::As { caller, op } = op else {
+            return op;
+        };
+        let (voters, members): (Vec<NodeId>, Vec<NodeId>) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let membership = m.membership_config.membership();
+            (
+                membership.voter_ids().collect(),
+                membership.nodes().map(|(id, _)| *id).collect(),
+            )
+        };
+        if self.network.may_append(&voters, &members, 2) {
+            Op::As { caller, op }
+        } else {
+            *op
+        }
     }
 
     /// Confirms leadership with a quorum (ReadIndex) and waits until that

@@ -238,6 +238,7 @@ pub fn single_node(data_dir: std::path::PathBuf, extra: &[&str]) -> NodeProc {
         data_dir,
         args,
         child: None,
+        binary: None,
     };
     n.start();
     wait_serving(&n, Duration::from_secs(30));

@@ -86,6 +86,8 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// The `locker-node` binary it starts with; `None`: [`bin`]'s.
+    binary: Option<PathBuf>,
 }
 
 impl NodeProc {
@@ -107,7 +109,7 @@ impl NodeProc {
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("log file");
-        let child = Command::new(bin("locker-node"))
+        let child = Command::new(self.binary())
             .args(&self.args)
             .env(
                 "RUST_LOG",
@@ -157,6 +159,17 @@ impl NodeProc {
             }
             None => false,
         }
+    }
+
+    /// The `locker-node` binary the next start runs.
+    pub fn binary(&self) -> PathBuf {
+        self.binary.clone().unwrap_or_else(|| bin("locker-node"))
+    }
+
+    /// Starts the node with `path` from the next start on (an older release
+    /// for the upgrade tests); `None` goes back to [`bin`]'s `locker-node`.
+    pub fn set_binary(&mut self, path: Option<PathBuf>) {
+        self.binary = path;
     }
 
     /// Sets `flag` to `value` (or removes it when `value` is None) for the
@@ -490,6 +503,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("n{id}")),
                 args: Vec::new(),
                 child: None,
+                binary: None,
             })
             .collect();
         let initial: Vec<String> = nodes
@@ -629,6 +643,7 @@ impl Cluster {
             data_dir: self.dir.path().join(format!("n{id}")),
             args: Vec::new(),
             child: None,
+            binary: None,
         };
         let mut args = vec![
             "--id".to_string(),

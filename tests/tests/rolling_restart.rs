@@ -12,6 +12,14 @@
 //! Zero failed calls, zero lost locks (same holder, same fencing token), no
 //! job interrupted.
 //!
+//! The second test is a rolling upgrade: the same clients and checks on a
+//! cluster started on an older release (`$LOCKER_OLD_NODE_BIN`), each node
+//! restarted onto this build in turn. In each mixed state (one node new,
+//! then two) leadership is moved to a new node, then to an old one, so both
+//! a new leader replicating to old followers and an old leader replicating
+//! to new ones serve the clients. `scripts/mixed_version.sh [REV]` builds
+//! REV's `locker-node` and runs it; without the variable it is ignored.
+//!
 //! Needs `locker-node` and `locker` built (`cargo build --bins`).
 
 use std::process::{Child, Command, Stdio};
@@ -21,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use locker_client::{AcquireResult, LockStatus, Locker, LockerOptions};
 use locker_proto::ReadAnswer;
-use locker_tests::{api, bin, enc, eventually, get, Cluster};
+use locker_tests::{api, bin, enc, eventually, get, http, Cluster, NodeProc, SECRET};
 use serde_json::{json, Value};
 
 /// What the clients did: calls made, and every one that failed.
@@ -30,9 +38,24 @@ struct Tally {
     calls: AtomicU64,
     retries: AtomicU64,
     failures: Mutex<Vec<String>>,
+    /// The client URL of a node of the older release being stopped (the
+    /// rolling upgrade): that release could reset a connection as it
+    /// stopped (fixed since; see `a_rolling_upgrade_...`), so a curl-style
+    /// call it resets is retried as if it answered 503 `TIMEOUT`, and
+    /// counted here instead of failing.
+    old_stopping: Mutex<Option<String>>,
+    old_resets: AtomicU64,
 }
 
 impl Tally {
+    fn old_stopping(&self, url: &str) -> bool {
+        self.old_stopping
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|u| url.starts_with(u.as_str())))
+            .unwrap_or(false)
+    }
+
     fn fail(&self, what: String) {
         eprintln!("FAILED CALL: {what}");
         if let Ok(mut f) = self.failures.lock() {
@@ -74,6 +97,12 @@ fn call(
                 return Ok((code, v, ambiguous));
             }
             Err(e) if e.is_connect() => format!("connect: {e}"),
+            Err(e) if tally.old_stopping(&url) => {
+                tally.old_resets.fetch_add(1, Ordering::Relaxed);
+                eprintln!("reset by a stopping node of the older release: {url}: {e}");
+                ambiguous = true;
+                format!("reset by the older release: {e}")
+            }
             Err(e) => return Err(format!("{url}: {e:?}")),
         };
         tally.retries.fetch_add(1, Ordering::Relaxed);
@@ -230,8 +259,9 @@ fn holder(c: &Cluster, key: &str) -> Option<(String, u64)> {
 }
 
 /// Stops node `id` with SIGTERM (a clean exit), leaves it down a moment
-/// (an upgrade's binary swap), starts it and waits until it is ready.
-fn restart_in_turn(c: &mut Cluster, id: u64) {
+/// (an upgrade's binary swap: `swap`, called once it has exited), starts
+/// it and waits until it is ready.
+fn restart_in_turn(c: &mut Cluster, id: u64, swap: impl FnOnce(&mut NodeProc)) {
     let was_leader = c.leader() == Some(id);
     let stopped = Instant::now();
     assert!(c.node_mut(id).stop(), "node {id} did not exit cleanly");
@@ -239,6 +269,7 @@ fn restart_in_turn(c: &mut Cluster, id: u64) {
         "node {id} (leader: {was_leader}) stopped in {:?}",
         stopped.elapsed()
     );
+    swap(c.node_mut(id));
     std::thread::sleep(Duration::from_millis(1_000));
     c.restart(id);
     let ready = format!("{}/readyz", c.url(id));
@@ -302,14 +333,23 @@ fn start_clients(endpoints: &[String], lib_key: &str) -> Clients {
     }
 }
 
-#[test]
-fn every_node_restarted_in_turn_without_a_failed_call_a_lost_lock_or_an_interrupted_job() {
-    let mut c = Cluster::start(3);
+/// The clients at work, and the locks they hold, through a whole roll.
+struct Workload {
+    clients: Clients,
+    job: Child,
+    dir: tempfile::TempDir,
+    job_lock: (String, u64),
+    lib_lock: (String, u64),
+}
+
+/// Starts the `locker run` job and the clients on a ready cluster, and lets
+/// them work 2 s.
+fn start_workload(c: &Cluster) -> Workload {
     let endpoints: Vec<String> = c.nodes.iter().map(|n| n.url()).collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let job = start_job(&endpoints, dir.path(), "rolling/job");
     let job_lock = eventually(Duration::from_secs(20), "the job's lock", || {
-        holder(&c, "rolling/job")
+        holder(c, "rolling/job")
     });
     let clients = start_clients(&endpoints, "rolling/library");
     let lib_lock = clients
@@ -319,29 +359,127 @@ fn every_node_restarted_in_turn_without_a_failed_call_a_lost_lock_or_an_interrup
         .and_then(|h| h.clone())
         .expect("library lock");
     std::thread::sleep(Duration::from_secs(2));
+    Workload {
+        clients,
+        job,
+        dir,
+        job_lock,
+        lib_lock,
+    }
+}
 
-    // The leader last, so that both kinds of node are restarted with
-    // leadership where it was, then the leader hands over.
+impl Workload {
+    /// Neither lock changed holder or fencing token; the clients then work
+    /// 2 s more in the cluster's present state.
+    fn check_locks_then_work(&self, c: &Cluster) {
+        assert_eq!(holder(c, "rolling/job"), Some(self.job_lock.clone()));
+        assert_eq!(holder(c, "rolling/library"), Some(self.lib_lock.clone()));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The nodes in restart order: the leader last, so that both kinds of node
+/// are restarted with leadership where it was, then the leader hands over.
+fn leader_last(c: &Cluster) -> Vec<u64> {
     let leader = c.leader().expect("leader");
     let mut order: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
     order.push(leader);
-    for id in order {
-        restart_in_turn(&mut c, id);
-        assert_eq!(holder(&c, "rolling/job"), Some(job_lock.clone()));
-        assert_eq!(holder(&c, "rolling/library"), Some(lib_lock.clone()));
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    finish(c, clients, job, dir.path(), &job_lock);
+    order
 }
 
-fn finish(
-    c: Cluster,
-    clients: Clients,
-    mut job: Child,
-    dir: &std::path::Path,
-    job_lock: &(String, u64),
+#[test]
+fn every_node_restarted_in_turn_without_a_failed_call_a_lost_lock_or_an_interrupted_job() {
+    let mut c = Cluster::start(3);
+    let w = start_workload(&c);
+    for id in leader_last(&c) {
+        restart_in_turn(&mut c, id, |_| {});
+        w.check_locks_then_work(&c);
+    }
+    finish(c, w);
+}
+
+/// `POST /v1/cluster/leader`: moves leadership to `id` (200 once it leads).
+fn move_leader(c: &Cluster, id: u64) {
+    let started = Instant::now();
+    let r = http()
+        .post(format!("{}/v1/cluster/leader", c.url(id)))
+        .header("x-locker-cluster-secret", SECRET)
+        .json(&json!({ "id": id }))
+        .send()
+        .map(|r| r.status().as_u16());
+    if r.as_ref().ok() != Some(&200) {
+        c.print_log_tails();
+        panic!("moving leadership to node {id}: {r:?}");
+    }
+    eprintln!("node {id} leads after {:?}", started.elapsed());
+}
+
+/// The rolling upgrade: the cluster starts on `$LOCKER_OLD_NODE_BIN`, each
+/// node is stopped and started on this build in turn, and in each mixed
+/// state leadership goes to a new node, then to an old one. The checks of
+/// the rolling restart, with one allowance: a curl-style call reset by a
+/// node of the older release while it stops is retried (and counted). The
+/// release `scripts/mixed_version.sh` starts from (a7a0d81) did that, 1
+/// stop in 3 (fixed since by 42c83b7 and f3c1522); this build's stops and
+/// every mixed state must not fail a call.
+#[test]
+#[ignore = "needs LOCKER_OLD_NODE_BIN: run scripts/mixed_version.sh"]
+fn a_rolling_upgrade_from_the_previous_release_without_a_failed_call_a_lost_lock_or_an_interrupted_job(
 ) {
-    let mut clients = clients;
+    let old = std::env::var_os("LOCKER_OLD_NODE_BIN")
+        .map(std::path::PathBuf::from)
+        .expect("LOCKER_OLD_NODE_BIN: the previous release's locker-node");
+    assert!(old.is_file(), "LOCKER_OLD_NODE_BIN {old:?} is not a file");
+    assert_ne!(
+        std::fs::canonicalize(&old).ok(),
+        std::fs::canonicalize(bin("locker-node")).ok(),
+        "LOCKER_OLD_NODE_BIN is this build's locker-node"
+    );
+    // Only the flags the older release understands: those of the harness.
+    let mut c = Cluster::configure(3, &[]);
+    for id in 1..=3 {
+        c.node_mut(id).set_binary(Some(old.clone()));
+        c.restart(id);
+    }
+    c.wait_ready(Duration::from_secs(30));
+    let w = start_workload(&c);
+    let mut new = Vec::new();
+    for id in leader_last(&c) {
+        let tally = w.clients.tally.clone();
+        if let Ok(mut s) = tally.old_stopping.lock() {
+            *s = Some(c.url(id));
+        }
+        restart_in_turn(&mut c, id, |n| {
+            if let Ok(mut s) = tally.old_stopping.lock() {
+                *s = None;
+            }
+            n.set_binary(None);
+        });
+        new.push(id);
+        w.check_locks_then_work(&c);
+        let old_ids: Vec<u64> = (1..=3).filter(|i| !new.contains(i)).collect();
+        if let (Some(&o), Some(&n)) = (old_ids.first(), new.last()) {
+            eprintln!("mixed: new {new:?}, old {old_ids:?}");
+            move_leader(&c, n);
+            w.check_locks_then_work(&c);
+            move_leader(&c, o);
+            w.check_locks_then_work(&c);
+        }
+    }
+    finish(c, w);
+}
+
+/// Stops the clients, ends the job, and checks what they saw: the job ran
+/// start to end and released its lock, and no call failed.
+fn finish(c: Cluster, w: Workload) {
+    let Workload {
+        mut clients,
+        mut job,
+        dir,
+        job_lock,
+        ..
+    } = w;
+    let dir = dir.path();
     clients.stop.store(true, Ordering::Relaxed);
     for t in clients.threads.drain(..) {
         t.join().expect("client thread");
@@ -371,9 +509,11 @@ fn finish(
     let tally = clients.tally;
     let calls = tally.calls.load(Ordering::Relaxed);
     let retries = tally.retries.load(Ordering::Relaxed);
+    let old_resets = tally.old_resets.load(Ordering::Relaxed);
     let failures = tally.failures.lock().map(|f| f.clone()).unwrap_or_default();
     println!(
-        "{calls} client calls, {retries} retried attempts, {} failed",
+        "{calls} client calls, {retries} retried attempts ({old_resets} reset by a stopping node \
+         of the older release), {} failed",
         failures.len()
     );
     assert!(calls > 100, "the clients made only {calls} calls");

@@ -1,8 +1,9 @@
 //! The sending side: openraft's network factory over reqwest.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::errors::{
@@ -32,6 +33,9 @@ pub struct PeerNetwork {
     scheme: &'static str,
     /// Knows this node's cluster id, sent with every RPC.
     marker: Arc<Marker>,
+    /// Each peer's protocol, from its last served answer (shared by every
+    /// [`PeerClient`]): what [`PeerNetwork::may_append`] reads.
+    heard: Arc<Mutex<HashMap<NodeId, u32>>>,
 }
 
 impl PeerNetwork {
@@ -61,7 +65,54 @@ impl PeerNetwork {
                 "http"
             },
             marker,
+            heard: Arc::default(),
         })
+    }
+
+    /// Whether this node, leading, may append entries that only peers of
+    /// protocol `version` read: no member of `members` has answered in an
+    /// older protocol, and the voters that answered in `version` or newer,
+    /// with this node, are a majority of `voters` (such entries commit,
+    /// whoever has not answered yet). A member of an older release thus
+    /// keeps following the log; one down since this node started does not
+    /// hold the newer entries back.
+    pub fn may_append(&self, voters: &[NodeId], members: &[NodeId], version: u32) -> bool {
+        match self.heard.lock() {
+            Ok(heard) => may_append(&heard, self.self_id, voters, members, version),
+            Err(_) => false,
+        }
+    }
+}
+
+/// [`PeerNetwork::may_append`] given the protocols `heard` from peers.
+fn may_append(
+    heard: &HashMap<NodeId, u32>,
+    self_id: NodeId,
+    voters: &[NodeId],
+    members: &[NodeId],
+    version: u32,
+) -> bool {
+    let older = |id: &NodeId| *id != self_id && heard.get(id).is_some_and(|v| *v < version);
+    if members.iter().any(older) {
+        return false;
+    }
+    let speak = voters
+        .iter()
+        .filter(|id| **id == self_id || heard.get(*id).is_some_and(|v| *v >= version))
+        .count();
+    speak * 2 > voters.len()
+}
+
+/// The protocol a request to a peer of `protocol` is labelled with: the
+/// peer's own when it is older than this build's (the bodies sent to it are
+/// of its protocol: see `PeerClient::full_snapshot` and `Node::propose`), 1
+/// before it has answered (every release since protocols were numbered
+/// accepts 1; the release before ignores the header).
+fn request_protocol(protocol: u32) -> u32 {
+    if protocol == UNKNOWN_PROTOCOL {
+        1
+    } else {
+        PEER_PROTOCOL.min(protocol.max(1))
     }
 }
 
@@ -109,7 +160,10 @@ impl PeerClient {
             .post(format!("{}{path}", self.base))
             .header(SECRET_HEADER, &*self.net.secret)
             .header(TARGET_HEADER, self.target.to_string())
-            .header(PROTOCOL_HEADER, PEER_PROTOCOL)
+            .header(
+                PROTOCOL_HEADER,
+                request_protocol(self.peer_protocol.load(Ordering::Relaxed)),
+            )
             .header("content-type", "application/octet-stream");
         if let Some(cluster) = self.net.marker.cluster_id() {
             rb = rb.header(CLUSTER_HEADER, cluster);
@@ -131,6 +185,9 @@ impl PeerClient {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(0);
             self.peer_protocol.store(protocol, Ordering::Relaxed);
+            if let Ok(mut heard) = self.net.heard.lock() {
+                heard.insert(self.target, protocol);
+            }
         }
         let bytes = match resp.bytes().await {
             Ok(b) => b,
@@ -220,19 +277,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let ttl = option.hard_ttl();
-        let mut data = snapshot.snapshot.as_slice();
-        // A protocol 0 peer (the release before versions, during a rolling
-        // upgrade) reads only bare images: send it the same image without
-        // the header. So does a peer not heard from yet: openraft sends a
-        // new learner behind a purged log a snapshot first, and format 0
-        // data is read by every release. A slice, not a copy: bincode
-        // encodes `&[u8]` as it does the `Vec<u8>` the peer decodes.
         let protocol = self.peer_protocol.load(Ordering::Relaxed);
-        if protocol == 0 || protocol == UNKNOWN_PROTOCOL {
-            if let Some(bare) = crate::store::format::snapshot_as_format_0(data) {
-                data = bare;
-            }
-        }
+        let data = snapshot_for(protocol, snapshot.snapshot.as_slice());
         let req = (vote, snapshot.meta, data);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
@@ -246,8 +292,72 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
+/// The snapshot data sent to a peer of `protocol`. A peer of protocol 0 or
+/// 1 (an older release, during a rolling upgrade) reads snapshot data of
+/// format 0 or 1, not 2: it gets the same image without the header, format
+/// 0, which it reads past the tokens. So does a peer not heard from yet:
+/// openraft sends a new learner behind a purged log a snapshot first, and
+/// format 0 data is read by every release. A slice, not a copy: bincode
+/// encodes `&[u8]` as it does the `Vec<u8>` the peer decodes.
+fn snapshot_for(protocol: u32, data: &[u8]) -> &[u8] {
+    if protocol < 2 || protocol == UNKNOWN_PROTOCOL {
+        if let Some(bare) = crate::store::format::snapshot_as_format_0(data) {
+            return bare;
+        }
+    }
+    data
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{may_append, request_protocol, snapshot_for, UNKNOWN_PROTOCOL};
+    use crate::store::format::{encode_snapshot, SNAPSHOT_MAGIC};
+
+    /// Leader 1 of voters 1, 2, 3 (and learner 4) appends protocol 2
+    /// entries only when no member answered in an older protocol and
+    /// protocol 2 voters (itself included) are a majority.
+    #[test]
+    fn newer_entries_wait_for_every_older_member_and_a_majority() {
+        let voters = [1, 2, 3];
+        let members = [1, 2, 3, 4];
+        let heard = |pairs: &[(u64, u32)]| pairs.iter().copied().collect();
+        let cases: [(&[(u64, u32)], bool); 7] = [
+            (&[(2, 2), (3, 2), (4, 2)], true),
+            (&[(2, 2)], true),                  // 3 and 4 down since the start
+            (&[], false),                       // no majority heard yet
+            (&[(2, 2), (3, 1)], false),         // 3 runs the older release
+            (&[(2, 0), (3, 2)], false),         // 2 runs the release before
+            (&[(2, 2), (3, 2), (4, 1)], false), // an older learner
+            (&[(2, 1), (3, 1)], false),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(
+                may_append(&heard(pairs), 1, &voters, &members, 2),
+                want,
+                "{pairs:?}"
+            );
+        }
+        assert!(may_append(&heard(&[]), 1, &[1], &[1], 2), "a single node");
+    }
+
+    /// A peer of protocol 1 (the release before protocol 2, which refuses
+    /// snapshot data of format 2 and any newer protocol label) gets format 0
+    /// data and requests labelled 1; a peer of this protocol gets format 2.
+    #[test]
+    fn an_older_peer_gets_what_it_reads() {
+        let table = crate::core::LockTable::new();
+        let data = encode_snapshot(&table.to_image()).expect("encode");
+        assert!(data.starts_with(SNAPSHOT_MAGIC));
+        for older in [0, 1, UNKNOWN_PROTOCOL] {
+            let sent = snapshot_for(older, &data);
+            assert!(!sent.starts_with(SNAPSHOT_MAGIC), "protocol {older}");
+            assert_eq!(request_protocol(older), 1, "protocol {older}");
+        }
+        assert_eq!(snapshot_for(2, &data), data.as_slice());
+        assert_eq!(request_protocol(2), 2);
+        assert_eq!(request_protocol(7), 2);
+    }
+
     /// `full_snapshot` sends the image as a borrowed slice; the peer port
     /// decodes a `Vec<u8>` (`network::server::snapshot`).
     #[test]

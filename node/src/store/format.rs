@@ -53,7 +53,11 @@ pub const SNAPSHOT_FORMAT: u32 = 2;
 /// The first bytes of versioned snapshot data.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"LOCKSNAP";
 /// The peer protocol this build speaks, and the newest it accepts.
-pub const PEER_PROTOCOL: u32 = 1;
+/// Protocol 2: log entries may hold [`crate::core::Op::As`] (a request's
+/// token and limits), and snapshot data is of format 2; a peer of protocol
+/// 0 or 1 reads neither, so a leader sends it snapshot data of format 0 and
+/// proposes no `Op::As` while one is a member (`Node::propose`).
+pub const PEER_PROTOCOL: u32 = 2;
 
 const HEADER_LEN: usize = SNAPSHOT_MAGIC.len() + 4;
 
