@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CI form of the fault-injection suite (issues 5 and 9), about 5.5 minutes:
+# The CI form of the fault-injection suite (issues 5, 9 and 14), about 6 minutes:
 #
 #  (a) a short real run: 3 nodes, kill + pause + partition, workloads
 #      mutex,set,takeover (HTTP and Rust client); it must be valid;
@@ -13,7 +13,9 @@
 #      unlocked twin (run-unlocked) must be judged invalid;
 #  (d) crash points armed on random nodes: valid, with at least one crash;
 #  (e) one mutation run (no-takeover-shift under clock-leader-ahead): the
-#      lease checker must judge it invalid.
+#      lease checker must judge it invalid;
+#  (f) rolling restarts (SIGTERM, start, /readyz; the leader last): valid,
+#      every stop exit 0, with at least one round done.
 #
 # Usage: jepsen/ci.sh [NODE_BIN [JEPSEN_BIN [LOCKER_BIN]]]
 #   defaults: target/debug/locker-node target/debug/locker-jepsen
@@ -189,6 +191,27 @@ if [ "$rc" -eq 0 ]; then
   say "(e) the mutated node was caught by the lease checker"
 else
   say "(e) FAILED (exit $rc): see $mut/mutations.json and $mut/no-takeover-shift/"
+  failed=1
+fi
+
+# (f) rolling restarts, as an operator makes them: each member in turn (the
+# leader last) gets SIGTERM, must exit 0, is started again and must answer
+# /readyz before the next; about two rounds in 15 s (~25 s in all).
+roll="$out_base/rolling"
+rm -rf "$roll"
+say "(f) rolling restarts: 3 nodes, nemesis rolling-restart, workloads mutex,set, 15 s + 5 s recovery"
+rc=0
+run "$roll" --nodes 3 --nemesis rolling-restart --workload mutex,set \
+  --time-limit 15 --recovery 5 --interval 1,2 --fault-duration 1,2 --seed 13 || rc=$?
+verdicts "$roll"
+rounds=0
+if [ -f "$roll/results.json" ]; then
+  rounds=$(grep -c 'start rolling-restart .*\\"complete\\":true' "$roll/results.json" || true)
+fi
+if [ "$rc" -eq 0 ] && [ "$rounds" -gt 0 ]; then
+  say "(f) VALID with $rounds complete rolling restart(s), every SIGTERM ended in exit 0"
+else
+  say "(f) FAILED (exit $rc, $rounds complete rounds); see $roll/run.log (FINDING lines) and clean-restarts in $roll/results.json"
   failed=1
 fi
 

@@ -265,6 +265,43 @@ pub struct NodeFlags {
     pub env: Vec<(String, String)>,
 }
 
+/// How a clean stop ([`Cluster::stop`]) of a node ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The node was not running.
+    NotRunning,
+    /// It exited by itself with this code, or was ended by this signal.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// It had not exited when the wait ran out: SIGKILLed.
+    Killed,
+    /// Waiting for it failed (it is gone either way).
+    WaitFailed(String),
+}
+
+impl Stop {
+    /// Exit status 0: the stop the node promises on SIGTERM.
+    pub fn clean(&self) -> bool {
+        matches!(self, Stop::Exited { code: Some(0), .. })
+    }
+
+    /// `exit 0`, `exit 70`, `signal 6`, `killed after the wait`, ...
+    pub fn describe(&self) -> String {
+        match self {
+            Stop::NotRunning => "not running".into(),
+            Stop::Exited { code: Some(c), .. } => format!("exit {c}"),
+            Stop::Exited {
+                signal: Some(s), ..
+            } => format!("signal {s}"),
+            Stop::Exited { .. } => "exited (no status)".into(),
+            Stop::Killed => "no exit in time, SIGKILLed".into(),
+            Stop::WaitFailed(e) => format!("wait failed: {e}"),
+        }
+    }
+}
+
 pub struct NodeProc {
     pub id: u64,
     pub child: Option<Child>,
@@ -411,6 +448,37 @@ impl Cluster {
                 let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
             }
             n.paused = false;
+        }
+    }
+
+    /// A clean stop: SIGTERM (the node stops taking requests, hands
+    /// leadership over, flushes and exits 0), then up to `limit` for the
+    /// exit; a node still running then is SIGKILLed. A paused node gets
+    /// SIGCONT too, so it can act on the SIGTERM.
+    pub async fn stop(&mut self, id: u64, limit: Duration) -> Stop {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return Stop::NotRunning;
+        };
+        let Some(mut child) = n.child.take() else {
+            return Stop::NotRunning;
+        };
+        signal(n.pid, libc::SIGTERM);
+        signal(n.pid, libc::SIGCONT);
+        n.paused = false;
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(Ok(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                Stop::Exited {
+                    code: status.code(),
+                    signal: status.signal(),
+                }
+            }
+            Ok(Err(e)) => Stop::WaitFailed(e.to_string()),
+            Err(_) => {
+                signal(n.pid, libc::SIGKILL);
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                Stop::Killed
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub mod replicas;
 pub mod report;
 pub mod report_run;
 pub mod rng;
+pub mod rolling;
 pub mod runner;
 pub mod workload;
 pub mod workload_run;

@@ -52,6 +52,9 @@ pub enum Fault {
     CrashPoint,
     PowerLoss,
     PowerLossMajority,
+    /// Every member in turn, the leader last: SIGTERM (must exit 0), start
+    /// with the same flags, wait for `/readyz` (`rolling.rs`).
+    RollingRestart,
 }
 
 use Fault::*;
@@ -101,6 +104,8 @@ pub enum Family {
     Power,
     Membership,
     Client,
+    /// Clean restarts an operator makes (`rolling-restart`).
+    Restart,
 }
 
 impl Family {
@@ -129,6 +134,7 @@ impl Family {
             Family::Power => vec![PowerLoss, PowerLossMajority],
             Family::Membership => vec![Member],
             Family::Client => vec![ClientCut, ClientLoss, HungEndpoint, RunPause],
+            Family::Restart => vec![RollingRestart],
         }
     }
 }
@@ -362,6 +368,7 @@ impl Nemesis {
                 self.client_side(c, f)
             }
             Member => self.add_member(c).await,
+            RollingRestart => self.rolling_restart(c).await,
         }
     }
 
@@ -726,6 +733,7 @@ mod tests {
             parse_list("power").ok(),
             Some(vec![PowerLoss, PowerLossMajority])
         );
+        assert_eq!(parse_list("restart").ok(), Some(vec![RollingRestart]));
         assert!(parse_list("meteor").is_err());
         for f in Fault::all() {
             assert_eq!(parse_list(&f.name()).ok(), Some(vec![*f]));
@@ -743,6 +751,7 @@ mod tests {
             "crash-point",
             "hung-endpoint",
             "client-pause",
+            "rolling-restart",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
         }

@@ -6,6 +6,7 @@ pub mod fencing;
 pub mod lease;
 pub mod linearizable;
 pub mod liveness;
+pub mod restarts;
 pub mod run;
 pub mod set;
 
@@ -120,6 +121,7 @@ pub fn check_all(ops: &[Op], opts: &CheckOptions) -> Results {
     let (run_verdict, run_control) = run::check(ops, &windows, opts).unzip();
     checkers.extend(run_verdict);
     checkers.push(digest::check(ops));
+    checkers.extend(restarts::check(ops));
     let mut valid = Validity::Valid;
     for c in &checkers {
         valid = valid.and(c.valid);
