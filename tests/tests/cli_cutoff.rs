@@ -140,14 +140,25 @@ fn wait_for_both(mut a: Child, a_pid: i32, mut b: Child) -> Ended {
         b.try_wait().expect("try_wait B")
     });
     assert_eq!(b_status.code(), Some(0), "job B");
-    let a_status = eventually(Duration::from_secs(30), "job A's locker to exit", || {
-        a.try_wait().expect("try_wait A")
-    });
+    let b_done = std::time::Instant::now();
+    let mut a_status = None;
+    while a_status.is_none() && b_done.elapsed() < Duration::from_secs(30) {
+        a_status = a.try_wait().expect("try_wait A");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if a_status.is_none() {
+        // Say what it was doing: its stderr, after a SIGKILL.
+        let _ = a.kill();
+        let _ = a.wait();
+    }
     let mut a_err = String::new();
     if let Some(mut e) = a.stderr.take() {
         use std::io::Read;
         let _ = e.read_to_string(&mut a_err);
     }
+    let Some(a_status) = a_status else {
+        panic!("job A's locker still ran 30 s after job B ended; its stderr:\n{a_err}");
+    };
     Ended {
         a_pid,
         a_gone_seen,
