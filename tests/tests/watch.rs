@@ -167,13 +167,16 @@ fn lock_and_process_events(base: &str) {
     acquire(base, "e", "e@wh/9.9.1", None, 100);
     std::thread::sleep(Duration::from_millis(300));
     acquire(base, "e", "e@wh/9.9.2", None, 60_000);
-    // A process whose keep-alives lapse, recorded by a read's sweep.
-    // Its 2 s must outlast the acquire that follows on a loaded machine
-    // (with 100 ms the process was sometimes dead before it: 409).
-    let short = Instant::now();
-    ok(&api::keepalive(base, "wh/2.2", 2_000), "short keepalive");
+    // A process whose keep-alives lapse, recorded by a read's sweep. It
+    // holds its lock first with a long ttl, then a keep-alive cuts it to
+    // 100 ms: the acquire cannot race the lapse (with a 100 ms first
+    // keep-alive it sometimes did on a loaded machine: 409), and the read
+    // comes soon after the lapse (a later one may find the log time already
+    // past it and record nothing: the lapse then shows at the next sweep).
+    ok(&api::keepalive(base, "wh/2.2", 60_000), "keepalive 2");
     acquire(base, "d", "d@wh/2.2.1", Some("wh/2.2"), 60_000);
-    std::thread::sleep(Duration::from_millis(2_300).saturating_sub(short.elapsed()));
+    ok(&api::keepalive(base, "wh/2.2", 100), "short keepalive");
+    std::thread::sleep(Duration::from_millis(300));
     ok(&api::read(base, "d"), "read d");
     // A process ended by its owner.
     ok(&api::keepalive(base, "wh/3.3", 60_000), "keepalive 3");
@@ -222,6 +225,7 @@ fn every_kind_of_event_appears_once_in_log_order() {
         "taken_over",
         "process_registered",
         "acquired",
+        "process_kept_alive",
         "process_expired",
         "freed",
         "process_registered",
@@ -244,13 +248,13 @@ fn every_kind_of_event_appears_once_in_log_order() {
         taken.lock.as_ref().map(|l| l.owner_hash.as_str()),
         Some("e@wh/9.9.2")
     );
-    let freed = &events[14];
+    let freed = &events[15];
     assert_eq!(
         (freed.key.as_deref(), freed.lock.as_ref()),
         (Some("d"), None)
     );
-    assert_eq!(freed.index, events[13].index, "one entry, sub-events");
-    assert!(events[19].gap_ms.is_some_and(|g| g > 0));
+    assert_eq!(freed.index, events[14].index, "one entry, sub-events");
+    assert!(events[20].gap_ms.is_some_and(|g| g > 0));
     // The process events carry the record.
     assert_eq!(events[0].process.as_ref().map(|p| p.ttl_ms), Some(60_000));
 }
