@@ -180,7 +180,7 @@ pub async fn add_member(
         ));
     }
     if let (Some(theirs), Some(ours)) = (&info.cluster_id, node.marker.cluster_id()) {
-        if *theirs != ours {
+        if theirs != ours {
             return Err(ApiError::new(
                 ErrorCode::InvalidNode,
                 format!(

@@ -255,7 +255,7 @@ async fn snapshot(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
 async fn info(State(st): State<Arc<PeerState>>) -> Json<PeerInfo> {
     let mut info = st.info.clone();
     info.initialized = st.raft.is_initialized().await.unwrap_or(false);
-    info.cluster_id = st.marker.cluster_id();
+    info.cluster_id = st.marker.cluster_id().map(str::to_string);
     Json(info)
 }
 

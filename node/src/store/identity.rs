@@ -362,6 +362,9 @@ pub struct Marker {
     /// contents were taken.
     writing: Mutex<()>,
     state: Mutex<MarkState>,
+    /// The cluster id once recorded: it never changes after, and every peer
+    /// request reads it, so without the state's lock or a copy.
+    cluster: std::sync::OnceLock<String>,
 }
 
 struct MarkState {
@@ -380,6 +383,10 @@ fn index(l: &Option<LogId>) -> Option<u64> {
 
 impl Marker {
     fn start(dir: PathBuf, log: LogStore, written: Identity) -> Arc<Marker> {
+        let cluster = std::sync::OnceLock::new();
+        if let Some(id) = &written.cluster_id {
+            let _ = cluster.set(id.clone());
+        }
         let marker = Arc::new(Marker {
             dir,
             log,
@@ -389,6 +396,7 @@ impl Marker {
                 written,
                 epoch: 0,
             }),
+            cluster,
         });
         let weak = Arc::downgrade(&marker);
         let spawned = std::thread::Builder::new()
@@ -435,6 +443,9 @@ impl Marker {
             return Ok(());
         }
         write(&self.dir, &next)?;
+        if let Some(id) = &next.cluster_id {
+            let _ = self.cluster.set(id.clone());
+        }
         self.state().written = next;
         Ok(())
     }
@@ -464,8 +475,8 @@ impl Marker {
 
     /// The cluster this directory belongs to, once known (see [`cluster_id`]):
     /// peers compare it on every request.
-    pub fn cluster_id(&self) -> Option<String> {
-        self.state().written.cluster_id.clone()
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster.get().map(String::as_str)
     }
 
     /// Records the flushed log now (at a clean stop, after the last flush).
