@@ -102,30 +102,26 @@ pub fn record_refusal(source: Option<SocketAddr>, path: &str) {
 /// warn, at most once per source every [`AUTH_LOG_WINDOW`]: a newer leader
 /// retries every heartbeat.
 pub fn record_version_refusal(source: Option<SocketAddr>, msg: &str) {
-    let ip = source_ip(source);
-    let Some(suppressed) = first_in_window("peer-version", ip) else {
-        return;
-    };
-    tracing::warn!(
-        source = %ip,
-        %msg,
-        not_logged_since_last = suppressed,
-        "peer request of a newer protocol or format refused"
-    );
+    peer_refusal("peer-version", "of a newer protocol or format", source, msg);
 }
 
 /// Logs a peer request refused because its sender belongs to another
 /// cluster, at warn, at most once per source every [`AUTH_LOG_WINDOW`].
 pub fn record_cluster_refusal(source: Option<SocketAddr>, msg: &str) {
+    peer_refusal("peer-cluster", "from another cluster", source, msg);
+}
+
+/// A refused peer request of `kind`, logged once per source and window.
+fn peer_refusal(kind: &'static str, what: &str, source: Option<SocketAddr>, msg: &str) {
     let ip = source_ip(source);
-    let Some(suppressed) = first_in_window("peer-cluster", ip) else {
+    let Some(suppressed) = first_in_window(kind, ip) else {
         return;
     };
     tracing::warn!(
         source = %ip,
         %msg,
         not_logged_since_last = suppressed,
-        "peer request from another cluster refused"
+        "peer request {what} refused"
     );
 }
 

@@ -459,6 +459,16 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// Waits (up to `timeout`) until `base`'s `/metrics` page has the line
+/// `line` exactly (e.g. `locker_waiters 3`).
+pub fn wait_for_metric(base: &str, line: &str, timeout: Duration) {
+    let metrics = format!("{base}/metrics");
+    eventually(timeout, line, || {
+        let text = http().get(&metrics).send().ok()?.text().ok()?;
+        text.lines().any(|l| l.trim() == line).then_some(())
+    });
+}
+
 impl Cluster {
     /// Starts `n` nodes (1 = the no-flags single-node mode on free ports) and
     /// waits until a leader serves writes.

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use locker_tests::{api, eventually, Cluster};
+use locker_tests::{api, Cluster};
 use serde_json::json;
 
 #[test]
@@ -33,18 +33,7 @@ fn sigterm_answers_blocked_acquires_at_once_and_exits_promptly() {
             })
         })
         .collect();
-    let metrics = format!("{url}/metrics");
-    eventually(Duration::from_secs(10), "3 queued waiters", || {
-        let text = locker_tests::http()
-            .get(&metrics)
-            .send()
-            .ok()?
-            .text()
-            .ok()?;
-        text.lines()
-            .any(|l| l.trim() == "locker_waiters 3")
-            .then_some(())
-    });
+    locker_tests::wait_for_metric(&url, "locker_waiters 3", Duration::from_secs(10));
     let signalled = Instant::now();
     // `stop` sends SIGTERM and waits up to 15 s for the exit status.
     let clean = c.node_mut(1).stop();

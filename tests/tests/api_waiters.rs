@@ -48,7 +48,11 @@ fn ten_waiters_are_granted_one_at_a_time_in_arrival_order() {
         // Arrival order is the order the leader queued them in: the next
         // starts once this one is queued there (a fixed 150 ms let a
         // forwarded waiter arrive after the next one on a loaded machine).
-        waiters_queued(&leader, i + 1);
+        locker_tests::wait_for_metric(
+            &leader,
+            &format!("locker_waiters {}", i + 1),
+            Duration::from_secs(15),
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -65,21 +69,6 @@ fn ten_waiters_are_granted_one_at_a_time_in_arrival_order() {
         (0..10).collect::<Vec<_>>(),
         "grants out of arrival order"
     );
-}
-
-/// Waits (bounded) until the leader counts `n` blocked acquires.
-fn waiters_queued(leader: &str, n: usize) {
-    let metrics = format!("{leader}/metrics");
-    let want = format!("locker_waiters {n}");
-    locker_tests::eventually(Duration::from_secs(15), &want, || {
-        let text = locker_tests::http()
-            .get(&metrics)
-            .send()
-            .ok()?
-            .text()
-            .ok()?;
-        text.lines().any(|l| l.trim() == want).then_some(())
-    });
 }
 
 #[test]
