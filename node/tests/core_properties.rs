@@ -155,8 +155,8 @@ impl Model {
             Op::LeaderTakeover => self.leader_takeover(before, now),
             Op::Tick => Status::Success,
             // Tokens and limits are checked by their own tests; the
-            // generator makes no `As`.
-            Op::As { .. } => unreachable!("the reference model has no callers"),
+            // generator makes no `As`, nor batches (`core_batch.rs`).
+            Op::As { .. } | Op::Batch(_) => unreachable!("the reference model has no callers"),
         }
     }
 

@@ -215,6 +215,7 @@ async fn give_up_behind(
                 status: Status::SomeoneElseHoldsLock,
                 lock: Some(l),
                 alive_until: None,
+                batch: Vec::new(),
             });
         }
         if tokio::time::Instant::now() >= until {

@@ -175,6 +175,57 @@ pub enum Op {
         /// What is asked.
         op: Box<Op>,
     },
+    /// Several client ops proposed in one entry by the leader's proposer
+    /// (`crate::proposer`): each is applied in order exactly as if it were
+    /// its own entry at this entry's index and time, and answered on its
+    /// own ([`Outcome::batch`]). Only [`Op::is_client_op`] ops, at most one
+    /// of them an acquire (a grant's fencing token is the entry's index, and
+    /// two grants must never share one); any other batch is refused whole
+    /// ([`Op::batch_refusal`]). Last, so older logs decode; read only by
+    /// peers of protocol 3 on.
+    Batch(Vec<Op>),
+}
+
+impl Op {
+    /// An op a client request proposes (keep-alive, end process, acquire,
+    /// extend, release), bare or inside [`Op::As`]: what may be batched.
+    pub fn is_client_op(&self) -> bool {
+        match self {
+            Op::Keepalive { .. }
+            | Op::EndProcess { .. }
+            | Op::Acquire { .. }
+            | Op::Extend { .. }
+            | Op::Release { .. } => true,
+            Op::As { op, .. } => op.is_client_op(),
+            Op::Sweep | Op::LeaderTakeover | Op::Tick | Op::Batch(_) => false,
+        }
+    }
+
+    /// Whether this is an acquire, bare or inside [`Op::As`].
+    pub fn is_acquire(&self) -> bool {
+        match self {
+            Op::Acquire { .. } => true,
+            Op::As { op, .. } => op.is_acquire(),
+            _ => false,
+        }
+    }
+
+    /// Why the ops of an [`Op::Batch`] may not share an entry, or `None`
+    /// when they may: empty, an op that is not a client op (a nested batch,
+    /// a sweep, a marker), or more than one acquire. A pure function of the
+    /// ops, so every replica refuses the same batches.
+    pub fn batch_refusal(ops: &[Op]) -> Option<&'static str> {
+        if ops.is_empty() {
+            return Some("an empty batch");
+        }
+        if !ops.iter().all(Op::is_client_op) {
+            return Some("a batch holding an op that is not a client op");
+        }
+        if ops.iter().filter(|op| op.is_acquire()).count() > 1 {
+            return Some("a batch holding more than one acquire");
+        }
+        None
+    }
 }
 
 /// Who proposed a command and the limits it runs under (see [`Op::As`]).
@@ -226,6 +277,7 @@ fn fmt_op(op: &Op, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             fmt_op(op, f)?;
             write!(f, " as {}", caller.token.as_deref().unwrap_or("-"))
         }
+        Op::Batch(ops) => write!(f, "batch({})", ops.len()),
     }
 }
 
@@ -238,6 +290,12 @@ pub struct Outcome {
     pub lock: Option<Lock>,
     /// For a keep-alive: until when the process is now alive.
     pub alive_until: Option<u64>,
+    /// For an [`Op::Batch`]: one outcome per op, in order (then `status`
+    /// is `Success`); empty when the batch was refused (`status` is
+    /// `Forbidden`, nothing was applied). Empty for any other op. Outcomes
+    /// stay on the leader (openraft's response to the proposer), never on
+    /// the wire, so adding this changes no format.
+    pub batch: Vec<Outcome>,
 }
 
 impl Outcome {
@@ -247,6 +305,7 @@ impl Outcome {
             status,
             lock: None,
             alive_until: None,
+            batch: Vec::new(),
         }
     }
 
@@ -255,6 +314,7 @@ impl Outcome {
             status,
             lock: Some(lock.clone()),
             alive_until: None,
+            batch: Vec::new(),
         }
     }
 }

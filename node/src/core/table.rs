@@ -224,14 +224,44 @@ impl LockTable {
     /// Pure: the result depends only on `self`, `index` and `cmd`. Returns the
     /// answer for the client and the records storage must write.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Outcome, Vec<Change>) {
+        match &cmd.op {
+            Op::Batch(ops) => self.apply_batch(index, cmd.time_ms, ops),
+            op => self.apply_op(index, cmd.time_ms, op),
+        }
+    }
+
+    /// An [`Op::Batch`]: each op applied as if it were its own entry at
+    /// `index` and `time_ms`, one outcome each; a batch that
+    /// [`Op::batch_refusal`] refuses moves the log time only and answers
+    /// `Forbidden` with no outcomes. (The watch history runs the same
+    /// [`LockTable::apply_op`] per op to derive each op's events.)
+    fn apply_batch(&mut self, index: u64, time_ms: u64, ops: &[Op]) -> (Outcome, Vec<Change>) {
+        if Op::batch_refusal(ops).is_some() {
+            return self.apply_op(index, time_ms, &Op::Batch(Vec::new()));
+        }
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut changes = Vec::new();
+        for op in ops {
+            let (outcome, more) = self.apply_op(index, time_ms, op);
+            outcomes.push(outcome);
+            changes.extend(more);
+        }
+        let mut outcome = Outcome::status_only(Status::Success);
+        outcome.batch = outcomes;
+        (outcome, changes)
+    }
+
+    /// Applies one op (an [`Op::Batch`] here is refused: see
+    /// [`LockTable::apply`]) at log index `index` and time `time_ms`.
+    pub fn apply_op(&mut self, index: u64, time_ms: u64, op: &Op) -> (Outcome, Vec<Change>) {
         let before = self.now;
-        self.now = self.now.max(cmd.time_ms);
+        self.now = self.now.max(time_ms);
         let mut tx = Tx {
             table: self,
             changes: Vec::new(),
             retired: BTreeMap::new(),
         };
-        let outcome = tx.run(index, &cmd.op, before, &Caller::default());
+        let outcome = tx.run(index, op, before, &Caller::default());
         let mut changes = tx.changes;
         changes.extend(tx.retired.into_values());
         #[cfg(debug_assertions)]
@@ -698,6 +728,9 @@ impl Tx<'_> {
             // The log time moved; nothing else changes.
             Op::Tick => Outcome::status_only(Status::Success),
             Op::As { caller, op } => self.run(index, op, before, caller),
+            // Reached only for a batch that may not be applied (nested, in
+            // an `As`, or refused by `LockTable::apply`): nothing changes.
+            Op::Batch(_) => Outcome::status_only(Status::Forbidden),
         }
     }
 
@@ -840,6 +873,7 @@ impl Tx<'_> {
             status: Status::Success,
             lock: None,
             alive_until: Some(alive_until),
+            batch: Vec::new(),
         }
     }
 

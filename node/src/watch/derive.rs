@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use locker_proto::{EndReason, EventId, WatchCause, WatchEvent, WatchKind, WatchProcess};
 
 use crate::api::wire_lock;
-use crate::core::{Change, Command, Lock, LockTable, Op, Process};
+#[cfg(test)]
+use crate::core::Command;
+use crate::core::{Change, Lock, LockTable, Op, Process};
 
 /// A process record and the lock records bound to it.
 type ProcessBefore = (Option<Process>, Vec<Lock>);
@@ -33,13 +35,15 @@ pub struct Before {
 }
 
 impl Before {
-    /// Reads what `cmd` may change from `table`, before it is applied.
-    pub fn capture(table: &LockTable, cmd: &Command) -> Before {
+    /// Reads what `op`, stamped `time_ms`, may change from `table`, before
+    /// it is applied (an op of an [`Op::Batch`] is captured on its own,
+    /// right before its own apply).
+    pub fn capture(table: &LockTable, time_ms: u64, op: &Op) -> Before {
         let mut b = Before {
             now: table.now(),
             ..Before::default()
         };
-        match bare(&cmd.op) {
+        match bare(op) {
             Op::Acquire { key, .. } | Op::Extend { key, .. } | Op::Release { key, .. } => {
                 b.add_lock(table, key, table.lock_record(key).cloned());
             }
@@ -47,7 +51,7 @@ impl Before {
                 b.add_process(table, process_hash);
             }
             Op::Sweep => {
-                let at = b.now.max(cmd.time_ms);
+                let at = b.now.max(time_ms);
                 for l in table.lock_records_ended(at) {
                     b.add_lock(table, &l.key, Some(l.clone()));
                 }
@@ -55,7 +59,7 @@ impl Before {
                     b.add_process(table, &p.process_hash);
                 }
             }
-            Op::LeaderTakeover | Op::Tick | Op::As { .. } => {}
+            Op::LeaderTakeover | Op::Tick | Op::As { .. } | Op::Batch(_) => {}
         }
         b
     }
@@ -161,15 +165,17 @@ fn wire_process(p: &Process) -> WatchProcess {
     }
 }
 
-/// The events of the entry at `index`, applied to `after` with `changes`.
+/// The events of `op` of the entry at `index`, applied to `after` with
+/// `changes`, numbered as the entry's only op ([`number`] renumbers the
+/// events of a batch's ops together).
 pub fn events(
     before: &Before,
     after: &LockTable,
     index: u64,
-    cmd: &Command,
+    op: &Op,
     changes: &[Change],
 ) -> Vec<WatchEvent> {
-    let op = bare(&cmd.op);
+    let op = bare(op);
     let cause = cause_of(op);
     let drafts = match (op, cause) {
         (_, None) => Vec::new(),
@@ -187,16 +193,10 @@ pub fn events(
     let Some(cause) = cause else {
         return Vec::new();
     };
-    let n = drafts.len();
-    drafts
+    let mut out: Vec<WatchEvent> = drafts
         .into_iter()
-        .enumerate()
-        .map(|(i, d)| WatchEvent {
-            id: if n == 1 {
-                EventId::entry(index)
-            } else {
-                EventId::sub_event(index, u32::try_from(i + 1).unwrap_or(u32::MAX - 1))
-            },
+        .map(|d| WatchEvent {
+            id: EventId::entry(index),
             index,
             time_ms: after.now(),
             kind: d.kind,
@@ -210,7 +210,25 @@ pub fn events(
             keys: d.keys,
             gap_ms: d.gap_ms,
         })
-        .collect()
+        .collect();
+    number(&mut out, index);
+    out
+}
+
+/// Numbers the events of the entry at `index`, in order: a lone event is
+/// the entry itself (`<index>`), several are `<index>.1`, `<index>.2`, ...
+/// Several ops of one [`Op::Batch`] share the entry, so their events are
+/// numbered together, in op order: a watch resumed after any of them gets
+/// exactly the ones after it.
+pub fn number(events: &mut [WatchEvent], index: u64) {
+    let n = events.len();
+    for (i, e) in events.iter_mut().enumerate() {
+        e.id = if n == 1 {
+            EventId::entry(index)
+        } else {
+            EventId::sub_event(index, u32::try_from(i + 1).unwrap_or(u32::MAX - 1))
+        };
+    }
 }
 
 fn cause_of(op: &Op) -> Option<WatchCause> {
@@ -222,7 +240,7 @@ fn cause_of(op: &Op) -> Option<WatchCause> {
         Op::EndProcess { .. } => WatchCause::EndProcess,
         Op::Sweep => WatchCause::Sweep,
         Op::LeaderTakeover => WatchCause::LeaderTakeover,
-        Op::Tick | Op::As { .. } => return None,
+        Op::Tick | Op::As { .. } | Op::Batch(_) => return None,
     })
 }
 
@@ -388,9 +406,9 @@ mod tests {
 
     fn run(t: &mut LockTable, index: u64, time_ms: u64, op: Op) -> Vec<String> {
         let cmd = Command { time_ms, op };
-        let before = Before::capture(t, &cmd);
+        let before = Before::capture(t, time_ms, &cmd.op);
         let (_, changes) = t.apply(index, &cmd);
-        events(&before, t, index, &cmd, &changes)
+        events(&before, t, index, &cmd.op, &changes)
             .into_iter()
             .map(|e| format!("{} {}", e.id, e.kind))
             .collect()

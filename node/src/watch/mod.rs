@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use locker_proto::{EventId, WatchEvent, WatchKind};
 
-use crate::core::{Change, Command, LockTable, Outcome};
+use crate::core::{Change, Command, LockTable, Op, Outcome};
 
 /// One recorded event, its JSON made once for every watcher.
 #[derive(Debug)]
@@ -91,6 +91,31 @@ fn estimate_bytes(e: &WatchEvent) -> usize {
         .map_or(0, |ks| ks.iter().map(|k| k.len() + 24).sum());
     // Counted twice: the record and its JSON.
     2 * (300 + lock(&e.lock) + lock(&e.previous) + info + keys)
+}
+
+/// A batch the table accepts ([`Op::batch_refusal`]), applied op by op as
+/// [`LockTable::apply`] does, each op's events derived around its own apply
+/// (as if it were its own entry), then all numbered together in op order.
+fn apply_batch(
+    table: &mut LockTable,
+    index: u64,
+    time_ms: u64,
+    ops: &[Op],
+) -> (Outcome, Vec<Change>, Vec<WatchEvent>) {
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    for op in ops {
+        let before = derive::Before::capture(table, time_ms, op);
+        let (outcome, more) = table.apply_op(index, time_ms, op);
+        events.extend(derive::events(&before, table, index, op, &more));
+        outcomes.push(outcome);
+        changes.extend(more);
+    }
+    derive::number(&mut events, index);
+    let mut outcome = Outcome::status_only(crate::core::Status::Success);
+    outcome.batch = outcomes;
+    (outcome, changes, events)
 }
 
 /// Why a cursor can no longer be served.
@@ -183,9 +208,22 @@ impl History {
         index: u64,
         cmd: &Command,
     ) -> (Outcome, Vec<Change>) {
-        let before = derive::Before::capture(table, cmd);
-        let (outcome, changes) = table.apply(index, cmd);
-        let events = derive::events(&before, table, index, cmd, &changes);
+        let (outcome, changes, events) = match &cmd.op {
+            Op::Batch(ops) if Op::batch_refusal(ops).is_none() => {
+                apply_batch(table, index, cmd.time_ms, ops)
+            }
+            op => {
+                let before = derive::Before::capture(table, cmd.time_ms, op);
+                let (outcome, changes) = table.apply(index, cmd);
+                let events = derive::events(&before, table, index, op, &changes);
+                (outcome, changes, events)
+            }
+        };
+        self.record(events);
+        (outcome, changes)
+    }
+
+    fn record(&self, events: Vec<WatchEvent>) {
         if !events.is_empty() {
             let mut r = self.ring();
             for e in events {
@@ -195,7 +233,6 @@ impl History {
             }
             r.trim();
         }
-        (outcome, changes)
     }
 
     /// A snapshot brought the table to `applied`: forget every event, and
