@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mutation;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod serve;
 pub mod store;
 pub mod tls;

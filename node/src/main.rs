@@ -316,6 +316,7 @@ async fn run(cfg: NodeConfig, tls: NodeTls, open_files: Option<u64>) -> anyhow::
     ));
     tokio::spawn(node.clone().watch_leadership());
     tokio::spawn(node.clone().sweep_loop());
+    tokio::spawn(node.clone().run_proposer());
     tokio::spawn(node.clone().wake_waiters());
     node.tokens.reload_on_sighup();
     warn_if_open(&cfg);

@@ -153,6 +153,10 @@ pub struct Metrics {
     pub forwarded: Counter,
     /// Times a blocking acquire woke up to look at its key again.
     pub waiter_wakeups: Counter,
+    /// Client ops the leader's proposer proposed (`crate::proposer`).
+    pub proposed_ops: Counter,
+    /// Log entries those ops went into: ops / entries is the mean batch.
+    pub proposed_entries: Counter,
     gauges: Gauges,
 }
 
@@ -180,6 +184,8 @@ impl Metrics {
             leader_changes: Counter::default(),
             forwarded: Counter::default(),
             waiter_wakeups: Counter::default(),
+            proposed_ops: Counter::default(),
+            proposed_entries: Counter::default(),
             gauges: Gauges::default(),
         };
         m.register_http_and_raft();
@@ -221,6 +227,16 @@ impl Metrics {
             "locker_waiter_wakeups",
             "Times a blocking acquire woke up to look at its key again",
             self.waiter_wakeups.clone(),
+        );
+        r.register(
+            "locker_proposed_client_ops",
+            "Client writes the leader proposed (several may share a log entry)",
+            self.proposed_ops.clone(),
+        );
+        r.register(
+            "locker_proposed_client_entries",
+            "Log entries the leader's client writes went into",
+            self.proposed_entries.clone(),
         );
     }
 

@@ -97,6 +97,9 @@ pub struct Node {
     pub(crate) started_empty: bool,
     /// Whether Raft RPCs from peers are served (see `PeerState::admitted`).
     pub(crate) admitted: watch::Sender<bool>,
+    /// Coalesces concurrent client ops into shared entries (run by
+    /// [`Node::run_proposer`]).
+    pub(crate) proposer: crate::proposer::Proposer,
 }
 
 /// Where the leader is, from this node's point of view.
@@ -183,6 +186,7 @@ impl Node {
             // A node with data on disk is what it was; an empty one decides
             // in `bootstrap`.
             admitted: watch::channel(!started_empty).0,
+            proposer: crate::proposer::Proposer::new(),
         });
         Ok(node)
     }
@@ -285,6 +289,11 @@ impl Node {
             }
         });
         true
+    }
+
+    /// Runs for the node's life: the proposer's loop ([`crate::proposer`]).
+    pub async fn run_proposer(self: Arc<Self>) {
+        crate::proposer::run(self).await;
     }
 
     /// Starts a graceful shutdown: see [`Node::stopping`].
@@ -392,14 +401,38 @@ impl Node {
     }
 
     /// Proposes `op` stamped with the leader's time and waits for its outcome.
+    /// A client op goes through the proposer, which may share its entry
+    /// with other client ops ([`crate::proposer`]); the leader's own ops
+    /// (sweeps, ticks) are appended alone.
     pub async fn propose(&self, op: Op) -> Result<Outcome, Unavailable> {
         let term = self.ready_term().await?;
+        if op.is_client_op() {
+            return self.propose_batched(term, op).await;
+        }
         self.write(&term, op).await
     }
 
     async fn write(&self, term: &LeaderTerm, op: Op) -> Result<Outcome, Unavailable> {
         let timeout = Duration::from_millis(self.cfg.write_timeout_ms);
         self.write_within(term, op, Some(timeout)).await
+    }
+
+    /// A client op through the proposer, within `--write-timeout-ms` from
+    /// now as [`Node::write`] (queueing included): the same answers, and
+    /// the same errors when its entry fails.
+    async fn propose_batched(&self, term: LeaderTerm, op: Op) -> Result<Outcome, Unavailable> {
+        let timeout = Duration::from_millis(self.cfg.write_timeout_ms);
+        let started = Instant::now();
+        let asked = self.proposer.ask(term, op);
+        let result = tokio::time::timeout(timeout, asked)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Unavailable::Unknown(format!(
+                    "not committed within {timeout:?}"
+                )))
+            });
+        self.metrics.observe_commit(started.elapsed());
+        result
     }
 
     /// [`Node::write`] waiting at most `timeout` for the outcome, or, with
@@ -412,17 +445,7 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Result<Outcome, Unavailable> {
         let started = Instant::now();
-        let cmd = Command {
-            time_ms: term.clock.now_ms(),
-            op: self.as_proposed(op),
-        };
-        let (responder, rx) = ProgressResponder::complete_only();
-        self.raft
-            .write(cmd)
-            .with_leader(term.leader_id)
-            .responder(responder)
-            .await
-            .map_err(|e| Unavailable::NoLeader(e.to_string()))?;
+        let rx = self.append(term, self.as_proposed(op)).await?;
         let answer = match timeout {
             Some(t) => tokio::time::timeout(t, rx).await,
             None => Ok(rx.await),
@@ -431,16 +454,50 @@ impl Node {
             Err(_) => Err(Unavailable::Unknown(format!(
                 "not committed within {timeout:?}"
             ))),
-            Ok(Err(_)) => Err(Unavailable::Unknown("the write was dropped".into())),
-            Ok(Ok(Ok(resp))) => Ok(resp.data),
-            // Refused before it was appended: nothing happened.
-            Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Unavailable::NoLeader(f.to_string()))
-            }
-            Ok(Ok(Err(e))) => Err(Unavailable::Unknown(e.to_string())),
+            Ok(a) => settle(a),
         };
         self.metrics.observe_commit(started.elapsed());
         result
+    }
+
+    /// Appends `op` (already in its proposed form) as one entry stamped
+    /// with the leader's time now; the receiver answers when openraft does.
+    pub(crate) async fn append(
+        &self,
+        term: &LeaderTerm,
+        op: Op,
+    ) -> Result<WriteReceiver, Unavailable> {
+        let cmd = Command {
+            time_ms: term.clock.now_ms(),
+            op,
+        };
+        let (responder, rx) = ProgressResponder::complete_only();
+        self.raft
+            .write(cmd)
+            .with_leader(term.leader_id)
+            .responder(responder)
+            .await
+            .map_err(|e| Unavailable::NoLeader(e.to_string()))?;
+        Ok(rx)
+    }
+
+    /// Whether an entry may hold an [`Op::Batch`]: only peers of protocol 3
+    /// on decode one, so while a member answers in an older protocol (or
+    /// too few voters have answered in protocol 3 for such an entry to
+    /// commit) every client op goes in an entry of its own, as before.
+    pub(crate) fn may_batch(&self) -> bool {
+        let (voters, members) = self.membership_ids();
+        self.network.may_append(&voters, &members, 3)
+    }
+
+    fn membership_ids(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        (
+            membership.voter_ids().collect(),
+            membership.nodes().map(|(id, _)| *id).collect(),
+        )
     }
 
     /// The form `op` is proposed in. An entry holding [`Op::As`] (a
@@ -453,19 +510,11 @@ impl Node {
     /// in protocol 2 for such an entry to commit), the bare op is proposed:
     /// tokens' process ownership and the table limits (judged in apply) wait
     /// for the end of the upgrade, as the older release had neither.
-    fn as_proposed(&self, op: Op) -> Op {
+    pub(crate) fn as_proposed(&self, op: Op) -> Op {
         let Op::As { caller, op } = op else {
             return op;
         };
-        let (voters, members): (Vec<NodeId>, Vec<NodeId>) = {
-            let m = self.raft.metrics();
-            let m = m.borrow_watched();
-            let membership = m.membership_config.membership();
-            (
-                membership.voter_ids().collect(),
-                membership.nodes().map(|(id, _)| *id).collect(),
-            )
-        };
+        let (voters, members) = self.membership_ids();
         if self.network.may_append(&voters, &members, 2) {
             Op::As { caller, op }
         } else {
@@ -614,6 +663,26 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// What [`Node::append`] returns: openraft's answer for one entry.
+pub(crate) type WriteReceiver = openraft::type_config::alias::OneshotReceiverOf<
+    crate::types::TypeConfig,
+    openraft::raft::ClientWriteResult<crate::types::TypeConfig>,
+>;
+
+/// The outcome of an appended entry as openraft answered it, or the error a
+/// client gets (`Err(_)` of the receiver: the entry was dropped).
+pub(crate) fn settle<E>(
+    answer: Result<openraft::raft::ClientWriteResult<crate::types::TypeConfig>, E>,
+) -> Result<Outcome, Unavailable> {
+    match answer {
+        Err(_) => Err(Unavailable::Unknown("the write was dropped".into())),
+        Ok(Ok(resp)) => Ok(resp.data),
+        // Refused before it was appended: nothing happened.
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(Unavailable::NoLeader(f.to_string())),
+        Ok(Err(e)) => Err(Unavailable::Unknown(e.to_string())),
     }
 }
 

@@ -68,6 +68,8 @@ fn promtool_accepts_the_page() {
         "# TYPE locker_leader_changes_total counter",
         "# TYPE locker_forwarded_requests_total counter",
         "# TYPE locker_waiter_wakeups_total counter",
+        "# TYPE locker_proposed_client_ops_total counter\nlocker_proposed_client_ops_total 1\n",
+        "# TYPE locker_proposed_client_entries_total counter\nlocker_proposed_client_entries_total 1\n",
         "# TYPE locker_storage_fsyncs_total counter",
         "# TYPE locker_storage_entries_flushed_total counter",
         "# TYPE locker_storage_fsync_seconds_total counter",

@@ -260,13 +260,13 @@ fn a_peer_of_a_newer_protocol_is_refused_with_a_clear_message() {
         let resp = req.send().expect("peer port answers");
         (resp.status().as_u16(), resp.text().unwrap_or_default())
     };
-    let (code, text) = vote(Some("3"));
+    let (code, text) = vote(Some("4"));
     assert_eq!(code, 400, "{text}");
     assert!(
-        text.contains("peer protocol 3") && text.contains("protocol 2,"),
+        text.contains("peer protocol 4") && text.contains("protocol 3,"),
         "the refusal does not name both protocols: {text}"
     );
-    for old_or_same in [None, Some("1"), Some("2")] {
+    for old_or_same in [None, Some("1"), Some("2"), Some("3")] {
         let (code, text) = vote(old_or_same);
         assert_eq!(code, 400, "{text}");
         assert!(

@@ -338,6 +338,21 @@ mod tests {
             );
         }
         assert!(may_append(&heard(&[]), 1, &[1], &[1], 2), "a single node");
+        // Batches (protocol 3) wait for the protocol 2 nodes of an upgrade.
+        assert!(!may_append(
+            &heard(&[(2, 3), (3, 2)]),
+            1,
+            &voters,
+            &[1, 2, 3],
+            3
+        ));
+        assert!(may_append(
+            &heard(&[(2, 3), (3, 3)]),
+            1,
+            &voters,
+            &[1, 2, 3],
+            3
+        ));
     }
 
     /// A peer of protocol 1 (the release before protocol 2, which refuses
@@ -355,7 +370,9 @@ mod tests {
         }
         assert_eq!(snapshot_for(2, &data), data.as_slice());
         assert_eq!(request_protocol(2), 2);
-        assert_eq!(request_protocol(7), 2);
+        assert_eq!(snapshot_for(3, &data), data.as_slice());
+        assert_eq!(request_protocol(3), 3);
+        assert_eq!(request_protocol(7), 3);
     }
 
     /// `full_snapshot` sends the image as a borrowed slice; the peer port

@@ -57,7 +57,10 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"LOCKSNAP";
 /// token and limits), and snapshot data is of format 2; a peer of protocol
 /// 0 or 1 reads neither, so a leader sends it snapshot data of format 0 and
 /// proposes no `Op::As` while one is a member (`Node::propose`).
-pub const PEER_PROTOCOL: u32 = 2;
+/// Protocol 3: log entries may hold [`crate::core::Op::Batch`] (several
+/// client ops in one entry); a leader puts each op in an entry of its own
+/// while a peer of protocol 2 or older is a member (`Node::may_batch`).
+pub const PEER_PROTOCOL: u32 = 3;
 
 const HEADER_LEN: usize = SNAPSHOT_MAGIC.len() + 4;
 
