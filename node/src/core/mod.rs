@@ -9,6 +9,7 @@
 
 pub mod digest;
 mod hashes;
+mod lock_set;
 mod model;
 pub mod retired;
 mod table;

@@ -1,10 +1,12 @@
 //! [`LockTable`]: the replicated state and the pure `apply` over it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
 use super::hashes::parse_owner_hash;
+use super::lock_set::LockSet;
 use super::model::{Caller, Change, Command, Lock, Op, Outcome, Process, Status};
 use super::retired::{Retired, RetiredChange, RetiredOwners};
 use crate::mutation::Mutation;
@@ -17,18 +19,22 @@ use crate::mutation::Mutation;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockTable {
     now: u64,
-    locks: BTreeMap<String, Lock>,
+    /// Lock records by key, each boxed and holding its key once (see
+    /// [`LockSet`]: what a live lock costs in memory is mostly this).
+    locks: LockSet,
     processes: BTreeMap<String, Process>,
     /// Derived index: process hash -> keys of the locks bound to it. Rebuilt on
     /// load, never persisted, so it cannot disagree with `locks` on disk.
-    by_process: BTreeMap<String, BTreeSet<String>>,
+    /// Keys as `Box<str>`: 16 bytes a slot instead of a `String`'s 24.
+    by_process: BTreeMap<String, BTreeSet<Box<str>>>,
     /// Derived count: token name -> lock records granted to it (live or not
     /// yet swept), for the token's `max_locks`. Rebuilt on load.
     by_token: BTreeMap<String, u64>,
     /// Derived index: (expires_at, key) of every lock, so the sweep and
     /// its "anything expired?" check cost O(expired) and O(log n), never a
     /// scan of the table (etcd's lessor keeps such a deadline heap).
-    lock_deadlines: BTreeSet<(u64, String)>,
+    /// One entry per lock record: `Box<str>` keeps it at 24 bytes a slot.
+    lock_deadlines: BTreeSet<(u64, Box<str>)>,
     /// Derived index: (alive_until, process hash) of every process.
     process_deadlines: BTreeSet<(u64, String)>,
     /// Owner hashes whose run has ended: never granted again (see
@@ -143,10 +149,14 @@ impl LockTable {
                 .insert((p.alive_until, p.process_hash.clone()));
             table.processes.insert(p.process_hash.clone(), p);
         }
-        for l in locks {
-            table.index_lock(&l);
-            table.locks.insert(l.key.clone(), l);
+        // Indexed one by one (two records of one key leave a stale index
+        // entry, which `check_invariants` refuses, as before), stored in one
+        // bottom-up build (full B-tree nodes).
+        let locks: Vec<Lock> = locks.into_iter().collect();
+        for l in &locks {
+            table.index_lock(l);
         }
+        table.locks = LockSet::from_records(locks);
         table
     }
 
@@ -175,10 +185,12 @@ impl LockTable {
     pub fn to_image(&self) -> TableImage {
         TableImage {
             now: self.now,
-            locks: self.locks.values().cloned().collect(),
+            locks: self.locks.iter().cloned().collect(),
             processes: self.processes.values().cloned().collect(),
             retired: self.retired.records().cloned().collect(),
-            lock_tokens: tokens_of(self.locks.iter(), |l| l.token.as_deref()),
+            lock_tokens: tokens_of(self.locks.iter().map(|l| (&l.key, l)), |l| {
+                l.token.as_deref()
+            }),
             process_tokens: tokens_of(self.processes.iter(), |p| p.token.as_deref()),
         }
     }
@@ -345,13 +357,7 @@ impl LockTable {
 
     /// Live locks whose key starts with `prefix`, in key order, at most `limit`.
     pub fn list(&self, prefix: &str, limit: usize, at: u64) -> Vec<&Lock> {
-        self.locks
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, l)| l)
+        self.locks_under(prefix)
             .filter(|l| self.is_live(l, at))
             .take(limit)
             .collect()
@@ -366,7 +372,9 @@ impl LockTable {
         budget: usize,
         at: u64,
     ) -> (usize, Option<String>) {
-        count_slice(&self.locks, after, budget, |l| self.is_live(l, at))
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let records = self.locks.range_from(start).map(|l| (l.key.as_str(), l));
+        count_slice(records, budget, |l| self.is_live(l, at))
     }
 
     /// Live processes at `at`, in slices as [`Self::live_locks_in_slice`].
@@ -376,7 +384,12 @@ impl LockTable {
         budget: usize,
         at: u64,
     ) -> (usize, Option<String>) {
-        count_slice(&self.processes, after, budget, |p| at < p.alive_until)
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let records = self
+            .processes
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(k, p)| (k.as_str(), p));
+        count_slice(records, budget, |p| at < p.alive_until)
     }
 
     /// The seed's owner-hash status, judged at `at`.
@@ -433,13 +446,18 @@ impl LockTable {
 
     /// [`Self::lock_changes_between`] for any lock whose key starts with `prefix`.
     pub fn prefix_changes_between(&self, prefix: &str, from: u64, to: u64) -> bool {
+        self.locks_under(prefix)
+            .any(|l| self.lock_changes_between(l, from, to))
+    }
+
+    /// Lock records whose key starts with `prefix`, in key order.
+    fn locks_under<'a, 'p>(
+        &'a self,
+        prefix: &'p str,
+    ) -> impl Iterator<Item = &'a Lock> + use<'a, 'p> {
         self.locks
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .any(|(_, l)| self.lock_changes_between(l, from, to))
+            .range_from(Bound::Included(prefix))
+            .take_while(move |l| l.key.starts_with(prefix))
     }
 
     /// Live processes whose hash starts with `prefix` and that `keep`
@@ -518,7 +536,7 @@ impl LockTable {
             .lock_deadlines
             .iter()
             .take_while(|(end, _)| *end <= at)
-            .map(|(_, key)| key.clone())
+            .map(|(_, key)| key.to_string())
             .collect();
         keys.sort_unstable();
         keys
@@ -553,12 +571,12 @@ impl LockTable {
             *self.by_token.entry(t.clone()).or_default() += 1;
         }
         self.lock_deadlines
-            .insert((lock.expires_at, lock.key.clone()));
+            .insert((lock.expires_at, lock.key.as_str().into()));
         if let Some(p) = &lock.process_hash {
             self.by_process
                 .entry(p.clone())
                 .or_default()
-                .insert(lock.key.clone());
+                .insert(lock.key.as_str().into());
         }
     }
 
@@ -572,10 +590,10 @@ impl LockTable {
             }
         }
         self.lock_deadlines
-            .remove(&(lock.expires_at, lock.key.clone()));
+            .remove(&(lock.expires_at, lock.key.as_str().into()));
         if let Some(p) = &lock.process_hash {
             if let Some(keys) = self.by_process.get_mut(p) {
-                keys.remove(&lock.key);
+                keys.remove(lock.key.as_str());
                 if keys.is_empty() {
                     self.by_process.remove(p);
                 }
@@ -588,8 +606,10 @@ impl LockTable {
     /// from the future.
     pub fn check_invariants(&self, last_index: u64) {
         let mut indexed = 0usize;
-        for (key, lock) in &self.locks {
-            assert_eq!(key, &lock.key, "lock stored under the wrong key");
+        // No "stored under the wrong key" check: the set finds a record by
+        // its own key, so there is no second key to disagree (lock_set.rs).
+        for lock in self.locks.iter() {
+            let key = &lock.key;
             assert!(
                 lock.fencing_token <= last_index,
                 "fencing token {} beyond applied index {last_index}",
@@ -602,7 +622,9 @@ impl LockTable {
             if let Some(p) = &lock.process_hash {
                 indexed += 1;
                 assert!(
-                    self.by_process.get(p).is_some_and(|k| k.contains(key)),
+                    self.by_process
+                        .get(p)
+                        .is_some_and(|k| k.contains(key.as_str())),
                     "lock {key:?} missing from the process index"
                 );
             }
@@ -610,7 +632,7 @@ impl LockTable {
         let index_size: usize = self.by_process.values().map(BTreeSet::len).sum();
         assert_eq!(indexed, index_size, "process index has stale entries");
         let mut by_token: BTreeMap<&str, u64> = BTreeMap::new();
-        for t in self.locks.values().filter_map(|l| l.token.as_deref()) {
+        for t in self.locks.iter().filter_map(|l| l.token.as_deref()) {
             *by_token.entry(t).or_default() += 1;
         }
         assert!(
@@ -628,9 +650,10 @@ impl LockTable {
                 "process {hash:?} missing from the deadline index"
             );
         }
-        for l in self.locks.values() {
+        for l in self.locks.iter() {
             assert!(
-                self.lock_deadlines.contains(&(l.expires_at, l.key.clone())),
+                self.lock_deadlines
+                    .contains(&(l.expires_at, l.key.as_str().into())),
                 "lock {:?} missing from the deadline index",
                 l.key
             );
@@ -763,7 +786,9 @@ impl Tx<'_> {
     }
 
     fn put_lock(&mut self, lock: Lock) {
-        if let Some(old) = self.table.locks.get(&lock.key).cloned() {
+        // Out first, so the old record's index entries go before the new
+        // one's come (they may be equal: a renew to the same deadline).
+        if let Some(old) = self.table.locks.remove(&lock.key) {
             self.table.unindex_lock(&old);
             if old.owner_hash != lock.owner_hash {
                 // A dead lock replaced by another owner's: that run is over.
@@ -772,7 +797,7 @@ impl Tx<'_> {
         }
         self.table.index_lock(&lock);
         self.changes.push(Change::PutLock(lock.clone()));
-        self.table.locks.insert(lock.key.clone(), lock);
+        self.table.locks.insert(lock);
     }
 
     fn delete_lock(&mut self, key: &str) {
@@ -882,7 +907,7 @@ impl Tx<'_> {
             return Outcome::status_only(Status::Forbidden);
         }
         let was_live = self.table.live_process(process_hash, self.now()).is_some();
-        let keys: Vec<String> = self
+        let keys: Vec<Box<str>> = self
             .table
             .by_process
             .get(process_hash)
@@ -1045,7 +1070,15 @@ impl Tx<'_> {
         if gap == 0 || self.table.mutation.on(Mutation::NoTakeoverShift) {
             return Outcome::status_only(Status::Success);
         }
-        // Both lists are judged before anything moves.
+        // Both are judged before anything moves: a lock's liveness reads
+        // its process's deadline. One flag per lock record, in key order,
+        // instead of a copy of every live lock.
+        let live_locks: Vec<bool> = self
+            .table
+            .locks
+            .iter()
+            .map(|l| self.table.is_live(l, before))
+            .collect();
         let live_processes: Vec<Process> = self
             .table
             .processes
@@ -1053,43 +1086,61 @@ impl Tx<'_> {
             .filter(|p| before < p.alive_until)
             .cloned()
             .collect();
-        let live_locks: Vec<Lock> = self
-            .table
-            .locks
-            .values()
-            .filter(|l| self.table.is_live(l, before))
-            .cloned()
-            .collect();
         for mut p in live_processes {
             p.alive_until = p.alive_until.saturating_add(gap);
             self.put_process(p);
         }
-        for mut l in live_locks {
-            l.expires_at = l.expires_at.saturating_add(gap);
-            self.put_lock(l);
-        }
+        self.shift_locks(&live_locks, gap);
         Outcome::status_only(Status::Success)
+    }
+
+    /// Shifts the deadline of every lock record flagged in `live` (one
+    /// flag per record, in key order) by `gap`, with a `PutLock` for each,
+    /// in key order. What `put_lock` of each shifted copy did, without
+    /// copying the table first: the key, owner and process stay, so only
+    /// the deadline index changes.
+    fn shift_locks(&mut self, live: &[bool], gap: u64) {
+        let mut flags = live.iter();
+        let changes = &mut self.changes;
+        self.table.locks.set_expiries(|l| {
+            // Records and flags come in the same order, the same number.
+            if !flags.next().copied().unwrap_or(false) {
+                return None;
+            }
+            let shifted = Lock {
+                expires_at: l.expires_at.saturating_add(gap),
+                ..l.clone()
+            };
+            let at = shifted.expires_at;
+            changes.push(Change::PutLock(shifted));
+            Some(at)
+        });
+        // Rebuilt from the records' deadlines, reusing the index's keys.
+        let locks = &self.table.locks;
+        let old = std::mem::take(&mut self.table.lock_deadlines);
+        self.table.lock_deadlines = old
+            .into_iter()
+            .map(|(at, key)| (locks.get(&key).map_or(at, |l| l.expires_at), key))
+            .collect();
     }
 }
 
-/// How many of the next `budget` values after key `after` pass `live`, and
-/// the last key looked at (`None` once the map is exhausted).
-fn count_slice<V>(
-    map: &BTreeMap<String, V>,
-    after: Option<&str>,
+/// How many of the next `budget` records of `records` (`(key, value)` in
+/// key order, from just after the last slice) pass `live`, and the last key
+/// looked at (`None` once the records are exhausted).
+fn count_slice<'a, V: 'a>(
+    records: impl Iterator<Item = (&'a str, &'a V)>,
     budget: usize,
     live: impl Fn(&V) -> bool,
 ) -> (usize, Option<String>) {
-    let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
     let mut count = 0;
     let mut last = None;
-    let range = map.range::<str, _>((start, std::ops::Bound::Unbounded));
-    for (seen, (k, v)) in range.enumerate() {
+    for (seen, (k, v)) in records.enumerate() {
         if seen == budget {
             return (count, last.map(str::to_string));
         }
         count += usize::from(live(v));
-        last = Some(k.as_str());
+        last = Some(k);
     }
     (count, None)
 }
@@ -1098,6 +1149,20 @@ fn count_slice<V>(
 mod slice_tests {
     use super::count_slice;
     use std::collections::BTreeMap;
+    use std::ops::Bound;
+
+    fn slice(
+        map: &BTreeMap<String, u32>,
+        after: Option<&str>,
+        budget: usize,
+        live: impl Fn(&u32) -> bool,
+    ) -> (usize, Option<String>) {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let records = map
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(k, v)| (k.as_str(), v));
+        count_slice(records, budget, live)
+    }
 
     #[test]
     fn slices_cover_every_record_once() {
@@ -1105,7 +1170,7 @@ mod slice_tests {
         let mut after: Option<String> = None;
         let (mut total, mut calls) = (0, 0);
         loop {
-            let (n, last) = count_slice(&map, after.as_deref(), 3, |v| v % 2 == 0);
+            let (n, last) = slice(&map, after.as_deref(), 3, |v| v % 2 == 0);
             total += n;
             calls += 1;
             match last {
@@ -1114,10 +1179,7 @@ mod slice_tests {
             }
         }
         assert_eq!((total, calls), (5, 4));
-        assert_eq!(count_slice(&map, None, 100, |_| true), (10, None));
-        assert_eq!(
-            count_slice(&BTreeMap::<String, u32>::new(), None, 3, |_| true),
-            (0, None)
-        );
+        assert_eq!(slice(&map, None, 100, |_| true), (10, None));
+        assert_eq!(slice(&BTreeMap::new(), None, 3, |_| true), (0, None));
     }
 }
