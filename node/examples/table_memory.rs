@@ -5,6 +5,8 @@
 //! Reports glibc's count of heap bytes in use (`mallinfo2`) and the
 //! resident set after filling the table, after a takeover marker that
 //! shifts every lock, and after a rebuild from the records (a restart).
+//! This example runs on glibc's allocator; the node binary uses mimalloc
+//! (main.rs), whose size classes differ by a few bytes per allocation.
 
 use locker_node::core::{Command, LockTable, Op};
 
