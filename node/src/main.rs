@@ -21,6 +21,16 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs the leader's proposer; should it ever end, the node exits (70,
+/// EX_SOFTWARE): a leader whose readiness still holds while no client write
+/// can be proposed would answer every write 503 for good, and clients and
+/// followers would keep sending writes to it.
+async fn run_proposer_or_exit(node: Arc<Node>) {
+    node.run_proposer().await;
+    tracing::error!("the proposer of client writes stopped; exiting");
+    std::process::exit(70);
+}
+
 fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
     match cli.command.take() {
@@ -326,7 +336,7 @@ async fn run(cfg: NodeConfig, tls: NodeTls, open_files: Option<u64>) -> anyhow::
     ));
     tokio::spawn(node.clone().watch_leadership());
     tokio::spawn(node.clone().sweep_loop());
-    tokio::spawn(node.clone().run_proposer());
+    tokio::spawn(run_proposer_or_exit(node.clone()));
     tokio::spawn(node.clone().wake_waiters());
     node.tokens.reload_on_sighup();
     warn_if_open(&cfg);

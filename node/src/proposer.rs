@@ -40,8 +40,11 @@ const QUEUE: usize = 4096;
 /// Ops in one round at most.
 pub const MAX_OPS: usize = 256;
 /// Encoded bytes of the ops of one entry at most (bounds an entry's size
-/// however large the ops' free text is).
-pub const MAX_BYTES: usize = 1 << 20;
+/// however large the ops' free text is). 64 KiB: 256 benchmark-sized ops
+/// fit, and a follower catching up receives many entries per request
+/// (bounded in bytes by `LogStore::limited_get_log_entries`), each of
+/// which must arrive within openraft's request timeout.
+pub const MAX_BYTES: usize = 64 << 10;
 /// Rounds proposed and not yet answered at most: what lets ops accumulate
 /// while entries commit.
 pub const ROUNDS_IN_FLIGHT: usize = 3;

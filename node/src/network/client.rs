@@ -82,6 +82,31 @@ impl PeerNetwork {
             Err(_) => false,
         }
     }
+
+    /// Whether every member of `members` but this node has answered in
+    /// protocol `version` or newer. Stricter than [`PeerNetwork::may_append`]
+    /// for entries that only save work (batches): a member not heard from
+    /// yet may be of an older release, and one that cannot decode an entry
+    /// answers 400, which never tells this node its protocol, so it would
+    /// stay behind until a snapshot reached it.
+    pub fn all_speak(&self, members: &[NodeId], version: u32) -> bool {
+        match self.heard.lock() {
+            Ok(heard) => all_speak(&heard, self.self_id, members, version),
+            Err(_) => false,
+        }
+    }
+}
+
+/// [`PeerNetwork::all_speak`] given the protocols `heard` from peers.
+fn all_speak(
+    heard: &HashMap<NodeId, u32>,
+    self_id: NodeId,
+    members: &[NodeId],
+    version: u32,
+) -> bool {
+    members
+        .iter()
+        .all(|id| *id == self_id || heard.get(id).is_some_and(|v| *v >= version))
 }
 
 /// [`PeerNetwork::may_append`] given the protocols `heard` from peers.
@@ -310,8 +335,27 @@ fn snapshot_for(protocol: u32, data: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::{may_append, request_protocol, snapshot_for, UNKNOWN_PROTOCOL};
+    use super::{all_speak, may_append, request_protocol, snapshot_for, UNKNOWN_PROTOCOL};
     use crate::store::format::{encode_snapshot, SNAPSHOT_MAGIC};
+
+    /// Batches go only to a membership whose every other member has
+    /// answered in protocol 3: one not heard from yet, or older, stops them.
+    #[test]
+    fn batches_wait_for_every_member_to_answer_in_protocol_3() {
+        let members = [1, 2, 3, 4];
+        let heard = |pairs: &[(u64, u32)]| pairs.iter().copied().collect();
+        let cases: [(&[(u64, u32)], bool); 5] = [
+            (&[(2, 3), (3, 3), (4, 3)], true),
+            (&[(2, 3), (3, 4), (4, 3)], true),
+            (&[(2, 3), (3, 3)], false), // learner 4 never answered
+            (&[(2, 3), (3, 2), (4, 3)], false),
+            (&[], false),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(all_speak(&heard(pairs), 1, &members, 3), want, "{pairs:?}");
+        }
+        assert!(all_speak(&heard(&[]), 1, &[1], 3), "a single node");
+    }
 
     /// Leader 1 of voters 1, 2, 3 (and learner 4) appends protocol 2
     /// entries only when no member answered in an older protocol and

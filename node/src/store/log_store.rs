@@ -196,10 +196,44 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .collect()
     }
 
+    /// What replication sends in one append request: the entries from
+    /// `start`, stopping before the one that would take their stored size
+    /// past [`APPEND_BYTES`] (at least one entry, never an empty answer for a
+    /// non-empty range). openraft asks for up to `max_payload_entries`
+    /// (1000) at a time and retries the same range after a timeout of
+    /// three quarters of a heartbeat; 1000 batch entries of up to 64 KiB
+    /// each could never arrive in that time, and a follower behind by as
+    /// many would never catch up.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        super::crash::io_error("store::read::entries")?;
+        let mut entries = Vec::new();
+        if start >= end {
+            return Ok(entries);
+        }
+        let mut bytes = 0usize;
+        for kv in self.log.range(start.to_be_bytes()..end.to_be_bytes()) {
+            let (k, v) = kv.map_err(to_io)?;
+            if !entries.is_empty() && bytes + v.len() > APPEND_BYTES {
+                break;
+            }
+            bytes += v.len();
+            entries.push(decode_at::<Entry>(LOG, &k, &v)?);
+        }
+        Ok(entries)
+    }
+
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         self.get_meta(VOTE)
     }
 }
+
+/// Stored bytes of log entries one append request carries at most (see
+/// `LogStore::limited_get_log_entries`).
+pub const APPEND_BYTES: usize = 1 << 20;
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 pub use flusher::{FlushStats, Flusher};
 pub use identity::{Marker, Owner};
-pub use log_store::LogStore;
+pub use log_store::{LogStore, APPEND_BYTES};
 pub use state_machine::{Replica, SharedReplica, StateMachine};
 pub use watchdog::{exit_when_raft_stops, EXIT_RAFT_STOPPED};
 
