@@ -229,3 +229,120 @@ fn answer_all(replies: Vec<Reply>, result: Result<Outcome, Unavailable>) {
         let _ = reply.send(result.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{cut, Queued, MAX_BYTES};
+    use crate::clock::{LeaderClock, WallClock};
+    use crate::core::Op;
+    use crate::node::LeaderTerm;
+    use crate::types::TypeConfig;
+    use openraft::testing::log_id;
+    use tokio::sync::oneshot;
+
+    fn term(t: u64) -> LeaderTerm {
+        LeaderTerm {
+            leader_id: log_id::<TypeConfig>(t, 1, 0).leader_id,
+            clock: LeaderClock::start(WallClock::new(0, 1.0), 0),
+            ready: true,
+        }
+    }
+
+    fn queued(t: u64, op: Op, bytes: usize) -> Queued {
+        // The receiver is dropped: cut never answers.
+        let (reply, _) = oneshot::channel();
+        Queued {
+            term: term(t),
+            op,
+            bytes,
+            reply,
+        }
+    }
+
+    fn acquire(key: &str) -> Op {
+        Op::Acquire {
+            key: key.into(),
+            owner_hash: format!("{key}@h/1.1.1"),
+            process_hash: None,
+            trace: None,
+            ttl_ms: 1000,
+        }
+    }
+
+    fn release(key: &str) -> Op {
+        Op::Release {
+            key: key.into(),
+            owner_hash: format!("{key}@h/1.1.1"),
+        }
+    }
+
+    /// The keys of each entry, in order (a keep-alive shows as "ka").
+    fn shape(entries: &[Vec<Queued>]) -> Vec<Vec<String>> {
+        let key = |op: &Op| match op {
+            Op::Acquire { key, .. } => format!("a:{key}"),
+            Op::Release { key, .. } => format!("r:{key}"),
+            _ => "ka".to_string(),
+        };
+        entries
+            .iter()
+            .map(|e| e.iter().map(|q| key(&q.op)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn one_acquire_per_entry_the_rest_packed_in_arrival_order() {
+        let round = vec![
+            queued(1, acquire("a"), 10),
+            queued(1, release("x"), 10),
+            queued(1, acquire("b"), 10),
+            queued(1, release("y"), 10),
+            queued(1, acquire("c"), 10),
+        ];
+        assert_eq!(
+            shape(&cut(round, true)),
+            vec![vec!["a:a", "r:x", "r:y"], vec!["a:b"], vec!["a:c"],]
+        );
+    }
+
+    #[test]
+    fn terms_never_share_an_entry() {
+        let round = vec![
+            queued(1, release("x"), 10),
+            queued(2, release("y"), 10),
+            queued(1, release("z"), 10),
+        ];
+        let entries = cut(round, true);
+        assert_eq!(shape(&entries), vec![vec!["r:x", "r:z"], vec!["r:y"]]);
+        for e in &entries {
+            assert!(e.iter().all(|q| q.term.leader_id == e[0].term.leader_id));
+        }
+    }
+
+    #[test]
+    fn an_entry_stays_within_its_byte_bound() {
+        let half = MAX_BYTES / 2;
+        let round = vec![
+            queued(1, release("x"), half),
+            queued(1, release("y"), half),
+            queued(1, release("z"), 1),
+        ];
+        // x and y fill one entry exactly; z no longer fits there.
+        assert_eq!(
+            shape(&cut(round, true)),
+            vec![vec!["r:x", "r:y"], vec!["r:z"]]
+        );
+    }
+
+    #[test]
+    fn without_batches_every_op_is_an_entry_of_its_own() {
+        let round = vec![
+            queued(1, release("x"), 10),
+            queued(1, release("y"), 10),
+            queued(1, acquire("a"), 10),
+        ];
+        assert_eq!(
+            shape(&cut(round, false)),
+            vec![vec!["r:x"], vec!["r:y"], vec!["a:a"]]
+        );
+    }
+}
