@@ -236,25 +236,32 @@ impl LockTable {
     /// Pure: the result depends only on `self`, `index` and `cmd`. Returns the
     /// answer for the client and the records storage must write.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Outcome, Vec<Change>) {
-        match &cmd.op {
-            Op::Batch(ops) => self.apply_batch(index, cmd.time_ms, ops),
-            op => self.apply_op(index, cmd.time_ms, op),
-        }
+        self.apply_each(cmd, |table, op| table.apply_op(index, cmd.time_ms, op))
     }
 
-    /// An [`Op::Batch`]: each op applied as if it were its own entry at
-    /// `index` and `time_ms`, one outcome each; a batch that
-    /// [`Op::batch_refusal`] refuses moves the log time only and answers
-    /// `Forbidden` with no outcomes. (The watch history runs the same
-    /// [`LockTable::apply_op`] per op to derive each op's events.)
-    fn apply_batch(&mut self, index: u64, time_ms: u64, ops: &[Op]) -> (Outcome, Vec<Change>) {
+    /// How `cmd` is applied, one op at a time through `one` (which applies
+    /// an op to the table with [`LockTable::apply_op`]; the watch history
+    /// derives each op's events around it). A lone op is applied once. Each
+    /// op of an [`Op::Batch`] is applied in order as if it were its own
+    /// entry, one outcome each ([`Outcome::batch`]); a batch that
+    /// [`Op::batch_refusal`] refuses is applied as the empty batch: the log
+    /// time moves, nothing else, `Forbidden`. The one place that says what
+    /// a batch means, for the table alone and for the watch history alike.
+    pub fn apply_each(
+        &mut self,
+        cmd: &Command,
+        mut one: impl FnMut(&mut LockTable, &Op) -> (Outcome, Vec<Change>),
+    ) -> (Outcome, Vec<Change>) {
+        let Op::Batch(ops) = &cmd.op else {
+            return one(self, &cmd.op);
+        };
         if Op::batch_refusal(ops).is_some() {
-            return self.apply_op(index, time_ms, &Op::Batch(Vec::new()));
+            return one(self, &Op::Batch(Vec::new()));
         }
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut changes = Vec::new();
         for op in ops {
-            let (outcome, more) = self.apply_op(index, time_ms, op);
+            let (outcome, more) = one(self, op);
             outcomes.push(outcome);
             changes.extend(more);
         }
@@ -752,7 +759,7 @@ impl Tx<'_> {
             Op::Tick => Outcome::status_only(Status::Success),
             Op::As { caller, op } => self.run(index, op, before, caller),
             // Reached only for a batch that may not be applied (nested, in
-            // an `As`, or refused by `LockTable::apply`): nothing changes.
+            // an `As`, or refused by `LockTable::apply_each`): nothing changes.
             Op::Batch(_) => Outcome::status_only(Status::Forbidden),
         }
     }

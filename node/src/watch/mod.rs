@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use locker_proto::{EventId, WatchEvent, WatchKind};
 
-use crate::core::{Change, Command, LockTable, Op, Outcome};
+use crate::core::{Change, Command, LockTable, Outcome};
 
 /// One recorded event, its JSON made once for every watcher.
 #[derive(Debug)]
@@ -91,31 +91,6 @@ fn estimate_bytes(e: &WatchEvent) -> usize {
         .map_or(0, |ks| ks.iter().map(|k| k.len() + 24).sum());
     // Counted twice: the record and its JSON.
     2 * (300 + lock(&e.lock) + lock(&e.previous) + info + keys)
-}
-
-/// A batch the table accepts ([`Op::batch_refusal`]), applied op by op as
-/// [`LockTable::apply`] does, each op's events derived around its own apply
-/// (as if it were its own entry), then all numbered together in op order.
-fn apply_batch(
-    table: &mut LockTable,
-    index: u64,
-    time_ms: u64,
-    ops: &[Op],
-) -> (Outcome, Vec<Change>, Vec<WatchEvent>) {
-    let mut outcomes = Vec::with_capacity(ops.len());
-    let mut changes = Vec::new();
-    let mut events = Vec::new();
-    for op in ops {
-        let before = derive::Before::capture(table, time_ms, op);
-        let (outcome, more) = table.apply_op(index, time_ms, op);
-        events.extend(derive::events(&before, table, index, op, &more));
-        outcomes.push(outcome);
-        changes.extend(more);
-    }
-    derive::number(&mut events, index);
-    let mut outcome = Outcome::status_only(crate::core::Status::Success);
-    outcome.batch = outcomes;
-    (outcome, changes, events)
 }
 
 /// Why a cursor can no longer be served.
@@ -208,17 +183,16 @@ impl History {
         index: u64,
         cmd: &Command,
     ) -> (Outcome, Vec<Change>) {
-        let (outcome, changes, events) = match &cmd.op {
-            Op::Batch(ops) if Op::batch_refusal(ops).is_none() => {
-                apply_batch(table, index, cmd.time_ms, ops)
-            }
-            op => {
-                let before = derive::Before::capture(table, cmd.time_ms, op);
-                let (outcome, changes) = table.apply(index, cmd);
-                let events = derive::events(&before, table, index, op, &changes);
-                (outcome, changes, events)
-            }
-        };
+        // Each op's events are derived around its own apply (a batch's ops
+        // as if each were its own entry), then numbered together.
+        let mut events = Vec::new();
+        let (outcome, changes) = table.apply_each(cmd, |table, op| {
+            let before = derive::Before::capture(table, cmd.time_ms, op);
+            let (outcome, changes) = table.apply_op(index, cmd.time_ms, op);
+            events.extend(derive::events(&before, table, index, op, &changes));
+            (outcome, changes)
+        });
+        derive::number(&mut events, index);
         self.record(events);
         (outcome, changes)
     }
