@@ -426,11 +426,7 @@ impl Node {
         let asked = self.proposer.ask(term, op);
         let result = tokio::time::timeout(timeout, asked)
             .await
-            .unwrap_or_else(|_| {
-                Err(Unavailable::Unknown(format!(
-                    "not committed within {timeout:?}"
-                )))
-            });
+            .unwrap_or_else(|_| Err(not_committed_within(timeout)));
         self.metrics.observe_commit(started.elapsed());
         result
     }
@@ -451,9 +447,7 @@ impl Node {
             None => Ok(rx.await),
         };
         let result = match answer {
-            Err(_) => Err(Unavailable::Unknown(format!(
-                "not committed within {timeout:?}"
-            ))),
+            Err(_) => Err(not_committed_within(timeout)),
             Ok(a) => settle(a),
         };
         self.metrics.observe_commit(started.elapsed());
@@ -674,6 +668,11 @@ pub(crate) type WriteReceiver = openraft::type_config::alias::OneshotReceiverOf<
     crate::types::TypeConfig,
     openraft::raft::ClientWriteResult<crate::types::TypeConfig>,
 >;
+
+/// A write whose outcome did not come within `timeout`: it may still apply.
+fn not_committed_within(timeout: impl std::fmt::Debug) -> Unavailable {
+    Unavailable::Unknown(format!("not committed within {timeout:?}"))
+}
 
 /// The outcome of an appended entry as openraft answered it, or the error a
 /// client gets (`Err(_)` of the receiver: the entry was dropped).

@@ -177,23 +177,35 @@ fn index_range<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
+impl LogStore {
+    /// Entries `start..=end` in index order, stopping before the one that
+    /// would take their stored size past `budget` (the first always comes).
+    fn read_entries(&self, start: u64, end: u64, budget: usize) -> Result<Vec<Entry>, io::Error> {
+        // A read that fails stops Raft; the watchdog then stops the node.
+        super::crash::io_error("store::read::entries")?;
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for kv in self.log.range(start.to_be_bytes()..=end.to_be_bytes()) {
+            let (k, v) = kv.map_err(to_io)?;
+            if !entries.is_empty() && bytes.saturating_add(v.len()) > budget {
+                break;
+            }
+            bytes += v.len();
+            entries.push(decode_at::<Entry>(LOG, &k, &v)?);
+        }
+        Ok(entries)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        // A read that fails stops Raft; the watchdog then stops the node.
-        super::crash::io_error("store::read::entries")?;
         let Some((start, end)) = index_range(&range) else {
             return Ok(Vec::new());
         };
-        self.log
-            .range(start.to_be_bytes()..=end.to_be_bytes())
-            .map(|kv| {
-                let (k, v) = kv.map_err(to_io)?;
-                decode_at::<Entry>(LOG, &k, &v)
-            })
-            .collect()
+        self.read_entries(start, end, usize::MAX)
     }
 
     /// What replication sends in one append request: the entries from
@@ -209,21 +221,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
-        super::crash::io_error("store::read::entries")?;
-        let mut entries = Vec::new();
         if start >= end {
-            return Ok(entries);
+            return Ok(Vec::new());
         }
-        let mut bytes = 0usize;
-        for kv in self.log.range(start.to_be_bytes()..end.to_be_bytes()) {
-            let (k, v) = kv.map_err(to_io)?;
-            if !entries.is_empty() && bytes + v.len() > APPEND_BYTES {
-                break;
-            }
-            bytes += v.len();
-            entries.push(decode_at::<Entry>(LOG, &k, &v)?);
-        }
-        Ok(entries)
+        self.read_entries(start, end - 1, APPEND_BYTES)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
