@@ -7,47 +7,13 @@ use locker_node::core::{Caller, Command, LockTable, Op, Outcome, Status};
 use locker_node::watch::History;
 use proptest::prelude::*;
 
-const KEYS: [&str; 3] = ["a", "b", "jobs/c"];
-const PROCESSES: [&str; 2] = ["h1/1.100", "h2/2.200"];
-
-fn owner(key: &str, n: u8) -> String {
-    format!("{key}@{}.{n}", PROCESSES[(n % 2) as usize])
-}
+mod common;
+use common::owner;
 
 /// Client ops only (what the proposer batches), some under a caller with a
 /// lock limit and a token.
 fn arb_client_op() -> impl Strategy<Value = Op> {
-    let key = prop::sample::select(KEYS.to_vec()).prop_map(str::to_string);
-    let proc_ = prop::sample::select(PROCESSES.to_vec()).prop_map(str::to_string);
-    let ttl = prop_oneof![Just(100u64), Just(1_000), Just(5_000)];
-    let bare = prop_oneof![
-        (proc_.clone(), ttl.clone()).prop_map(|(p, t)| Op::Keepalive {
-            process_hash: p,
-            ttl_ms: t,
-            info: None
-        }),
-        proc_.prop_map(|p| Op::EndProcess { process_hash: p }),
-        (key.clone(), 0u8..4, any::<bool>(), ttl.clone()).prop_map(|(k, o, bound, t)| {
-            let owner_hash = owner(&k, o);
-            Op::Acquire {
-                key: k,
-                owner_hash,
-                process_hash: bound.then(|| PROCESSES[(o % 2) as usize].to_string()),
-                trace: None,
-                ttl_ms: t,
-            }
-        }),
-        (key.clone(), 0u8..4, ttl).prop_map(|(k, o, t)| Op::Extend {
-            owner_hash: owner(&k, o),
-            key: k,
-            ttl_ms: t
-        }),
-        (key, 0u8..4).prop_map(|(k, o)| Op::Release {
-            owner_hash: owner(&k, o),
-            key: k
-        }),
-    ];
-    (bare, any::<bool>()).prop_map(|(op, wrapped)| {
+    (common::arb_client_op(), any::<bool>()).prop_map(|(op, wrapped)| {
         if !wrapped {
             return op;
         }
@@ -106,14 +72,20 @@ proptest! {
         for (i, (time_ms, ops)) in groups.iter().enumerate() {
             let index = i as u64 + 1;
             let cmd = Command { time_ms: *time_ms, op: Op::Batch(ops.clone()) };
-            let (outcome, _) = hb.apply(&mut batched, index, &cmd);
+            let (outcome, changes) = hb.apply(&mut batched, index, &cmd);
             prop_assert_eq!(outcome.status, Status::Success);
             let mut one_by_one: Vec<Outcome> = Vec::new();
+            let mut one_by_one_changes = Vec::new();
             for op in ops {
                 let cmd = Command { time_ms: *time_ms, op: op.clone() };
-                one_by_one.push(hs.apply(&mut single, index, &cmd).0);
+                let (o, c) = hs.apply(&mut single, index, &cmd);
+                one_by_one.push(o);
+                one_by_one_changes.extend(c);
             }
             prop_assert_eq!(&outcome.batch, &one_by_one);
+            // What storage writes, too: a replica restarted from disk must
+            // hold the table the batch left in memory.
+            prop_assert_eq!(&changes, &one_by_one_changes);
             prop_assert_eq!(&batched, &single);
         }
         prop_assert_eq!(events_after(&hb, 0), events_after(&hs, 0));
@@ -121,10 +93,9 @@ proptest! {
     }
 }
 
-/// The table's own apply of a batch (no watch history) matches too.
-#[test]
-fn the_table_alone_applies_a_batch_as_its_ops() {
-    let ops = vec![
+/// A keep-alive of process h1 and an acquire of `a` bound to it.
+fn register_and_acquire_a() -> Vec<Op> {
+    vec![
         Op::Keepalive {
             process_hash: "h1/1.100".into(),
             ttl_ms: 5_000,
@@ -137,11 +108,17 @@ fn the_table_alone_applies_a_batch_as_its_ops() {
             trace: None,
             ttl_ms: 5_000,
         },
-        Op::Release {
-            key: "a".into(),
-            owner_hash: owner("a", 0),
-        },
-    ];
+    ]
+}
+
+/// The table's own apply of a batch (no watch history) matches too.
+#[test]
+fn the_table_alone_applies_a_batch_as_its_ops() {
+    let mut ops = register_and_acquire_a();
+    ops.extend([Op::Release {
+        key: "a".into(),
+        owner_hash: owner("a", 0),
+    }]);
     let (mut batched, mut single) = (LockTable::new(), LockTable::new());
     let (outcome, changes) = batched.apply(
         7,
@@ -223,25 +200,12 @@ fn a_batch_no_proposer_builds_is_refused_alike_everywhere() {
 /// in op order: a watch resumed after any of them gets exactly the rest.
 #[test]
 fn a_watch_resumed_inside_a_batch_neither_skips_nor_repeats() {
-    let ops = vec![
-        Op::Keepalive {
-            process_hash: "h1/1.100".into(),
-            ttl_ms: 5_000,
-            info: None,
-        },
-        Op::Acquire {
-            key: "a".into(),
-            owner_hash: owner("a", 0),
-            process_hash: Some("h1/1.100".into()),
-            trace: None,
-            ttl_ms: 5_000,
-        },
-        Op::Keepalive {
-            process_hash: "h2/2.200".into(),
-            ttl_ms: 5_000,
-            info: None,
-        },
-    ];
+    let mut ops = register_and_acquire_a();
+    ops.extend([Op::Keepalive {
+        process_hash: "h2/2.200".into(),
+        ttl_ms: 5_000,
+        info: None,
+    }]);
     let mut t = LockTable::new();
     let h = History::new(0);
     let batch = Command {

@@ -9,48 +9,17 @@ use std::collections::{HashMap, HashSet};
 use locker_node::core::{Command, Lock, LockTable, Op, Status};
 use proptest::prelude::*;
 
-const KEYS: [&str; 3] = ["a", "b", "jobs/c"];
-const PROCESSES: [&str; 2] = ["h1/1.100", "h2/2.200"];
+mod common;
+use common::{arb_client_op, owner, KEYS};
 
-fn owner(key: &str, n: u8) -> String {
-    format!("{key}@{}.{n}", PROCESSES[(n % 2) as usize])
-}
-
+/// Any op but a batch: the five client ops weigh as five choices, so each
+/// of the eight kinds is as likely as the others.
 fn arb_op() -> impl Strategy<Value = Op> {
-    let key = prop::sample::select(KEYS.to_vec()).prop_map(str::to_string);
-    let proc_ = prop::sample::select(PROCESSES.to_vec()).prop_map(str::to_string);
-    let ttl = prop_oneof![Just(100u64), Just(1_000), Just(5_000)];
     prop_oneof![
-        (proc_.clone(), ttl.clone()).prop_map(|(p, t)| Op::Keepalive {
-            process_hash: p,
-            ttl_ms: t,
-            info: None
-        }),
-        proc_
-            .clone()
-            .prop_map(|p| Op::EndProcess { process_hash: p }),
-        (key.clone(), 0u8..4, any::<bool>(), ttl.clone()).prop_map(|(k, o, bound, t)| {
-            let owner_hash = owner(&k, o);
-            Op::Acquire {
-                key: k,
-                owner_hash,
-                process_hash: bound.then(|| PROCESSES[(o % 2) as usize].to_string()),
-                trace: None,
-                ttl_ms: t,
-            }
-        }),
-        (key.clone(), 0u8..4, ttl).prop_map(|(k, o, t)| Op::Extend {
-            owner_hash: owner(&k, o),
-            key: k,
-            ttl_ms: t
-        }),
-        (key, 0u8..4).prop_map(|(k, o)| Op::Release {
-            owner_hash: owner(&k, o),
-            key: k
-        }),
-        Just(Op::Sweep),
-        Just(Op::LeaderTakeover),
-        Just(Op::Tick),
+        5 => arb_client_op(),
+        1 => Just(Op::Sweep),
+        1 => Just(Op::LeaderTakeover),
+        1 => Just(Op::Tick),
     ]
 }
 

@@ -7,8 +7,9 @@
 
 use std::path::Path;
 
+mod common;
+
 use locker_node::core::{Command, Op};
-use locker_node::store;
 use locker_node::store::APPEND_BYTES;
 use locker_node::types::TypeConfig;
 use openraft::entry::RaftEntry;
@@ -41,19 +42,8 @@ fn write_log(dir: &Path, entries: &[locker_node::types::Entry]) {
     db.flush().expect("flush");
 }
 
-fn open_store(dir: &Path) -> store::LogStore {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match store::open(dir, 8 << 20) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            r => return r.expect("open").0,
-        }
-    }
+fn open_store(dir: &Path) -> locker_node::store::LogStore {
+    common::open_store(dir).expect("open").0
 }
 
 fn indexes(entries: &[locker_node::types::Entry]) -> Vec<u64> {

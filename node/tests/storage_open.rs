@@ -5,8 +5,10 @@
 
 use std::path::Path;
 
+mod common;
+use common::open_store;
+
 use locker_node::core::Lock;
-use locker_node::store;
 use locker_node::types::{LogId, TypeConfig};
 use openraft::storage::RaftLogStorage;
 use openraft::testing::{blank_ent, log_id};
@@ -27,33 +29,6 @@ fn open_sled(path: &Path) -> sled::Db {
         .flush_every_ms(None)
         .open()
         .expect("sled")
-}
-
-type Opened = (
-    store::LogStore,
-    store::StateMachine,
-    store::SharedReplica,
-    store::Flusher,
-);
-
-/// `store::open`, once the test's own `Db` has let go of the directory:
-/// sled releases its file lock from a background thread a moment after the
-/// last handle is dropped, so an open right after failed now and then
-/// (about 1 run in 30) with "could not acquire lock". Any other error is
-/// returned at once.
-fn open_store(dir: &Path) -> std::io::Result<Opened> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match store::open(dir, 8 << 20) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            r => return r,
-        }
-    }
 }
 
 /// Writes log entries at `indexes` (term 1) and an optional purge mark.
