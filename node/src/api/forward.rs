@@ -263,7 +263,18 @@ async fn forward(
             .into_response());
         }
     };
-    relay(resp, streamed).await
+    let relayed = relay(resp, streamed).await?;
+    if crate::store::crash::fault("api::forward::lose_answer") {
+        // Test builds only: the leader answered (a write is applied), and
+        // its answer is lost on the way back, as in a cut that falls
+        // between the two; answered as a cut-off answer is.
+        return Ok(ApiError::new(
+            ErrorCode::Timeout,
+            "the leader's answer was cut off (fault point api::forward::lose_answer)",
+        )
+        .into_response());
+    }
+    Ok(relayed)
 }
 
 /// The leader's answer as ours: status, the headers a client reads, and the

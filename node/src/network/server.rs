@@ -268,11 +268,13 @@ mod failpoints {
     use crate::store::crash;
 
     /// `GET /internal/failpoints`: every crash point's name, and apart
-    /// the error points (armed the same way; they fail a read instead).
+    /// the error points (armed the same way; they fail a read instead) and
+    /// the fault points (a network fault inside the node, no crash).
     pub async fn list() -> Json<serde_json::Value> {
         Json(serde_json::json!({
             "failpoints": crash::CRASH_POINTS,
             "error_points": crash::ERROR_POINTS,
+            "fault_points": crash::FAULT_POINTS,
         }))
     }
 

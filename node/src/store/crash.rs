@@ -92,12 +92,40 @@ pub fn io_error(_name: &'static str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Fault points: named places outside the store where an armed point makes
+/// the node misbehave the way a network fault would, without crashing it.
+/// Listed apart (neither the crash tests nor the `crash-point` nemesis arm
+/// them). Each is tested where it is used.
+pub const FAULT_POINTS: &[&str] = &[
+    // A follower's forward to the leader: the leader answered (the write
+    // was applied there), and the follower loses that answer, answering
+    // 503 TIMEOUT as it does when the answer is cut off
+    // (`api::forward`). `tests/tests/release_unknown.rs`.
+    "api::forward::lose_answer",
+];
+
+/// Whether the fault point `name` is armed (any action that "returns").
 #[cfg(feature = "failpoints")]
-fn known(name: &str) -> bool {
-    CRASH_POINTS.contains(&name) || ERROR_POINTS.contains(&name)
+#[inline]
+pub fn fault(name: &'static str) -> bool {
+    debug_assert!(FAULT_POINTS.contains(&name), "unlisted fault point {name}");
+    fail::eval(name, |_| ()).is_some()
 }
 
-/// Arms (or with `off` disarms) crash or error point `name` with a `fail` action.
+/// Fault points are compiled out without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn fault(_name: &'static str) -> bool {
+    false
+}
+
+#[cfg(feature = "failpoints")]
+fn known(name: &str) -> bool {
+    CRASH_POINTS.contains(&name) || ERROR_POINTS.contains(&name) || FAULT_POINTS.contains(&name)
+}
+
+/// Arms (or with `off` disarms) crash, error or fault point `name` with a
+/// `fail` action.
 #[cfg(feature = "failpoints")]
 pub fn arm(name: &str, action: &str) -> Result<(), String> {
     if !known(name) {
