@@ -506,6 +506,8 @@ impl Client {
         info: Option<&Value>,
         budget: Option<Duration>,
     ) -> Result<KeepaliveResponse, Error> {
+        // A keep-alive only ever answers SUCCESS (an applied lost try and
+        // its retry agree), so whether a try was uncertain changes nothing.
         let path = format!("/v1/processes/{}", encode_segment(process_hash));
         let body = to_body(&KeepaliveRequest {
             ttl_ms: Some(ttl_ms),
@@ -518,7 +520,9 @@ impl Client {
     }
 
     /// `DELETE /v1/processes/{process_hash}`: ends a process and frees all its
-    /// locks at once. `SUCCESS` or `NO_KEY`.
+    /// locks at once. `SUCCESS` or `NO_KEY`; as with [`Client::release`], a
+    /// `NO_KEY` after a try of unknown fate (which may have ended the
+    /// process itself) is [`Error::Unavailable`], not a definite answer.
     pub async fn end_process(&self, process_hash: &str) -> Result<ProcessStatus, Error> {
         self.end_process_within(process_hash, None).await
     }
@@ -528,11 +532,29 @@ impl Client {
         process_hash: &str,
         budget: Option<Duration>,
     ) -> Result<ProcessStatus, Error> {
+        let started = Instant::now();
         let path = format!("/v1/processes/{}", encode_segment(process_hash));
-        let (status, v) = self.call(Method::DELETE, &path, None, 0, budget).await?;
+        let req = Req {
+            method: Method::DELETE,
+            path: &path,
+            body: None,
+            secret: None,
+        };
+        let mut uncertain = false;
+        let (status, v) = self.call_noting(&req, 0, budget, &mut uncertain).await?;
         let r: StatusAnswer = decode(&path, &v)?;
         if r.status.http_status() != status {
             return Err(unexpected(&path, status, &v));
+        }
+        if uncertain && r.status != ProcessStatus::Success {
+            return Err(self.unknown_outcome(
+                started,
+                format!(
+                    "end of process {process_hash:?}: outcome unknown: an earlier try may have \
+                     ended it (its answer was lost) and a retry got {}",
+                    r.status
+                ),
+            ));
         }
         Ok(r.status)
     }
@@ -610,16 +632,26 @@ impl Client {
         result: Result<LockResponse, Error>,
     ) -> Result<LockResponse, Error> {
         // The whole acquire, fence included, is what the caller waited.
-        let unknown = |why: String| Error::Unavailable {
-            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            endpoints: self.inner.opts.endpoints.join(","),
-            last: why,
-        };
-        match self.release(key, owner).await {
+        let unknown = |why: String| self.unknown_outcome(started, why);
+        // The fence's own tries can lose their answers too: a refusal after
+        // one of them does not prove the lost acquire took nothing (that
+        // try may have released a brief grant), so it is not `Ok(_)` below.
+        let mut fence_uncertain = false;
+        let fenced = self
+            .release_noting(key, owner, None, &mut fence_uncertain)
+            .await;
+        match fenced {
             // The lost try had taken the key after all; it is free again,
             // but "refused" would be a lie: the outcome was a brief grant.
             Ok(r) if r.status == LockStatus::Success => Err(unknown(format!(
                 "an earlier try of this acquire took {key:?} after the answer; released again"
+            ))),
+            // Refused, so the run is over (a refused release retires its
+            // owner hash too), but whether it briefly held the key is unknown.
+            Ok(r) if fence_uncertain => Err(unknown(format!(
+                "acquire of {key:?}: an earlier try may have taken it, and the release that ended \
+                 its run was answered {} after a try of unknown fate",
+                r.status
             ))),
             Ok(_) => result,
             Err(e) => Err(unknown(format!(
@@ -650,10 +682,25 @@ impl Client {
             owner_hash: owner_hash.to_string(),
             ttl_ms,
         })?;
+        // Unlike a release, an extend whose lost try was applied leaves
+        // nothing a retry's refusal could be mistaken for: it only moves a
+        // live lock's deadline, so a retry's NO_KEY or SOMEONE_ELSE_HOLDS_LOCK
+        // means the lock really is gone (expired, its process dead, taken
+        // over), and a late copy cannot bring it back. No settling needed.
         self.lock_op(&path, &body, 0, budget).await
     }
 
     /// `POST /v1/locks/{key}/release`.
+    ///
+    /// `SUCCESS` means this call released the lock. `NO_KEY` and
+    /// `SOMEONE_ELSE_HOLDS_LOCK` are returned only when every earlier try
+    /// of this call certainly did nothing: after a try of unknown fate (a
+    /// timeout, a reset, a 5xx other than `NO_LEADER`) such a refusal would
+    /// be just what that try, applied with its answer lost, leaves behind,
+    /// so the call fails with [`Error::Unavailable`] instead (the outcome is
+    /// unknown: the lock may have been released by this call or have ended
+    /// before it). The same holds for an [`Error::Api`] refusal of a retry.
+    /// See [`Error::Unavailable`] for what to do then.
     pub async fn release(&self, key: &str, owner_hash: &str) -> Result<LockResponse, Error> {
         self.release_within(key, owner_hash, None).await
     }
@@ -664,11 +711,75 @@ impl Client {
         owner_hash: &str,
         budget: Option<Duration>,
     ) -> Result<LockResponse, Error> {
+        let started = Instant::now();
+        let mut uncertain = false;
+        let result = self
+            .release_noting(key, owner_hash, budget, &mut uncertain)
+            .await;
+        self.settle_release(key, started, uncertain, result)
+    }
+
+    /// The release request itself, setting `uncertain` when a failed try
+    /// may have been applied; its refusals are not yet judged against that
+    /// (see [`Client::settle_release`]).
+    pub(crate) async fn release_noting(
+        &self,
+        key: &str,
+        owner_hash: &str,
+        budget: Option<Duration>,
+        uncertain: &mut bool,
+    ) -> Result<LockResponse, Error> {
         let path = format!("/v1/locks/{}/release", encode_segment(key));
         let body = to_body(&ReleaseRequest {
             owner_hash: owner_hash.to_string(),
         })?;
-        self.lock_op(&path, &body, 0, budget).await
+        self.lock_op_noting(&path, &body, 0, budget, uncertain)
+            .await
+    }
+
+    /// What a release may honestly answer, given whether an earlier try
+    /// (of this call, or of earlier calls for the same release) may have
+    /// been applied. A release applied at the leader whose answer was lost
+    /// (a follower's forward cut off, a timeout) leaves the key free, or
+    /// soon another owner's: the retry's NO_KEY or SOMEONE_ELSE_HOLDS_LOCK
+    /// is then our own release seen from outside, and reporting it as a
+    /// definite refusal tells the caller the lease had already ended early.
+    /// SUCCESS stays definite: the retry itself found the lock ours and
+    /// released it. A refusal of the retry (`Error::Api`: rate limit,
+    /// token) says nothing of the earlier try either.
+    pub(crate) fn settle_release(
+        &self,
+        key: &str,
+        started: Instant,
+        uncertain: bool,
+        result: Result<LockResponse, Error>,
+    ) -> Result<LockResponse, Error> {
+        let seen = match &result {
+            _ if !uncertain => return result,
+            Ok(r) if r.status == LockStatus::Success => return result,
+            Ok(r) => r.status.to_string(),
+            Err(e @ Error::Api { .. }) => e.to_string(),
+            // Already an unknown outcome, or a certain error.
+            Err(_) => return result,
+        };
+        Err(self.unknown_outcome(
+            started,
+            format!(
+                "release of {key:?}: outcome unknown: an earlier try may have released it \
+                 (its answer was lost) and a retry got {seen}; the lock is not known to be \
+                 released by this call (release again, or let it expire)"
+            ),
+        ))
+    }
+
+    /// An unknown outcome of a write, in the shape every unknown outcome
+    /// has ([`Error::Unavailable`]), timed from `started`.
+    fn unknown_outcome(&self, started: Instant, why: String) -> Error {
+        Error::Unavailable {
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            endpoints: self.inner.opts.endpoints.join(","),
+            last: why,
+        }
     }
 
     /// `GET /v1/locks/{key}`: the live lock, or `None` when unlocked.
@@ -1258,6 +1369,82 @@ mod tests {
         let e = c.read_lock("k").await.expect_err("refused");
         assert!(e.to_string().contains("FROM_A_NEWER_NODE"), "{e}");
         assert_eq!(srv.hits(), 2);
+    }
+
+    /// A peer whose first answer on `path` is a 503 TIMEOUT (the write's
+    /// fate unknown, as when a follower's forward loses the leader's
+    /// answer) and every later one `status` with `then`'s body.
+    async fn lost_then(method_path: &'static str, status: u16, then: Value) -> FakePeer {
+        let first = Arc::new(AtomicUsize::new(0));
+        FakePeer::serve(Router::new().fallback(move |req: axum::extract::Request| {
+            let first = first.clone();
+            let then = then.clone();
+            async move {
+                let seen = format!("{} {}", req.method(), req.uri().path());
+                if seen != method_path {
+                    return refuse(ErrorCode::NotFound, "scripted");
+                }
+                if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return refuse(ErrorCode::Timeout, "scripted: answer lost");
+                }
+                reply(status, &then)
+            }
+        }))
+        .await
+    }
+
+    fn assert_unknown<T: std::fmt::Debug>(r: Result<T, Error>) {
+        match r {
+            Err(Error::Unavailable { last, .. }) => {
+                assert!(last.contains("outcome unknown"), "{last}")
+            }
+            other => panic!("expected an unknown outcome, got {other:?}"),
+        }
+    }
+
+    /// After a try of unknown fate, a release's NO_KEY or
+    /// SOMEONE_ELSE_HOLDS_LOCK is what that try, applied, would leave: the
+    /// outcome is unknown. Both used to come back as definite refusals.
+    #[tokio::test]
+    async fn a_refused_release_after_a_try_of_unknown_fate_is_unknown() {
+        let path = "POST /v1/locks/k/release";
+        let no_key = serde_json::json!({"status": "NO_KEY", "lock": null});
+        let srv = lost_then(path, 404, no_key).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.release("k", "k@me/1.2.3").await);
+        assert_eq!(srv.hits_of(path), 2);
+
+        let held = serde_json::to_value(LockResponse {
+            status: LockStatus::SomeoneElseHoldsLock,
+            lock: Some(holder(7)),
+        })
+        .expect("json");
+        let srv = lost_then(path, 409, held).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.release("k", "k@me/1.2.3").await);
+    }
+
+    /// SUCCESS after a try of unknown fate is definite: the retry found
+    /// the lock still ours and released it.
+    #[tokio::test]
+    async fn a_release_that_succeeds_on_a_retry_is_success() {
+        let path = "POST /v1/locks/k/release";
+        let ok = serde_json::json!({"status": "SUCCESS", "lock": null});
+        let srv = lost_then(path, 200, ok).await;
+        let c = client(vec![srv.url()], 5_000);
+        let r = c.release("k", "k@me/1.2.3").await.expect("released");
+        assert_eq!(r.status, LockStatus::Success);
+    }
+
+    /// Ending a process is the same kind of write: NO_KEY after a try of
+    /// unknown fate may be our own end, seen from outside.
+    #[tokio::test]
+    async fn an_end_of_process_refused_after_a_try_of_unknown_fate_is_unknown() {
+        let path = "DELETE /v1/processes/h%2F1.2";
+        let srv = lost_then(path, 404, serde_json::json!({"status": "NO_KEY"})).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.end_process("h/1.2").await);
+        assert_eq!(srv.hits_of(path), 2);
     }
 
     #[test]

@@ -120,6 +120,18 @@ pub enum Error {
     Mutex(#[from] MutexError),
     /// No endpoint gave a usable answer within the failover budget
     /// (connection errors, timeouts, 5xx, 503 without a leader). Transient.
+    ///
+    /// Also how a write whose outcome is unknown is reported: an acquire
+    /// whose lost try may have taken the key (see
+    /// [`Client::acquire`](crate::Client::acquire)), and a release (or end
+    /// of process) whose lost try may have been applied before a retry was
+    /// answered `NO_KEY` or `SOMEONE_ELSE_HOLDS_LOCK` (see
+    /// [`Client::release`](crate::Client::release)). After such a release
+    /// the lock may have been freed by it, or may still be held until its
+    /// deadline (a copy of the lost try may yet arrive): release again with
+    /// the same owner hash (`SUCCESS` then frees it, a `NO_KEY` from a
+    /// fresh call means it is gone now), or let it expire. Do not read it
+    /// as "the lease had ended early".
     #[error("no Locker node answered usefully within {elapsed_ms} ms (tried {endpoints}): {last}")]
     Unavailable {
         /// How long we tried.

@@ -223,7 +223,9 @@ impl Acquired {
     }
 
     /// Releases the lock (heartbeats fail from now on), retrying transient
-    /// errors until the lock would have expired anyway.
+    /// errors until the lock would have expired anyway. An unknown outcome
+    /// (a try that may have released it lost its answer) is
+    /// [`Error::Unavailable`], not `NO_KEY` (see [`Locker::release`]).
     pub async fn release(self) -> Result<LockResponse, Error> {
         let locker = Locker {
             inner: self.state.locker.clone(),
@@ -633,19 +635,32 @@ impl Locker {
     /// Releases a lock by its owner hash: `SUCCESS`, `NO_KEY`, or
     /// `SOMEONE_ELSE_HOLDS_LOCK` with the holder. Transient errors are
     /// retried (and reported on [`errors`](Locker::errors)) for up to the
-    /// lock ttl.
+    /// lock ttl. When a try whose answer was lost may have released the
+    /// lock, a later `NO_KEY` or `SOMEONE_ELSE_HOLDS_LOCK` proves nothing
+    /// and the result is [`Error::Unavailable`] (outcome unknown; see
+    /// [`Client::release`]).
     pub async fn release(&self, key: &str, lock_data: &LockData) -> Result<LockResponse, Error> {
         let horizon = self.inner.clock.now_ms() + self.inner.opts.lock_ttl_ms;
         self.release_until(key, &lock_data.owner_hash, horizon)
             .await
     }
 
+    /// Releases, retrying transient errors until `horizon_ms`. Whether any
+    /// try may have been applied is carried across the retried calls: a
+    /// call that gave up after a try of unknown fate may have released the
+    /// lock, so a later call's NO_KEY (or SOMEONE_ELSE_HOLDS_LOCK) is no
+    /// definite answer either, and the result is then
+    /// [`Error::Unavailable`] (see [`Client::release`]), never a refusal
+    /// that would read as "the lease had already ended".
     async fn release_until(
         &self,
         key: &str,
         owner_hash: &str,
         horizon_ms: u64,
     ) -> Result<LockResponse, Error> {
+        let client = &self.inner.client;
+        let started = std::time::Instant::now();
+        let mut uncertain = false;
         loop {
             // No try outlives the horizon: past it the lock has expired
             // anyway, and a client cut off from the cluster would otherwise
@@ -656,23 +671,27 @@ impl Locker {
                 .max(100);
             let attempt = tokio::time::timeout(
                 Duration::from_millis(left),
-                self.inner.client.release(key, owner_hash),
+                client.release_noting(key, owner_hash, None, &mut uncertain),
             );
-            let answer = attempt.await.unwrap_or_else(|_| {
-                Err(Error::Unavailable {
-                    elapsed_ms: left,
-                    endpoints: String::from("(every endpoint)"),
-                    last: String::from("no answer before the lock would have expired anyway"),
-                })
-            });
+            let answer = match attempt.await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    // Cut off mid-try: that try's fate is unknown.
+                    uncertain = true;
+                    Err(Error::Unavailable {
+                        elapsed_ms: left,
+                        endpoints: String::from("(every endpoint)"),
+                        last: String::from("no answer before the lock would have expired anyway"),
+                    })
+                }
+            };
             match answer {
-                Ok(r) => return Ok(r),
                 Err(e) if e.is_transient() && self.inner.clock.now_ms() < horizon_ms => {
                     self.emit(ErrorKind::Locker, e);
                     let pause = self.inner.opts.lock_recheck_ms.clamp(50, 1_000);
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                Err(e) => return Err(e),
+                answer => return client.settle_release(key, started, uncertain, answer),
             }
         }
     }

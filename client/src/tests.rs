@@ -28,6 +28,9 @@ struct FakeState {
     retire_acquires: usize,
     /// The owner hash of every acquire seen.
     acquires: Vec<String>,
+    /// Releases still to apply and then answer 503 `TIMEOUT`, as a
+    /// follower does when its forward's answer from the leader is lost.
+    lose_release_answers: usize,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -115,14 +118,23 @@ async fn extend(State(st): State<Shared>, Json(body): Json<ExtendRequest>) -> Re
 
 async fn release(State(st): State<Shared>, Json(body): Json<ReleaseRequest>) -> Response {
     let mut s = st.lock().expect("state");
-    match s.holder.clone() {
+    let done = match s.holder.clone() {
         None => answer(LockStatus::NoKey, None),
         Some(h) if h != body.owner_hash => held_by_other(&s, &h),
         Some(_) => {
             s.holder = None;
             answer(LockStatus::Success, None)
         }
+    };
+    if s.lose_release_answers > 0 {
+        // Applied above; only the answer is lost.
+        s.lose_release_answers -= 1;
+        return refuse(
+            ErrorCode::Timeout,
+            "scripted: the leader's answer was cut off",
+        );
     }
+    done
 }
 
 async fn read(State(st): State<Shared>) -> Response {
@@ -523,5 +535,70 @@ async fn a_node_that_retires_every_run_is_refused_after_three() {
         other => panic!("expected the refusal, got {other:?}"),
     }
     assert_eq!(srv.hits_of("POST /v1/locks/k/acquire"), 3);
+    locker.terminate().await;
+}
+
+/// Asserts that `r` is an unknown outcome naming a release.
+fn assert_unknown_release(r: Result<LockResponse, Error>) {
+    match r {
+        Err(Error::Unavailable { last, .. }) => {
+            assert!(last.contains("outcome unknown"), "{last}")
+        }
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+}
+
+/// The Jepsen finding: a release applied at the leader whose answer was
+/// lost, retried, and answered NO_KEY by the retry. The Locker must not
+/// pass that NO_KEY on as a definite answer ("the lease had already
+/// ended"): it used to return `Ok(NO_KEY)`.
+#[tokio::test]
+async fn a_release_whose_applied_try_lost_its_answer_is_unknown_not_no_key() {
+    let (srv, st) = fake_node().await;
+    let locker = Locker::new(opts(srv.url(), Arc::new(ManualClock::new(1_000)))).expect("locker");
+    let acq = acquired(&locker).await;
+    st.lock().expect("state").lose_release_answers = 1;
+    assert_unknown_release(acq.release().await);
+    assert_eq!(st.lock().expect("state").holder, None, "it was released");
+    assert_eq!(srv.hits_of("POST /v1/locks/k/release"), 2);
+    locker.terminate().await;
+}
+
+/// The uncertainty outlives one call: `Locker::release` retries a call
+/// that gave up (every answer lost for longer than the failover budget),
+/// and the NO_KEY the next call gets is still no definite answer. A
+/// release that only settled each call on its own returned `Ok(NO_KEY)`.
+#[tokio::test]
+async fn an_unknown_release_stays_unknown_across_the_lockers_retries() {
+    let (srv, st) = fake_node().await;
+    let locker = Locker::new(opts(srv.url(), Arc::new(ManualClock::new(1_000)))).expect("locker");
+    let acq = acquired(&locker).await;
+    st.lock().expect("state").lose_release_answers = usize::MAX;
+    let heal = st.clone();
+    tokio::spawn(async move {
+        // Past one call's failover budget (1 s): that call gives up.
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        heal.lock().expect("state").lose_release_answers = 0;
+    });
+    let mut errors = locker.errors();
+    assert_unknown_release(acq.release().await);
+    // The first call did give up and was retried.
+    let mut kinds = Vec::new();
+    while let Some(e) = errors.try_recv() {
+        kinds.push(e.kind);
+    }
+    assert!(kinds.contains(&ErrorKind::Locker), "{kinds:?}");
+    locker.terminate().await;
+}
+
+/// A release with no try of unknown fate still answers NO_KEY as it is
+/// (the client.rs tests cover tries that certainly did nothing).
+#[tokio::test]
+async fn a_release_without_a_doubtful_try_still_answers_no_key() {
+    let (srv, _st) = fake_node().await;
+    let locker = Locker::new(opts(srv.url(), Arc::new(ManualClock::new(1_000)))).expect("locker");
+    let forged = lock_data("k@me/1.2.3", None, 1);
+    let r = locker.release("k", &forged).await.expect("answered");
+    assert_eq!(r.status, LockStatus::NoKey);
     locker.terminate().await;
 }
