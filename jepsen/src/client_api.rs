@@ -9,7 +9,11 @@
 //! * `info`: [`Error::Unavailable`] or [`Error::Protocol`]: the client's
 //!   failover gave up, and some attempt may have taken effect (the client
 //!   retries 5xx answers, `TIMEOUT` included, with the same owner hash, so at
-//!   most one grant results, but we cannot know whether it did).
+//!   most one grant results, but we cannot know whether it did). The
+//!   library also answers `Unavailable` for a release (or an acquire) whose
+//!   retry was refused after a try whose answer was lost: a NO_KEY there may
+//!   be our own release seen from outside, and recorded `fail` it would
+//!   read as the lease having ended early.
 
 use crate::api::{Answer, Call};
 use crate::history::{status, Fields, Op, OpType, Process};
@@ -258,4 +262,97 @@ fn invoke_fields(granted: Option<&LockData>, ph: Option<String>) -> Value {
         ..Fields::default()
     }
     .to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads one request: its headers, then as many body bytes as
+    /// `content-length` says (bounded; a test peer, not a server).
+    async fn read_request(sock: &mut TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while buf.len() < 65_536 {
+            let Ok(n) = sock.read(&mut chunk).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return;
+            }
+        }
+    }
+
+    /// A node that gives these answers (status line, JSON body), one per
+    /// connection, in order, and closes each connection after it.
+    async fn scripted(answers: Vec<(&'static str, &'static str)>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let Ok((mut sock, _)) = l.accept().await else {
+                    return;
+                };
+                read_request(&mut sock).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    const LOST: (&str, &str) = (
+        "503 Service Unavailable",
+        r#"{"error":{"code":"TIMEOUT","message":"the leader's answer was cut off"}}"#,
+    );
+    const NO_KEY: (&str, &str) = ("404 Not Found", r#"{"status":"NO_KEY","lock":null}"#);
+
+    async fn release_through(answers: Vec<(&'static str, &'static str)>) -> Answer {
+        let url = scripted(answers).await;
+        let c = client(&[url], 5_000).expect("client");
+        let call = Call::Release {
+            owner: "k@h/1.2.3".into(),
+        };
+        exec(&c, "k", &call).await
+    }
+
+    /// A release whose first try's answer was lost and whose retry got
+    /// NO_KEY is recorded `info`: that NO_KEY may be our own release seen
+    /// from outside. It used to be recorded `fail` NO_KEY, which the lease
+    /// checker reads as the lease having ended early.
+    #[tokio::test]
+    async fn a_release_of_unknown_outcome_is_recorded_info() {
+        let a = release_through(vec![LOST, NO_KEY]).await;
+        assert_eq!(a.kind, OpType::Info, "{a:?}");
+        assert_eq!(a.fields.status, None, "{a:?}");
+    }
+
+    /// The control: a NO_KEY with no try of unknown fate before it is a
+    /// definite answer, recorded `fail` with its status.
+    #[tokio::test]
+    async fn a_plain_no_key_release_is_recorded_fail() {
+        let a = release_through(vec![NO_KEY]).await;
+        assert_eq!(a.kind, OpType::Fail, "{a:?}");
+        assert_eq!(a.fields.status.as_deref(), Some("NO_KEY"), "{a:?}");
+    }
 }

@@ -401,6 +401,38 @@ mod tests {
         assert_eq!(v.valid, Validity::Invalid, "{}", v.details);
     }
 
+    /// The takeover-client finding (seed 12): the holder's release sent
+    /// at 100 came back 2.7 s later as a definite NO_KEY, which the checker
+    /// must read as the lease ending early (the negative control: that is
+    /// what the client library used to report after a lost try); recorded
+    /// `info`, as the library now reports such a release, it only ends the
+    /// provable window at its invocation, so another owner's grant after
+    /// it is no second holder.
+    #[test]
+    fn a_holders_definite_no_key_is_caught_and_an_unknown_release_is_not() {
+        let history = |h: &mut H, released: OpType| {
+            let answer = match released {
+                OpType::Fail => json!({"status":"NO_KEY"}),
+                _ => json!({"error":"release of \"k\": outcome unknown"}),
+            };
+            h.inv(1, "acquire", "k", json!({"owner":"a","ttl_ms":5000}), 0)
+                .ok(1, "acquire", "k", json!({"token":8869}), 5);
+            h.inv(1, "release", "k", json!({"owner":"a"}), 100)
+                .done(1, released, "release", "k", answer, 2800);
+            h.inv(2, "acquire", "k", json!({"owner":"b","ttl_ms":5000}), 2900)
+                .ok(2, "acquire", "k", json!({"token":8870}), 2910);
+        };
+        let mut definite = H::new();
+        history(&mut definite, OpType::Fail);
+        let v = run(&definite);
+        assert_eq!(v.valid, Validity::Invalid, "{}", v.details);
+        assert_eq!(v.details["violations"][0]["kind"], "lease-ended-early");
+        let mut unknown = H::new();
+        history(&mut unknown, OpType::Info);
+        let v = run(&unknown);
+        assert_eq!(v.valid, Validity::Valid, "{}", v.details);
+    }
+
     #[test]
     fn pending_release_ends_the_window() {
         let mut h = H::new();
