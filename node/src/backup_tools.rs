@@ -151,7 +151,7 @@ pub async fn take(a: &BackupArgs) -> Result<String, String> {
             String::from_utf8_lossy(&body)
         ));
     }
-    let partial = out.with_extension("partial");
+    let partial = partial_path(out);
     let received = receive(resp, &partial).await.and_then(|bytes| {
         let b = read_backup(&partial).map_err(|e| format!("the backup received is bad: {e}"))?;
         Ok((bytes, b))
@@ -163,7 +163,7 @@ pub async fn take(a: &BackupArgs) -> Result<String, String> {
             return Err(format!("{url}: {e}"));
         }
     };
-    std::fs::rename(&partial, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    publish(&partial, out)?;
     Ok(format!("{}: {bytes} bytes\n{}", out.display(), b.summary()))
 }
 
@@ -211,9 +211,9 @@ fn take_offline(dir: &Path, out: &Path) -> Result<String, String> {
         log_time_ms: image.now,
         image,
     };
-    let partial = out.with_extension("partial");
+    let partial = partial_path(out);
     write_synced(&partial, &bytes).map_err(|e| format!("{}: {e}", partial.display()))?;
-    std::fs::rename(&partial, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    publish(&partial, out)?;
     Ok(format!(
         "{}: {} bytes, from the applied state of {}\n{}",
         out.display(),
@@ -221,6 +221,29 @@ fn take_offline(dir: &Path, out: &Path) -> Result<String, String> {
         dir.display(),
         b.summary()
     ))
+}
+
+/// `FILE.partial`, as the help says: the whole name and a suffix, never the
+/// name with its extension replaced (`b.json` must not write, and on failure
+/// delete, an unrelated `b.partial`).
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Gives the checked, synced `partial` its final name, then syncs the
+/// directory: until the directory is on disk a power cut can undo the
+/// rename, and a backup reported as written would be gone.
+fn publish(partial: &Path, out: &Path) -> Result<(), String> {
+    std::fs::rename(partial, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

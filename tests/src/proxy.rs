@@ -10,7 +10,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -24,6 +24,10 @@ struct Flags {
     /// Forward requests, swallow answers: the request takes effect and the
     /// client never learns it (a reply lost on the way back).
     deaf: AtomicBool,
+    /// When non-zero: each connection's answers are forwarded up to this
+    /// many bytes, then the connection is closed both ways (a stream cut
+    /// mid-way: a proxy, a load balancer or the network giving up).
+    cut_answers_after: AtomicU64,
     shutdown: AtomicBool,
 }
 
@@ -80,6 +84,12 @@ impl Proxy {
     /// (connections stay open): requests take effect, replies are lost.
     pub fn deaf(&self) {
         self.flags.deaf.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, close each connection once `bytes` of its answers
+    /// have been forwarded (new connections count from zero).
+    pub fn cut_answers_after(&self, bytes: u64) {
+        self.flags.cut_answers_after.store(bytes, Ordering::SeqCst);
     }
 
     /// Forward again (connections held while black-holed stay dead).
@@ -144,6 +154,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flags: Arc<Flags>, answers: bool
     };
     let _ = from.set_read_timeout(Some(POLL));
     let mut buf = [0u8; 16 * 1024];
+    let mut forwarded = 0u64;
     loop {
         if flags.shutdown.load(Ordering::SeqCst) {
             break;
@@ -159,7 +170,21 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flags: Arc<Flags>, answers: bool
                 if swallow(&flags) {
                     continue;
                 }
-                if to.write_all(&buf[..n]).is_err() {
+                let cut = flags.cut_answers_after.load(Ordering::SeqCst);
+                let room = if answers && cut > 0 {
+                    usize::try_from(cut.saturating_sub(forwarded)).unwrap_or(n)
+                } else {
+                    n
+                };
+                let m = n.min(room);
+                if to.write_all(&buf[..m]).is_err() {
+                    break;
+                }
+                forwarded += m as u64;
+                if m < n {
+                    // Cut: both sides see the connection end mid-answer.
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
                     break;
                 }
             }
