@@ -443,6 +443,26 @@ pub mod api {
     pub fn cluster(base: &str) -> Answer {
         get(&format!("{base}/v1/cluster"))
     }
+    /// The live locks under `prefix` (`GET /v1/locks`, linearizable).
+    pub fn locks(base: &str, prefix: &str, limit: u32) -> Answer {
+        get(&format!(
+            "{base}/v1/locks?prefix={}&limit={limit}",
+            enc(prefix)
+        ))
+    }
+}
+
+/// The value of counter `name` (a line `name value`) on `base`'s metrics
+/// page; 0 when the page or the line is missing.
+pub fn metric(base: &str, name: &str) -> u64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Retries `f` until it returns `Some` or `timeout` passes.
@@ -574,6 +594,16 @@ impl Cluster {
 
     pub fn url(&self, id: u64) -> String {
         self.node(id).url()
+    }
+
+    /// Counter `name` summed over the running nodes (the proposing moves
+    /// with leadership).
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| metric(&n.url(), name))
+            .sum()
     }
 
     /// The leader as some running node sees it.

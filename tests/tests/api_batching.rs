@@ -7,29 +7,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use locker_tests::{api, http, Answer, Cluster};
+use locker_tests::{api, Answer, Cluster};
 use serde_json::json;
 
 const CLIENTS: usize = 64;
 const ROUNDS: usize = 5;
-
-/// The value of `name` (a counter line `name value`) on `base`'s page.
-fn metric(base: &str, name: &str) -> u64 {
-    let text = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// `name` summed over the cluster's nodes (a leader change on a loaded
-/// machine moves the proposing to another node).
-fn cluster_metric(c: &Cluster, name: &str) -> u64 {
-    (1..=3).map(|id| metric(&c.url(id), name)).sum()
-}
 
 /// `call`, again while it answers 503 (an election on a loaded machine;
 /// every write here may be repeated: the same owner re-acquires, extends
@@ -113,8 +95,8 @@ fn concurrent_writes_share_entries_and_each_is_answered_alone() {
     let c = Cluster::start(3);
     let leader = c.url(c.leader().expect("leader"));
     let follower = c.url(c.followers()[0]);
-    let ops_before = cluster_metric(&c, "locker_proposed_client_ops_total");
-    let entries_before = cluster_metric(&c, "locker_proposed_client_entries_total");
+    let ops_before = c.metric_sum("locker_proposed_client_ops_total");
+    let entries_before = c.metric_sum("locker_proposed_client_entries_total");
 
     let began = Instant::now();
     let start = Arc::new(Barrier::new(CLIENTS));
@@ -155,8 +137,8 @@ fn concurrent_writes_share_entries_and_each_is_answered_alone() {
     assert!(!tokens.contains(&held.fencing_token), "shared token reused");
 
     // Every write went through the proposer, in fewer entries than ops.
-    let ops = cluster_metric(&c, "locker_proposed_client_ops_total") - ops_before;
-    let entries = cluster_metric(&c, "locker_proposed_client_entries_total") - entries_before;
+    let ops = c.metric_sum("locker_proposed_client_ops_total") - ops_before;
+    let entries = c.metric_sum("locker_proposed_client_entries_total") - entries_before;
     let want_ops = (CLIENTS * (3 + 2 * ROUNDS)) as u64;
     assert!(
         ops >= want_ops,
@@ -179,14 +161,14 @@ fn concurrent_writes_share_entries_and_each_is_answered_alone() {
 fn a_lone_client_gets_an_entry_per_write_without_waiting() {
     let c = Cluster::start(3);
     let leader = c.url(c.leader().expect("leader"));
-    let ops_before = cluster_metric(&c, "locker_proposed_client_ops_total");
-    let entries_before = cluster_metric(&c, "locker_proposed_client_entries_total");
+    let ops_before = c.metric_sum("locker_proposed_client_ops_total");
+    let entries_before = c.metric_sum("locker_proposed_client_entries_total");
     for n in 0..20 {
         let r = retried(|| api::keepalive(&leader, "lone/1.2", 300_000));
         assert_eq!(r.code, 200, "{n}: {:?}", r.body);
     }
-    let ops = cluster_metric(&c, "locker_proposed_client_ops_total") - ops_before;
-    let entries = cluster_metric(&c, "locker_proposed_client_entries_total") - entries_before;
+    let ops = c.metric_sum("locker_proposed_client_ops_total") - ops_before;
+    let entries = c.metric_sum("locker_proposed_client_entries_total") - entries_before;
     assert!(ops >= 20, "{ops}");
     assert_eq!(entries, ops, "a lone client's writes shared an entry");
 }

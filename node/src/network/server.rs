@@ -206,6 +206,10 @@ fn answer<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Response {
 }
 
 async fn append(State(st): State<Arc<PeerState>>, body: Bytes) -> Response {
+    if crate::store::crash::fault("network::append::refuse") {
+        let msg = "fault point network::append::refuse armed: nothing appended";
+        return (StatusCode::SERVICE_UNAVAILABLE, msg).into_response();
+    }
     match decode(&body) {
         Ok(req) => answer(st.raft.append_entries(req).await),
         Err(r) => *r,

@@ -102,6 +102,10 @@ pub const FAULT_POINTS: &[&str] = &[
     // 503 TIMEOUT as it does when the answer is cut off
     // (`api::forward`). `tests/tests/release_unknown.rs`.
     "api::forward::lose_answer",
+    // The peer port answers every `/raft/append` 503 (nothing appended):
+    // a leader's entries stay uncommitted while its followers refuse them.
+    // `tests/tests/batch_leader_change.rs`.
+    "network::append::refuse",
 ];
 
 /// Whether the fault point `name` is armed (any action that "returns").
