@@ -1,12 +1,15 @@
 //! Concurrent client writes share log entries (`Op::Batch`, the leader's
-//! proposer) and each is still answered as if it were alone: every key
-//! granted once, distinct fencing tokens, keep-alives and extends answered,
-//! replicas agreeing; and the leader's metrics show fewer entries than ops.
+//! proposer) and each is still answered as if it were alone: the table read
+//! back holds exactly the grants answered (holder and fencing token), the
+//! tokens are distinct log indexes of this run, one client wins the shared
+//! key, keep-alives and extends are answered, replicas agree; and the
+//! leader's metrics show fewer entries than ops.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use locker_proto::{ClusterAnswer, ListAnswer};
 use locker_tests::{api, Answer, Cluster};
 use serde_json::json;
 
@@ -27,11 +30,15 @@ fn retried(call: impl Fn() -> Answer) -> Answer {
     }
 }
 
-/// What one client saw: its grant's token, and every non-SUCCESS answer.
+/// A grant as answered: key, owner and fencing token.
+type Grant = (String, String, u64);
+
+/// What the clients saw: the grants of their own keys, the winners of the
+/// shared key, and every wrong answer.
 #[derive(Default)]
 struct Seen {
-    tokens: Vec<(String, u64)>,
-    shared_wins: Vec<usize>,
+    grants: Vec<Grant>,
+    shared_wins: Vec<Grant>,
     wrong: Vec<String>,
 }
 
@@ -57,10 +64,8 @@ fn client(i: usize, url: &str, start: &Barrier, seen: &Mutex<Seen>) {
     });
     match r.lock() {
         Some(l) if r.status() == "SUCCESS" && l.owner_hash == owner => {
-            seen.lock()
-                .unwrap()
-                .tokens
-                .push((key.clone(), l.fencing_token));
+            let grant = (key.clone(), owner.clone(), l.fencing_token);
+            seen.lock().unwrap().grants.push(grant);
         }
         _ => wrong.push(format!("{i} acquire: {} {:?}", r.code, r.body)),
     }
@@ -72,10 +77,13 @@ fn client(i: usize, url: &str, start: &Barrier, seen: &Mutex<Seen>) {
             json!({"owner_hash": shared_owner, "ttl_ms": 300_000}),
         )
     });
-    match r.status() {
-        "SUCCESS" => seen.lock().unwrap().shared_wins.push(i),
-        "SOMEONE_ELSE_HOLDS_LOCK" => {}
-        other => wrong.push(format!("{i} shared acquire: {other} {:?}", r.body)),
+    match (r.status(), r.lock()) {
+        ("SUCCESS", Some(l)) => {
+            let grant = ("batch/shared".to_string(), shared_owner, l.fencing_token);
+            seen.lock().unwrap().shared_wins.push(grant);
+        }
+        ("SOMEONE_ELSE_HOLDS_LOCK", _) => {}
+        (other, _) => wrong.push(format!("{i} shared acquire: {other} {:?}", r.body)),
     }
     for round in 0..ROUNDS {
         let r = retried(|| api::keepalive(url, &process, 300_000));
@@ -90,6 +98,46 @@ fn client(i: usize, url: &str, start: &Barrier, seen: &Mutex<Seen>) {
     seen.lock().unwrap().wrong.extend(wrong);
 }
 
+fn applied_index(base: &str) -> u64 {
+    let view = retried(|| api::cluster(base)).try_json::<ClusterAnswer>();
+    view.and_then(|v| v.last_applied_index)
+        .expect("an applied index")
+}
+
+/// The table (read back through `base`) holds exactly the `answered`
+/// grants under `batch/`: each key's holder and fencing token as its
+/// answer said, and no other lock. The tokens are log indexes of this run
+/// (above `first_index`, applied before the clients began), one per grant.
+fn assert_table_holds_exactly(base: &str, answered: &[&Grant], first_index: u64) {
+    let list = retried(|| api::locks(base, "batch/", 10_000));
+    assert_eq!(list.code, 200, "{:?}", list.body);
+    let table: BTreeMap<String, (String, u64)> = list
+        .json::<ListAnswer>()
+        .locks
+        .into_iter()
+        .map(|l| (l.key, (l.owner_hash, l.fencing_token)))
+        .collect();
+    let want: BTreeMap<String, (String, u64)> = answered
+        .iter()
+        .map(|(k, o, t)| (k.clone(), (o.clone(), *t)))
+        .collect();
+    assert_eq!(want.len(), answered.len(), "a key answered granted twice");
+    let keys: HashSet<&String> = table.keys().chain(want.keys()).collect();
+    let differ: Vec<_> = keys
+        .into_iter()
+        .filter(|k| table.get(*k) != want.get(*k))
+        .map(|k| (k, table.get(k), want.get(k)))
+        .collect();
+    assert!(differ.is_empty(), "(key, table, answered): {differ:?}");
+    let tokens: HashSet<u64> = answered.iter().map(|(_, _, t)| *t).collect();
+    assert_eq!(tokens.len(), answered.len(), "two grants shared a token");
+    let old: Vec<u64> = tokens.into_iter().filter(|t| *t <= first_index).collect();
+    assert!(
+        old.is_empty(),
+        "tokens {old:?} are not indexes after {first_index}"
+    );
+}
+
 #[test]
 fn concurrent_writes_share_entries_and_each_is_answered_alone() {
     let c = Cluster::start(3);
@@ -97,6 +145,7 @@ fn concurrent_writes_share_entries_and_each_is_answered_alone() {
     let follower = c.url(c.followers()[0]);
     let ops_before = c.metric_sum("locker_proposed_client_ops_total");
     let entries_before = c.metric_sum("locker_proposed_client_entries_total");
+    let first_index = applied_index(&leader);
 
     let began = Instant::now();
     let start = Arc::new(Barrier::new(CLIENTS));
@@ -117,24 +166,15 @@ fn concurrent_writes_share_entries_and_each_is_answered_alone() {
     }
     let seen = seen.lock().unwrap();
     assert!(seen.wrong.is_empty(), "wrong answers: {:#?}", seen.wrong);
-    assert_eq!(seen.tokens.len(), CLIENTS, "every own key granted");
-    let keys: HashSet<&str> = seen.tokens.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys.len(), CLIENTS, "each key granted once");
-    let tokens: HashSet<u64> = seen.tokens.iter().map(|(_, t)| *t).collect();
-    assert_eq!(tokens.len(), CLIENTS, "two grants shared a fencing token");
+    assert_eq!(seen.grants.len(), CLIENTS, "every own key granted");
     assert_eq!(
         seen.shared_wins.len(),
         1,
         "shared key: {:?}",
         seen.shared_wins
     );
-    let winner = seen.shared_wins[0];
-    let held = retried(|| api::read(&leader, "batch/shared"));
-    let held = held
-        .lock()
-        .unwrap_or_else(|| panic!("not held: {:?}", held.body));
-    assert_eq!(held.owner_hash, format!("batch/shared@b{winner}/1.2.1"));
-    assert!(!tokens.contains(&held.fencing_token), "shared token reused");
+    let answered: Vec<&Grant> = seen.grants.iter().chain(&seen.shared_wins).collect();
+    assert_table_holds_exactly(&leader, &answered, first_index);
 
     // Every write went through the proposer, in fewer entries than ops.
     let ops = c.metric_sum("locker_proposed_client_ops_total") - ops_before;
