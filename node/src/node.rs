@@ -480,8 +480,10 @@ impl Node {
     /// answered in protocol 3 every client op goes in an entry of its own,
     /// as before. Stricter than the rule for [`Op::As`]: batching only saves
     /// work, and a member of an older release that had not answered yet
-    /// would refuse the batch with a 400 that never tells this node its
-    /// protocol (see `PeerNetwork::all_speak`).
+    /// would refuse the batch with a 400 that names no protocol (see
+    /// `PeerNetwork::all_speak`). Read each round: a member that answers
+    /// 400 (started on an older release with its data) stops batches at
+    /// once, without waiting to learn its protocol.
     pub(crate) fn may_batch(&self) -> bool {
         let (_, members) = self.membership_ids();
         self.network.all_speak(&members, 3)

@@ -33,8 +33,9 @@ pub struct PeerNetwork {
     scheme: &'static str,
     /// Knows this node's cluster id, sent with every RPC.
     marker: Arc<Marker>,
-    /// Each peer's protocol, from its last served answer (shared by every
-    /// [`PeerClient`]): what [`PeerNetwork::may_append`] reads.
+    /// Each peer's protocol, from its latest answer that said anything of
+    /// it (see [`Learned`]; shared by every [`PeerClient`]): what
+    /// [`PeerNetwork::may_append`] and [`PeerNetwork::all_speak`] read.
     heard: Arc<Mutex<HashMap<NodeId, u32>>>,
 }
 
@@ -87,8 +88,9 @@ impl PeerNetwork {
     /// protocol `version` or newer. Stricter than [`PeerNetwork::may_append`]
     /// for entries that only save work (batches): a member not heard from
     /// yet may be of an older release, and one that cannot decode an entry
-    /// answers 400, which never tells this node its protocol, so it would
-    /// stay behind until a snapshot reached it.
+    /// answers 400, which names no protocol (it is forgotten then: see
+    /// [`Learned::Forget`]), so it stays behind on that entry until a
+    /// snapshot past it reaches it.
     pub fn all_speak(&self, members: &[NodeId], version: u32) -> bool {
         match self.heard.lock() {
             Ok(heard) => all_speak(&heard, self.self_id, members, version),
@@ -158,12 +160,59 @@ pub struct PeerClient {
     net: PeerNetwork,
     target: NodeId,
     base: String,
-    /// The target's protocol, from its last answer's [`PROTOCOL_HEADER`]
-    /// (none: protocol 0); [`UNKNOWN_PROTOCOL`] before any answer.
+    /// The target's protocol, from its latest served answer's
+    /// [`PROTOCOL_HEADER`] (none: protocol 0); [`UNKNOWN_PROTOCOL`] before
+    /// any answer and after a 400.
     peer_protocol: AtomicU32,
 }
 
 const UNKNOWN_PROTOCOL: u32 = u32::MAX;
+
+/// What one answer says of a peer's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Learned {
+    /// A served answer: the peer speaks this (no header: protocol 0). It
+    /// replaces what was known, lower or higher: a peer may be started on
+    /// an older release with its data, and must then be sent only what
+    /// that release reads.
+    Speaks(u32),
+    /// A 400: the peer did not take what was sent, either a label newer
+    /// than its own (an older release refuses it before adding its header,
+    /// so the answer names no protocol) or an entry it cannot decode (a
+    /// batch). What was known of it no longer holds: the next request is
+    /// labelled 1, which every numbered release accepts, and its served
+    /// answer tells the protocol again; until then nothing is sent that
+    /// only a newer peer reads, batches included.
+    Forget,
+    /// Any other refusal (secret, target, cluster, not admitted yet) says
+    /// nothing of the protocol.
+    Nothing,
+}
+
+/// What an answer of `status`, with protocol header `header`, says.
+fn learned(status: reqwest::StatusCode, header: Option<&reqwest::header::HeaderValue>) -> Learned {
+    if status.is_success() {
+        let protocol = header.and_then(|v| v.to_str().ok()?.parse().ok());
+        return Learned::Speaks(protocol.unwrap_or(0));
+    }
+    if status == reqwest::StatusCode::BAD_REQUEST {
+        return Learned::Forget;
+    }
+    Learned::Nothing
+}
+
+/// Records in `heard` what an answer of `target` said.
+fn record(heard: &mut HashMap<NodeId, u32>, target: NodeId, learned: Learned) {
+    match learned {
+        Learned::Speaks(p) => {
+            heard.insert(target, p);
+        }
+        Learned::Forget => {
+            heard.remove(&target);
+        }
+        Learned::Nothing => {}
+    }
+}
 
 enum Failure {
     Unreachable(String),
@@ -201,19 +250,7 @@ impl PeerClient {
             Err(e) => return Err(Failure::Network(e.to_string())),
         };
         let status = resp.status();
-        if status.is_success() {
-            // Only a served answer says what the peer speaks (a refusal
-            // may come before its protocol header is added).
-            let protocol = resp
-                .headers()
-                .get(PROTOCOL_HEADER)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0);
-            self.peer_protocol.store(protocol, Ordering::Relaxed);
-            if let Ok(mut heard) = self.net.heard.lock() {
-                heard.insert(self.target, protocol);
-            }
-        }
+        self.remember(learned(status, resp.headers().get(PROTOCOL_HEADER)));
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) if e.is_timeout() => return Err(Failure::Timeout),
@@ -229,6 +266,20 @@ impl PeerClient {
         let answer: Result<Resp, String> =
             super::decode_message(&bytes).map_err(|e| Failure::Network(e.to_string()))?;
         answer.map_err(Failure::Network)
+    }
+
+    /// Keeps what this answer said of the target's protocol, here and in
+    /// the network's shared record.
+    fn remember(&self, learned: Learned) {
+        let protocol = match learned {
+            Learned::Nothing => return,
+            Learned::Speaks(p) => p,
+            Learned::Forget => UNKNOWN_PROTOCOL,
+        };
+        self.peer_protocol.store(protocol, Ordering::Relaxed);
+        if let Ok(mut heard) = self.net.heard.lock() {
+            record(&mut heard, self.target, learned);
+        }
     }
 
     fn rpc_error(&self, f: Failure, action: RPCTypes, timeout: Duration) -> RPCError<TypeConfig> {
@@ -335,8 +386,14 @@ fn snapshot_for(protocol: u32, data: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::{all_speak, may_append, request_protocol, snapshot_for, UNKNOWN_PROTOCOL};
+    use super::{
+        all_speak, learned, may_append, record, request_protocol, snapshot_for, Learned,
+        UNKNOWN_PROTOCOL,
+    };
     use crate::store::format::{encode_snapshot, SNAPSHOT_MAGIC};
+    use reqwest::header::HeaderValue;
+    use reqwest::StatusCode;
+    use std::collections::HashMap;
 
     /// Batches go only to a membership whose every other member has
     /// answered in protocol 3: one not heard from yet, or older, stops them.
@@ -355,6 +412,59 @@ mod tests {
             assert_eq!(all_speak(&heard(pairs), 1, &members, 3), want, "{pairs:?}");
         }
         assert!(all_speak(&heard(&[]), 1, &[1], 3), "a single node");
+    }
+
+    /// A served answer's header is the peer's protocol, lower than before
+    /// too; a 400 forgets it; other refusals say nothing.
+    #[test]
+    fn each_answer_says_what_the_peer_speaks() {
+        let two = HeaderValue::from_static("2");
+        assert_eq!(learned(StatusCode::OK, Some(&two)), Learned::Speaks(2));
+        assert_eq!(learned(StatusCode::OK, None), Learned::Speaks(0));
+        let junk = HeaderValue::from_static("x");
+        assert_eq!(learned(StatusCode::OK, Some(&junk)), Learned::Speaks(0));
+        assert_eq!(learned(StatusCode::BAD_REQUEST, None), Learned::Forget);
+        assert_eq!(
+            learned(StatusCode::BAD_REQUEST, Some(&two)),
+            Learned::Forget
+        );
+        for other in [401, 409, 421, 500, 503] {
+            let status = StatusCode::from_u16(other).expect("a status");
+            assert_eq!(learned(status, Some(&two)), Learned::Nothing, "{other}");
+        }
+    }
+
+    /// Node 3 speaks protocol 3, is started on the release of protocol 2
+    /// with its data, then upgraded again. Its 400 (it refuses label 3, or
+    /// a batch it cannot decode) stops batches and sends label 1; its next
+    /// served answer, in protocol 2, keeps them stopped while the other
+    /// entries go on; protocol 3 again brings them back.
+    #[test]
+    fn a_peer_rolled_back_is_sent_only_what_it_reads_until_it_speaks_3_again() {
+        let (voters, members) = ([1, 2, 3], [1, 2, 3]);
+        let mut heard: HashMap<u64, u32> = [(2, 3), (3, 3)].into_iter().collect();
+        assert!(all_speak(&heard, 1, &members, 3), "all upgraded");
+        record(&mut heard, 3, learned(StatusCode::BAD_REQUEST, None));
+        assert!(
+            !all_speak(&heard, 1, &members, 3),
+            "batches stop at the 400"
+        );
+        assert!(
+            may_append(&heard, 1, &voters, &members, 2),
+            "1 and 2 commit"
+        );
+        assert_eq!(request_protocol(UNKNOWN_PROTOCOL), 1, "label 1 next");
+        let two = HeaderValue::from_static("2");
+        record(&mut heard, 3, learned(StatusCode::OK, Some(&two)));
+        assert_eq!(heard.get(&3), Some(&2), "lowered to what it answered");
+        assert!(!all_speak(&heard, 1, &members, 3));
+        assert!(may_append(&heard, 1, &voters, &members, 2));
+        let unavailable = learned(StatusCode::SERVICE_UNAVAILABLE, None);
+        record(&mut heard, 3, unavailable);
+        assert_eq!(heard.get(&3), Some(&2), "a 503 changes nothing");
+        let three = HeaderValue::from_static("3");
+        record(&mut heard, 3, learned(StatusCode::OK, Some(&three)));
+        assert!(all_speak(&heard, 1, &members, 3), "upgraded again");
     }
 
     /// Leader 1 of voters 1, 2, 3 (and learner 4) appends protocol 2
