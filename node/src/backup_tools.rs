@@ -243,7 +243,14 @@ fn publish(partial: &Path, out: &Path) -> Result<(), String> {
     };
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .map_err(|e| {
+            format!(
+                "{} is written and checked, but syncing its directory {} failed ({e}): \
+                 a power cut could still lose it",
+                out.display(),
+                dir.display()
+            )
+        })
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
