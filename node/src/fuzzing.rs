@@ -50,6 +50,11 @@ pub fn stored_record(data: &[u8]) {
         apply_to_empty(1, &cmd);
     }
     let _ = crate::store::decode::<Lock>(data);
+    // A lock record as the store reads it: through the lock shift, which
+    // must not overflow whatever the stored deadline.
+    let framed = crate::store::record::frame(data);
+    let shift = crate::store::lock_shift::LockShift::new(u64::MAX - 1);
+    let _ = shift.decode("state_machine", b"L", &framed);
     let _ = crate::store::decode::<Process>(data);
     let _ = crate::store::decode::<Retired>(data);
     let _ = crate::store::decode::<Vote>(data);

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use locker_node::core::{Command, Lock, LockTable, Op, Status};
+use locker_node::core::{Change, Command, Lock, LockTable, Op, Status};
 use proptest::prelude::*;
 
 mod common;
@@ -305,25 +305,15 @@ proptest! {
 
     #[test]
     fn applied_changes_rebuild_the_same_table(log in arb_log()) {
-        // What storage persists (the change list) must reproduce the table.
+        // What storage persists (the change list) must reproduce the table,
+        // lock deadlines kept as storage keeps them: relative to the
+        // table-wide shift that `ShiftLocks` moves (`store::lock_shift`).
         let mut table = LockTable::new();
-        let mut locks: HashMap<String, Lock> = HashMap::new();
-        let mut procs = HashMap::new();
-        let mut retired = HashMap::new();
+        let mut stored = StoredChanges::default();
         for (i, c) in log.iter().enumerate() {
-            for change in table.apply(i as u64 + 1, c).1 {
-                match change {
-                    locker_node::core::Change::PutLock(l) => { locks.insert(l.key.clone(), l); }
-                    locker_node::core::Change::DeleteLock(k) => { locks.remove(&k); }
-                    locker_node::core::Change::PutProcess(p) => { procs.insert(p.process_hash.clone(), p); }
-                    locker_node::core::Change::DeleteProcess(p) => { procs.remove(&p); }
-                    locker_node::core::Change::PutRetired(r) => { retired.insert(r.process_hash.clone(), r); }
-                    locker_node::core::Change::DeleteRetired(p) => { retired.remove(&p); }
-                }
-            }
+            stored.apply(table.apply(i as u64 + 1, c).1);
         }
-        let rebuilt = LockTable::from_parts(table.now(), locks.into_values(), procs.into_values(), retired.into_values());
-        prop_assert_eq!(rebuilt, table);
+        prop_assert_eq!(stored.rebuild(table.now()), table);
     }
 
     #[test]
@@ -368,6 +358,149 @@ proptest! {
     fn no_lease_ends_before_its_holders_deadline_across_leaders(steps in arb_steps()) {
         Sim::new(LockTable::new()).run(&steps).map_err(TestCaseError::fail)?;
     }
+}
+
+/// The records an apply's changes leave in storage, lock deadlines
+/// relative to the shift as `store::lock_shift` keeps them.
+#[derive(Default)]
+struct StoredChanges {
+    shift: u64,
+    locks: HashMap<String, Lock>,
+    procs: HashMap<String, locker_node::core::Process>,
+    retired: HashMap<String, locker_node::core::Retired>,
+}
+
+impl StoredChanges {
+    fn apply(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::ShiftLocks { gap } => self.shift = self.shift.wrapping_add(gap),
+                Change::PutLock(l) => {
+                    let at = l.expires_at.wrapping_sub(self.shift);
+                    self.locks.insert(
+                        l.key.clone(),
+                        Lock {
+                            expires_at: at,
+                            ..l
+                        },
+                    );
+                }
+                Change::DeleteLock(k) => {
+                    self.locks.remove(&k);
+                }
+                Change::PutProcess(p) => {
+                    self.procs.insert(p.process_hash.clone(), p);
+                }
+                Change::DeleteProcess(p) => {
+                    self.procs.remove(&p);
+                }
+                Change::PutRetired(r) => {
+                    self.retired.insert(r.process_hash.clone(), r);
+                }
+                Change::DeleteRetired(p) => {
+                    self.retired.remove(&p);
+                }
+            }
+        }
+    }
+
+    fn rebuild(&self, now: u64) -> LockTable {
+        let locks = self.locks.values().map(|l| Lock {
+            expires_at: l.expires_at.wrapping_add(self.shift),
+            ..l.clone()
+        });
+        LockTable::from_parts(
+            now,
+            locks,
+            self.procs.values().cloned(),
+            self.retired.values().cloned(),
+        )
+    }
+}
+
+/// A table of `live` locks (an hour long) and `dead` ones (ended before
+/// the marker), all granted at 1,000,000, log time 1,001,000, and the
+/// last log index.
+fn live_and_dead(live: usize, dead: usize) -> (LockTable, u64) {
+    let mut t = LockTable::new();
+    let mut index = 0;
+    for (i, ttl_ms) in (0..live + dead).map(|i| (i, if i < live { 3_600_000 } else { 10 })) {
+        let key = format!("k{i:07}");
+        let owner_hash = format!("{key}@h/1.1.1");
+        let op = Op::Acquire {
+            key,
+            owner_hash,
+            process_hash: None,
+            trace: None,
+            ttl_ms,
+        };
+        index += 1;
+        t.apply(
+            index,
+            &Command {
+                time_ms: 1_000_000,
+                op,
+            },
+        );
+    }
+    // Log time past the dead ones' end, so the marker judges them dead.
+    index += 1;
+    t.apply(
+        index,
+        &Command {
+            time_ms: 1_001_000,
+            op: Op::Tick,
+        },
+    );
+    (t, index)
+}
+
+/// The takeover marker tells storage one change for all the locks it
+/// moves, whatever their number, and rewrites only those it does not
+/// move (here: the dead ones), each with its deadline as it was. Before
+/// the table-wide shift it wrote every live lock: 1,000,000 records in
+/// one sled batch for a node with a million locks.
+#[test]
+fn a_marker_writes_one_change_for_every_live_lock_and_one_per_dead_lock() {
+    for live in [1, 10, 10_000] {
+        let (mut t, index) = live_and_dead(live, 0);
+        let marker = Command {
+            time_ms: 1_005_000,
+            op: Op::LeaderTakeover,
+        };
+        let (_, changes) = t.apply(index + 1, &marker);
+        assert_eq!(
+            changes,
+            vec![Change::ShiftLocks { gap: 4_000 }],
+            "{live} live locks"
+        );
+        // ... and the table moved every one of them.
+        assert!(t
+            .lock_records_ended(1_000_000 + 3_600_000 + 3_999)
+            .is_empty());
+        assert_eq!(
+            t.lock_records_ended(1_000_000 + 3_600_000 + 4_000).len(),
+            live
+        );
+    }
+    let (mut t, index) = live_and_dead(100, 3);
+    let dead: Vec<Lock> = t
+        .lock_records_ended(1_000_010)
+        .into_iter()
+        .cloned()
+        .collect();
+    let marker = Command {
+        time_ms: 1_005_000,
+        op: Op::LeaderTakeover,
+    };
+    let (_, changes) = t.apply(index + 1, &marker);
+    let mut want = vec![Change::ShiftLocks { gap: 4_000 }];
+    want.extend(dead.into_iter().map(Change::PutLock));
+    assert_eq!(changes, want, "the dead locks rewritten as they were");
+    // Nothing live: nothing moves and nothing is written, as before.
+    let (mut t, index) = live_and_dead(0, 3);
+    let (_, changes) = t.apply(index + 1, &marker);
+    assert_eq!(changes, vec![]);
 }
 
 /// Fencing and mutual exclusion over `log` applied to `table`: a new grant

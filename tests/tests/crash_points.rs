@@ -17,7 +17,9 @@
 //! * purge on a leader purging after its own snapshot: armed at runtime on
 //!   the leader (the same points as the catch-up purge, other path);
 //! * the identity file: armed at runtime, reached when its high-water mark
-//!   follows the flushed log (every 200 ms while writes go on).
+//!   follows the flushed log (every 200 ms while writes go on);
+//! * the lock shift: armed on a follower, then leadership moved to the
+//!   other follower, whose takeover marker moves the hour-long locks.
 //!
 //! Error points (a read that fails instead of a crash) have their own test:
 //! the node must exit non-zero, not linger with its Raft core stopped.
@@ -25,7 +27,7 @@
 use std::time::{Duration, Instant};
 
 use locker_tests::crash::{self, Acked};
-use locker_tests::{api, Cluster};
+use locker_tests::{api, http, Cluster, SECRET};
 
 const FLAGS: &[&str] = &["--snapshot-every", "20", "--keep-logs", "5"];
 const CRASH_WAIT: Duration = Duration::from_secs(60);
@@ -198,6 +200,33 @@ fn vote(point: &str) {
     restart_and_check(&mut c, id, &mut acked);
 }
 
+/// Armed on a follower that stays one, while leadership moves to the other
+/// follower: the new leader's takeover marker moves the deadline of every
+/// acknowledged lock (an hour long, so live) by the time since the last
+/// entry, and the armed node dies right after writing its new lock shift,
+/// flushed or not. Its restart must hold every deadline moved exactly once
+/// (the digest covers deadlines): the shift and the applied index are in
+/// one atomic batch, so the marker is either in the state or replayed.
+fn takeover(point: &str) {
+    let (mut c, mut acked) = cluster();
+    let followers = c.followers();
+    let (target, id) = (followers[0], followers[1]);
+    let a = crash::arm(c.node(id), point, "return");
+    assert_eq!(a.code, 200, "arming {point}: {:?}", a.body);
+    // Log time must lag the new leader's clock for the marker to move anything.
+    std::thread::sleep(Duration::from_millis(100));
+    let moved = http()
+        .post(format!("{}/v1/cluster/leader", c.url(target)))
+        .header("x-locker-cluster-secret", SECRET)
+        .json(&serde_json::json!({"id": target}))
+        .send()
+        .expect("transfer request");
+    assert!(moved.status().is_success(), "transfer: {}", moved.status());
+    let st = c.node_mut(id).wait_exit(CRASH_WAIT);
+    assert_crashed_at(&mut c, id, point, st);
+    restart_and_check(&mut c, id, &mut acked);
+}
+
 macro_rules! crash_tests {
     ($($test:ident: $point:literal => $how:expr;)*) => {
         $(
@@ -232,6 +261,7 @@ crash_tests! {
     leader_purge_after_delete: "store::purge::after_delete" => |p| runtime(p, Target::Leader);
     apply_before_batch: "store::apply::before_batch" => |p| runtime(p, Target::Leader);
     apply_after_batch: "store::apply::after_batch" => |p| runtime(p, Target::Follower);
+    apply_after_lock_shift: "store::apply::after_lock_shift" => takeover;
     snapshot_build_before_record: "store::snapshot_build::before_record" => |p| runtime(p, Target::Follower);
     snapshot_build_after_record: "store::snapshot_build::after_record" => |p| runtime(p, Target::Leader);
     snapshot_build_after_flush: "store::snapshot_build::after_flush" => |p| runtime(p, Target::Follower);

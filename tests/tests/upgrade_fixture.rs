@@ -166,7 +166,7 @@ fn upgrade(variant: &str, max_token: u64) -> (Node, tempfile::TempDir) {
         // The first open recorded this build's format (same records) ...
         let db = sled::open(data.join("sled")).expect("sled");
         let format = db.get(b"locker:format").expect("get");
-        assert_eq!(format.as_deref(), Some(&4u32.to_be_bytes()[..]));
+        assert_eq!(format.as_deref(), Some(&5u32.to_be_bytes()[..]));
         // ... gave every record its checksum ...
         for tree in ["raft_log", "raft_meta", "state_machine", "snapshots"] {
             for kv in db.open_tree(tree).expect("tree").iter() {
@@ -210,7 +210,7 @@ fn a_killed_format_0_directory_is_served() {
 fn a_newer_format_is_refused_with_both_versions_named() {
     let log = refused_with_record(&99u32.to_be_bytes());
     assert!(
-        log.contains("storage format 99") && log.contains("format 4,"),
+        log.contains("storage format 99") && log.contains("format 5,"),
         "the refusal does not name both formats:\n{log}"
     );
 }

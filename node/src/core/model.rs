@@ -335,4 +335,15 @@ pub enum Change {
     PutRetired(Retired),
     /// Remove the retired-runs record of this process part.
     DeleteRetired(String),
+    /// A takeover marker moved the deadline of every lock record by `gap`,
+    /// except the records it writes again after this change with
+    /// [`Change::PutLock`] (those it did not move, or whose move stopped at
+    /// `u64::MAX`). Storage keeps lock deadlines relative to one table-wide
+    /// shift and adds `gap` to it, so a marker writes O(records it did not
+    /// move) instead of every live lock (`store::lock_shift`). Comes first
+    /// among a marker's lock changes, and never with a zero gap.
+    ShiftLocks {
+        /// Milliseconds added to every lock deadline.
+        gap: u64,
+    },
 }

@@ -1102,25 +1102,37 @@ impl Tx<'_> {
     }
 
     /// Shifts the deadline of every lock record flagged in `live` (one
-    /// flag per record, in key order) by `gap`, with a `PutLock` for each,
-    /// in key order. What `put_lock` of each shifted copy did, without
-    /// copying the table first: the key, owner and process stay, so only
-    /// the deadline index changes.
+    /// flag per record, in key order) by `gap`, in place (no copy of the
+    /// table). Storage keeps lock deadlines relative to one table-wide
+    /// shift, so it is told [`Change::ShiftLocks`] (which moves every
+    /// stored deadline by `gap` at once) and then, in key order, a
+    /// `PutLock` of each record whose deadline did not move by exactly
+    /// `gap`: the unflagged ones (dead at `before`, so as many as the
+    /// sweeper has yet to remove) and a flagged one whose shift stopped at
+    /// `u64::MAX`. A marker that moves no lock tells storage nothing.
     fn shift_locks(&mut self, live: &[bool], gap: u64) {
+        if !live.contains(&true) {
+            return;
+        }
         let mut flags = live.iter();
         let changes = &mut self.changes;
+        changes.push(Change::ShiftLocks { gap });
         self.table.locks.set_expiries(|l| {
             // Records and flags come in the same order, the same number.
-            if !flags.next().copied().unwrap_or(false) {
-                return None;
-            }
-            let shifted = Lock {
-                expires_at: l.expires_at.saturating_add(gap),
-                ..l.clone()
+            let moves = flags.next().copied().unwrap_or(false);
+            let at = if moves {
+                l.expires_at.saturating_add(gap)
+            } else {
+                l.expires_at
             };
-            let at = shifted.expires_at;
-            changes.push(Change::PutLock(shifted));
-            Some(at)
+            // What storage will read back for this record unless rewritten.
+            if at != l.expires_at.wrapping_add(gap) {
+                changes.push(Change::PutLock(Lock {
+                    expires_at: at,
+                    ..l.clone()
+                }));
+            }
+            moves.then_some(at)
         });
         // Rebuilt from the records' deadlines, reusing the index's keys.
         let locks = &self.table.locks;

@@ -31,6 +31,9 @@ pub const CRASH_POINTS: &[&str] = &[
     // The state-machine batch of one apply call.
     "store::apply::before_batch",
     "store::apply::after_batch",
+    // ... of an apply call whose takeover marker moved the lock shift
+    // (reached after `after_batch`, only then).
+    "store::apply::after_lock_shift",
     // Snapshot build: record written, then flushed.
     "store::snapshot_build::before_record",
     "store::snapshot_build::after_record",

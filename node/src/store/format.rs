@@ -13,7 +13,15 @@
 //!   database (`store::identity`): a format 3 database without one is
 //!   refused. Format 4 gives every stored record a checksum
 //!   (`store::record`); opening an older database gives its records
-//!   theirs, then records format 4. A later release
+//!   theirs, then records format 4. Format 5 stores each lock record's
+//!   deadline relative to the table-wide lock shift, a record of the state
+//!   machine's metadata (`store::lock_shift`); without that record the
+//!   shift is 0 and the records are those of format 4, so an older
+//!   database is read as it is and recorded as format 5 at its first open
+//!   (no record rewritten). Recorded at open, not at the first shift: the
+//!   identity file, checked before sled opens, names the format at every
+//!   start, and a build of format 4 must refuse a directory that may hold
+//!   a shift before it reads a record. A later release
 //!   that changes a record's encoding raises [`DB_FORMAT`] and decodes each
 //!   record by the format the database records.
 //! * **Snapshot data** ([`SNAPSHOT_FORMAT`]): [`SNAPSHOT_MAGIC`], the format
@@ -42,7 +50,7 @@ struct ImageV1 {
 }
 
 /// The data directory format this build writes, and the newest it reads.
-pub const DB_FORMAT: u32 = 4;
+pub const DB_FORMAT: u32 = 5;
 /// The first data directory format whose stored records carry a checksum
 /// (`store::record`).
 pub const CHECKSUMS_SINCE: u32 = 4;

@@ -8,6 +8,7 @@ pub mod crash;
 mod flusher;
 pub mod format;
 pub mod identity;
+pub mod lock_shift;
 mod log_store;
 pub mod record;
 mod snapshot_record;

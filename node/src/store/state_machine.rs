@@ -11,10 +11,11 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
 use super::crash::hit;
+use super::lock_shift::LockShift;
 use super::record::{decode_at, encode};
 use super::snapshot_record::SnapshotRecords;
 use super::{must_write, to_io, Flusher};
-use crate::core::{Change, Lock, LockTable, Outcome, Process, Retired, Status, TableImage};
+use crate::core::{Change, LockTable, Outcome, Process, Retired, Status, TableImage};
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const SM: &str = "state_machine";
@@ -28,6 +29,9 @@ const PROCESS_TOKEN_PREFIX: u8 = b'p';
 const META_APPLIED: &[u8] = b"M:applied";
 const META_MEMBERSHIP: &[u8] = b"M:membership";
 const META_NOW: &[u8] = b"M:now";
+/// The table-wide shift of stored lock deadlines (`store::lock_shift`);
+/// absent: 0.
+const META_LOCK_SHIFT: &[u8] = b"M:lock_shift";
 
 /// The applied state every reader sees.
 #[derive(Debug, Clone, Default)]
@@ -77,6 +81,9 @@ pub struct StateMachine {
     snapshots: SnapshotRecords,
     flusher: Flusher,
     replica: SharedReplica,
+    /// The shift of the lock records on disk: every lock record is written
+    /// and read through it (`store::lock_shift`).
+    lock_shift: LockShift,
     /// Applied indexes must be contiguous (always, except under openraft's
     /// generic conformance suite, which applies synthetic entries with holes).
     contiguous: bool,
@@ -98,12 +105,24 @@ fn put_token(batch: &mut sled::Batch, prefix: u8, id: &str, token: Option<&str>)
     Ok(())
 }
 
-fn put_changes(batch: &mut sled::Batch, changes: Vec<Change>) -> io::Result<()> {
+/// Stages `changes` in `batch`, in order: a lock record is encoded with
+/// the shift as the changes before it left it in `shift`.
+fn put_changes(
+    batch: &mut sled::Batch,
+    changes: Vec<Change>,
+    shift: &mut LockShift,
+) -> io::Result<()> {
     for change in changes {
         match change {
+            Change::ShiftLocks { gap } => {
+                // The core sends none for a marker that moves nothing.
+                assert!(gap > 0, "a lock shift of 0 ms");
+                *shift = shift.moved_by(gap);
+                batch.insert(META_LOCK_SHIFT, encode(&shift.get())?)
+            }
             Change::PutLock(l) => {
                 put_token(batch, LOCK_TOKEN_PREFIX, &l.key, l.token.as_deref())?;
-                batch.insert(record_key(LOCK_PREFIX, &l.key), encode(&l)?)
+                batch.insert(record_key(LOCK_PREFIX, &l.key), shift.encode(&l)?)
             }
             Change::DeleteLock(k) => {
                 batch.remove(record_key(LOCK_TOKEN_PREFIX, &k));
@@ -144,13 +163,14 @@ impl StateMachine {
     pub fn open(db: &sled::Db, flusher: Flusher) -> io::Result<StateMachine> {
         let sm = db.open_tree(SM).map_err(to_io)?;
         let snapshots = SnapshotRecords::new(db.open_tree("snapshots").map_err(to_io)?);
-        let replica = load(&sm)?;
+        let (replica, lock_shift) = load(&sm)?;
         check_table(&replica, "loading the state machine")?;
         let applied = replica.last_applied.as_ref().map_or(0, |l| l.index);
         Ok(StateMachine {
             sm,
             snapshots,
             flusher,
+            lock_shift,
             contiguous: true,
             replica: Arc::new(ReplicaCell {
                 state: RwLock::new(replica),
@@ -242,14 +262,29 @@ fn get_meta<T: serde::de::DeserializeOwned>(sm: &sled::Tree, key: &[u8]) -> io::
     }
 }
 
-fn load(sm: &sled::Tree) -> io::Result<Replica> {
+/// The state machine as stored, and the shift its lock records are
+/// relative to.
+fn load(sm: &sled::Tree) -> io::Result<(Replica, LockShift)> {
+    let shift = LockShift::new(get_meta(sm, META_LOCK_SHIFT)?.unwrap_or(0));
     let mut locks = Vec::new();
     let mut processes = Vec::new();
     let lock_tokens = load_tokens(sm, LOCK_TOKEN_PREFIX)?;
     let process_tokens = load_tokens(sm, PROCESS_TOKEN_PREFIX)?;
     for kv in sm.scan_prefix([LOCK_PREFIX]) {
         let (k, v) = kv.map_err(to_io)?;
-        let mut l = decode_at::<Lock>(SM, &k, &v)?;
+        let mut l = shift.decode(SM, &k, &v)?;
+        // The record's key is the lock's: a record under another key
+        // would be read as the wrong lock.
+        if k[1..] != *l.key.as_bytes() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{SM} lock record {:?} holds the lock of {:?}",
+                    String::from_utf8_lossy(&k[1..]),
+                    l.key
+                ),
+            ));
+        }
         l.token = lock_tokens.get(&l.key).cloned();
         locks.push(l);
     }
@@ -267,11 +302,12 @@ fn load(sm: &sled::Tree) -> io::Result<Replica> {
     let last_applied = get_meta::<Option<LogId>>(sm, META_APPLIED)?.flatten();
     let membership: StoredMembership = get_meta(sm, META_MEMBERSHIP)?.unwrap_or_default();
     let now: u64 = get_meta(sm, META_NOW)?.unwrap_or(0);
-    Ok(Replica {
+    let replica = Replica {
         table: LockTable::from_parts(now, locks, processes, retired),
         last_applied,
         membership,
-    })
+    };
+    Ok((replica, shift))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -293,6 +329,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(entries.len());
+        let shift_before = self.lock_shift;
         let applied_index = {
             let mut r = self.replica.write();
             let time_before = r.table.now();
@@ -314,7 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(cmd) => {
                         let events = &self.replica.events;
                         let (outcome, changes) = events.apply(&mut r.table, index, &cmd);
-                        put_changes(&mut batch, changes)?;
+                        put_changes(&mut batch, changes, &mut self.lock_shift)?;
                         outcome
                     }
                     EntryPayload::Membership(m) => {
@@ -341,6 +378,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // and the log (flushed before) can replay it.
             must_write("persist the state machine", self.sm.apply_batch(batch));
             hit("store::apply::after_batch");
+            if self.lock_shift != shift_before {
+                // A marker's shift and its rewritten records are written,
+                // maybe not yet durable: a restart must not shift twice.
+                hit("store::apply::after_lock_shift");
+            }
             r.last_applied.as_ref().map_or(0, |l| l.index)
         };
         self.replica.applied.send_replace(applied_index);
@@ -381,8 +423,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.remove(k.map_err(to_io)?);
         }
         let image = installed.table.to_image();
+        // The removal above took the shift record with it: the records are
+        // written relative to no shift.
+        let shift = LockShift::default();
         for l in &image.locks {
-            batch.insert(record_key(LOCK_PREFIX, &l.key), encode(l)?);
+            batch.insert(record_key(LOCK_PREFIX, &l.key), shift.encode(l)?);
         }
         for p in &image.processes {
             batch.insert(record_key(PROCESS_PREFIX, &p.process_hash), encode(p)?);
@@ -410,6 +455,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             hit("store::snapshot_install::after_record");
             must_write("install the snapshot state", self.sm.apply_batch(batch));
             hit("store::snapshot_install::after_state");
+            self.lock_shift = shift;
             *r = installed;
             let at = meta.last_log_id.as_ref().map_or(0, |l| l.index);
             self.replica.events.reset(at);

@@ -383,8 +383,14 @@ fn sweep(before: &Before, now: u64, changes: &[Change]) -> Vec<Draft> {
 }
 
 /// A takeover marker that moved deadlines: one event, whatever it moved.
+/// It moved some when it shifted the locks (one [`Change::ShiftLocks`],
+/// however many locks) or a process; a `PutLock` of a marker only ever
+/// follows a `ShiftLocks` (a record storage must not move).
 fn shifted(before: &Before, after: &LockTable, changes: &[Change]) -> Vec<Draft> {
-    if changes.is_empty() {
+    let moved = changes
+        .iter()
+        .any(|c| matches!(c, Change::ShiftLocks { .. } | Change::PutProcess(_)));
+    if !moved {
         return Vec::new();
     }
     vec![Draft {
@@ -468,5 +474,51 @@ mod tests {
         );
         // b's record lives on until its TTL: its removal says nothing new.
         assert_eq!(run(&mut t, 5, 70_000, Op::Sweep), Vec::<String>::new());
+    }
+
+    fn acquire(key: &str, ttl_ms: u64) -> Op {
+        Op::Acquire {
+            key: key.into(),
+            owner_hash: format!("{key}@g/1.1.1"),
+            process_hash: None,
+            trace: None,
+            ttl_ms,
+        }
+    }
+
+    /// One `deadlines_shifted` for a marker that moves anything (locks,
+    /// now told to storage as one `ShiftLocks`, or a process), none for
+    /// one that moves nothing, whatever dead records it rewrites.
+    #[test]
+    fn a_marker_reports_one_shift_when_it_moves_anything() {
+        let mut t = LockTable::new();
+        run(&mut t, 1, 1000, acquire("dead", 10));
+        run(&mut t, 2, 1000, acquire("live", 60_000));
+        assert_eq!(
+            run(&mut t, 3, 2000, Op::LeaderTakeover),
+            ["3 deadlines_shifted"]
+        );
+        // Only the dead lock and a dead process left: nothing moves.
+        run(
+            &mut t,
+            4,
+            2000,
+            Op::Release {
+                key: "live".into(),
+                owner_hash: "live@g/1.1.1".into(),
+            },
+        );
+        run(&mut t, 5, 2000, keepalive(10));
+        run(&mut t, 6, 2500, Op::Tick);
+        assert_eq!(
+            run(&mut t, 7, 3000, Op::LeaderTakeover),
+            Vec::<String>::new()
+        );
+        // A live process alone moves.
+        run(&mut t, 8, 3000, keepalive(60_000));
+        assert_eq!(
+            run(&mut t, 9, 4000, Op::LeaderTakeover),
+            ["9 deadlines_shifted"]
+        );
     }
 }
