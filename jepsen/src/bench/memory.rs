@@ -46,8 +46,18 @@ pub async fn run(mut c: Cluster, http: reqwest::Client, n: usize) -> Value {
     out
 }
 
+/// The node of this part: no limit on lock records. The default
+/// `--max-locks` is 1,000,000, so after a million locks the check's fresh
+/// acquire was refused (429 LIMIT_EXCEEDED) and counted as "does not serve".
+fn flags() -> NodeFlags {
+    NodeFlags {
+        env: vec![("LOCKER_MAX_LOCKS".into(), "0".into())],
+        ..NodeFlags::default()
+    }
+}
+
 async fn measure(c: &mut Cluster, http: &reqwest::Client, n: usize, out: &mut Value) -> Result<()> {
-    c.start(1, NodeFlags::default())?;
+    c.start(1, flags())?;
     let url = c.urls().first().cloned().context("no node")?;
     if !ready(http, &url, 60).await {
         bail!("node not ready after 60 s");
@@ -66,13 +76,16 @@ async fn measure(c: &mut Cluster, http: &reqwest::Client, n: usize, out: &mut Va
     out["bytes_per_lock"] = json!(loaded.saturating_sub(empty) as f64 / n.max(1) as f64);
     out["data_dir_mb"] = json!(mb(procs::dir_size(&c.dir)));
     let t1 = Instant::now();
-    c.restart(1, NodeFlags::default()).await?;
+    c.restart(1, flags()).await?;
     if !ready(http, &url, 600).await {
         bail!("node not ready within 600 s of its restart");
     }
     out["restart_ready_s"] = json!(t1.elapsed().as_secs_f64());
     let pid = c.nodes.get(&1).map(|p| p.pid).unwrap_or(0);
-    let serves = serves(http, &url, n).await;
+    // Resident when ready, before the first requests add to it.
+    let ready_rss = procs::status_bytes(pid, "VmRSS").unwrap_or(0);
+    out["rss_ready_mb"] = json!(mb(ready_rss));
+    let serves = serves(http, &url, n, out).await;
     let restarted = procs::status_bytes(pid, "VmRSS").unwrap_or(0);
     out["rss_restarted_mb"] = json!(mb(restarted));
     out["bytes_per_lock_restarted"] =
@@ -82,31 +95,40 @@ async fn measure(c: &mut Cluster, http: &reqwest::Client, n: usize, out: &mut Va
 }
 
 /// After the restart the last loaded lock is still held and a new key can
-/// be taken.
-async fn serves(http: &reqwest::Client, url: &str, n: usize) -> bool {
+/// be taken. Each answer's status (or error) and time go into `out`
+/// (`first_read`, `first_acquire`): a "no" needs to say why.
+async fn serves(http: &reqwest::Client, url: &str, n: usize, out: &mut Value) -> bool {
     let last = key(n.saturating_sub(1));
-    let held = match http
+    let t = Instant::now();
+    let read = http
         .get(format!("{url}/v1/locks/{}", crate::api::enc(&last)))
         .send()
-        .await
-    {
-        Ok(r) => r.json::<ReadAnswer>().await.is_ok_and(|a| a.locked),
-        Err(_) => false,
+        .await;
+    let (held, what) = match read {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            let held = r.json::<ReadAnswer>().await.is_ok_and(|a| a.locked);
+            (held, json!(code))
+        }
+        Err(e) => (false, json!(e.to_string())),
     };
+    out["first_read"] = json!({"answer": what, "ms": t.elapsed().as_millis() as u64});
     let fresh = key(n + 1);
     let body = acquire_body(&fresh);
-    let took = match http
+    let t = Instant::now();
+    let took = http
         .post(format!(
             "{url}/v1/locks/{}/acquire",
             crate::api::enc(&fresh)
         ))
         .json(&body)
         .send()
-        .await
-    {
-        Ok(r) => r.status().as_u16() == 200,
-        Err(_) => false,
+        .await;
+    let (took, what) = match took {
+        Ok(r) => (r.status().as_u16() == 200, json!(r.status().as_u16())),
+        Err(e) => (false, json!(e.to_string())),
     };
+    out["first_acquire"] = json!({"answer": what, "ms": t.elapsed().as_millis() as u64});
     held && took
 }
 
