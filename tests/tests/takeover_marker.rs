@@ -1,6 +1,7 @@
 //! A new leader's takeover marker is proposed once per term.
 //!
-//! The marker rewrites every live lease; with a million locks its apply took
+//! The marker moves every live lease; when it also rewrote each one to disk
+//! (before the table-wide lock shift), with a million locks its apply took
 //! longer than the write timeout, the node proposed another marker, and
 //! another: each rewrote the whole table again (a restarted node grew to
 //! 16 GB and never became ready). Here a node with a few thousand live
