@@ -454,18 +454,6 @@ impl Client {
 
     /// Sends a lock operation and decodes its answer, whose status must be
     /// the one its HTTP status carries (200 SUCCESS, 404 NO_KEY, 409 held).
-    async fn lock_op(
-        &self,
-        path: &str,
-        body: &[u8],
-        extra_ms: u64,
-        budget: Option<Duration>,
-    ) -> Result<LockResponse, Error> {
-        let mut uncertain = false;
-        self.lock_op_noting(path, body, extra_ms, budget, &mut uncertain)
-            .await
-    }
-
     async fn lock_op_noting(
         &self,
         path: &str,
@@ -520,9 +508,11 @@ impl Client {
     }
 
     /// `DELETE /v1/processes/{process_hash}`: ends a process and frees all its
-    /// locks at once. `SUCCESS` or `NO_KEY`; as with [`Client::release`], a
-    /// `NO_KEY` after a try of unknown fate (which may have ended the
-    /// process itself) is [`Error::Unavailable`], not a definite answer.
+    /// locks at once. `SUCCESS` or `NO_KEY`; settled as [`Client::release`]
+    /// is: after a try of unknown fate (which may have ended the process
+    /// itself), a `NO_KEY` or an [`Error::Api`] refusal of a retry is
+    /// [`Error::Unavailable`], not a definite answer (unless the refusal is
+    /// one every copy of the request gets, a validation error).
     pub async fn end_process(&self, process_hash: &str) -> Result<ProcessStatus, Error> {
         self.end_process_within(process_hash, None).await
     }
@@ -541,22 +531,27 @@ impl Client {
             secret: None,
         };
         let mut uncertain = false;
-        let (status, v) = self.call_noting(&req, 0, budget, &mut uncertain).await?;
-        let r: StatusAnswer = decode(&path, &v)?;
-        if r.status.http_status() != status {
-            return Err(unexpected(&path, status, &v));
+        let result = async {
+            let (status, v) = self.call_noting(&req, 0, budget, &mut uncertain).await?;
+            let r: StatusAnswer = decode(&path, &v)?;
+            if r.status.http_status() != status {
+                return Err(unexpected(&path, status, &v));
+            }
+            Ok(r.status)
         }
-        if uncertain && r.status != ProcessStatus::Success {
-            return Err(self.unknown_outcome(
-                started,
+        .await;
+        self.settle_write(
+            started,
+            uncertain,
+            result,
+            |s| (*s != ProcessStatus::Success).then(|| s.to_string()),
+            |seen| {
                 format!(
                     "end of process {process_hash:?}: outcome unknown: an earlier try may have \
-                     ended it (its answer was lost) and a retry got {}",
-                    r.status
-                ),
-            ));
-        }
-        Ok(r.status)
+                     ended it (its answer was lost) and a retry got {seen}"
+                )
+            },
+        )
     }
 
     /// `POST /v1/locks/{key}/acquire`. Without an owner hash in `req`, one
@@ -568,10 +563,28 @@ impl Client {
     /// `NO_LEADER`) and the acquire then ends without the lock, the owner
     /// hash is released before the answer: that run is over, and a later
     /// acquire with the same owner hash is refused `OWNER_HASH_RETIRED`.
+    /// The answer is then [`Error::Unavailable`] (outcome unknown: the lost
+    /// try may have held the key for a while), never the retry's refusal,
+    /// unless that refusal is one every copy of the request gets (a
+    /// validation error such as `INVALID_TTL`).
     /// Use a new owner hash (a new sequence number) for a new attempt.
     /// That release fails over within a `failover_timeout_ms` of its own,
     /// so such an acquire can take up to twice the budget.
     pub async fn acquire(&self, key: &str, req: &AcquireRequest) -> Result<LockResponse, Error> {
+        self.acquire_noting(key, req, &mut false).await
+    }
+
+    /// [`Client::acquire`], setting `retired_run` when its answer is an
+    /// unknown outcome hiding a retry's `OWNER_HASH_RETIRED` after the fence
+    /// ended the run for certain: a copy of this request was granted and
+    /// that run is over, so a caller that never saw the grant (the
+    /// [`Locker`](crate::Locker)) may start a new run.
+    pub(crate) async fn acquire_noting(
+        &self,
+        key: &str,
+        req: &AcquireRequest,
+        retired_run: &mut bool,
+    ) -> Result<LockResponse, Error> {
         let started = Instant::now();
         let path = format!("/v1/locks/{}/acquire", encode_segment(key));
         // One owner hash for every try: a try whose answer was lost (a
@@ -613,7 +626,7 @@ impl Client {
         let granted = matches!(&result, Ok(r) if r.status == LockStatus::Success);
         if uncertain && !granted {
             return self
-                .fence_unknown_acquire(key, &owner, started, result)
+                .fence_unknown_acquire(key, &owner, started, result, retired_run)
                 .await;
         }
         result
@@ -630,6 +643,7 @@ impl Client {
         owner: &str,
         started: Instant,
         result: Result<LockResponse, Error>,
+        retired_run: &mut bool,
     ) -> Result<LockResponse, Error> {
         // The whole acquire, fence included, is what the caller waited.
         let unknown = |why: String| self.unknown_outcome(started, why);
@@ -653,7 +667,37 @@ impl Client {
                  its run was answered {} after a try of unknown fate",
                 r.status
             ))),
-            Ok(_) => result,
+            // The run is over and the fence was answered for certain, but
+            // its NO_KEY or SOMEONE_ELSE_HOLDS_LOCK does not prove the lost
+            // try took nothing: it may have been granted and have ended
+            // (expired, its process dead) before the fence arrived, a ttl
+            // being shorter than a try may last. So the retry's refusal
+            // (OWNER_HASH_RETIRED: that very grant's run ended; held: taken
+            // after it) is no definite "not granted".
+            Ok(f) => {
+                let seen = match &result {
+                    Err(Error::Api { code, .. }) if refused_whatever_the_table(*code) => {
+                        return result
+                    }
+                    // Already an unknown outcome.
+                    Err(Error::Unavailable { .. }) => return result,
+                    Err(Error::Api {
+                        code: ErrorCode::OwnerHashRetired,
+                        ..
+                    }) => {
+                        *retired_run = true;
+                        ErrorCode::OwnerHashRetired.to_string()
+                    }
+                    Ok(r) => r.status.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                Err(unknown(format!(
+                    "acquire of {key:?}: outcome unknown: an earlier try may have taken it (its \
+                     answer was lost) and a retry got {seen}; the release that ended its run \
+                     was answered {}, which a brief grant that had ended already leaves too",
+                    f.status
+                )))
+            }
             Err(e) => Err(unknown(format!(
                 "acquire of {key:?}: an earlier try may still be applied, and ending its run failed: {e}"
             ))),
@@ -661,6 +705,15 @@ impl Client {
     }
 
     /// `POST /v1/locks/{key}/extend`.
+    ///
+    /// `SUCCESS` is definite. After a try of unknown fate (a timeout, a
+    /// reset, a 5xx other than `NO_LEADER`), the call answers
+    /// [`Error::Unavailable`] instead of a retry's `NO_KEY` or
+    /// `SOMEONE_ELSE_HOLDS_LOCK` (the lock is not ours now, but the lost try
+    /// may have extended it before it ended) or an [`Error::Api`] refusal
+    /// of a retry (the retry did nothing; the lost try may have), unless
+    /// that refusal is one every copy of the request gets, a validation
+    /// error.
     pub async fn extend(
         &self,
         key: &str,
@@ -682,12 +735,31 @@ impl Client {
             owner_hash: owner_hash.to_string(),
             ttl_ms,
         })?;
-        // Unlike a release, an extend whose lost try was applied leaves
-        // nothing a retry's refusal could be mistaken for: it only moves a
-        // live lock's deadline, so a retry's NO_KEY or SOMEONE_ELSE_HOLDS_LOCK
-        // means the lock really is gone (expired, its process dead, taken
-        // over), and a late copy cannot bring it back. No settling needed.
-        self.lock_op(&path, &body, 0, budget).await
+        // A retry's NO_KEY or SOMEONE_ELSE_HOLDS_LOCK does mean the lock
+        // is gone now (an applied lost extend only moved a live lock's
+        // deadline, and a late copy cannot bring it back), but not that
+        // the extend did nothing: the lost try may have moved the deadline
+        // before the lock ended, so it lived longer than a "refused" extend
+        // says. A refusal of the retry itself (`Error::Api`: a rate limit,
+        // a token) says nothing of the lost try at all. Settled as a
+        // release is.
+        let started = Instant::now();
+        let mut uncertain = false;
+        let result = self
+            .lock_op_noting(&path, &body, 0, budget, &mut uncertain)
+            .await;
+        self.settle_write(
+            started,
+            uncertain,
+            result,
+            |r| (r.status != LockStatus::Success).then(|| r.status.to_string()),
+            |seen| {
+                format!(
+                    "extend of {key:?}: outcome unknown: an earlier try may have extended it \
+                     (its answer was lost) and a retry got {seen}"
+                )
+            },
+        )
     }
 
     /// `POST /v1/locks/{key}/release`.
@@ -699,7 +771,8 @@ impl Client {
     /// be just what that try, applied with its answer lost, leaves behind,
     /// so the call fails with [`Error::Unavailable`] instead (the outcome is
     /// unknown: the lock may have been released by this call or have ended
-    /// before it). The same holds for an [`Error::Api`] refusal of a retry.
+    /// before it). The same holds for an [`Error::Api`] refusal of a retry,
+    /// except a validation error, which the lost try got too.
     /// See [`Error::Unavailable`] for what to do then.
     pub async fn release(&self, key: &str, owner_hash: &str) -> Result<LockResponse, Error> {
         self.release_within(key, owner_hash, None).await
@@ -754,22 +827,52 @@ impl Client {
         uncertain: bool,
         result: Result<LockResponse, Error>,
     ) -> Result<LockResponse, Error> {
+        self.settle_write(
+            started,
+            uncertain,
+            result,
+            |r| (r.status != LockStatus::Success).then(|| r.status.to_string()),
+            |seen| {
+                format!(
+                    "release of {key:?}: outcome unknown: an earlier try may have released it \
+                     (its answer was lost) and a retry got {seen}; the lock is not known to be \
+                     released by this call (release again, or let it expire)"
+                )
+            },
+        )
+    }
+
+    /// The one rule for a write (release, end of process, extend) some of
+    /// whose tries may have been applied with their answers lost
+    /// (`uncertain`): its success is definite (the retry itself did it);
+    /// any other answer (`refused` names it), and any [`Error::Api`]
+    /// refusal of a retry, is an unknown outcome, [`Error::Unavailable`]
+    /// with `why(what the retry got)`, except a refusal every copy of the
+    /// request gets whatever the table holds (see
+    /// [`refused_whatever_the_table`]): the lost try was refused too.
+    /// Other errors are already unknown ([`Error::Unavailable`],
+    /// [`Error::Protocol`]) or raised before sending, and pass as they are.
+    fn settle_write<T>(
+        &self,
+        started: Instant,
+        uncertain: bool,
+        result: Result<T, Error>,
+        refused: impl FnOnce(&T) -> Option<String>,
+        why: impl FnOnce(String) -> String,
+    ) -> Result<T, Error> {
+        if !uncertain {
+            return result;
+        }
         let seen = match &result {
-            _ if !uncertain => return result,
-            Ok(r) if r.status == LockStatus::Success => return result,
-            Ok(r) => r.status.to_string(),
+            Ok(r) => match refused(r) {
+                Some(seen) => seen,
+                None => return result,
+            },
+            Err(Error::Api { code, .. }) if refused_whatever_the_table(*code) => return result,
             Err(e @ Error::Api { .. }) => e.to_string(),
-            // Already an unknown outcome, or a certain error.
             Err(_) => return result,
         };
-        Err(self.unknown_outcome(
-            started,
-            format!(
-                "release of {key:?}: outcome unknown: an earlier try may have released it \
-                 (its answer was lost) and a retry got {seen}; the lock is not known to be \
-                 released by this call (release again, or let it expire)"
-            ),
-        ))
+        Err(self.unknown_outcome(started, why(seen)))
     }
 
     /// An unknown outcome of a write, in the shape every unknown outcome
@@ -979,6 +1082,37 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
         s.push_str(" (timeout)");
     }
     s
+}
+
+/// Whether a refusal is one every copy of the same request gets, whatever
+/// the lock table holds, so a lost copy of it did nothing either: the
+/// request's own form, checked against bounds fixed in `locker-proto`
+/// (the same on every node of a release) before anything is proposed. Not
+/// so: `OWNER_HASH_RETIRED`, `LIMIT_EXCEEDED`, `RATE_LIMITED` (they depend
+/// on the table or on recent traffic), `UNAUTHENTICATED`, `FORBIDDEN`,
+/// `HOST_NOT_ALLOWED` (a node's tokens or configuration, which can change
+/// between tries and differ between nodes), `NOT_FOUND` and
+/// `METHOD_NOT_ALLOWED` (a node of another release may know the route).
+fn refused_whatever_the_table(code: ErrorCode) -> bool {
+    use ErrorCode::*;
+    matches!(
+        code,
+        InvalidKey
+            | InvalidOwnerHash
+            | InvalidProcessHash
+            | InvalidTtl
+            | InvalidWait
+            | InvalidTrace
+            | InvalidInfo
+            | InvalidQuery
+            | InvalidJson
+            | InvalidPath
+            | MalformedRequest
+            | PayloadTooLarge
+            | UnsupportedMediaType
+            | UriTooLong
+            | HeadersTooLarge
+    )
 }
 
 #[cfg(test)]
@@ -1445,6 +1579,133 @@ mod tests {
         let c = client(vec![srv.url()], 5_000);
         assert_unknown(c.end_process("h/1.2").await);
         assert_eq!(srv.hits_of(path), 2);
+    }
+
+    /// A refusal of the retry itself (a 429, a 401) says nothing of the
+    /// earlier try: ending a process must settle it like a release does.
+    /// It used to come back as the 429, a definite "nothing done".
+    #[tokio::test]
+    async fn an_end_of_process_whose_retry_is_rate_limited_is_unknown() {
+        let path = "DELETE /v1/processes/h%2F1.2";
+        let limited = serde_json::to_value(ErrorAnswer::new(ErrorCode::RateLimited, "slow down"))
+            .expect("json");
+        let srv = lost_then(path, 429, limited).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.end_process("h/1.2").await);
+        assert_eq!(srv.hits_of(path), 2);
+    }
+
+    /// A validation refusal is what every copy of the request gets, the
+    /// lost one included: it stays a definite refusal.
+    #[tokio::test]
+    async fn a_validation_refusal_after_a_try_of_unknown_fate_is_definite() {
+        let path = "DELETE /v1/processes/h%2F1.2";
+        let invalid =
+            serde_json::to_value(ErrorAnswer::new(ErrorCode::InvalidProcessHash, "bad hash"))
+                .expect("json");
+        let srv = lost_then(path, 400, invalid).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_refused(
+            c.end_process("h/1.2").await,
+            400,
+            ErrorCode::InvalidProcessHash,
+        );
+    }
+
+    /// An extend whose lost try may have been applied: a retry refused
+    /// with an error (nothing done by the retry) or answered NO_KEY (the
+    /// lock may have lived on to the extended deadline) is unknown; both
+    /// used to be definite, and Jepsen recorded them `fail`.
+    #[tokio::test]
+    async fn an_extend_refused_after_a_try_of_unknown_fate_is_unknown() {
+        let path = "POST /v1/locks/k/extend";
+        let limited = serde_json::to_value(ErrorAnswer::new(ErrorCode::RateLimited, "slow down"))
+            .expect("json");
+        let srv = lost_then(path, 429, limited).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.extend("k", "k@me/1.2.3", Some(1_000)).await);
+        assert_eq!(srv.hits_of(path), 2);
+
+        let no_key = serde_json::json!({"status": "NO_KEY", "lock": null});
+        let srv = lost_then(path, 404, no_key).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.extend("k", "k@me/1.2.3", Some(1_000)).await);
+
+        let invalid = serde_json::to_value(ErrorAnswer::new(ErrorCode::InvalidTtl, "too long"))
+            .expect("json");
+        let srv = lost_then(path, 400, invalid).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_refused(
+            c.extend("k", "k@me/1.2.3", Some(1_000)).await,
+            400,
+            ErrorCode::InvalidTtl,
+        );
+    }
+
+    /// A peer whose first acquire answers 503 TIMEOUT (its fate unknown),
+    /// every later acquire `status` with `then`, and every release (the
+    /// fence) a definite NO_KEY.
+    async fn acquire_lost_then(status: u16, then: Value) -> FakePeer {
+        let first = Arc::new(AtomicUsize::new(0));
+        FakePeer::serve(
+            Router::new()
+                .route(
+                    "/v1/locks/{key}/acquire",
+                    post(move || {
+                        let first = first.clone();
+                        let then = then.clone();
+                        async move {
+                            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                                return refuse(ErrorCode::Timeout, "scripted: answer lost");
+                            }
+                            reply(status, &then)
+                        }
+                    }),
+                )
+                .route(
+                    "/v1/locks/{key}/release",
+                    post(|| async {
+                        reply(404, &serde_json::json!({"status": "NO_KEY", "lock": null}))
+                    }),
+                ),
+        )
+        .await
+    }
+
+    /// The fence's definite NO_KEY does not prove the lost try took
+    /// nothing: it may have been granted and expired before the fence (a
+    /// ttl shorter than a try). The retry's refusal (OWNER_HASH_RETIRED:
+    /// that grant's run ended; SOMEONE_ELSE_HOLDS_LOCK: taken after it) is
+    /// then no definite "not granted"; both used to be returned as such.
+    #[tokio::test]
+    async fn an_acquire_refused_after_a_try_of_unknown_fate_is_unknown_though_fenced() {
+        let retired = serde_json::to_value(ErrorAnswer::new(ErrorCode::OwnerHashRetired, "ended"))
+            .expect("json");
+        let srv = acquire_lost_then(409, retired).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.acquire("k", &AcquireRequest::default()).await);
+        assert_eq!(srv.hits_of("POST /v1/locks/k/release"), 1, "fenced");
+
+        let held = serde_json::to_value(LockResponse {
+            status: LockStatus::SomeoneElseHoldsLock,
+            lock: Some(holder(5)),
+        })
+        .expect("json");
+        let srv = acquire_lost_then(409, held).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.acquire("k", &AcquireRequest::default()).await);
+        assert_eq!(srv.hits_of("POST /v1/locks/k/release"), 1, "fenced");
+
+        // Refused whatever the table held: the lost copy was refused too.
+        let invalid = serde_json::to_value(ErrorAnswer::new(ErrorCode::InvalidTtl, "too long"))
+            .expect("json");
+        let srv = acquire_lost_then(400, invalid).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_refused(
+            c.acquire("k", &AcquireRequest::default()).await,
+            400,
+            ErrorCode::InvalidTtl,
+        );
     }
 
     #[test]

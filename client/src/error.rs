@@ -121,11 +121,15 @@ pub enum Error {
     /// No endpoint gave a usable answer within the failover budget
     /// (connection errors, timeouts, 5xx, 503 without a leader). Transient.
     ///
-    /// Also how a write whose outcome is unknown is reported: an acquire
-    /// whose lost try may have taken the key (see
-    /// [`Client::acquire`](crate::Client::acquire)), and a release (or end
-    /// of process) whose lost try may have been applied before a retry was
-    /// answered `NO_KEY` or `SOMEONE_ELSE_HOLDS_LOCK` (see
+    /// Also how a write whose outcome is unknown is reported: once a try of
+    /// an acquire, extend, release or end of process was of unknown fate (a
+    /// timeout, a reset, a 5xx other than `NO_LEADER`), the call answers
+    /// `SUCCESS` or this, never a retry's `NO_KEY`,
+    /// `SOMEONE_ELSE_HOLDS_LOCK` or [`Error::Api`] refusal, which would not
+    /// prove the lost try did nothing; except a validation refusal
+    /// (`INVALID_*`, ...), which every copy of the request gets (see
+    /// [`Client::acquire`](crate::Client::acquire),
+    /// [`Client::extend`](crate::Client::extend) and
     /// [`Client::release`](crate::Client::release)). After such a release
     /// the lock may have been freed by it, or may still be held until its
     /// deadline (a copy of the lost try may yet arrive): release again with
@@ -142,7 +146,10 @@ pub enum Error {
         last: String,
     },
     /// The cluster refused the request (a 4xx with an error body; its HTTP
-    /// status is the one `code` is answered with).
+    /// status is the one `code` is answered with). From an acquire, extend,
+    /// release or end of process, nothing was done by any try of the call: a refusal after a try of unknown
+    /// fate is [`Error::Unavailable`] instead, unless it is a validation
+    /// error that try got too.
     #[error("the cluster refused the request: HTTP {http_status} {code}: {message}")]
     Api {
         /// HTTP status.

@@ -542,14 +542,22 @@ impl Locker {
         loop {
             let (rep, view) = self.live_process().await?;
             let sent = self.inner.clock.now_ms();
-            let resp = match self.send_acquire(key, &opts, &view).await {
+            let mut retired_run = false;
+            let resp = match self.send_acquire(key, &opts, &view, &mut retired_run).await {
                 // Another copy of this very request was granted and its run
                 // already ended (its lease ran out, its process was counted
                 // dead) before this copy arrived. Nothing was done by this
-                // one, and that run is over: start a new one.
+                // one, and that run is over: start a new one. The client
+                // answers that case as an unknown outcome (`retired_run`):
+                // the lost copy's grant was real, but it is over, and no
+                // caller of ours ever held it.
                 Err(Error::Api { code, .. })
                     if code == ErrorCode::OwnerHashRetired && retired < RETIRED_RUNS_RETRIED =>
                 {
+                    retired += 1;
+                    continue;
+                }
+                Err(Error::Unavailable { .. }) if retired_run && retired < RETIRED_RUNS_RETRIED => {
                     retired += 1;
                     continue;
                 }
@@ -608,6 +616,7 @@ impl Locker {
         key: &str,
         opts: &AcquireOptions,
         view: &ProcessView,
+        retired_run: &mut bool,
     ) -> Result<LockResponse, Error> {
         // A key or trace no owner hash can carry (a line break, a trace
         // that reads as another owner hash's end) is refused up front.
@@ -620,7 +629,10 @@ impl Locker {
             ttl_ms: Some(self.inner.opts.lock_ttl_ms),
             wait_ms: opts.wait_ms.filter(|w| *w > 0),
         };
-        self.inner.client.acquire(key, &req).await
+        self.inner
+            .client
+            .acquire_noting(key, &req, retired_run)
+            .await
     }
 
     fn emit(&self, kind: ErrorKind, e: Error) {

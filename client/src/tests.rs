@@ -26,6 +26,9 @@ struct FakeState {
     ended: Vec<String>,
     /// Acquires still to refuse with `OWNER_HASH_RETIRED`.
     retire_acquires: usize,
+    /// Acquires still to answer 503 `TIMEOUT` without applying (their
+    /// fate unknown to the client).
+    lose_acquires: usize,
     /// The owner hash of every acquire seen.
     acquires: Vec<String>,
     /// Releases still to apply and then answer 503 `TIMEOUT`, as a
@@ -90,6 +93,10 @@ async fn acquire(State(st): State<Shared>, Json(body): Json<AcquireRequest>) -> 
     let mut s = st.lock().expect("state");
     let owner = body.owner_hash.unwrap_or_default();
     s.acquires.push(owner.clone());
+    if s.lose_acquires > 0 {
+        s.lose_acquires -= 1;
+        return refuse(ErrorCode::Timeout, "scripted: answer lost");
+    }
     if s.retire_acquires > 0 {
         s.retire_acquires -= 1;
         return refuse(ErrorCode::OwnerHashRetired, "scripted");
@@ -520,6 +527,30 @@ async fn a_retired_owner_hash_starts_a_new_run() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_ne!(seen[0], seen[1], "the new run has a new owner hash");
     assert_eq!(a.owner_hash(), seen[1]);
+    locker.terminate().await;
+}
+
+/// The real way a run gets retired: a try whose answer was lost, then the
+/// retry refused `OWNER_HASH_RETIRED`. The client answers that as an
+/// unknown outcome (the lost try may have held the key), after its fence
+/// ended the run for certain; the Locker, which never handed that grant to
+/// anyone, starts a new run as before instead of failing the acquire.
+#[tokio::test]
+async fn a_run_retired_after_a_lost_try_starts_a_new_run() {
+    let (srv, st) = fake_node().await;
+    {
+        let mut s = st.lock().expect("state");
+        s.lose_acquires = 1;
+        s.retire_acquires = 1;
+    }
+    let locker = Locker::new(opts(srv.url(), Arc::new(ManualClock::new(1_000)))).expect("locker");
+    let a = acquired(&locker).await;
+    let seen = st.lock().expect("state").acquires.clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0], seen[1], "the retry is the same run");
+    assert_ne!(seen[1], seen[2], "the new run has a new owner hash");
+    assert_eq!(a.owner_hash(), seen[2]);
+    assert_eq!(srv.hits_of("POST /v1/locks/k/release"), 1, "fenced");
     locker.terminate().await;
 }
 
