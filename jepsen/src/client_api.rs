@@ -10,10 +10,17 @@
 //!   failover gave up, and some attempt may have taken effect (the client
 //!   retries 5xx answers, `TIMEOUT` included, with the same owner hash, so at
 //!   most one grant results, but we cannot know whether it did). The
-//!   library also answers `Unavailable` for a release (or an acquire) whose
-//!   retry was refused after a try whose answer was lost: a NO_KEY there may
-//!   be our own release seen from outside, and recorded `fail` it would
-//!   read as the lease having ended early.
+//!   library also answers `Unavailable` for an acquire, extend or release
+//!   that ends without `SUCCESS` after a try whose answer was lost (unless
+//!   the retry's refusal is a validation error, which the lost copy got
+//!   too): a release's NO_KEY there may be our own release seen from
+//!   outside (recorded `fail` it would read as the lease having ended
+//!   early); an extend's may follow our own applied extend, the lease then
+//!   having lived longer than a `fail` says; an acquire's refusal may
+//!   follow a grant that already expired; and an [`Error::Api`] refusal of
+//!   a retry (a 429) says nothing of the lost try at all. So an
+//!   [`Error::Api`] reaching this module means every try of the call
+//!   certainly did nothing, and `fail` is right for it.
 
 use crate::api::{Answer, Call};
 use crate::history::{status, Fields, Op, OpType, Process};
@@ -345,6 +352,36 @@ mod tests {
         let a = release_through(vec![LOST, NO_KEY]).await;
         assert_eq!(a.kind, OpType::Info, "{a:?}");
         assert_eq!(a.fields.status, None, "{a:?}");
+    }
+
+    const RATE_LIMITED: (&str, &str) = (
+        "429 Too Many Requests",
+        r#"{"error":{"code":"RATE_LIMITED","message":"slow down"}}"#,
+    );
+
+    async fn extend_through(answers: Vec<(&'static str, &'static str)>) -> Answer {
+        let url = scripted(answers).await;
+        let c = client(&[url], 5_000).expect("client");
+        let call = Call::Extend {
+            owner: "k@h/1.2.3".into(),
+            ttl_ms: 1_000,
+        };
+        exec(&c, "k", &call).await
+    }
+
+    /// An extend whose first try's answer was lost may have been applied:
+    /// a retry refused 429 (the retry did nothing, the lost try may have
+    /// extended) or answered NO_KEY (the lease may have run to the extended
+    /// deadline first) is recorded `info`. Both used to be `fail`.
+    #[tokio::test]
+    async fn an_extend_of_unknown_outcome_is_recorded_info() {
+        let a = extend_through(vec![LOST, RATE_LIMITED]).await;
+        assert_eq!(a.kind, OpType::Info, "{a:?}");
+        let a = extend_through(vec![LOST, NO_KEY]).await;
+        assert_eq!(a.kind, OpType::Info, "{a:?}");
+        // The control: the same refusal with no lost try is definite.
+        let a = extend_through(vec![RATE_LIMITED]).await;
+        assert_eq!(a.kind, OpType::Fail, "{a:?}");
     }
 
     /// The control: a NO_KEY with no try of unknown fate before it is a
