@@ -494,17 +494,40 @@ impl Client {
         info: Option<&Value>,
         budget: Option<Duration>,
     ) -> Result<KeepaliveResponse, Error> {
-        // A keep-alive only ever answers SUCCESS (an applied lost try and
-        // its retry agree), so whether a try was uncertain changes nothing.
+        // A keep-alive answers only SUCCESS, but a refusal of a retry (a
+        // 429, a process limit) says nothing of an earlier try whose answer
+        // was lost and which may have refreshed the process: settled by the
+        // rule every write follows.
+        let started = Instant::now();
         let path = format!("/v1/processes/{}", encode_segment(process_hash));
         let body = to_body(&KeepaliveRequest {
             ttl_ms: Some(ttl_ms),
             info: info.cloned(),
         })?;
-        let (status, v) = self
-            .call(Method::PUT, &path, Some(&body), 0, budget)
-            .await?;
-        decode_ok(&path, status, &v)
+        let req = Req {
+            method: Method::PUT,
+            path: &path,
+            body: Some(&body),
+            secret: None,
+        };
+        let mut uncertain = false;
+        let result = async {
+            let (status, v) = self.call_noting(&req, 0, budget, &mut uncertain).await?;
+            decode_ok(&path, status, &v)
+        }
+        .await;
+        self.settle_write(
+            started,
+            uncertain,
+            result,
+            |_: &KeepaliveResponse| None,
+            |seen| {
+                format!(
+                    "keep-alive of {process_hash:?}: outcome unknown: an earlier try may have \
+                     refreshed it (its answer was lost) and a retry got {seen}"
+                )
+            },
+        )
     }
 
     /// `DELETE /v1/processes/{process_hash}`: ends a process and frees all its
@@ -842,7 +865,8 @@ impl Client {
         )
     }
 
-    /// The one rule for a write (release, end of process, extend) some of
+    /// The one rule for a write (release, end of process, extend,
+    /// keep-alive) some of
     /// whose tries may have been applied with their answers lost
     /// (`uncertain`): its success is definite (the retry itself did it);
     /// any other answer (`refused` names it), and any [`Error::Api`]
@@ -1592,6 +1616,20 @@ mod tests {
         let srv = lost_then(path, 429, limited).await;
         let c = client(vec![srv.url()], 5_000);
         assert_unknown(c.end_process("h/1.2").await);
+        assert_eq!(srv.hits_of(path), 2);
+    }
+
+    /// A keep-alive whose answer was lost may have refreshed the process:
+    /// a retry refused 429 does not say it did nothing. It used to come
+    /// back as the 429, a definite "nothing done".
+    #[tokio::test]
+    async fn a_keepalive_whose_retry_is_rate_limited_is_unknown() {
+        let path = "PUT /v1/processes/h%2F1.2";
+        let limited = serde_json::to_value(ErrorAnswer::new(ErrorCode::RateLimited, "slow down"))
+            .expect("json");
+        let srv = lost_then(path, 429, limited).await;
+        let c = client(vec![srv.url()], 5_000);
+        assert_unknown(c.keepalive("h/1.2", 10_000, None).await);
         assert_eq!(srv.hits_of(path), 2);
     }
 

@@ -122,8 +122,9 @@ pub enum Error {
     /// (connection errors, timeouts, 5xx, 503 without a leader). Transient.
     ///
     /// Also how a write whose outcome is unknown is reported: once a try of
-    /// an acquire, extend, release or end of process was of unknown fate (a
-    /// timeout, a reset, a 5xx other than `NO_LEADER`), the call answers
+    /// an acquire, extend, release, end of process or keep-alive was of
+    /// unknown fate (a timeout, a reset, a 5xx other than `NO_LEADER`), the
+    /// call answers
     /// `SUCCESS` or this, never a retry's `NO_KEY`,
     /// `SOMEONE_ELSE_HOLDS_LOCK` or [`Error::Api`] refusal, which would not
     /// prove the lost try did nothing; except a validation refusal
