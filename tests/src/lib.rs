@@ -9,7 +9,7 @@ pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use locker_proto::{
@@ -43,6 +43,26 @@ pub fn bin(name: &str) -> PathBuf {
         }
     }
     panic!("{name} is not built: run `cargo build --bins` first or set {var}");
+}
+
+/// Runs a `locker-node` subcommand (`backup`, `verify-backup`, `restore`)
+/// to completion, without a token from the environment.
+pub fn node_tool(args: &[&str]) -> Output {
+    Command::new(bin("locker-node"))
+        .args(args)
+        .env_remove("LOCKER_TOKEN")
+        .output()
+        .expect("run locker-node")
+}
+
+/// A finished command's exit code and output, for assertion messages.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A free loopback port (checked by binding it, then released for the node

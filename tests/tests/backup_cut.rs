@@ -7,28 +7,16 @@
 //! cut, not from the proxy.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use locker_tests::proxy::Proxy;
-use locker_tests::{api, bin, Cluster};
+use locker_tests::{api, node_tool, output_text, Cluster};
 use serde_json::json;
 
+/// `locker-node backup --from FROM --out OUT`.
 fn backup(from: &str, out: &Path) -> Output {
-    Command::new(bin("locker-node"))
-        .args(["backup", "--from", from, "--out"])
-        .arg(out)
-        .env_remove("LOCKER_TOKEN")
-        .output()
-        .expect("run locker-node backup")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    let out = out.to_str().expect("a UTF-8 temp path");
+    node_tool(&["backup", "--from", from, "--out", out])
 }
 
 /// Enough locks that the backup is streamed in many chunks.
@@ -54,7 +42,7 @@ fn a_cut_backup_stream_fails_and_leaves_no_file_behind() {
     // Positive control: straight from the node, and through the proxy.
     let direct = dir.path().join("direct.json");
     let o = backup(&url, &direct);
-    assert!(o.status.success(), "direct backup: {}", text(&o));
+    assert!(o.status.success(), "direct backup: {}", output_text(&o));
     let size = std::fs::metadata(&direct).expect("direct backup").len();
     assert!(
         size > 20_000,
@@ -64,7 +52,11 @@ fn a_cut_backup_stream_fails_and_leaves_no_file_behind() {
     let proxy = Proxy::start(addr);
     let through = dir.path().join("through.json");
     let o = backup(&proxy.url(), &through);
-    assert!(o.status.success(), "backup through the proxy: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "backup through the proxy: {}",
+        output_text(&o)
+    );
     assert_eq!(
         std::fs::read(&through).expect("read"),
         std::fs::read(&direct).expect("read"),
@@ -81,10 +73,14 @@ fn a_cut_backup_stream_fails_and_leaves_no_file_behind() {
         assert!(
             !o.status.success(),
             "a backup cut after {cut} of its {size}+ bytes succeeded: {}",
-            text(&o)
+            output_text(&o)
         );
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("cut short"), "cut at {cut}: {}", text(&o));
+        assert!(
+            err.contains("cut short"),
+            "cut at {cut}: {}",
+            output_text(&o)
+        );
         assert!(!out.exists(), "cut at {cut}: a file under the final name");
         assert!(
             !dir.path().join("b.json.partial").exists(),
@@ -99,5 +95,9 @@ fn a_cut_backup_stream_fails_and_leaves_no_file_behind() {
     // The node is unharmed: the same backup again, straight from it.
     let again = dir.path().join("again.json");
     let o = backup(&url, &again);
-    assert!(o.status.success(), "backup after the cuts: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "backup after the cuts: {}",
+        output_text(&o)
+    );
 }

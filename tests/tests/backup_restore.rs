@@ -9,29 +9,11 @@
 //! data directory are refused, changing nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use locker_proto::DigestAnswer;
-use locker_tests::{api, bin, get, Cluster};
+use locker_tests::{api, get, node_tool, output_text, Cluster};
 use serde_json::json;
-
-fn node_tool(args: &[&str]) -> Output {
-    Command::new(bin("locker-node"))
-        .args(args)
-        .env_remove("LOCKER_TOKEN")
-        .output()
-        .expect("run locker-node")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 const PROCESS: &str = "h/100.1";
 
@@ -95,7 +77,11 @@ fn restore_cluster(file: &Path) -> Cluster {
             "--initial-cluster",
             &initial,
         ]);
-        assert!(out.status.success(), "restore of node {id}: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "restore of node {id}: {}",
+            output_text(&out)
+        );
     }
     for (id, _) in &dirs {
         c.restart(*id);
@@ -113,8 +99,8 @@ fn refusals(file: &Path, dir: &Path) {
     std::fs::write(&bad, &bytes).expect("write");
     let bad_s = bad.display().to_string();
     let v = node_tool(&["verify-backup", &bad_s]);
-    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
-    assert!(text(&v).contains("checksum"), "{}", text(&v));
+    assert_eq!(v.status.code(), Some(1), "{}", output_text(&v));
+    assert!(output_text(&v).contains("checksum"), "{}", output_text(&v));
     let target = dir.join("never");
     let r = node_tool(&[
         "restore",
@@ -125,7 +111,7 @@ fn refusals(file: &Path, dir: &Path) {
         "--data-dir",
         &target.display().to_string(),
     ]);
-    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", output_text(&r));
     assert!(
         !target.exists(),
         "a refused restore created the data directory"
@@ -144,8 +130,8 @@ fn refusals(file: &Path, dir: &Path) {
         "--data-dir",
         &full.display().to_string(),
     ]);
-    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
-    assert!(text(&r).contains("not empty"), "{}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", output_text(&r));
+    assert!(output_text(&r).contains("not empty"), "{}", output_text(&r));
     assert_eq!(std::fs::read(full.join("keep")).expect("kept"), b"mine");
     assert_eq!(std::fs::read_dir(&full).expect("dir").count(), 1);
 }
@@ -171,15 +157,15 @@ fn a_backup_restored_into_a_new_cluster_keeps_every_lock_and_process_and_tokens_
     let file_s = file.display().to_string();
     let follower = old.followers()[0];
     let out = node_tool(&["backup", "--from", &old.url(follower), "--out", &file_s]);
-    assert!(out.status.success(), "backup: {}", text(&out));
+    assert!(out.status.success(), "backup: {}", output_text(&out));
     streamed_alike(&old.url(follower), &file);
     for args in [
         &["verify-backup", &file_s][..],
         &["backup", "--verify", &file_s][..],
     ] {
         let v = node_tool(args);
-        assert!(v.status.success(), "{args:?}: {}", text(&v));
-        let t = text(&v);
+        assert!(v.status.success(), "{args:?}: {}", output_text(&v));
+        let t = output_text(&v);
         assert!(t.contains(&format!("locks: {} (", before.locks)), "{t}");
         assert!(
             t.contains(&format!("processes: {} (", before.processes)),
@@ -229,9 +215,13 @@ fn offline_backup(mut old: Cluster, before: &DigestAnswer, dir: &Path) {
     let data = old.node(id).data_dir.display().to_string();
     let out_file = dir.join("offline.backup").display().to_string();
     let out = node_tool(&["backup", "--data-dir", &data, "--out", &out_file]);
-    assert!(out.status.success(), "offline backup: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "offline backup: {}",
+        output_text(&out)
+    );
     let v = node_tool(&["verify-backup", &out_file]);
-    let t = text(&v);
+    let t = output_text(&v);
     assert!(v.status.success(), "{t}");
     assert!(t.contains(&format!("locks: {} (", before.locks)), "{t}");
     assert!(
@@ -241,7 +231,7 @@ fn offline_backup(mut old: Cluster, before: &DigestAnswer, dir: &Path) {
     // Nothing there: refused.
     let empty = dir.join("no-such-node").display().to_string();
     let r = node_tool(&["backup", "--data-dir", &empty, "--out", &out_file]);
-    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", output_text(&r));
 }
 
 fn check_restored(nurl: &str, before: &DigestAnswer, max_token: u64) {
